@@ -1,0 +1,318 @@
+//! `switchboard-channel`: the contract between Switchboard and a chat network.
+//!
+//! # Layout
+//! - [`Channel`]: one connection to one network. It turns wire events into [`InboundEvent`]s
+//!   and [`Outbound`] replies into wire calls. It holds no conversation state.
+//! - [`Inbound`]: the sink a connector hands events to. `submit` returns only after the event is
+//!   stored durably, so a connector advances its cursor (update offset, IMAP UID, gateway
+//!   sequence) only past what is safe.
+//! - [`ChannelState`]: a small durable key-value space private to one channel instance (cursors,
+//!   web chat transcripts), so connectors never touch the store directly.
+//! - Opaque ids ([`ChannelId`], [`ExternalThread`], [`ExternalUser`], [`ExternalMessageId`]):
+//!   the core never parses a network's ids.
+//!
+//! A connector crate depends on this crate only: it knows its network and nothing of the engine,
+//! the bot or the store.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+macro_rules! opaque_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub String);
+
+        impl $name {
+            pub fn new(s: impl Into<String>) -> Self {
+                Self(s.into())
+            }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+opaque_id!(
+    /// The configured name of one channel instance, e.g. `webhook` or `telegram-main`.
+    ChannelId
+);
+opaque_id!(
+    /// Where a conversation lives on the network: a Telegram chat, an email thread root, a web
+    /// chat session. Together with the [`ChannelId`] it identifies one conversation.
+    ExternalThread
+);
+opaque_id!(
+    /// The customer's identity on the network: a Telegram user id, an email address.
+    ExternalUser
+);
+opaque_id!(
+    /// The network's own id of one message, used to drop duplicate deliveries.
+    ExternalMessageId
+);
+
+/// What a connector can do beyond plain text; the engine adapts what it sends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// Replies can be attached to the message they answer.
+    pub threading: bool,
+    /// Sent messages can be edited later.
+    pub edits: bool,
+    /// Files can travel in and out.
+    pub attachments: bool,
+    /// A "typing…" indicator can be shown.
+    pub typing: bool,
+    /// Quick-reply buttons (clarifications, "talk to a person") can be shown.
+    pub buttons: bool,
+    /// Longest text one network message can carry, in characters; `None` for no limit.
+    pub max_text_chars: Option<usize>,
+}
+
+/// Metadata of a file that came with a message. The bytes, where kept, are stored separately.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// File name as the customer sent it.
+    pub name: String,
+    /// MIME type as declared by the sender (not trusted for rendering).
+    pub content_type: String,
+    /// Size in bytes as declared or measured.
+    pub size: u64,
+    /// Where the network serves the file, if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// A customer identity as seen on the network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sender {
+    pub id: ExternalUser,
+    /// Display name, if the network tells one.
+    pub name: Option<String>,
+}
+
+/// A new customer message, normalised.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboundMessage {
+    pub thread: ExternalThread,
+    pub sender: Sender,
+    /// The network's id for this message; the same id delivered twice is stored once.
+    pub message_id: ExternalMessageId,
+    pub text: String,
+    pub attachments: Vec<Attachment>,
+    /// When the customer sent it (unix milliseconds), if the network says.
+    pub sent_at_ms: Option<i64>,
+}
+
+/// Everything a connector can report to the engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InboundEvent {
+    Message(InboundMessage),
+}
+
+/// What the engine answered for an accepted event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accepted {
+    /// Stored now, durably.
+    Stored,
+    /// Already stored earlier (duplicate delivery); nothing changed.
+    Duplicate,
+}
+
+/// Why an event was not accepted. Nothing was stored.
+#[derive(Debug, thiserror::Error)]
+pub enum InboundError {
+    /// The event is not acceptable (too large, empty, unknown channel); retrying will not help.
+    #[error("rejected: {0}")]
+    Rejected(String),
+    /// Storage cannot take it now (disk full, shutting down); the network should retry later.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The engine's side of a connector: where inbound events go.
+#[async_trait::async_trait]
+pub trait Inbound: Send + Sync + 'static {
+    /// Stores `event` for the channel `channel` and returns once it is durable.
+    /// Connectors must not acknowledge the event to their network before this returns `Ok`.
+    async fn submit(
+        &self,
+        channel: &ChannelId,
+        event: InboundEvent,
+    ) -> Result<Accepted, InboundError>;
+}
+
+/// A reply button: the label shown and the text sent back when pressed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Button {
+    pub label: String,
+    pub payload: String,
+}
+
+/// Who wrote an outbound message, as far as the customer is told.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "name")]
+pub enum OutboundAuthor {
+    Bot,
+    Agent(String),
+    System,
+}
+
+/// One reply to deliver. `id` is stable across retries and restarts: connectors pass it to the
+/// network as an idempotency key where the network supports one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outbound {
+    pub id: String,
+    pub author: OutboundAuthor,
+    pub text: String,
+    #[serde(default)]
+    pub buttons: Vec<Button>,
+    /// The customer message this answers, for networks with threading.
+    #[serde(default)]
+    pub in_reply_to: Option<ExternalMessageId>,
+}
+
+/// A failed network call, classified so the outbox knows what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    /// Worth retrying; `after` is the network's own hint (HTTP 429 `retry_after`).
+    #[error("temporary failure: {reason}")]
+    Retryable {
+        reason: String,
+        after: Option<Duration>,
+    },
+    /// Retrying cannot help (blocked by the user, thread gone, bad credentials).
+    #[error("permanent failure: {0}")]
+    Permanent(String),
+}
+
+impl ChannelError {
+    pub fn retryable(reason: impl Into<String>) -> Self {
+        Self::Retryable {
+            reason: reason.into(),
+            after: None,
+        }
+    }
+}
+
+/// Errors of the per-channel key-value space.
+#[derive(Debug, thiserror::Error)]
+#[error("channel state: {0}")]
+pub struct StateError(pub String);
+
+/// One stored pair of a [`ChannelState`].
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// A durable key-value space private to one channel instance.
+///
+/// Writes are atomic per call; `sync` returns once every earlier write is on disk.
+#[async_trait::async_trait]
+pub trait ChannelState: Send + Sync + 'static {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError>;
+    /// Writes all pairs atomically.
+    fn put_all(&self, pairs: &[(&[u8], &[u8])]) -> Result<(), StateError>;
+    /// All pairs whose key starts with `prefix`, after `after` (exclusive) when given, in key
+    /// order, at most `limit`.
+    fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StateError>;
+    /// A number that grows with each call, unique for this channel for the life of the store.
+    fn next_id(&self) -> Result<u64, StateError>;
+    async fn sync(&self) -> Result<(), StateError>;
+}
+
+/// What a connector is built with (its factory input, like Vector's `SourceContext`).
+#[derive(Clone)]
+pub struct ChannelContext {
+    pub id: ChannelId,
+    pub inbound: Arc<dyn Inbound>,
+    pub state: Arc<dyn ChannelState>,
+}
+
+/// One connection to one chat network.
+#[async_trait::async_trait]
+pub trait Channel: Send + Sync + 'static {
+    fn id(&self) -> &ChannelId;
+
+    fn capabilities(&self) -> Capabilities;
+
+    /// Runs until `shutdown` fires. Reconnects by itself; reports trouble through logs and
+    /// health, not by returning early. Connectors that only receive over HTTP just wait.
+    async fn run(&self, shutdown: CancellationToken) -> Result<(), ChannelError>;
+
+    /// Delivers one reply. Must be idempotent by `outbound.id` where the network allows:
+    /// the outbox retries after timeouts and restarts.
+    async fn send(
+        &self,
+        to: &ExternalThread,
+        outbound: &Outbound,
+    ) -> Result<ExternalMessageId, ChannelError>;
+
+    /// Routes this connector serves on the daemon's HTTP listener (web hooks, web chat).
+    /// Paths must be absolute and unique to the channel id.
+    fn http_routes(&self) -> Option<axum::Router> {
+        None
+    }
+}
+
+/// Where a secret comes from: inline (discouraged outside development), an environment
+/// variable, or a file (systemd `LoadCredential=`). Exactly one must be set.
+pub fn resolve_secret(
+    what: &str,
+    inline: Option<&str>,
+    env: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> Result<String, String> {
+    match (inline, env, file) {
+        (Some(s), None, None) => Ok(s.to_owned()),
+        (None, Some(var), None) => match std::env::var(var) {
+            Ok(v) if !v.trim().is_empty() => Ok(v.trim().to_owned()),
+            _ => Err(format!("{what}: environment variable {var} is not set")),
+        },
+        (None, None, Some(path)) => match std::fs::read_to_string(path) {
+            Ok(v) if !v.trim().is_empty() => Ok(v.trim().to_owned()),
+            Ok(_) => Err(format!("{what}: file {} is empty", path.display())),
+            Err(e) => Err(format!("{what}: cannot read {}: {e}", path.display())),
+        },
+        (None, None, None) => Err(format!(
+            "{what}: no secret given (set one of the inline value, *_env or *_file)"
+        )),
+        _ => Err(format!(
+            "{what}: give only one of the inline value, *_env or *_file"
+        )),
+    }
+}
+
+/// The one error shape every HTTP endpoint of Switchboard answers with:
+/// `{"error": {"code": "...", "message": "..."}}`.
+pub fn http_error(
+    status: axum::http::StatusCode,
+    code: &str,
+    message: impl fmt::Display,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let body = serde_json::json!({ "error": { "code": code, "message": message.to_string() } });
+    (status, axum::Json(body)).into_response()
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

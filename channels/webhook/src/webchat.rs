@@ -1,0 +1,412 @@
+//! The customer side of web chat: what the widget on a shop's page talks to.
+//!
+//! - `POST /chat/{channel}/sessions` starts a session and returns a session token.
+//! - `POST /chat/{channel}/messages` (bearer session token) sends a customer message.
+//! - `GET /chat/{channel}/transcript` (bearer or `?token=`) returns the session's transcript.
+//! - `GET /chat/{channel}/events?token=` streams new transcript entries as Server-Sent Events,
+//!   resuming after `Last-Event-ID`.
+//!
+//! The transcript lives in this channel's own durable state, so a reload shows the whole
+//! conversation and a reply counts as delivered once it is in the transcript.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::StreamExt;
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+use switchboard_channel::{
+    Button, Capabilities, Channel, ChannelContext, ChannelError, ChannelId, ExternalMessageId,
+    ExternalThread, ExternalUser, InboundEvent, InboundMessage, Outbound, OutboundAuthor, Sender,
+    StateError, now_ms,
+};
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::{HookError, accepted, check_id, parse_json, require_json};
+
+/// Configuration of a web chat channel (`type = "webchat"` in `[[channels]]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebchatConfig {
+    /// Largest accepted request body.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Longest accepted customer message, in characters.
+    #[serde(default = "default_max_text")]
+    pub max_text_chars: usize,
+}
+
+fn default_max_body() -> usize {
+    64 * 1024
+}
+fn default_max_text() -> usize {
+    4000
+}
+
+/// One line of a session's transcript, as the widget shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Entry {
+    pub seq: u64,
+    /// `customer`, `bot`, `agent` or `system`.
+    pub from: String,
+    /// The agent's display name, for agent replies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub buttons: Vec<Button>,
+    pub at_ms: i64,
+}
+
+/// The web chat connector.
+pub struct WebchatChannel {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    ctx: ChannelContext,
+    config: WebchatConfig,
+    /// Signs session tokens; generated once and kept in the channel's state.
+    session_key: Vec<u8>,
+    /// New transcript entries, for open event streams.
+    live: broadcast::Sender<Arc<(String, Entry)>>,
+    /// Fires on shutdown, ending open event streams.
+    closing: CancellationToken,
+}
+
+const SESSION_KEY: &[u8] = b"session_key";
+
+fn transcript_prefix(session: &str) -> Vec<u8> {
+    format!("t/{session}/").into_bytes()
+}
+
+fn transcript_key(session: &str, seq: u64) -> Vec<u8> {
+    let mut k = transcript_prefix(session);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn state_err(e: StateError) -> ChannelError {
+    ChannelError::retryable(e.to_string())
+}
+
+impl WebchatChannel {
+    pub fn build(config: WebchatConfig, ctx: ChannelContext) -> Result<Self, String> {
+        let session_key = match ctx.state.get(SESSION_KEY).map_err(|e| e.to_string())? {
+            Some(k) => k,
+            None => {
+                let mut k = vec![0u8; 32];
+                rand::rng().fill_bytes(&mut k);
+                ctx.state
+                    .put_all(&[(SESSION_KEY, &k)])
+                    .map_err(|e| e.to_string())?;
+                k
+            }
+        };
+        let (live, _) = broadcast::channel(1024);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                ctx,
+                config,
+                session_key,
+                live,
+                closing: CancellationToken::new(),
+            }),
+        })
+    }
+}
+
+impl Inner {
+    fn token_for(&self, session: &str) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.session_key).expect("any key length");
+        mac.update(session.as_bytes());
+        format!("{session}.{}", hex::encode(mac.finalize().into_bytes()))
+    }
+
+    /// Returns the session a token belongs to, if the token is genuine.
+    fn session_of(&self, token: &str) -> Option<String> {
+        let (session, _) = token.split_once('.')?;
+        let expected = self.token_for(session);
+        bool::from(expected.as_bytes().ct_eq(token.as_bytes())).then(|| session.to_owned())
+    }
+
+    /// Appends an entry under `extra_key` (an idempotency marker) unless that marker exists.
+    /// Returns the entry's sequence number.
+    async fn append(
+        &self,
+        session: &str,
+        marker: &[u8],
+        mut entry: Entry,
+    ) -> Result<u64, StateError> {
+        if let Some(seq) = self.ctx.state.get(marker)? {
+            return Ok(u64::from_be_bytes(seq.try_into().unwrap_or_default()));
+        }
+        entry.seq = self.ctx.state.next_id()?;
+        let value = serde_json::to_vec(&entry).map_err(|e| StateError(e.to_string()))?;
+        let seq_bytes = entry.seq.to_be_bytes();
+        self.ctx.state.put_all(&[
+            (&transcript_key(session, entry.seq), &value),
+            (marker, &seq_bytes),
+        ])?;
+        self.ctx.state.sync().await?;
+        let seq = entry.seq;
+        let _ = self.live.send(Arc::new((session.to_owned(), entry)));
+        Ok(seq)
+    }
+
+    fn transcript(&self, session: &str, after: Option<u64>) -> Result<Vec<Entry>, StateError> {
+        let prefix = transcript_prefix(session);
+        let after_key = after.map(|s| transcript_key(session, s));
+        let rows = self.ctx.state.scan(&prefix, after_key.as_deref(), 10_000)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+            .collect())
+    }
+}
+
+#[async_trait::async_trait]
+impl Channel for WebchatChannel {
+    fn id(&self) -> &ChannelId {
+        &self.inner.ctx.id
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            buttons: true,
+            ..Capabilities::default()
+        }
+    }
+
+    async fn run(&self, shutdown: CancellationToken) -> Result<(), ChannelError> {
+        shutdown.cancelled().await;
+        self.inner.closing.cancel();
+        Ok(())
+    }
+
+    async fn send(
+        &self,
+        to: &ExternalThread,
+        outbound: &Outbound,
+    ) -> Result<ExternalMessageId, ChannelError> {
+        let (from, name) = match &outbound.author {
+            OutboundAuthor::Bot => ("bot", None),
+            OutboundAuthor::Agent(n) => ("agent", Some(n.clone())),
+            OutboundAuthor::System => ("system", None),
+        };
+        let entry = Entry {
+            seq: 0,
+            from: from.into(),
+            name,
+            text: outbound.text.clone(),
+            buttons: outbound.buttons.clone(),
+            at_ms: now_ms(),
+        };
+        let marker = format!("o/{}", outbound.id).into_bytes();
+        let seq = self
+            .inner
+            .append(&to.0, &marker, entry)
+            .await
+            .map_err(state_err)?;
+        Ok(ExternalMessageId(format!("{}:{seq}", to.0)))
+    }
+
+    fn http_routes(&self) -> Option<axum::Router> {
+        let base = format!("/chat/{}", self.inner.ctx.id);
+        let router = axum::Router::new()
+            .route(&format!("{base}/sessions"), post(start_session))
+            .route(&format!("{base}/messages"), post(customer_message))
+            .route(&format!("{base}/transcript"), get(transcript))
+            .route(&format!("{base}/events"), get(events))
+            .layer(DefaultBodyLimit::max(self.inner.config.max_body_bytes))
+            .with_state(self.inner.clone());
+        Some(router)
+    }
+}
+
+#[derive(Serialize)]
+struct SessionCreated {
+    session_id: String,
+    token: String,
+}
+
+async fn start_session(State(chat): State<Arc<Inner>>) -> Response {
+    let mut raw = [0u8; 16];
+    rand::rng().fill_bytes(&mut raw);
+    let session_id = hex::encode(raw);
+    let token = chat.token_for(&session_id);
+    (
+        StatusCode::CREATED,
+        axum::Json(SessionCreated { session_id, token }),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize, Default)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+/// The session named by a bearer header or a `token` query parameter (EventSource cannot set
+/// headers).
+fn authorize(chat: &Inner, headers: &HeaderMap, query: &TokenQuery) -> Result<String, HookError> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let token = bearer.or(query.token.as_deref());
+    token
+        .and_then(|t| chat.session_of(t.trim()))
+        .ok_or_else(|| {
+            HookError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid web chat session token is required",
+            )
+        })
+}
+
+fn unavailable(e: StateError) -> HookError {
+    HookError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CustomerMessage {
+    text: String,
+    /// The widget's own id for the message, so a retried send is stored once.
+    #[serde(default)]
+    client_message_id: Option<String>,
+    /// Display name the customer gave, if any.
+    #[serde(default)]
+    name: Option<String>,
+}
+
+async fn customer_message(
+    State(chat): State<Arc<Inner>>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, HookError> {
+    let session = authorize(&chat, &headers, &TokenQuery::default())?;
+    require_json(&headers)?;
+    let msg: CustomerMessage = parse_json(&body?)?;
+    if msg.text.trim().is_empty() {
+        return Err(HookError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "empty_message",
+            "text is empty",
+        ));
+    }
+    if msg.text.chars().count() > chat.config.max_text_chars {
+        return Err(HookError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "text_too_long",
+            format!(
+                "text is longer than {} characters",
+                chat.config.max_text_chars
+            ),
+        ));
+    }
+    let message_id = match msg.client_message_id {
+        Some(id) => {
+            check_id("client_message_id", &id)?;
+            id
+        }
+        None => {
+            let mut raw = [0u8; 12];
+            rand::rng().fill_bytes(&mut raw);
+            hex::encode(raw)
+        }
+    };
+    let event = InboundEvent::Message(InboundMessage {
+        thread: ExternalThread(session.clone()),
+        sender: Sender {
+            id: ExternalUser(format!("webchat:{session}")),
+            name: msg.name,
+        },
+        message_id: ExternalMessageId(message_id.clone()),
+        text: msg.text.clone(),
+        attachments: vec![],
+        sent_at_ms: None,
+    });
+    let outcome = chat.ctx.inbound.submit(&chat.ctx.id, event).await?;
+    let entry = Entry {
+        seq: 0,
+        from: "customer".into(),
+        name: None,
+        text: msg.text,
+        buttons: vec![],
+        at_ms: now_ms(),
+    };
+    let marker = format!("m/{session}/{message_id}").into_bytes();
+    if let Err(e) = chat.append(&session, &marker, entry).await {
+        // The message itself is stored by the engine; only the widget's copy is missing.
+        tracing::warn!(channel = %chat.ctx.id, error = %e, "web chat transcript append failed");
+    }
+    Ok(accepted(outcome))
+}
+
+async fn transcript(
+    State(chat): State<Arc<Inner>>,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
+) -> Result<Response, HookError> {
+    let session = authorize(&chat, &headers, &query)?;
+    let entries = chat.transcript(&session, None).map_err(unavailable)?;
+    Ok(axum::Json(serde_json::json!({ "entries": entries })).into_response())
+}
+
+async fn events(
+    State(chat): State<Arc<Inner>>,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
+) -> Result<Response, HookError> {
+    let session = authorize(&chat, &headers, &query)?;
+    let last_seen = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    // Subscribe before reading the backlog so nothing falls between the two.
+    let live = BroadcastStream::new(chat.live.subscribe());
+    let backlog = chat.transcript(&session, last_seen).map_err(unavailable)?;
+    let mut high = backlog.last().map(|e| e.seq).or(last_seen).unwrap_or(0);
+    let live = live
+        // A lagging subscriber ends its stream; the browser reconnects with Last-Event-ID.
+        .take_while(|item| std::future::ready(item.is_ok()))
+        .filter_map(move |item| {
+            let keep = match item {
+                Ok(pair) if pair.0 == session && pair.1.seq > high => {
+                    high = pair.1.seq;
+                    Some(pair.1.clone())
+                }
+                _ => None,
+            };
+            std::future::ready(keep)
+        });
+    let stream = futures::stream::iter(backlog)
+        .chain(live)
+        .map(to_sse)
+        .take_until(chat.closing.clone().cancelled_owned());
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+fn to_sse(entry: Entry) -> Result<Event, Infallible> {
+    Ok(Event::default()
+        .id(entry.seq.to_string())
+        .event("entry")
+        .json_data(&entry)
+        .unwrap_or_default())
+}

@@ -1,0 +1,221 @@
+//! Wiring: opens the store, builds the bot, the engine and the channels, serves HTTP, and shuts
+//! everything down in order.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use switchboard_channel::{Channel, ChannelContext, ChannelId, Inbound};
+use switchboard_webhook::WebhookChannel;
+use switchboard_webhook::webchat::WebchatChannel;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::bot::simple::SimpleResponder;
+use crate::config::{ChannelConfig, Config};
+use crate::engine::{Engine, EngineSettings};
+use crate::inbox::ApiState;
+use crate::model::Role;
+use crate::store::sled_store::SledOptions;
+use crate::store::{SledStore, Store};
+
+/// How long shutdown waits for background tasks.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Opens the store in `config.data_dir`.
+pub fn open_store(config: &Config) -> anyhow::Result<Arc<SledStore>> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let store = SledStore::open(
+        &config.data_dir.join("db"),
+        &SledOptions {
+            cache_bytes: config.store.cache_mb * 1024 * 1024,
+        },
+    )?;
+    Ok(Arc::new(store))
+}
+
+fn build_responder(config: &Config) -> anyhow::Result<SimpleResponder> {
+    let entries = crate::bot::kb::load_dir(&config.bot.kb_dir)?;
+    tracing::info!(entries = entries.len(), dir = %config.bot.kb_dir.display(), "knowledge base loaded");
+    Ok(SimpleResponder::new(
+        entries,
+        &config.bot.human_phrases,
+        config.bot.max_misses,
+        &config.bot.clarify_message,
+        &config.bot.human_button,
+    ))
+}
+
+/// Makes sure the first admin exists, with the configured token if one is configured.
+async fn bootstrap_admin(engine: &Engine, config: &Config) -> anyhow::Result<()> {
+    let configured = match (&config.admin.token_env, &config.admin.token_file) {
+        (None, None) => None,
+        (env, file) => Some(
+            switchboard_channel::resolve_secret(
+                "[admin] token",
+                None,
+                env.as_deref(),
+                file.as_deref(),
+            )
+            .map_err(anyhow::Error::msg)?,
+        ),
+    };
+    if let Some(t) = &configured
+        && t.len() < crate::engine::MIN_TOKEN_LEN
+    {
+        bail!(
+            "[admin] token must be at least {} characters",
+            crate::engine::MIN_TOKEN_LEN
+        );
+    }
+    let agents = engine.store().agents()?;
+    let admin = agents
+        .iter()
+        .find(|a| a.role == Role::Admin && a.name == config.admin.name);
+    match (admin, configured) {
+        (Some(a), Some(token)) => {
+            if a.token_hash != engine.hash_token(&token) {
+                engine.rotate_token(a.id, None, Some(token)).await?;
+                tracing::info!(admin = %a.name, "admin token set from the configuration");
+            }
+        }
+        (Some(_), None) => {}
+        (None, token) => {
+            let generated = token.is_none();
+            let (agent, token) = engine
+                .create_agent(&config.admin.name, Role::Admin, None, token)
+                .await?;
+            if generated {
+                let path = config.data_dir.join("admin.token");
+                write_secret_file(&path, &token)?;
+                tracing::info!(admin = %agent.name, path = %path.display(), "created the first admin; its API token is in this file");
+            } else {
+                tracing::info!(admin = %agent.name, "created the first admin with the configured token");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_secret_file(path: &Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut f = options
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(secret.as_bytes())?;
+    f.write_all(b"\n")?;
+    Ok(())
+}
+
+fn build_channel(
+    id: &str,
+    config: &ChannelConfig,
+    engine: &Arc<Engine>,
+    store: &dyn Store,
+) -> anyhow::Result<Arc<dyn Channel>> {
+    let id = ChannelId::new(id);
+    let ctx = ChannelContext {
+        state: store.channel_state(&id)?,
+        inbound: engine.clone() as Arc<dyn Inbound>,
+        id: id.clone(),
+    };
+    let channel: Arc<dyn Channel> = match config {
+        ChannelConfig::Webhook(c) => {
+            Arc::new(WebhookChannel::build(c.clone(), ctx).map_err(anyhow::Error::msg)?)
+        }
+        ChannelConfig::Webchat(c) => {
+            Arc::new(WebchatChannel::build(c.clone(), ctx).map_err(anyhow::Error::msg)?)
+        }
+    };
+    Ok(channel)
+}
+
+/// Runs the daemon on `listener` until `shutdown` fires.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    for w in config.warnings() {
+        tracing::warn!("{w}");
+    }
+    let store = open_store(&config)?;
+    let responder = Arc::new(build_responder(&config)?);
+    let engine = Engine::new(
+        store.clone(),
+        responder,
+        EngineSettings {
+            handoff_message: config.bot.handoff_message.clone(),
+            outbox: config.outbox.clone(),
+            bot_workers: 4,
+        },
+    )?;
+    bootstrap_admin(&engine, &config).await?;
+
+    let tasks_stop = CancellationToken::new();
+    let mut tasks = Vec::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    let (mut router, _) = crate::inbox::api(
+        ApiState {
+            engine: engine.clone(),
+            ready: ready.clone(),
+            shutdown: shutdown.clone(),
+        },
+        config.http.max_body_bytes,
+    );
+    for (id, channel_config) in &config.channels {
+        let channel = build_channel(id, channel_config, &engine, store.as_ref())
+            .with_context(|| format!("channel {id}"))?;
+        if let Some(routes) = channel.http_routes() {
+            router = router.merge(routes);
+        }
+        engine.register_channel(channel.clone());
+        // Channels stop with the listener (ending their event streams); the engine's workers
+        // keep delivering until the HTTP side has finished.
+        let stop = shutdown.child_token();
+        let id = id.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = channel.run(stop).await {
+                tracing::error!(channel = %id, error = %e, "channel stopped");
+            }
+        }));
+    }
+    tasks.extend(engine.start(tasks_stop.clone())?);
+
+    let router = router.layer(TimeoutLayer::with_status_code(
+        axum::http::StatusCode::REQUEST_TIMEOUT,
+        Duration::from_secs(config.http.request_timeout_secs),
+    ));
+    let addr: SocketAddr = listener.local_addr()?;
+    ready.store(true, Ordering::Relaxed);
+    tracing::info!(%addr, "switchboard listening");
+    let stop_http = shutdown.clone();
+    let server = axum::serve(listener, router)
+        .with_graceful_shutdown(async move { stop_http.cancelled().await });
+    tokio::select! {
+        r = server => r?,
+        // Connections that do not finish within the grace period are cut.
+        _ = async { shutdown.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+            tracing::warn!("open connections did not finish in time; closing them");
+        }
+    }
+
+    ready.store(false, Ordering::Relaxed);
+    tracing::info!("shutting down");
+    tasks_stop.cancel();
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, futures::future::join_all(tasks)).await;
+    store.durable().await?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! Load generators for `switchboard bench` (filled in with the ingest benchmark).

@@ -1,0 +1,579 @@
+//! The daemon's configuration: one TOML file, typed, every key documented.
+//!
+//! Loading reports every problem it can find at once, each with `file:line`: the document is
+//! parsed with spans, each section is deserialised on its own (so one bad section does not hide
+//! the next), and semantic checks (addresses, secrets, directories) run over what parsed.
+//! Unknown keys are errors. Relative paths are resolved against the working directory.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde::de::{DeserializeOwned, IntoDeserializer};
+use switchboard_webhook::WebhookConfig;
+use switchboard_webhook::webchat::WebchatConfig;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+/// The embedded default, used by `run` without `--config` and by the README's first command.
+pub const DEFAULT_CONFIG: &str = include_str!("../config/switchboard.toml");
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the sled database and generated secrets live.
+    pub data_dir: PathBuf,
+    pub store: StoreConfig,
+    pub http: HttpConfig,
+    pub admin: AdminConfig,
+    pub bot: BotConfig,
+    pub outbox: OutboxConfig,
+    /// Channel instances by id (the TOML table key).
+    pub channels: BTreeMap<String, ChannelConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// sled's page cache in MiB. The daemon's memory follows it; sled's own default is 1 GiB.
+    #[serde(default = "default_cache_mb")]
+    pub cache_mb: u64,
+}
+
+fn default_cache_mb() -> u64 {
+    64
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            cache_mb: default_cache_mb(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address of the agent API, inbox page, web hooks and web chat.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Largest request body the API accepts.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// A request taking longer than this is answered 408.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_secs: u64,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_max_body() -> usize {
+    1024 * 1024
+}
+fn default_request_timeout() -> u64 {
+    30
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            max_body_bytes: default_max_body(),
+            request_timeout_secs: default_request_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Name of the first admin agent, created on first start.
+    #[serde(default = "default_admin_name")]
+    pub name: String,
+    /// The admin's API token, from an environment variable.
+    pub token_env: Option<String>,
+    /// The admin's API token, from a file.
+    pub token_file: Option<PathBuf>,
+}
+
+fn default_admin_name() -> String {
+    "admin".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BotConfig {
+    /// Directory of knowledge-base files (`*.toml`).
+    #[serde(default = "default_kb_dir")]
+    pub kb_dir: PathBuf,
+    /// Consecutive unanswered customer messages before the bot hands over.
+    #[serde(default = "default_max_misses")]
+    pub max_misses: u32,
+    /// Phrases that ask for a person; matched case-insensitively anywhere in the message.
+    #[serde(default = "default_human_phrases")]
+    pub human_phrases: Vec<String>,
+    /// Sent when the bot could not answer and asks the customer to rephrase.
+    #[serde(default = "default_clarify")]
+    pub clarify_message: String,
+    /// Label of the "talk to a person" button where the channel has buttons.
+    #[serde(default = "default_human_button")]
+    pub human_button: String,
+    /// Sent when the conversation is handed to people.
+    #[serde(default = "default_handoff")]
+    pub handoff_message: String,
+}
+
+fn default_kb_dir() -> PathBuf {
+    "config/kb".into()
+}
+fn default_max_misses() -> u32 {
+    2
+}
+fn default_human_phrases() -> Vec<String> {
+    [
+        "human",
+        "agent",
+        "real person",
+        "representative",
+        "talk to a person",
+        "转人工",
+        "人工客服",
+        "找真人",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+fn default_clarify() -> String {
+    "Sorry, I did not understand that. Could you say it another way? \
+     / 抱歉，我没有理解，可以换个说法吗？"
+        .into()
+}
+fn default_human_button() -> String {
+    "Talk to a person / 转人工".into()
+}
+fn default_handoff() -> String {
+    "I am passing you to a colleague; a person will reply here soon. \
+     / 已为您转接人工客服，请稍候。"
+        .into()
+}
+
+impl Default for BotConfig {
+    fn default() -> Self {
+        Self {
+            kb_dir: default_kb_dir(),
+            max_misses: default_max_misses(),
+            human_phrases: default_human_phrases(),
+            clarify_message: default_clarify(),
+            human_button: default_human_button(),
+            handoff_message: default_handoff(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxConfig {
+    /// Deliveries tried this many times are marked failed (visible in the inbox).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt, with jitter.
+    #[serde(default = "default_base_delay")]
+    pub base_delay_ms: u64,
+    /// Upper bound of the retry delay.
+    #[serde(default = "default_max_delay")]
+    pub max_delay_ms: u64,
+    /// Conversations delivered to at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+}
+
+fn default_max_attempts() -> u32 {
+    12
+}
+fn default_base_delay() -> u64 {
+    500
+}
+fn default_max_delay() -> u64 {
+    5 * 60 * 1000
+}
+fn default_concurrency() -> usize {
+    32
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: default_max_attempts(),
+            base_delay_ms: default_base_delay(),
+            max_delay_ms: default_max_delay(),
+            concurrency: default_concurrency(),
+        }
+    }
+}
+
+/// One channel instance; `type` picks the connector.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ChannelConfig {
+    Webhook(WebhookConfig),
+    Webchat(WebchatConfig),
+}
+
+/// One problem found in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+/// All problems of one config file.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors {
+    pub file: String,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            match p.line {
+                Some(line) => write!(f, "{}:{}: {}", self.file, line, p.message)?,
+                None => write!(f, "{}: {}", self.file, p.message)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    /// Reads and checks the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+            file: file.clone(),
+            problems: vec![Problem {
+                line: None,
+                message: format!("cannot read: {e}"),
+            }],
+        })?;
+        Config::parse(&text, &file)
+    }
+
+    /// Parses and checks `text`; `file` names it in messages.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
+        let mut p = Parser {
+            text,
+            problems: Vec::new(),
+        };
+        let config = p.parse();
+        match config {
+            Some(c) if p.problems.is_empty() => Ok(c),
+            _ => Err(ConfigErrors {
+                file: file.to_owned(),
+                problems: p.problems,
+            }),
+        }
+    }
+
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.http.listen.parse().expect("checked at load")
+    }
+
+    /// Warnings that do not stop the daemon (inline secrets and the like).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        for (id, ch) in &self.channels {
+            if let ChannelConfig::Webhook(h) = ch
+                && h.secret.is_some()
+            {
+                w.push(format!(
+                    "channel {id}: the web hook secret is inline; use secret_env or secret_file outside development"
+                ));
+            }
+        }
+        w
+    }
+}
+
+/// The span of `key` inside a section, or of the section itself.
+fn key_span(section: Option<&Spanned<DeValue<'_>>>, key: &str) -> Option<std::ops::Range<usize>> {
+    let section = section?;
+    if let DeValue::Table(t) = section.get_ref()
+        && let Some((_, v)) = t.iter().find(|(k, _)| k.get_ref().as_ref() == key)
+    {
+        return Some(v.span());
+    }
+    Some(section.span())
+}
+
+struct Parser<'a> {
+    text: &'a str,
+    problems: Vec<Problem>,
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
+}
+
+impl<'a> Parser<'a> {
+    fn problem(&mut self, span: Option<std::ops::Range<usize>>, message: impl Into<String>) {
+        let line = span.map(|s| line_of(self.text, s.start));
+        self.problems.push(Problem {
+            line,
+            message: message.into(),
+        });
+    }
+
+    fn section<T: DeserializeOwned + Default>(
+        &mut self,
+        value: Option<&Spanned<DeValue<'a>>>,
+        name: &str,
+    ) -> T {
+        match value {
+            None => T::default(),
+            Some(v) => self.value(v, name).unwrap_or_default(),
+        }
+    }
+
+    fn value<T: DeserializeOwned>(&mut self, v: &Spanned<DeValue<'a>>, name: &str) -> Option<T> {
+        let span = v.span();
+        match T::deserialize(v.clone().into_deserializer()) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let at = e.span().or(Some(span));
+                self.problem(at, format!("[{name}] {}", e.message()));
+                None
+            }
+        }
+    }
+
+    fn parse(&mut self) -> Option<Config> {
+        let root = match DeTable::parse(self.text) {
+            Ok(r) => r.into_inner(),
+            Err(e) => {
+                let span = e.span();
+                self.problem(span, e.message().to_owned());
+                return None;
+            }
+        };
+        let mut data_dir = PathBuf::from("./data");
+        let mut sections: BTreeMap<&str, &Spanned<DeValue<'_>>> = BTreeMap::new();
+        for (key, value) in root.iter() {
+            let k = key.get_ref().as_ref();
+            match k {
+                "data_dir" => {
+                    if let Some(d) = self.value::<PathBuf>(value, "data_dir") {
+                        data_dir = d;
+                    }
+                }
+                "store" | "http" | "admin" | "bot" | "outbox" | "channels" => {
+                    sections.insert(k, value);
+                }
+                other => self.problem(
+                    Some(key.span()),
+                    format!(
+                        "unknown key `{other}` (expected data_dir, store, http, admin, bot, outbox, channels)"
+                    ),
+                ),
+            }
+        }
+        let store: StoreConfig = self.section(sections.get("store").copied(), "store");
+        let http: HttpConfig = self.section(sections.get("http").copied(), "http");
+        let admin: AdminConfig = self.section(sections.get("admin").copied(), "admin");
+        let bot: BotConfig = self.section(sections.get("bot").copied(), "bot");
+        let outbox: OutboxConfig = self.section(sections.get("outbox").copied(), "outbox");
+        let mut channels = BTreeMap::new();
+        if let Some(v) = sections.get("channels") {
+            match v.get_ref() {
+                DeValue::Table(table) => {
+                    for (id, value) in table.iter() {
+                        let id = id.get_ref().to_string();
+                        let span = value.span();
+                        if let Some(ch) =
+                            self.value::<ChannelConfig>(value, &format!("channels.{id}"))
+                        {
+                            self.check_channel(&id, &ch, span);
+                            channels.insert(id, ch);
+                        }
+                    }
+                }
+                _ => self.problem(
+                    Some(v.span()),
+                    "[channels] must be a table of channel tables",
+                ),
+            }
+        }
+        let at = |section: &str, key: &str| key_span(sections.get(section).copied(), key);
+        if http.listen.parse::<SocketAddr>().is_err() {
+            self.problem(
+                at("http", "listen"),
+                format!(
+                    "[http] listen `{}` is not an address like 127.0.0.1:8080",
+                    http.listen
+                ),
+            );
+        }
+        if http.max_body_bytes == 0 {
+            self.problem(
+                at("http", "max_body_bytes"),
+                "[http] max_body_bytes must be above 0",
+            );
+        }
+        if !bot.kb_dir.is_dir() {
+            self.problem(
+                at("bot", "kb_dir"),
+                format!("[bot] kb_dir {} is not a directory", bot.kb_dir.display()),
+            );
+        }
+        if bot.max_misses == 0 {
+            self.problem(
+                at("bot", "max_misses"),
+                "[bot] max_misses must be at least 1",
+            );
+        }
+        if store.cache_mb < 4 {
+            self.problem(
+                at("store", "cache_mb"),
+                "[store] cache_mb must be at least 4",
+            );
+        }
+        if outbox.concurrency == 0 || outbox.max_attempts == 0 {
+            self.problem(
+                at("outbox", "concurrency"),
+                "[outbox] concurrency and max_attempts must be above 0",
+            );
+        }
+        if admin.token_env.is_some() && admin.token_file.is_some() {
+            self.problem(
+                at("admin", "token_file"),
+                "[admin] give token_env or token_file, not both",
+            );
+        }
+        Some(Config {
+            data_dir,
+            store,
+            http,
+            admin,
+            bot,
+            outbox,
+            channels,
+        })
+    }
+
+    fn check_channel(&mut self, id: &str, ch: &ChannelConfig, span: std::ops::Range<usize>) {
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            self.problem(
+                Some(span.clone()),
+                format!("channel id `{id}` may use only letters, digits, - and _"),
+            );
+        }
+        if let ChannelConfig::Webhook(h) = ch {
+            if let Err(e) = switchboard_channel::resolve_secret(
+                &format!("[channels.{id}]"),
+                h.secret.as_deref(),
+                h.secret_env.as_deref(),
+                h.secret_file.as_deref(),
+            ) {
+                self.problem(Some(span.clone()), e);
+            }
+            if let Some(url) = &h.callback_url
+                && reqwest::Url::parse(url).is_err()
+            {
+                self.problem(
+                    Some(span),
+                    format!("[channels.{id}] callback_url `{url}` is not a URL"),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid() {
+        // Tests run from the package root, where config/kb exists.
+        let c = Config::parse(DEFAULT_CONFIG, "default").expect("default config parses");
+        assert_eq!(c.http.listen, "127.0.0.1:8080");
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert!(c.channels.contains_key("webhook"));
+        assert!(c.channels.contains_key("webchat"));
+    }
+
+    #[test]
+    fn reports_every_problem_with_its_line() {
+        let text = "\
+data_dir = \"/tmp/x\"
+colour = \"blue\"
+
+[http]
+listen = \"nowhere\"
+
+[store]
+cache_mb = \"lots\"
+
+[bot]
+kb_dir = \"/definitely/missing\"
+
+[channels.hook]
+type = \"webhook\"
+callback_url = \"http://127.0.0.1:9/cb\"
+secret = \"s\"
+secret_env = \"ALSO\"
+
+[channels.other]
+type = \"pigeon\"
+";
+        let err = Config::parse(text, "t.toml").unwrap_err();
+        let shown = err.to_string();
+        let lines: Vec<Option<usize>> = err.problems.iter().map(|p| p.line).collect();
+        assert!(shown.contains("t.toml:2: unknown key `colour`"), "{shown}");
+        assert!(
+            shown.contains("t.toml:8: [store] invalid type: string \"lots\""),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("t.toml:5: [http] listen `nowhere`"),
+            "{shown}"
+        );
+        assert!(shown.contains("t.toml:11: [bot] kb_dir"), "{shown}");
+        assert!(shown.contains("pigeon"), "{shown}");
+        assert!(shown.contains("give only one"), "{shown}");
+        assert!(shown.contains("not an address"), "{shown}");
+        assert!(shown.contains("kb_dir"), "{shown}");
+        assert!(lines.iter().all(Option::is_some), "{shown}");
+        assert_eq!(err.problems.len(), 6, "{shown}");
+    }
+
+    #[test]
+    fn unknown_keys_inside_sections_are_errors() {
+        let err = Config::parse("[http]\nlisten = \"127.0.0.1:1\"\nlsiten = 1\n", "t").unwrap_err();
+        assert!(err.to_string().contains("lsiten"), "{err}");
+        assert_eq!(err.problems[0].line, Some(3), "{err}");
+    }
+
+    #[test]
+    fn syntax_errors_have_a_line() {
+        let err = Config::parse("[http\nlisten = 1\n", "t").unwrap_err();
+        assert_eq!(err.problems.len(), 1);
+        assert_eq!(err.problems[0].line, Some(1), "{err}");
+    }
+}

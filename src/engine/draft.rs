@@ -1,0 +1,195 @@
+//! A [`Draft`] collects one state change of one conversation: the new record, the messages,
+//! events and outbox items it brings. Pure bookkeeping: the engine applies it to the store.
+
+use switchboard_channel::{Button, ExternalMessageId, Outbound, OutboundAuthor};
+
+use crate::model::{
+    Action, Actor, Author, BotVerdict, Conversation, Delivery, DeliveryState, Event, EventId,
+    EventKind, Message, OutboxItem, TransitionError, transition,
+};
+use crate::store::{Change, ConversationWrite, Store, StoreError};
+
+pub(crate) struct Draft<'s> {
+    store: &'s dyn Store,
+    pub conv: Conversation,
+    pub is_new: bool,
+    pub change: Change,
+    pub actor: Actor,
+    pub now: i64,
+}
+
+/// Preview length shown in conversation lists.
+const PREVIEW_CHARS: usize = 140;
+
+pub(crate) fn outbound_id(conv: &Conversation, seq: u64) -> String {
+    format!("sb-{}-{}", conv.id, seq)
+}
+
+impl<'s> Draft<'s> {
+    pub fn new(
+        store: &'s dyn Store,
+        conv: Conversation,
+        is_new: bool,
+        actor: Actor,
+        now: i64,
+    ) -> Self {
+        Draft {
+            store,
+            conv,
+            is_new,
+            change: Change::default(),
+            actor,
+            now,
+        }
+    }
+
+    pub fn event(&mut self, kind: EventKind) -> Result<(), StoreError> {
+        let id = EventId(self.store.next_id()?);
+        self.change.events.push(Event {
+            id,
+            conversation: Some(self.conv.id),
+            actor: self.actor.clone(),
+            at_ms: self.now,
+            kind,
+        });
+        Ok(())
+    }
+
+    /// Applies a state-machine action, recording status and assignee changes with `reason`.
+    /// Returns whether anything changed.
+    pub fn transition(&mut self, action: Action, reason: &str) -> Result<bool, DraftError> {
+        let before = self.conv.state();
+        let after = transition(before, action)?;
+        if after == before {
+            return Ok(false);
+        }
+        self.conv.set_state(after);
+        if before.status != after.status {
+            self.event(EventKind::StatusChanged {
+                from: before.status,
+                to: after.status,
+                reason: reason.to_owned(),
+            })?;
+        }
+        if before.assignee != after.assignee {
+            self.event(EventKind::AssigneeChanged {
+                from: before.assignee,
+                to: after.assignee,
+                reason: reason.to_owned(),
+            })?;
+        }
+        Ok(true)
+    }
+
+    fn touch(&mut self) {
+        self.conv.updated_at_ms = self.now.max(self.conv.updated_at_ms);
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.conv.last_seq += 1;
+        self.conv.last_seq
+    }
+
+    /// Adds a customer message.
+    pub fn push_inbound(
+        &mut self,
+        text: String,
+        attachments: Vec<switchboard_channel::Attachment>,
+        external_id: ExternalMessageId,
+    ) -> Result<u64, StoreError> {
+        let seq = self.next_seq();
+        self.touch();
+        self.conv.preview = text.chars().take(PREVIEW_CHARS).collect();
+        self.change.new_external_ids.push((
+            self.conv.channel.clone(),
+            external_id.clone(),
+            self.conv.id,
+            seq,
+        ));
+        self.change.messages.push(Message {
+            conversation: self.conv.id,
+            seq,
+            author: Author::Customer,
+            text,
+            attachments,
+            external_id: Some(external_id),
+            delivery: None,
+            verdict: None,
+            created_at_ms: self.now,
+        });
+        self.event(EventKind::MessageReceived { seq })?;
+        Ok(seq)
+    }
+
+    /// Adds a reply and queues it in the outbox.
+    pub fn push_outbound(
+        &mut self,
+        author: Author,
+        author_name: Option<String>,
+        text: String,
+        buttons: Vec<Button>,
+        in_reply_to: Option<ExternalMessageId>,
+        verdict: Option<BotVerdict>,
+    ) -> Result<u64, StoreError> {
+        let seq = self.next_seq();
+        self.touch();
+        let id = outbound_id(&self.conv, seq);
+        let wire_author = match &author {
+            Author::Agent(_) => OutboundAuthor::Agent(author_name.unwrap_or_default()),
+            Author::System => OutboundAuthor::System,
+            Author::Bot | Author::Customer => OutboundAuthor::Bot,
+        };
+        self.change.outbox_put.push(OutboxItem {
+            conversation: self.conv.id,
+            seq,
+            channel: self.conv.channel.clone(),
+            thread: self.conv.thread.clone(),
+            outbound: Outbound {
+                id: id.clone(),
+                author: wire_author,
+                text: text.clone(),
+                buttons,
+                in_reply_to,
+            },
+            attempts: 0,
+            next_attempt_ms: self.now,
+        });
+        self.change.messages.push(Message {
+            conversation: self.conv.id,
+            seq,
+            author,
+            text,
+            attachments: vec![],
+            external_id: None,
+            delivery: Some(Delivery {
+                outbound_id: id,
+                state: DeliveryState::Queued,
+                attempts: 0,
+                last_error: None,
+                external_id: None,
+                updated_at_ms: self.now,
+            }),
+            verdict,
+            created_at_ms: self.now,
+        });
+        self.event(EventKind::MessageQueued { seq })?;
+        Ok(seq)
+    }
+
+    /// The finished change, with the conversation record included.
+    pub fn finish(mut self) -> (Change, Conversation) {
+        self.change.conversations.push(ConversationWrite {
+            record: self.conv.clone(),
+            is_new: self.is_new,
+        });
+        (self.change, self.conv)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DraftError {
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

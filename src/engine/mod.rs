@@ -1,0 +1,657 @@
+//! The conversation engine: turns inbound events and agent actions into state changes.
+//!
+//! - Every change is built as a [`draft::Draft`] (pure), applied to the store as one
+//!   transaction, made durable, and only then announced: events go to subscribers (SSE), new
+//!   replies wake the [`outbox`], new customer messages go to the [`bot_worker`].
+//! - Writes are optimistic: a conversation changed by someone else in between is re-read and
+//!   the change rebuilt (bounded retries).
+//! - The engine knows channels only through the `Channel` trait; it never touches a network.
+
+mod agents;
+pub use agents::{MIN_TOKEN_LEN, TOKEN_PREFIX};
+pub(crate) mod bot_worker;
+pub(crate) mod draft;
+pub(crate) mod outbox;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+
+use switchboard_channel::{
+    Accepted, Channel, ChannelId, InboundError, InboundEvent, InboundMessage, now_ms,
+};
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::bot::Responder;
+use crate::config::OutboxConfig;
+use crate::model::{
+    Action, Actor, AgentId, Author, Contact, ContactId, Conversation, ConversationId, Event,
+    EventId, EventKind, Identity, Message, Note, NoteId, Priority, Status, TransitionError,
+};
+use crate::store::{Change, ConversationWrite, Store, StoreError};
+use draft::{Draft, DraftError};
+
+/// How often a write that lost a race is rebuilt before giving up.
+const MAX_RETRIES: usize = 32;
+/// Longest label, and most labels on one conversation.
+const MAX_LABEL_CHARS: usize = 64;
+const MAX_LABELS: usize = 32;
+/// Longest agent reply or note, in bytes.
+pub const MAX_TEXT_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("too many concurrent changes to the same conversation; try again")]
+    Busy,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<DraftError> for EngineError {
+    fn from(e: DraftError) -> Self {
+        match e {
+            DraftError::Transition(t) => EngineError::Transition(t),
+            DraftError::Store(s) => EngineError::Store(s),
+        }
+    }
+}
+
+/// A customer message for the bot: `(conversation, seq)`.
+pub(crate) type BotWork = (ConversationId, u64);
+
+/// Settings the engine takes from the config.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Said to the customer when the bot hands over.
+    pub handoff_message: String,
+    pub outbox: OutboxConfig,
+    /// Parallel bot workers; a conversation always goes to the same one (ordering).
+    pub bot_workers: usize,
+}
+
+pub struct Engine {
+    store: Arc<dyn Store>,
+    responder: RwLock<Arc<dyn Responder>>,
+    channels: RwLock<HashMap<ChannelId, Arc<dyn Channel>>>,
+    settings: EngineSettings,
+    events: broadcast::Sender<Event>,
+    bot_shards: Vec<mpsc::UnboundedSender<BotWork>>,
+    /// Taken by `start`.
+    bot_inboxes: Mutex<Option<Vec<mpsc::UnboundedReceiver<BotWork>>>>,
+    outbox: outbox::Outbox,
+    /// Key of the keyed hash under which API tokens are stored.
+    token_key: Vec<u8>,
+}
+
+impl Engine {
+    pub fn new(
+        store: Arc<dyn Store>,
+        responder: Arc<dyn Responder>,
+        settings: EngineSettings,
+    ) -> Result<Arc<Engine>, EngineError> {
+        let token_key = agents::load_or_create_key(store.as_ref())?;
+        let (events, _) = broadcast::channel(4096);
+        let workers = settings.bot_workers.max(1);
+        let (bot_shards, inboxes) = (0..workers).map(|_| mpsc::unbounded_channel()).unzip();
+        Ok(Arc::new(Engine {
+            store,
+            responder: RwLock::new(responder),
+            channels: RwLock::new(HashMap::new()),
+            outbox: outbox::Outbox::new(settings.outbox.clone()),
+            settings,
+            events,
+            bot_shards,
+            bot_inboxes: Mutex::new(Some(inboxes)),
+            token_key,
+        }))
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn register_channel(&self, channel: Arc<dyn Channel>) {
+        self.channels
+            .write()
+            .expect("channels lock")
+            .insert(channel.id().clone(), channel);
+    }
+
+    pub fn channel(&self, id: &ChannelId) -> Option<Arc<dyn Channel>> {
+        self.channels
+            .read()
+            .expect("channels lock")
+            .get(id)
+            .cloned()
+    }
+
+    pub fn set_responder(&self, responder: Arc<dyn Responder>) {
+        *self.responder.write().expect("responder lock") = responder;
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Starts the bot workers and the outbox; they stop when `shutdown` fires. Pending work
+    /// left from a previous run (bot queue, outbox) is picked up.
+    pub fn start(
+        self: &Arc<Self>,
+        shutdown: CancellationToken,
+    ) -> Result<Vec<tokio::task::JoinHandle<()>>, EngineError> {
+        let inboxes = self
+            .bot_inboxes
+            .lock()
+            .expect("bot inboxes lock")
+            .take()
+            .expect("engine started twice");
+        let mut tasks = Vec::new();
+        for inbox in inboxes {
+            tasks.push(tokio::spawn(bot_worker::run(
+                self.clone(),
+                inbox,
+                shutdown.clone(),
+            )));
+        }
+        for (conv, seq) in self.store.bot_queue()? {
+            self.enqueue_bot(conv, seq);
+        }
+        tasks.push(tokio::spawn(outbox::run(self.clone(), shutdown)));
+        Ok(tasks)
+    }
+
+    fn enqueue_bot(&self, conv: ConversationId, seq: u64) {
+        let shard = (conv.0 as usize) % self.bot_shards.len();
+        let _ = self.bot_shards[shard].send((conv, seq));
+    }
+
+    /// Makes a change durable, then tells everyone who waits for it.
+    async fn committed(&self, change: Change) -> Result<(), EngineError> {
+        self.store.durable().await?;
+        for (conv, seq) in &change.bot_queue_put {
+            self.enqueue_bot(*conv, *seq);
+        }
+        for item in &change.outbox_put {
+            self.outbox.wake(item.conversation);
+        }
+        for e in change.events {
+            let _ = self.events.send(e);
+        }
+        Ok(())
+    }
+
+    /// Loads a conversation, lets `build` change it, and commits, retrying lost races.
+    /// A build that records no event and dequeues nothing writes nothing.
+    pub(crate) async fn update(
+        &self,
+        id: ConversationId,
+        actor: Actor,
+        build: impl Fn(&mut Draft<'_>) -> Result<(), EngineError>,
+    ) -> Result<Conversation, EngineError> {
+        for _ in 0..MAX_RETRIES {
+            let conv = self
+                .store
+                .conversation(id)?
+                .ok_or(EngineError::NotFound("conversation"))?;
+            let mut draft = Draft::new(self.store.as_ref(), conv, false, actor.clone(), now_ms());
+            build(&mut draft)?;
+            if draft.change.events.is_empty() && draft.change.bot_queue_remove.is_empty() {
+                return Ok(draft.conv);
+            }
+            let (change, mut conv) = draft.finish();
+            match self.store.apply(&change) {
+                Ok(()) => {
+                    conv.version += 1;
+                    self.committed(change).await?;
+                    return Ok(conv);
+                }
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(EngineError::Busy)
+    }
+
+    /// Stores one customer message durably.
+    pub async fn ingest(
+        &self,
+        channel: &ChannelId,
+        event: InboundEvent,
+    ) -> Result<Accepted, InboundError> {
+        let InboundEvent::Message(msg) = event;
+        if self.channel(channel).is_none() {
+            return Err(InboundError::Rejected(format!("unknown channel {channel}")));
+        }
+        for _ in 0..MAX_RETRIES {
+            match self.try_ingest(channel, &msg) {
+                Ok(Some(change)) => {
+                    self.committed(change).await.map_err(unavailable)?;
+                    return Ok(Accepted::Stored);
+                }
+                Ok(None) | Err(EngineError::Store(StoreError::Exists("message id"))) => {
+                    // Stored before; make sure that earlier write is durable before saying so.
+                    self.store
+                        .durable()
+                        .await
+                        .map_err(|e| unavailable(e.into()))?;
+                    return Ok(Accepted::Duplicate);
+                }
+                Err(EngineError::Store(StoreError::Conflict(_) | StoreError::Exists(_))) => {
+                    continue;
+                }
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        Err(InboundError::Unavailable(
+            "too much contention; retry".into(),
+        ))
+    }
+
+    /// One attempt: `Ok(None)` for a known duplicate.
+    fn try_ingest(
+        &self,
+        channel: &ChannelId,
+        msg: &InboundMessage,
+    ) -> Result<Option<Change>, EngineError> {
+        let store = self.store.as_ref();
+        if store.external_message(channel, &msg.message_id)?.is_some() {
+            return Ok(None);
+        }
+        let now = now_ms();
+        let mut change = Change::default();
+        let contact_id = match store.identity(channel, &msg.sender.id)? {
+            Some(id) => id,
+            None => {
+                let id = ContactId(store.next_id()?);
+                change.contacts.push(Contact {
+                    id,
+                    name: msg.sender.name.clone(),
+                    identities: vec![Identity {
+                        channel: channel.clone(),
+                        user: msg.sender.id.clone(),
+                    }],
+                    merged_into: None,
+                    created_at_ms: now,
+                });
+                change
+                    .new_identities
+                    .push((channel.clone(), msg.sender.id.clone(), id));
+                id
+            }
+        };
+        let existing = match store.thread(channel, &msg.thread)? {
+            Some(id) => Some(store.conversation(id)?.ok_or(StoreError::Corrupt {
+                tree: "threads",
+                detail: format!("thread points at missing conversation {id}"),
+            })?),
+            None => None,
+        };
+        let is_new = existing.is_none();
+        let conv = match existing {
+            Some(c) => c,
+            None => {
+                let id = ConversationId(store.next_id()?);
+                change
+                    .new_threads
+                    .push((channel.clone(), msg.thread.clone(), id));
+                Conversation {
+                    id,
+                    contact: contact_id,
+                    channel: channel.clone(),
+                    thread: msg.thread.clone(),
+                    status: Status::Bot,
+                    assignee: None,
+                    snoozed_until_ms: None,
+                    priority: Priority::Normal,
+                    labels: BTreeSet::new(),
+                    escalation: None,
+                    bot_misses: 0,
+                    last_seq: 0,
+                    preview: String::new(),
+                    created_at_ms: now,
+                    updated_at_ms: now,
+                    version: 0,
+                }
+            }
+        };
+        let mut draft = Draft::new(store, conv, is_new, Actor::Customer, now);
+        draft.change = change;
+        if is_new {
+            draft.event(EventKind::ConversationCreated)?;
+        }
+        draft.transition(Action::CustomerMessage, "customer wrote")?;
+        let seq = draft.push_inbound(
+            msg.text.clone(),
+            msg.attachments.clone(),
+            msg.message_id.clone(),
+        )?;
+        if draft.conv.status == Status::Bot {
+            draft.change.bot_queue_put.push((draft.conv.id, seq));
+        }
+        let (change, _) = draft.finish();
+        store.apply(&change)?;
+        Ok(Some(change))
+    }
+
+    /// An agent's reply: the agent takes the conversation if it is not theirs yet.
+    pub async fn reply(
+        &self,
+        id: ConversationId,
+        agent: &crate::model::Agent,
+        text: &str,
+    ) -> Result<(Conversation, u64), EngineError> {
+        let text = checked_text(text)?;
+        let seq = std::sync::atomic::AtomicU64::new(0);
+        let conv = self
+            .update(id, Actor::Agent(agent.id), |d| {
+                if d.conv.status != Status::Assigned || d.conv.assignee != Some(agent.id) {
+                    d.transition(Action::Assign(agent.id), "agent replied")?;
+                }
+                let in_reply_to = self.last_customer_external_id(d.conv.id, d.conv.last_seq)?;
+                let s = d.push_outbound(
+                    Author::Agent(agent.id),
+                    Some(agent.name.clone()),
+                    text.clone(),
+                    vec![],
+                    in_reply_to,
+                    None,
+                )?;
+                seq.store(s, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            })
+            .await?;
+        Ok((conv, seq.into_inner()))
+    }
+
+    fn last_customer_external_id(
+        &self,
+        conv: ConversationId,
+        last_seq: u64,
+    ) -> Result<Option<switchboard_channel::ExternalMessageId>, EngineError> {
+        // Look back a little; threading is a courtesy, not a requirement.
+        let from = last_seq.saturating_sub(20);
+        let recent = self.store.messages(conv, from, 20)?;
+        Ok(recent
+            .into_iter()
+            .rev()
+            .find(|m| m.author == Author::Customer)
+            .and_then(|m| m.external_id))
+    }
+
+    pub async fn add_note(
+        &self,
+        id: ConversationId,
+        agent: AgentId,
+        text: &str,
+    ) -> Result<Note, EngineError> {
+        let text = checked_text(text)?;
+        let note_id = NoteId(self.store.next_id()?);
+        let note = Mutex::new(None);
+        self.update(id, Actor::Agent(agent), |d| {
+            let n = Note {
+                id: note_id,
+                conversation: d.conv.id,
+                author: agent,
+                text: text.clone(),
+                created_at_ms: d.now,
+            };
+            d.change.notes.push(n.clone());
+            d.event(EventKind::NoteAdded { note: note_id })?;
+            *note.lock().expect("note") = Some(n);
+            Ok(())
+        })
+        .await?;
+        Ok(note.into_inner().expect("note").expect("built"))
+    }
+
+    /// A state-machine action by an agent (assign, resolve, snooze, ...).
+    pub async fn act(
+        &self,
+        id: ConversationId,
+        actor: Actor,
+        action: Action,
+        reason: &str,
+    ) -> Result<Conversation, EngineError> {
+        if let Action::Assign(agent) = action {
+            match self.store.agent(agent)? {
+                Some(a) if !a.disabled => {}
+                _ => {
+                    return Err(EngineError::Invalid(format!(
+                        "agent {agent} does not exist or is disabled"
+                    )));
+                }
+            }
+        }
+        if let Action::Snooze { until_ms } = action
+            && until_ms <= now_ms()
+        {
+            return Err(EngineError::Invalid(
+                "snooze time must be in the future".into(),
+            ));
+        }
+        self.update(id, actor, |d| {
+            d.transition(action, reason)?;
+            if action == Action::HandBack {
+                d.conv.bot_misses = 0;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn set_labels(
+        &self,
+        id: ConversationId,
+        agent: AgentId,
+        labels: Vec<String>,
+    ) -> Result<Conversation, EngineError> {
+        let mut set = BTreeSet::new();
+        for l in labels {
+            let l = l.trim().to_lowercase();
+            if l.is_empty() || l.chars().count() > MAX_LABEL_CHARS {
+                return Err(EngineError::Invalid(format!(
+                    "labels must be 1 to {MAX_LABEL_CHARS} characters"
+                )));
+            }
+            set.insert(l);
+        }
+        if set.len() > MAX_LABELS {
+            return Err(EngineError::Invalid(format!("at most {MAX_LABELS} labels")));
+        }
+        self.update(id, Actor::Agent(agent), |d| {
+            if d.conv.labels != set {
+                d.conv.labels = set.clone();
+                d.event(EventKind::LabelsChanged {
+                    labels: set.clone(),
+                })?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn set_priority(
+        &self,
+        id: ConversationId,
+        agent: AgentId,
+        priority: Priority,
+    ) -> Result<Conversation, EngineError> {
+        self.update(id, Actor::Agent(agent), |d| {
+            if d.conv.priority != priority {
+                d.conv.priority = priority;
+                d.event(EventKind::PriorityChanged { priority })?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Puts a failed delivery back into the outbox.
+    pub async fn retry_delivery(
+        &self,
+        id: ConversationId,
+        seq: u64,
+        agent: AgentId,
+    ) -> Result<Message, EngineError> {
+        let message = self
+            .store
+            .message(id, seq)?
+            .ok_or(EngineError::NotFound("message"))?;
+        let Some(delivery) = &message.delivery else {
+            return Err(EngineError::Invalid(
+                "only outbound messages are delivered".into(),
+            ));
+        };
+        if delivery.state != crate::model::DeliveryState::Failed {
+            return Err(EngineError::Invalid(
+                "only a failed delivery can be retried".into(),
+            ));
+        }
+        let updated = Mutex::new(None);
+        self.update(id, Actor::Agent(agent), |d| {
+            let mut m = message.clone();
+            let item = outbox::requeue(&d.conv, &mut m, d.now);
+            d.change.outbox_put.push(item);
+            d.change.messages.push(m.clone());
+            d.event(EventKind::DeliveryChanged {
+                seq,
+                state: crate::model::DeliveryState::Queued,
+                error: None,
+            })?;
+            *updated.lock().expect("message") = Some(m);
+            Ok(())
+        })
+        .await?;
+        Ok(updated.into_inner().expect("message").expect("built"))
+    }
+
+    /// Follows `merged_into` links to the contact that stands for `id` now.
+    pub fn contact(&self, id: ContactId) -> Result<Option<Contact>, EngineError> {
+        let mut current = self.store.contact(id)?;
+        for _ in 0..16 {
+            match current {
+                Some(Contact {
+                    merged_into: Some(next),
+                    ..
+                }) => current = self.store.contact(next)?,
+                other => return Ok(other),
+            }
+        }
+        Err(EngineError::Invalid("contact merge chain too long".into()))
+    }
+
+    /// Merges contact `from` into `into`: identities and conversations move; `from` remains as a
+    /// pointer for old references.
+    pub async fn merge_contacts(
+        &self,
+        into: ContactId,
+        from: ContactId,
+        agent: AgentId,
+    ) -> Result<Contact, EngineError> {
+        if into == from {
+            return Err(EngineError::Invalid(
+                "cannot merge a contact into itself".into(),
+            ));
+        }
+        for _ in 0..MAX_RETRIES {
+            let mut target = self
+                .contact(into)?
+                .ok_or(EngineError::NotFound("contact"))?;
+            let mut source = self
+                .store
+                .contact(from)?
+                .ok_or(EngineError::NotFound("contact"))?;
+            if source.merged_into.is_some() {
+                return Err(EngineError::Invalid(format!(
+                    "contact {from} was already merged"
+                )));
+            }
+            if target.id == source.id {
+                return Err(EngineError::Invalid(
+                    "cannot merge a contact into itself".into(),
+                ));
+            }
+            let now = now_ms();
+            let mut change = Change::default();
+            for ident in &source.identities {
+                change.moved_identities.push((
+                    ident.channel.clone(),
+                    ident.user.clone(),
+                    target.id,
+                ));
+                if !target.identities.contains(ident) {
+                    target.identities.push(ident.clone());
+                }
+            }
+            if target.name.is_none() {
+                target.name = source.name.clone();
+            }
+            source.merged_into = Some(target.id);
+            for conv_id in self.store.contact_conversations(source.id)? {
+                if let Some(mut conv) = self.store.conversation(conv_id)? {
+                    conv.contact = target.id;
+                    change.conversations.push(ConversationWrite {
+                        record: conv,
+                        is_new: false,
+                    });
+                }
+            }
+            change.events.push(Event {
+                id: EventId(self.store.next_id()?),
+                conversation: None,
+                actor: Actor::Agent(agent),
+                at_ms: now,
+                kind: EventKind::ContactsMerged {
+                    from: source.id,
+                    into: target.id,
+                },
+            });
+            change.contacts = vec![target.clone(), source];
+            match self.store.apply(&change) {
+                Ok(()) => {
+                    self.committed(change).await?;
+                    return Ok(target);
+                }
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(EngineError::Busy)
+    }
+}
+
+fn checked_text(text: &str) -> Result<String, EngineError> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err(EngineError::Invalid("text is empty".into()));
+    }
+    if t.len() > MAX_TEXT_BYTES {
+        return Err(EngineError::Invalid(format!(
+            "text is longer than {MAX_TEXT_BYTES} bytes"
+        )));
+    }
+    Ok(t.to_owned())
+}
+
+fn unavailable(e: EngineError) -> InboundError {
+    tracing::warn!(error = %e, "inbound message not accepted");
+    InboundError::Unavailable(e.to_string())
+}
+
+/// The engine as the sink connectors hand their events to.
+#[async_trait::async_trait]
+impl switchboard_channel::Inbound for Engine {
+    async fn submit(
+        &self,
+        channel: &ChannelId,
+        event: InboundEvent,
+    ) -> Result<Accepted, InboundError> {
+        self.ingest(channel, event).await
+    }
+}

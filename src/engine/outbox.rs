@@ -1,0 +1,316 @@
+//! The outbox: delivers queued replies, in order per conversation, exactly once as far as the
+//! network allows.
+//!
+//! - Items live in the store until delivered or given up, so they survive restarts.
+//! - One conversation is delivered by one task at a time, head first: a reply never overtakes
+//!   an earlier one. A failing head holds back the rest of its conversation only.
+//! - Retries back off exponentially with jitter and never come sooner than the network's own
+//!   `retry_after`. Each try carries the same outbound id, which connectors pass on as an
+//!   idempotency key, so a retry after a timeout or a crash does not post twice.
+//! - After `max_attempts`, or on a permanent error, the message is marked failed and stays
+//!   visible in the API, where an agent can retry it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use switchboard_channel::{ChannelError, now_ms};
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::{Engine, EngineError};
+use crate::config::OutboxConfig;
+use crate::model::{
+    Actor, Conversation, ConversationId, Delivery, DeliveryState, EventKind, Message, OutboxItem,
+};
+
+/// Longest one send may take before it counts as a (retryable) failure.
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest the dispatcher sleeps without looking (a safety net; wakes are explicit).
+const IDLE_SLEEP: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot {
+    /// A delivery task is working on this conversation.
+    in_flight: bool,
+    /// Not due before this time.
+    not_before_ms: i64,
+    /// New work arrived since the current task started: look again when it ends.
+    woken: bool,
+}
+
+pub(crate) struct Outbox {
+    config: OutboxConfig,
+    /// Conversations with undelivered items.
+    slots: Mutex<HashMap<ConversationId, Slot>>,
+    wake: Notify,
+}
+
+impl Outbox {
+    pub fn new(config: OutboxConfig) -> Self {
+        Outbox {
+            config,
+            slots: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+        }
+    }
+
+    /// Tells the dispatcher a conversation has something to deliver now.
+    pub fn wake(&self, conv: ConversationId) {
+        let mut slots = self.slots.lock().expect("outbox lock");
+        let slot = slots.entry(conv).or_default();
+        slot.not_before_ms = 0;
+        slot.woken = true;
+        drop(slots);
+        self.wake.notify_one();
+    }
+
+    /// Delay before attempt number `attempts + 1`: exponential, capped, with jitter in the
+    /// upper half so that many failures do not retry in lockstep.
+    fn backoff(&self, attempts: u32) -> Duration {
+        let exp = self
+            .config
+            .base_delay_ms
+            .saturating_mul(1u64 << attempts.min(30))
+            .min(self.config.max_delay_ms);
+        let jittered = rand::rng().random_range(exp / 2..=exp.max(1));
+        Duration::from_millis(jittered)
+    }
+}
+
+/// An item for a message whose delivery failed, to try again from the start.
+pub(crate) fn requeue(conv: &Conversation, message: &mut Message, now: i64) -> OutboxItem {
+    let delivery = message.delivery.get_or_insert_with(|| Delivery {
+        outbound_id: super::draft::outbound_id(conv, message.seq),
+        state: DeliveryState::Queued,
+        attempts: 0,
+        last_error: None,
+        external_id: None,
+        updated_at_ms: now,
+    });
+    delivery.state = DeliveryState::Queued;
+    delivery.attempts = 0;
+    delivery.updated_at_ms = now;
+    let author = match &message.author {
+        crate::model::Author::Agent(_) => switchboard_channel::OutboundAuthor::Agent(String::new()),
+        crate::model::Author::System => switchboard_channel::OutboundAuthor::System,
+        _ => switchboard_channel::OutboundAuthor::Bot,
+    };
+    OutboxItem {
+        conversation: conv.id,
+        seq: message.seq,
+        channel: conv.channel.clone(),
+        thread: conv.thread.clone(),
+        outbound: switchboard_channel::Outbound {
+            id: delivery.outbound_id.clone(),
+            author,
+            text: message.text.clone(),
+            buttons: vec![],
+            in_reply_to: None,
+        },
+        attempts: 0,
+        next_attempt_ms: now,
+    }
+}
+
+/// The dispatcher: starts a delivery task for each conversation that is due.
+pub(crate) async fn run(engine: Arc<Engine>, shutdown: CancellationToken) {
+    let outbox = &engine.outbox;
+    match engine.store.outbox() {
+        Ok(items) => {
+            let mut slots = outbox.slots.lock().expect("outbox lock");
+            for item in items {
+                let slot = slots.entry(item.conversation).or_insert(Slot {
+                    not_before_ms: item.next_attempt_ms,
+                    ..Slot::default()
+                });
+                slot.not_before_ms = slot.not_before_ms.min(item.next_attempt_ms);
+            }
+            if !slots.is_empty() {
+                tracing::info!(conversations = slots.len(), "resuming outbox");
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the outbox; deliveries wait for new work")
+        }
+    }
+    let permits = Arc::new(Semaphore::new(outbox.config.concurrency.max(1)));
+    loop {
+        let now = now_ms();
+        let mut due = Vec::new();
+        let mut next_ms = None::<i64>;
+        {
+            let mut slots = outbox.slots.lock().expect("outbox lock");
+            for (conv, slot) in slots.iter_mut() {
+                if slot.in_flight {
+                    continue;
+                }
+                if slot.not_before_ms <= now {
+                    slot.in_flight = true;
+                    slot.woken = false;
+                    due.push(*conv);
+                } else {
+                    next_ms =
+                        Some(next_ms.map_or(slot.not_before_ms, |n| n.min(slot.not_before_ms)));
+                }
+            }
+        }
+        for conv in due {
+            let permit = tokio::select! {
+                p = permits.clone().acquire_owned() => p.expect("semaphore open"),
+                _ = shutdown.cancelled() => return,
+            };
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                deliver_conversation(&engine, conv).await;
+                drop(permit);
+                engine.outbox.wake.notify_one();
+            });
+        }
+        let sleep = next_ms
+            .map(|n| Duration::from_millis((n - now).max(1) as u64))
+            .unwrap_or(IDLE_SLEEP)
+            .min(IDLE_SLEEP);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = outbox.wake.notified() => {}
+            _ = tokio::time::sleep(sleep) => {}
+        }
+    }
+}
+
+/// Delivers one conversation's items head first until none is due.
+async fn deliver_conversation(engine: &Arc<Engine>, conv: ConversationId) {
+    let next = loop {
+        let item = match engine.store.outbox_head(conv) {
+            Ok(Some(item)) => item,
+            Ok(None) => break None,
+            Err(e) => {
+                tracing::error!(conversation = %conv, error = %e, "outbox read failed");
+                break Some(now_ms() + 1000);
+            }
+        };
+        if item.next_attempt_ms > now_ms() {
+            break Some(item.next_attempt_ms);
+        }
+        let result = match engine.channel(&item.channel) {
+            Some(channel) => {
+                match tokio::time::timeout(SEND_TIMEOUT, channel.send(&item.thread, &item.outbound))
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(_) => Err(ChannelError::retryable("send timed out")),
+                }
+            }
+            None => Err(ChannelError::retryable(format!(
+                "channel {} is not configured",
+                item.channel
+            ))),
+        };
+        if let Err(e) = record(engine, &item, result).await {
+            tracing::error!(conversation = %conv, error = %e, "outbox could not record a delivery");
+            break Some(now_ms() + 1000);
+        }
+    };
+    let mut slots = engine.outbox.slots.lock().expect("outbox lock");
+    let woken = slots.get(&conv).is_some_and(|s| s.woken);
+    match (woken, next) {
+        (true, _) => {
+            let slot = slots.entry(conv).or_default();
+            slot.in_flight = false;
+            slot.not_before_ms = 0;
+        }
+        (false, None) => {
+            slots.remove(&conv);
+        }
+        (false, Some(at)) => {
+            let slot = slots.entry(conv).or_default();
+            slot.in_flight = false;
+            slot.not_before_ms = at;
+        }
+    }
+}
+
+/// Commits the outcome of one send.
+async fn record(
+    engine: &Arc<Engine>,
+    item: &OutboxItem,
+    result: Result<switchboard_channel::ExternalMessageId, ChannelError>,
+) -> Result<(), EngineError> {
+    let mut message = engine
+        .store
+        .message(item.conversation, item.seq)?
+        .ok_or(EngineError::NotFound("message"))?;
+    let now = now_ms();
+    let attempts = item.attempts + 1;
+    let mut change = crate::store::Change::default();
+    let delivery = message.delivery.get_or_insert_with(|| Delivery {
+        outbound_id: item.outbound.id.clone(),
+        state: DeliveryState::Queued,
+        attempts: 0,
+        last_error: None,
+        external_id: None,
+        updated_at_ms: now,
+    });
+    delivery.attempts = attempts;
+    delivery.updated_at_ms = now;
+    let event = match result {
+        Ok(external_id) => {
+            delivery.state = DeliveryState::Sent;
+            delivery.external_id = Some(external_id.clone());
+            delivery.last_error = None;
+            message.external_id = Some(external_id);
+            change.outbox_remove.push((item.conversation, item.seq));
+            Some(EventKind::DeliveryChanged {
+                seq: item.seq,
+                state: DeliveryState::Sent,
+                error: None,
+            })
+        }
+        Err(ChannelError::Retryable { reason, after })
+            if attempts < engine.outbox.config.max_attempts =>
+        {
+            let delay = engine
+                .outbox
+                .backoff(item.attempts)
+                .max(after.unwrap_or_default());
+            tracing::info!(conversation = %item.conversation, seq = item.seq, attempts, ?delay, %reason, "delivery will be retried");
+            delivery.last_error = Some(reason);
+            let mut retry = item.clone();
+            retry.attempts = attempts;
+            retry.next_attempt_ms = now + delay.as_millis() as i64;
+            change.outbox_put.push(retry);
+            None
+        }
+        Err(e) => {
+            tracing::warn!(conversation = %item.conversation, seq = item.seq, attempts, error = %e, "delivery failed for good");
+            let error = e.to_string();
+            delivery.state = DeliveryState::Failed;
+            delivery.last_error = Some(error.clone());
+            change.outbox_remove.push((item.conversation, item.seq));
+            Some(EventKind::DeliveryChanged {
+                seq: item.seq,
+                state: DeliveryState::Failed,
+                error: Some(error),
+            })
+        }
+    };
+    change.messages.push(message);
+    if let Some(kind) = event {
+        change.events.push(crate::model::Event {
+            id: crate::model::EventId(engine.store.next_id()?),
+            conversation: Some(item.conversation),
+            actor: Actor::System,
+            at_ms: now,
+            kind,
+        });
+    }
+    engine.store.apply(&change)?;
+    // Do not let a later item overtake: its outcome is recorded durably first.
+    engine.store.durable().await?;
+    for e in change.events {
+        let _ = engine.events.send(e);
+    }
+    Ok(())
+}

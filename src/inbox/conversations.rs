@@ -1,0 +1,441 @@
+//! `/api/v1/conversations`: the shared inbox. Handlers parse, call the engine, and answer.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use switchboard_channel::ChannelId;
+use utoipa::{IntoParams, ToSchema};
+
+use super::ApiState;
+use super::auth::AuthAgent;
+use super::error::{ApiError, ApiJson, ErrorBody};
+use crate::model::{
+    Action, Actor, AgentId, Contact, Conversation, ConversationId, Event, Message, Note, Priority,
+    Status,
+};
+use crate::store::{ConversationQuery, Cursor, Order};
+
+const DEFAULT_LIMIT: usize = 50;
+const MAX_LIMIT: usize = 200;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// bot, queued, assigned, snoozed or resolved.
+    status: Option<String>,
+    /// An agent id, or `me`.
+    assignee: Option<String>,
+    channel: Option<String>,
+    label: Option<String>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// 1 to 200; default 50.
+    limit: Option<usize>,
+    /// `newest` (default) or `oldest` first, by last update.
+    order: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StatusCounts {
+    bot: u64,
+    queued: u64,
+    assigned: u64,
+    snoozed: u64,
+    resolved: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ConversationPage {
+    items: Vec<Conversation>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    next_cursor: Option<String>,
+    /// Conversations per status, over the whole inbox.
+    counts: StatusCounts,
+}
+
+/// Lists conversations, newest activity first.
+#[utoipa::path(get, path = "/conversations", tag = "conversations", params(ListParams),
+    responses((status = 200, body = ConversationPage), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn list_conversations(
+    State(state): State<ApiState>,
+    AuthAgent(me): AuthAgent,
+    Query(p): Query<ListParams>,
+) -> Result<Json<ConversationPage>, ApiError> {
+    let status = match p.status.as_deref() {
+        None | Some("") | Some("all") => None,
+        Some(s) => Some(
+            Status::parse(s).ok_or_else(|| ApiError::invalid(format!("unknown status `{s}`")))?,
+        ),
+    };
+    let assignee = match p.assignee.as_deref() {
+        None | Some("") => None,
+        Some("me") => Some(me.id),
+        Some(a) => Some(
+            a.parse::<AgentId>()
+                .map_err(|_| ApiError::invalid("assignee must be an agent id or `me`"))?,
+        ),
+    };
+    let after = match p.cursor.as_deref() {
+        None | Some("") => None,
+        Some(c) => Some(Cursor::decode(c).ok_or_else(|| ApiError::invalid("malformed cursor"))?),
+    };
+    let order = match p.order.as_deref() {
+        None | Some("newest") => Order::NewestFirst,
+        Some("oldest") => Order::OldestFirst,
+        Some(o) => {
+            return Err(ApiError::invalid(format!(
+                "order must be newest or oldest, not `{o}`"
+            )));
+        }
+    };
+    let limit = p.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::invalid(format!("limit must be 1 to {MAX_LIMIT}")));
+    }
+    let store = state.engine.store();
+    let page = store.list_conversations(&ConversationQuery {
+        status,
+        assignee,
+        channel: p.channel.filter(|c| !c.is_empty()).map(ChannelId),
+        label: p.label.filter(|l| !l.is_empty()).map(|l| l.to_lowercase()),
+        order,
+        after,
+        limit,
+    })?;
+    let [bot, queued, assigned, snoozed, resolved] = store.status_counts();
+    Ok(Json(ConversationPage {
+        items: page.items,
+        next_cursor: page.next.map(|c| c.encode()),
+        counts: StatusCounts {
+            bot,
+            queued,
+            assigned,
+            snoozed,
+            resolved,
+        },
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ConversationDetail {
+    conversation: Conversation,
+    contact: Option<Contact>,
+    messages: Vec<Message>,
+    notes: Vec<Note>,
+    events: Vec<Event>,
+}
+
+/// Maximum messages returned with a conversation.
+const DETAIL_MESSAGES: usize = 1000;
+
+/// One conversation with its transcript, private notes and event log.
+#[utoipa::path(get, path = "/conversations/{id}", tag = "conversations",
+    params(("id" = u64, Path, description = "Conversation id")),
+    responses((status = 200, body = ConversationDetail), (status = 404, body = ErrorBody)))]
+pub async fn get_conversation(
+    State(state): State<ApiState>,
+    _agent: AuthAgent,
+    Path(id): Path<u64>,
+) -> Result<Json<ConversationDetail>, ApiError> {
+    let id = ConversationId(id);
+    let store = state.engine.store();
+    let conversation = store
+        .conversation(id)?
+        .ok_or_else(|| ApiError::not_found("conversation"))?;
+    let contact = state.engine.contact(conversation.contact)?;
+    Ok(Json(ConversationDetail {
+        messages: store.messages(id, 0, DETAIL_MESSAGES)?,
+        notes: store.notes(id)?,
+        events: store.conversation_events(id)?,
+        contact,
+        conversation,
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TextBody {
+    text: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ReplyQueued {
+    conversation: Conversation,
+    /// The reply as stored; its delivery starts `queued`.
+    message: Message,
+}
+
+/// Replies to the customer on their channel; the agent takes the conversation.
+#[utoipa::path(post, path = "/conversations/{id}/messages", tag = "conversations",
+    params(("id" = u64, Path, description = "Conversation id")), request_body = TextBody,
+    responses((status = 201, body = ReplyQueued), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn reply(
+    State(state): State<ApiState>,
+    AuthAgent(me): AuthAgent,
+    Path(id): Path<u64>,
+    ApiJson(body): ApiJson<TextBody>,
+) -> Result<(StatusCode, Json<ReplyQueued>), ApiError> {
+    let id = ConversationId(id);
+    let (conversation, seq) = state.engine.reply(id, &me, &body.text).await?;
+    let message = state
+        .engine
+        .store()
+        .message(id, seq)?
+        .ok_or_else(|| ApiError::not_found("message"))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(ReplyQueued {
+            conversation,
+            message,
+        }),
+    ))
+}
+
+/// Tries a failed delivery again.
+#[utoipa::path(post, path = "/conversations/{id}/messages/{seq}/retry", tag = "conversations",
+    params(("id" = u64, Path, description = "Conversation id"), ("seq" = u64, Path, description = "Message number")),
+    responses((status = 200, body = Message), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn retry_delivery(
+    State(state): State<ApiState>,
+    AuthAgent(me): AuthAgent,
+    Path((id, seq)): Path<(u64, u64)>,
+) -> Result<Json<Message>, ApiError> {
+    Ok(Json(
+        state
+            .engine
+            .retry_delivery(ConversationId(id), seq, me.id)
+            .await?,
+    ))
+}
+
+/// Adds a private note (never sent to the customer).
+#[utoipa::path(post, path = "/conversations/{id}/notes", tag = "conversations",
+    params(("id" = u64, Path, description = "Conversation id")), request_body = TextBody,
+    responses((status = 201, body = Note), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn add_note(
+    State(state): State<ApiState>,
+    AuthAgent(me): AuthAgent,
+    Path(id): Path<u64>,
+    ApiJson(body): ApiJson<TextBody>,
+) -> Result<(StatusCode, Json<Note>), ApiError> {
+    let note = state
+        .engine
+        .add_note(ConversationId(id), me.id, &body.text)
+        .await?;
+    Ok((StatusCode::CREATED, Json(note)))
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AssignBody {
+    agent_id: u64,
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SnoozeBody {
+    /// Wake-up time, unix milliseconds.
+    until_ms: i64,
+}
+
+async fn act(
+    state: &ApiState,
+    me: &crate::model::Agent,
+    id: u64,
+    action: Action,
+    reason: String,
+) -> Result<Json<Conversation>, ApiError> {
+    Ok(Json(
+        state
+            .engine
+            .act(ConversationId(id), Actor::Agent(me.id), action, &reason)
+            .await?,
+    ))
+}
+
+/// Assigns the conversation to an agent.
+#[utoipa::path(post, path = "/conversations/{id}/assign", tag = "conversations",
+    params(("id" = u64, Path, description = "Conversation id")), request_body = AssignBody,
+    responses((status = 200, body = Conversation), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn assign(
+    State(state): State<ApiState>,
+    AuthAgent(me): AuthAgent,
+    Path(id): Path<u64>,
+    ApiJson(body): ApiJson<AssignBody>,
+) -> Result<Json<Conversation>, ApiError> {
+    let to = AgentId(body.agent_id);
+    act(
+        &state,
+        &me,
+        id,
+        Action::Assign(to),
+        format!("assigned by {}", me.name),
+    )
+    .await
+}
+
+/// Takes the conversation for the calling agent.
+#[utoipa::path(post, path = "/conversations/{id}/claim", tag = "conversations",
+    params(("id" = u64, Path, description = "Conversation id")),
+    responses((status = 200, body = Conversation), (status = 404, body = ErrorBody)))]
+pub async fn claim(
+    State(state): State<ApiState>,
+    AuthAgent(me): AuthAgent,
+    Path(id): Path<u64>,
+) -> Result<Json<Conversation>, ApiError> {
+    act(
+        &state,
+        &me,
+        id,
+        Action::Assign(me.id),
+        format!("claimed by {}", me.name),
+    )
+    .await
+}
+
+/// Returns the conversation to the queue.
+#[utoipa::path(post, path = "/conversations/{id}/unassign", tag = "conversations",
+    params(("id" = u64, Path, description = "Conversation id")),
+    responses((status = 200, body = Conversation), (status = 409, body = ErrorBody)))]
+pub async fn unassign(
+    State(state): State<ApiState>,
+    AuthAgent(me): AuthAgent,
+    Path(id): Path<u64>,
+) -> Result<Json<Conversation>, ApiError> {
+    act(
+        &state,
+        &me,
+        id,
+        Action::Unassign,
+        format!("unassigned by {}", me.name),
+    )
+    .await
+}
+
+/// Marks the conversation resolved.
+#[utoipa::path(post, path = "/conversations/{id}/resolve", tag = "conversations",
+    params(("id" = u64, Path, description = "Conversation id")),
+    responses((status = 200, body = Conversation), (status = 404, body = ErrorBody)))]
+pub async fn resolve(
+    State(state): State<ApiState>,
+    AuthAgent(me): AuthAgent,
+    Path(id): Path<u64>,
+) -> Result<Json<Conversation>, ApiError> {
+    act(
+        &state,
+        &me,
+        id,
+        Action::Resolve,
+        format!("resolved by {}", me.name),
+    )
+    .await
+}
+
+/// Reopens a resolved conversation into the queue.
+#[utoipa::path(post, path = "/conversations/{id}/reopen", tag = "conversations",
+    params(("id" = u64, Path, description = "Conversation id")),
+    responses((status = 200, body = Conversation), (status = 409, body = ErrorBody)))]
+pub async fn reopen(
+    State(state): State<ApiState>,
+    AuthAgent(me): AuthAgent,
+    Path(id): Path<u64>,
+) -> Result<Json<Conversation>, ApiError> {
+    act(
+        &state,
+        &me,
+        id,
+        Action::Reopen,
+        format!("reopened by {}", me.name),
+    )
+    .await
+}
+
+/// Snoozes until a time, or until the customer writes.
+#[utoipa::path(post, path = "/conversations/{id}/snooze", tag = "conversations",
+    params(("id" = u64, Path, description = "Conversation id")), request_body = SnoozeBody,
+    responses((status = 200, body = Conversation), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn snooze(
+    State(state): State<ApiState>,
+    AuthAgent(me): AuthAgent,
+    Path(id): Path<u64>,
+    ApiJson(body): ApiJson<SnoozeBody>,
+) -> Result<Json<Conversation>, ApiError> {
+    act(
+        &state,
+        &me,
+        id,
+        Action::Snooze {
+            until_ms: body.until_ms,
+        },
+        format!("snoozed by {}", me.name),
+    )
+    .await
+}
+
+/// Lets the bot handle the conversation again.
+#[utoipa::path(post, path = "/conversations/{id}/handback", tag = "conversations",
+    params(("id" = u64, Path, description = "Conversation id")),
+    responses((status = 200, body = Conversation), (status = 404, body = ErrorBody)))]
+pub async fn hand_back(
+    State(state): State<ApiState>,
+    AuthAgent(me): AuthAgent,
+    Path(id): Path<u64>,
+) -> Result<Json<Conversation>, ApiError> {
+    act(
+        &state,
+        &me,
+        id,
+        Action::HandBack,
+        format!("handed back to the bot by {}", me.name),
+    )
+    .await
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LabelsBody {
+    labels: Vec<String>,
+}
+
+/// Replaces the conversation's labels.
+#[utoipa::path(put, path = "/conversations/{id}/labels", tag = "conversations",
+    params(("id" = u64, Path, description = "Conversation id")), request_body = LabelsBody,
+    responses((status = 200, body = Conversation), (status = 422, body = ErrorBody)))]
+pub async fn set_labels(
+    State(state): State<ApiState>,
+    AuthAgent(me): AuthAgent,
+    Path(id): Path<u64>,
+    ApiJson(body): ApiJson<LabelsBody>,
+) -> Result<Json<Conversation>, ApiError> {
+    Ok(Json(
+        state
+            .engine
+            .set_labels(ConversationId(id), me.id, body.labels)
+            .await?,
+    ))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PriorityBody {
+    priority: Priority,
+}
+
+/// Sets the conversation's priority.
+#[utoipa::path(put, path = "/conversations/{id}/priority", tag = "conversations",
+    params(("id" = u64, Path, description = "Conversation id")), request_body = PriorityBody,
+    responses((status = 200, body = Conversation), (status = 422, body = ErrorBody)))]
+pub async fn set_priority(
+    State(state): State<ApiState>,
+    AuthAgent(me): AuthAgent,
+    Path(id): Path<u64>,
+    ApiJson(body): ApiJson<PriorityBody>,
+) -> Result<Json<Conversation>, ApiError> {
+    Ok(Json(
+        state
+            .engine
+            .set_priority(ConversationId(id), me.id, body.priority)
+            .await?,
+    ))
+}

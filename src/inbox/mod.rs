@@ -1,0 +1,119 @@
+//! The HTTP face of the daemon for agents: `/api/v1` (JSON), its OpenAPI document, the event
+//! stream, and `/healthz` + `/readyz`. Handlers are thin: parse, call the engine, answer.
+//!
+//! Routes and the OpenAPI document are built from the same list (`utoipa-axum`), so the
+//! document cannot drift from the routes that exist.
+
+pub mod auth;
+mod conversations;
+pub mod error;
+mod events;
+mod people;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Json;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use error::ApiError;
+
+use crate::engine::Engine;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub engine: Arc<Engine>,
+    /// False until start-up finished and after shutdown began.
+    pub ready: Arc<AtomicBool>,
+    /// Fires when the daemon stops: long-lived responses (event streams) end.
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Switchboard agent API", description = "The shared inbox: conversations, contacts, agents and the live event stream. Authenticate with `Authorization: Bearer <agent token>`."),
+    tags(
+        (name = "conversations", description = "The shared inbox"),
+        (name = "contacts", description = "Customers across channels"),
+        (name = "agents", description = "The team"),
+        (name = "events", description = "Live event stream"),
+    )
+)]
+struct ApiDoc;
+
+/// The `/api/v1` routes and their OpenAPI document.
+pub fn api(state: ApiState, max_body_bytes: usize) -> (axum::Router, utoipa::openapi::OpenApi) {
+    let v1 = OpenApiRouter::new()
+        .routes(routes!(conversations::list_conversations))
+        .routes(routes!(conversations::get_conversation))
+        .routes(routes!(conversations::reply))
+        .routes(routes!(conversations::retry_delivery))
+        .routes(routes!(conversations::add_note))
+        .routes(routes!(conversations::assign))
+        .routes(routes!(conversations::claim))
+        .routes(routes!(conversations::unassign))
+        .routes(routes!(conversations::resolve))
+        .routes(routes!(conversations::reopen))
+        .routes(routes!(conversations::snooze))
+        .routes(routes!(conversations::hand_back))
+        .routes(routes!(conversations::set_labels))
+        .routes(routes!(conversations::set_priority))
+        .routes(routes!(people::get_contact))
+        .routes(routes!(people::contact_history))
+        .routes(routes!(people::merge_contacts))
+        .routes(routes!(people::me))
+        .routes(routes!(people::list_agents, people::create_agent))
+        .routes(routes!(people::disable_agent))
+        .routes(routes!(people::enable_agent))
+        .routes(routes!(people::rotate_token))
+        .routes(routes!(events::events));
+    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .nest("/api/v1", v1)
+        .split_for_parts();
+    let doc_json = Arc::new(doc.clone());
+    let router = router
+        .route(
+            "/api/v1/openapi.json",
+            get(move || async move { Json((*doc_json).clone()) }),
+        )
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state.clone());
+    let health = axum::Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state);
+    (router.merge(health), doc)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+/// Alive: the process answers.
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Ready: started, not shutting down, and the store answers.
+async fn readyz(State(state): State<ApiState>) -> Response {
+    if !state.ready.load(Ordering::Relaxed) {
+        return switchboard_channel::http_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "starting or stopping",
+        );
+    }
+    match state.engine.store().size_on_disk() {
+        Ok(bytes) => {
+            Json(serde_json::json!({ "status": "ready", "store_bytes": bytes })).into_response()
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}

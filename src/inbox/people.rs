@@ -1,0 +1,183 @@
+//! `/api/v1/contacts` and `/api/v1/agents`: customers across channels, and the team.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::ApiState;
+use super::auth::{AdminAgent, AuthAgent};
+use super::error::{ApiError, ApiJson, ErrorBody};
+use crate::model::{Agent, AgentId, Contact, ContactId, Conversation, Role};
+
+/// A contact (merged contacts resolve to the one they were merged into).
+#[utoipa::path(get, path = "/contacts/{id}", tag = "contacts",
+    params(("id" = u64, Path, description = "Contact id")),
+    responses((status = 200, body = Contact), (status = 404, body = ErrorBody)))]
+pub async fn get_contact(
+    State(state): State<ApiState>,
+    _agent: AuthAgent,
+    Path(id): Path<u64>,
+) -> Result<Json<Contact>, ApiError> {
+    let contact = state
+        .engine
+        .contact(ContactId(id))?
+        .ok_or_else(|| ApiError::not_found("contact"))?;
+    Ok(Json(contact))
+}
+
+/// Every conversation of a contact, on every channel, oldest first.
+#[utoipa::path(get, path = "/contacts/{id}/conversations", tag = "contacts",
+    params(("id" = u64, Path, description = "Contact id")),
+    responses((status = 200, body = Vec<Conversation>), (status = 404, body = ErrorBody)))]
+pub async fn contact_history(
+    State(state): State<ApiState>,
+    _agent: AuthAgent,
+    Path(id): Path<u64>,
+) -> Result<Json<Vec<Conversation>>, ApiError> {
+    let contact = state
+        .engine
+        .contact(ContactId(id))?
+        .ok_or_else(|| ApiError::not_found("contact"))?;
+    let store = state.engine.store();
+    let mut out = Vec::new();
+    for conv in store.contact_conversations(contact.id)? {
+        if let Some(c) = store.conversation(conv)? {
+            out.push(c);
+        }
+    }
+    Ok(Json(out))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MergeBody {
+    /// The contact to merge into this one; it remains as a pointer.
+    from: u64,
+}
+
+/// Merges another contact into this one: identities and conversations move here.
+#[utoipa::path(post, path = "/contacts/{id}/merge", tag = "contacts",
+    params(("id" = u64, Path, description = "Contact to keep")), request_body = MergeBody,
+    responses((status = 200, body = Contact), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn merge_contacts(
+    State(state): State<ApiState>,
+    AuthAgent(me): AuthAgent,
+    Path(id): Path<u64>,
+    ApiJson(body): ApiJson<MergeBody>,
+) -> Result<Json<Contact>, ApiError> {
+    let merged = state
+        .engine
+        .merge_contacts(ContactId(id), ContactId(body.from), me.id)
+        .await?;
+    Ok(Json(merged))
+}
+
+/// The calling agent.
+#[utoipa::path(get, path = "/me", tag = "agents", responses((status = 200, body = Agent), (status = 401, body = ErrorBody)))]
+pub async fn me(AuthAgent(me): AuthAgent) -> Json<Agent> {
+    Json(me)
+}
+
+/// All agents (admin).
+#[utoipa::path(get, path = "/agents", tag = "agents",
+    responses((status = 200, body = Vec<Agent>), (status = 403, body = ErrorBody)))]
+pub async fn list_agents(
+    State(state): State<ApiState>,
+    _admin: AdminAgent,
+) -> Result<Json<Vec<Agent>>, ApiError> {
+    Ok(Json(state.engine.store().agents()?))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewAgent {
+    name: String,
+    #[serde(default = "agent_role")]
+    role: Role,
+}
+
+fn agent_role() -> Role {
+    Role::Agent
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AgentWithToken {
+    agent: Agent,
+    /// Shown once; only a keyed hash is stored.
+    token: String,
+}
+
+/// Creates an agent and returns its token, once (admin).
+#[utoipa::path(post, path = "/agents", tag = "agents", request_body = NewAgent,
+    responses((status = 201, body = AgentWithToken), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create_agent(
+    State(state): State<ApiState>,
+    AdminAgent(admin): AdminAgent,
+    ApiJson(body): ApiJson<NewAgent>,
+) -> Result<(StatusCode, Json<AgentWithToken>), ApiError> {
+    let (agent, token) = state
+        .engine
+        .create_agent(&body.name, body.role, Some(admin.id), None)
+        .await?;
+    Ok((StatusCode::CREATED, Json(AgentWithToken { agent, token })))
+}
+
+/// Disables an agent: its token stops working at once (admin).
+#[utoipa::path(post, path = "/agents/{id}/disable", tag = "agents",
+    params(("id" = u64, Path, description = "Agent id")),
+    responses((status = 200, body = Agent), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn disable_agent(
+    State(state): State<ApiState>,
+    AdminAgent(admin): AdminAgent,
+    Path(id): Path<u64>,
+) -> Result<Json<Agent>, ApiError> {
+    if id == admin.id.0 {
+        return Err(ApiError::invalid("an admin cannot disable themselves"));
+    }
+    Ok(Json(
+        state
+            .engine
+            .set_agent_disabled(AgentId(id), true, admin.id)
+            .await?,
+    ))
+}
+
+/// Enables a disabled agent (admin).
+#[utoipa::path(post, path = "/agents/{id}/enable", tag = "agents",
+    params(("id" = u64, Path, description = "Agent id")),
+    responses((status = 200, body = Agent), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn enable_agent(
+    State(state): State<ApiState>,
+    AdminAgent(admin): AdminAgent,
+    Path(id): Path<u64>,
+) -> Result<Json<Agent>, ApiError> {
+    Ok(Json(
+        state
+            .engine
+            .set_agent_disabled(AgentId(id), false, admin.id)
+            .await?,
+    ))
+}
+
+/// Issues a new token for an agent; the old one stops working (admin, or the agent itself).
+#[utoipa::path(post, path = "/agents/{id}/token", tag = "agents",
+    params(("id" = u64, Path, description = "Agent id")),
+    responses((status = 200, body = AgentWithToken), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn rotate_token(
+    State(state): State<ApiState>,
+    AuthAgent(me): AuthAgent,
+    Path(id): Path<u64>,
+) -> Result<Json<AgentWithToken>, ApiError> {
+    if me.role != Role::Admin && me.id.0 != id {
+        return Err(ApiError::forbidden(
+            "only admins can rotate other agents' tokens",
+        ));
+    }
+    let (agent, token) = state
+        .engine
+        .rotate_token(AgentId(id), Some(me.id), None)
+        .await?;
+    Ok(Json(AgentWithToken { agent, token }))
+}

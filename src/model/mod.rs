@@ -1,0 +1,309 @@
+//! Pure data types of the conversation model and the state machine. No I/O here.
+//!
+//! - [`ids`]: numeric ids of our own records.
+//! - [`state`]: conversation statuses and the transition function, unit-tested edge by edge.
+//! - this file: contacts, conversations, messages, notes, agents, events and outbox items as
+//!   stored and as served by the API.
+
+pub mod ids;
+pub mod state;
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+use switchboard_channel::{
+    Attachment, ChannelId, ExternalMessageId, ExternalThread, ExternalUser, Outbound,
+};
+use utoipa::ToSchema;
+
+pub use ids::{AgentId, ContactId, ConversationId, EventId, NoteId};
+pub use state::{Action, ConvState, Status, TransitionError, transition};
+
+/// A customer, with every identity known to belong to them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Contact {
+    pub id: ContactId,
+    /// Best known display name.
+    pub name: Option<String>,
+    pub identities: Vec<Identity>,
+    /// Set when this contact was merged into another; reads follow it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_into: Option<ContactId>,
+    pub created_at_ms: i64,
+}
+
+/// A customer's id on one channel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Identity {
+    #[schema(value_type = String)]
+    pub channel: ChannelId,
+    #[schema(value_type = String)]
+    pub user: ExternalUser,
+}
+
+/// How urgent a conversation is, as set by agents (or routing rules).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    Low,
+    #[default]
+    Normal,
+    High,
+    Urgent,
+}
+
+/// Why the bot handed a conversation to people.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Escalation {
+    /// Machine-readable reason: `asked_for_human`, `low_confidence`, `sensitive`,
+    /// `frustrated`, `bot_error`, `agent`.
+    pub reason: String,
+    /// Human-readable detail (scores, cues, the KB entry).
+    pub detail: String,
+    pub at_ms: i64,
+}
+
+/// One thread with one contact on one channel thread.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Conversation {
+    pub id: ConversationId,
+    pub contact: ContactId,
+    #[schema(value_type = String)]
+    pub channel: ChannelId,
+    #[schema(value_type = String)]
+    pub thread: ExternalThread,
+    pub status: Status,
+    /// The agent who owns it (assigned), or who will get it back when a snooze ends.
+    pub assignee: Option<AgentId>,
+    pub snoozed_until_ms: Option<i64>,
+    pub priority: Priority,
+    pub labels: BTreeSet<String>,
+    /// Last escalation, kept after assignment so agents see why a person was needed.
+    pub escalation: Option<Escalation>,
+    /// Consecutive customer messages the bot could not answer.
+    pub bot_misses: u32,
+    /// Sequence number of the newest message.
+    pub last_seq: u64,
+    /// Start of the customer's newest message, for list views.
+    pub preview: String,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    /// Optimistic-concurrency counter; the store refuses a write based on a stale copy.
+    pub version: u64,
+}
+
+impl Conversation {
+    pub fn state(&self) -> ConvState {
+        ConvState {
+            status: self.status,
+            assignee: self.assignee,
+            snoozed_until_ms: self.snoozed_until_ms,
+        }
+    }
+
+    pub fn set_state(&mut self, s: ConvState) {
+        self.status = s.status;
+        self.assignee = s.assignee;
+        self.snoozed_until_ms = s.snoozed_until_ms;
+    }
+}
+
+/// Who wrote a message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "agent")]
+pub enum Author {
+    Customer,
+    Bot,
+    Agent(AgentId),
+    System,
+}
+
+/// Delivery state of an outbound message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    Queued,
+    Sent,
+    Failed,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Delivery {
+    /// Stable id passed to the channel as idempotency key.
+    pub outbound_id: String,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub external_id: Option<ExternalMessageId>,
+    pub updated_at_ms: i64,
+}
+
+/// What the bot decided about a customer message, kept on the bot's reply and in the events.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BotVerdict {
+    /// `answer`, `clarify` or `escalate`.
+    pub decision: String,
+    /// KB entry answered with, if any.
+    pub entry: Option<String>,
+    /// Best score seen, in the responder's own scale.
+    pub score: Option<f32>,
+    pub reason: String,
+}
+
+/// One message in a conversation, in either direction.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Message {
+    pub conversation: ConversationId,
+    /// Position in the conversation, from 1.
+    pub seq: u64,
+    pub author: Author,
+    pub text: String,
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub attachments: Vec<Attachment>,
+    /// The network's id (inbound: as received; outbound: once sent).
+    #[schema(value_type = Option<String>)]
+    pub external_id: Option<ExternalMessageId>,
+    /// Outbound only.
+    pub delivery: Option<Delivery>,
+    /// Bot replies: why the bot said this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<BotVerdict>,
+    pub created_at_ms: i64,
+}
+
+/// An agent-only note on a conversation; never sent to the customer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Note {
+    pub id: NoteId,
+    pub conversation: ConversationId,
+    pub author: AgentId,
+    pub text: String,
+    pub created_at_ms: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Admin,
+    Agent,
+}
+
+/// A person who works the inbox.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Agent {
+    pub id: AgentId,
+    pub name: String,
+    pub role: Role,
+    pub disabled: bool,
+    pub created_at_ms: i64,
+    /// Keyed hash of the current API token; the token itself is never stored.
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    #[schema(ignore)]
+    pub token_hash: String,
+}
+
+/// Who caused an event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "id")]
+pub enum Actor {
+    Customer,
+    Bot,
+    Agent(AgentId),
+    System,
+}
+
+/// What happened. Stored in the append-only log and streamed to the inbox.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum EventKind {
+    ConversationCreated,
+    MessageReceived {
+        seq: u64,
+    },
+    MessageQueued {
+        seq: u64,
+    },
+    DeliveryChanged {
+        seq: u64,
+        state: DeliveryState,
+        error: Option<String>,
+    },
+    StatusChanged {
+        from: Status,
+        to: Status,
+        reason: String,
+    },
+    AssigneeChanged {
+        from: Option<AgentId>,
+        to: Option<AgentId>,
+        reason: String,
+    },
+    BotDecided {
+        seq: u64,
+        verdict: BotVerdict,
+    },
+    NoteAdded {
+        note: NoteId,
+    },
+    LabelsChanged {
+        labels: BTreeSet<String>,
+    },
+    PriorityChanged {
+        priority: Priority,
+    },
+    ContactsMerged {
+        from: ContactId,
+        into: ContactId,
+    },
+    AgentChanged {
+        agent: AgentId,
+        change: String,
+    },
+}
+
+impl EventKind {
+    /// The `type` tag, for filtering.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::ConversationCreated => "conversation_created",
+            Self::MessageReceived { .. } => "message_received",
+            Self::MessageQueued { .. } => "message_queued",
+            Self::DeliveryChanged { .. } => "delivery_changed",
+            Self::StatusChanged { .. } => "status_changed",
+            Self::AssigneeChanged { .. } => "assignee_changed",
+            Self::BotDecided { .. } => "bot_decided",
+            Self::NoteAdded { .. } => "note_added",
+            Self::LabelsChanged { .. } => "labels_changed",
+            Self::PriorityChanged { .. } => "priority_changed",
+            Self::ContactsMerged { .. } => "contacts_merged",
+            Self::AgentChanged { .. } => "agent_changed",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Event {
+    pub id: EventId,
+    pub conversation: Option<ConversationId>,
+    pub actor: Actor,
+    pub at_ms: i64,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// A reply waiting in the outbox for delivery.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutboxItem {
+    pub conversation: ConversationId,
+    pub seq: u64,
+    pub channel: ChannelId,
+    pub thread: ExternalThread,
+    pub outbound: Outbound,
+    pub attempts: u32,
+    /// Not before this time (unix ms): backoff and the channel's retry-after.
+    pub next_attempt_ms: i64,
+}

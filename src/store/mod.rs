@@ -1,0 +1,209 @@
+//! Persistence behind one narrow trait.
+//!
+//! The engine decides; the store remembers. Every state change arrives as one [`Change`] and is
+//! applied in one atomic transaction together with the secondary indexes it touches. Records
+//! carry a `version`; a write based on a stale read is refused with [`StoreError::Conflict`] and
+//! the engine retries from a fresh read. "Insert if absent" writes (dedupe keys, thread and
+//! identity mappings) refuse with [`StoreError::Exists`].
+//!
+//! Durability is separate from application: [`Store::durable`] resolves once everything applied
+//! before the call is on disk. The sled implementation batches those waits through one
+//! committer thread (group commit), see [`sled_store`].
+
+pub mod keys;
+pub mod sled_store;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use switchboard_channel::{
+    ChannelId, ChannelState, ExternalMessageId, ExternalThread, ExternalUser,
+};
+
+use crate::model::{
+    Agent, AgentId, Contact, ContactId, Conversation, ConversationId, Event, EventId, Message,
+    Note, OutboxItem, Status,
+};
+
+pub use sled_store::SledStore;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// A record changed since it was read; re-read and try again.
+    #[error("conflict: {0} changed concurrently")]
+    Conflict(&'static str),
+    /// An insert-if-absent key already exists.
+    #[error("already exists: {0}")]
+    Exists(&'static str),
+    /// The disk or the database failed; nothing of this change was applied.
+    #[error("storage failure: {0}")]
+    Io(String),
+    /// Stored data could not be decoded.
+    #[error("corrupt record in {tree}: {detail}")]
+    Corrupt { tree: &'static str, detail: String },
+    #[error(
+        "the data directory holds schema version {found}; this build reads version {supported}. \
+         {hint}"
+    )]
+    Schema {
+        found: u32,
+        supported: u32,
+        hint: &'static str,
+    },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A conversation record written by a [`Change`].
+#[derive(Debug, Clone)]
+pub struct ConversationWrite {
+    /// The new record; its `version` is the one the engine read (0 for a new conversation).
+    /// The store checks it against what is stored and writes `version + 1`.
+    pub record: Conversation,
+    pub is_new: bool,
+}
+
+/// Everything one state change writes, applied atomically.
+#[derive(Debug, Default, Clone)]
+pub struct Change {
+    pub conversations: Vec<ConversationWrite>,
+    /// Contacts, upserted (no version check: contacts change only by merge and by name).
+    pub contacts: Vec<Contact>,
+    /// `(channel, user) -> contact`, insert if absent.
+    pub new_identities: Vec<(ChannelId, ExternalUser, ContactId)>,
+    /// `(channel, user) -> contact`, overwritten (merging contacts).
+    pub moved_identities: Vec<(ChannelId, ExternalUser, ContactId)>,
+    /// `(channel, thread) -> conversation`, insert if absent.
+    pub new_threads: Vec<(ChannelId, ExternalThread, ConversationId)>,
+    /// `(channel, network message id) -> (conversation, seq)`, insert if absent: the dedupe key.
+    pub new_external_ids: Vec<(ChannelId, ExternalMessageId, ConversationId, u64)>,
+    /// Messages, upserted by `(conversation, seq)`.
+    pub messages: Vec<Message>,
+    pub notes: Vec<Note>,
+    pub events: Vec<Event>,
+    pub outbox_put: Vec<OutboxItem>,
+    pub outbox_remove: Vec<(ConversationId, u64)>,
+    /// Customer messages the bot still has to look at: `(conversation, seq)`.
+    pub bot_queue_put: Vec<(ConversationId, u64)>,
+    pub bot_queue_remove: Vec<(ConversationId, u64)>,
+    /// Agents, upserted; the token index follows `token_hash`.
+    pub agents: Vec<Agent>,
+}
+
+/// Sort order of conversation lists, by last update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    #[default]
+    NewestFirst,
+    OldestFirst,
+}
+
+/// Where a page of a list ends: the last row's `(updated_at_ms, id)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub updated_ms: i64,
+    pub id: ConversationId,
+}
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        format!("{}-{}", self.updated_ms, self.id)
+    }
+
+    pub fn decode(s: &str) -> Option<Cursor> {
+        let (u, i) = s.split_once('-')?;
+        Some(Cursor {
+            updated_ms: u.parse().ok()?,
+            id: i.parse().ok()?,
+        })
+    }
+}
+
+/// A filtered, paginated conversation list request. Filters combine with AND.
+#[derive(Debug, Clone, Default)]
+pub struct ConversationQuery {
+    pub status: Option<Status>,
+    pub assignee: Option<AgentId>,
+    pub channel: Option<ChannelId>,
+    pub label: Option<String>,
+    pub order: Order,
+    pub after: Option<Cursor>,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub items: Vec<Conversation>,
+    pub next: Option<Cursor>,
+}
+
+/// A future that resolves once earlier writes are durable.
+pub type Durable = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
+
+/// The narrow persistence interface the engine and the API use.
+pub trait Store: Send + Sync + 'static {
+    /// Applies `change` atomically (not yet durable: see [`Store::durable`]).
+    fn apply(&self, change: &Change) -> Result<()>;
+
+    /// Resolves once everything applied before this call is on disk.
+    fn durable(&self) -> Durable;
+
+    /// A fresh id, unique for the life of the database, growing.
+    fn next_id(&self) -> Result<u64>;
+
+    fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>>;
+    fn thread(
+        &self,
+        channel: &ChannelId,
+        thread: &ExternalThread,
+    ) -> Result<Option<ConversationId>>;
+    fn identity(&self, channel: &ChannelId, user: &ExternalUser) -> Result<Option<ContactId>>;
+    fn external_message(
+        &self,
+        channel: &ChannelId,
+        id: &ExternalMessageId,
+    ) -> Result<Option<(ConversationId, u64)>>;
+    fn contact(&self, id: ContactId) -> Result<Option<Contact>>;
+    /// Conversation ids of a contact, oldest first.
+    fn contact_conversations(&self, contact: ContactId) -> Result<Vec<ConversationId>>;
+
+    fn message(&self, conversation: ConversationId, seq: u64) -> Result<Option<Message>>;
+    /// Messages after `after_seq`, oldest first, at most `limit`.
+    fn messages(
+        &self,
+        conversation: ConversationId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>>;
+    fn notes(&self, conversation: ConversationId) -> Result<Vec<Note>>;
+
+    /// The global event log after `after` (exclusive), oldest first.
+    fn events(&self, after: Option<EventId>, limit: usize) -> Result<Vec<Event>>;
+    fn conversation_events(&self, conversation: ConversationId) -> Result<Vec<Event>>;
+
+    fn list_conversations(&self, query: &ConversationQuery) -> Result<Page>;
+    /// Number of conversations per status, in [`Status::ALL`] order.
+    fn status_counts(&self) -> [u64; 5];
+
+    fn agent(&self, id: AgentId) -> Result<Option<Agent>>;
+    fn agents(&self) -> Result<Vec<Agent>>;
+    fn agent_by_token_hash(&self, hash: &str) -> Result<Option<Agent>>;
+
+    /// Every undelivered outbox item, grouped by conversation in delivery order.
+    fn outbox(&self) -> Result<Vec<OutboxItem>>;
+    /// The next item to deliver in one conversation.
+    fn outbox_head(&self, conversation: ConversationId) -> Result<Option<OutboxItem>>;
+    /// Customer messages the bot has not yet handled.
+    fn bot_queue(&self) -> Result<Vec<(ConversationId, u64)>>;
+
+    /// A small value of the daemon's own (install key, settings).
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>>;
+    fn set_meta(&self, key: &str, value: &[u8]) -> Result<()>;
+
+    /// The private key-value space of one channel instance.
+    fn channel_state(&self, channel: &ChannelId) -> Result<Arc<dyn ChannelState>>;
+
+    /// Bytes on disk, for health and metrics.
+    fn size_on_disk(&self) -> Result<u64>;
+}
