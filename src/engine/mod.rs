@@ -513,10 +513,14 @@ impl Engine {
                 "only a failed delivery can be retried".into(),
             ));
         }
+        let author_name = match &message.author {
+            Author::Agent(a) => self.store.agent(*a)?.map(|a| a.name),
+            _ => None,
+        };
         let updated = Mutex::new(None);
         self.update(id, Actor::Agent(agent), |d| {
             let mut m = message.clone();
-            let item = outbox::requeue(&d.conv, &mut m, d.now);
+            let item = outbox::requeue(&d.conv, &mut m, author_name.clone(), d.now);
             d.change.outbox_put.push(item);
             d.change.messages.push(m.clone());
             d.event(EventKind::DeliveryChanged {

@@ -80,7 +80,12 @@ impl Outbox {
 }
 
 /// An item for a message whose delivery failed, to try again from the start.
-pub(crate) fn requeue(conv: &Conversation, message: &mut Message, now: i64) -> OutboxItem {
+pub(crate) fn requeue(
+    conv: &Conversation,
+    message: &mut Message,
+    author_name: Option<String>,
+    now: i64,
+) -> OutboxItem {
     let delivery = message.delivery.get_or_insert_with(|| Delivery {
         outbound_id: super::draft::outbound_id(conv, message.seq),
         state: DeliveryState::Queued,
@@ -93,7 +98,9 @@ pub(crate) fn requeue(conv: &Conversation, message: &mut Message, now: i64) -> O
     delivery.attempts = 0;
     delivery.updated_at_ms = now;
     let author = match &message.author {
-        crate::model::Author::Agent(_) => switchboard_channel::OutboundAuthor::Agent(String::new()),
+        crate::model::Author::Agent(_) => {
+            switchboard_channel::OutboundAuthor::Agent(author_name.unwrap_or_default())
+        }
         crate::model::Author::System => switchboard_channel::OutboundAuthor::System,
         _ => switchboard_channel::OutboundAuthor::Bot,
     };

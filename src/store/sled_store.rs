@@ -725,17 +725,23 @@ type Waiter = oneshot::Sender<Result<()>>;
 /// Group commit: one thread takes every waiting durability request, flushes once, answers all.
 #[derive(Clone)]
 struct Committer {
-    requests: std::sync::mpsc::Sender<Waiter>,
+    inner: Arc<CommitterInner>,
+}
+
+struct CommitterInner {
+    /// `None` once the store is closed.
+    requests: std::sync::Mutex<Option<std::sync::mpsc::Sender<Waiter>>>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Committer {
     fn start(db: sled::Db) -> Committer {
         let (requests, rx) = std::sync::mpsc::channel::<Waiter>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("sled-committer".into())
             .spawn(move || {
                 let mut batch = Vec::new();
-                // Ends when every store handle (and so every sender) is gone.
+                // Ends when the store closes (the sender is dropped).
                 while let Ok(first) = rx.recv() {
                     batch.push(first);
                     batch.extend(rx.try_iter());
@@ -746,17 +752,44 @@ impl Committer {
                 }
             })
             .expect("spawn committer thread");
-        Committer { requests }
+        Committer {
+            inner: Arc::new(CommitterInner {
+                requests: std::sync::Mutex::new(Some(requests)),
+                thread: std::sync::Mutex::new(Some(thread)),
+            }),
+        }
     }
 
     fn wait(&self) -> Durable {
         let (tx, rx) = oneshot::channel();
-        let sent = self.requests.send(tx);
+        let sent = match &*self.inner.requests.lock().expect("committer lock") {
+            Some(requests) => requests.send(tx).is_ok(),
+            None => false,
+        };
         Box::pin(async move {
-            sent.map_err(|_| StoreError::Io("store is closed".into()))?;
+            if !sent {
+                return Err(StoreError::Io("store is closed".into()));
+            }
             rx.await
                 .map_err(|_| StoreError::Io("store committer stopped".into()))?
         })
+    }
+
+    /// Answers what is queued, stops the thread and releases its database handle.
+    fn close(&self) {
+        self.inner.requests.lock().expect("committer lock").take();
+        if let Some(thread) = self.inner.thread.lock().expect("committer lock").take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        self.committer.close();
+        if let Err(e) = self.db.flush() {
+            tracing::error!(error = %e, "final flush failed");
+        }
     }
 }
 

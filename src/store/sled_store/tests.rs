@@ -1,1 +1,326 @@
+use std::collections::BTreeSet;
 
+use switchboard_channel::{ChannelId, ExternalMessageId, ExternalThread};
+
+use super::*;
+use crate::model::{Priority, Status};
+use crate::store::{Change, ConversationQuery, ConversationWrite, Order};
+
+fn open(dir: &Path) -> SledStore {
+    SledStore::open(
+        dir,
+        &SledOptions {
+            cache_bytes: 8 << 20,
+        },
+    )
+    .unwrap()
+}
+
+fn conv(id: u64, channel: &str, status: Status, updated: i64) -> Conversation {
+    Conversation {
+        id: ConversationId(id),
+        contact: ContactId(1000 + id),
+        channel: ChannelId::new(channel),
+        thread: ExternalThread::new(format!("t{id}")),
+        status,
+        assignee: (status == Status::Assigned).then_some(AgentId(7)),
+        snoozed_until_ms: None,
+        priority: Priority::Normal,
+        labels: BTreeSet::new(),
+        escalation: None,
+        bot_misses: 0,
+        last_seq: 0,
+        preview: String::new(),
+        created_at_ms: updated,
+        updated_at_ms: updated,
+        version: 0,
+    }
+}
+
+fn create(store: &SledStore, c: &Conversation) {
+    store
+        .apply(&Change {
+            conversations: vec![ConversationWrite {
+                record: c.clone(),
+                is_new: true,
+            }],
+            ..Change::default()
+        })
+        .unwrap();
+}
+
+fn update(store: &SledStore, c: &Conversation) -> Result<()> {
+    store.apply(&Change {
+        conversations: vec![ConversationWrite {
+            record: c.clone(),
+            is_new: false,
+        }],
+        ..Change::default()
+    })
+}
+
+fn ids(page: &Page) -> Vec<u64> {
+    page.items.iter().map(|c| c.id.0).collect()
+}
+
+#[test]
+fn stale_writes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let c = conv(1, "web", Status::Bot, 10);
+    create(&store, &c);
+    assert!(matches!(
+        store.apply(&Change {
+            conversations: vec![ConversationWrite {
+                record: c.clone(),
+                is_new: true
+            }],
+            ..Change::default()
+        }),
+        Err(StoreError::Conflict(_))
+    ));
+    let stored = store.conversation(c.id).unwrap().unwrap();
+    assert_eq!(stored.version, 1);
+    let mut next = stored.clone();
+    next.status = Status::Queued;
+    update(&store, &next).unwrap();
+    // The same stale copy again: refused, nothing changes.
+    assert!(matches!(
+        update(&store, &next),
+        Err(StoreError::Conflict(_))
+    ));
+    let now = store.conversation(c.id).unwrap().unwrap();
+    assert_eq!((now.version, now.status), (2, Status::Queued));
+}
+
+#[test]
+fn a_duplicate_key_aborts_the_whole_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let ch = ChannelId::new("web");
+    let ext = ExternalMessageId::new("m1");
+    let first = Change {
+        new_external_ids: vec![(ch.clone(), ext.clone(), ConversationId(1), 1)],
+        ..Change::default()
+    };
+    store.apply(&first).unwrap();
+    let c = conv(2, "web", Status::Bot, 10);
+    let second = Change {
+        conversations: vec![ConversationWrite {
+            record: c.clone(),
+            is_new: true,
+        }],
+        new_external_ids: vec![(ch.clone(), ext.clone(), ConversationId(2), 1)],
+        ..Change::default()
+    };
+    assert!(matches!(
+        store.apply(&second),
+        Err(StoreError::Exists("message id"))
+    ));
+    assert_eq!(
+        store.conversation(c.id).unwrap(),
+        None,
+        "nothing of the change was applied"
+    );
+    assert_eq!(
+        store.external_message(&ch, &ext).unwrap(),
+        Some((ConversationId(1), 1))
+    );
+    assert_eq!(store.status_counts(), [0; 5]);
+}
+
+#[test]
+fn lists_filter_sort_and_paginate_through_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    // 30 conversations: status cycles, two channels, updated = id.
+    for i in 1..=30u64 {
+        let status = Status::ALL[(i % 5) as usize];
+        let channel = if i % 2 == 0 { "even" } else { "odd" };
+        create(&store, &conv(i, channel, status, i as i64 * 100));
+    }
+    let q = |status: Option<Status>, channel: Option<&str>, order: Order, limit: usize| {
+        ConversationQuery {
+            status,
+            channel: channel.map(ChannelId::new),
+            order,
+            limit,
+            ..ConversationQuery::default()
+        }
+    };
+    // All statuses merged, newest first, in pages of 7.
+    let mut seen = Vec::new();
+    let mut query = q(None, None, Order::NewestFirst, 7);
+    loop {
+        let page = store.list_conversations(&query).unwrap();
+        seen.extend(ids(&page));
+        match page.next {
+            Some(c) => query.after = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, (1..=30).rev().collect::<Vec<_>>());
+
+    let queued = store
+        .list_conversations(&q(Some(Status::Queued), None, Order::OldestFirst, 50))
+        .unwrap();
+    assert_eq!(ids(&queued), vec![1, 6, 11, 16, 21, 26]);
+    assert!(queued.next.is_none());
+
+    let even_queued = store
+        .list_conversations(&q(
+            Some(Status::Queued),
+            Some("even"),
+            Order::NewestFirst,
+            2,
+        ))
+        .unwrap();
+    assert_eq!(ids(&even_queued), vec![26, 16]);
+    let rest = store
+        .list_conversations(&ConversationQuery {
+            after: even_queued.next,
+            ..q(Some(Status::Queued), Some("even"), Order::NewestFirst, 2)
+        })
+        .unwrap();
+    assert_eq!(ids(&rest), vec![6]);
+
+    let mine = store
+        .list_conversations(&ConversationQuery {
+            assignee: Some(AgentId(7)),
+            limit: 50,
+            ..ConversationQuery::default()
+        })
+        .unwrap();
+    assert_eq!(ids(&mine), vec![27, 22, 17, 12, 7, 2]);
+    assert_eq!(store.status_counts(), [6, 6, 6, 6, 6]);
+}
+
+#[test]
+fn moving_a_conversation_moves_its_index_keys_and_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    create(&store, &conv(1, "web", Status::Bot, 100));
+    create(&store, &conv(2, "web", Status::Bot, 200));
+    let mut c = store.conversation(ConversationId(1)).unwrap().unwrap();
+    c.status = Status::Queued;
+    c.updated_at_ms = 300;
+    c.labels.insert("vip".into());
+    update(&store, &c).unwrap();
+    let bot = store
+        .list_conversations(&ConversationQuery {
+            status: Some(Status::Bot),
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(ids(&bot), vec![2]);
+    let vip = store
+        .list_conversations(&ConversationQuery {
+            label: Some("vip".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(ids(&vip), vec![1]);
+    assert_eq!(store.status_counts(), [1, 1, 0, 0, 0]);
+    // Stale index keys are gone: the index holds exactly the keys of the live records.
+    let keys = store.tree(CONV_IDX).len();
+    assert_eq!(keys, 2 + 2 + 1, "S and C keys of both, plus one label key");
+}
+
+#[test]
+fn data_and_counts_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        create(&store, &conv(1, "web", Status::Queued, 100));
+        futures::executor::block_on(store.durable()).unwrap();
+    }
+    let store = open(dir.path());
+    assert_eq!(
+        store
+            .conversation(ConversationId(1))
+            .unwrap()
+            .unwrap()
+            .status,
+        Status::Queued
+    );
+    assert_eq!(store.status_counts(), [0, 1, 0, 0, 0]);
+}
+
+#[test]
+fn a_different_schema_version_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store
+            .meta
+            .insert(SCHEMA_KEY, &(SCHEMA_VERSION + 1).to_be_bytes())
+            .unwrap();
+        store.db.flush().unwrap();
+    }
+    match SledStore::open(
+        dir.path(),
+        &SledOptions {
+            cache_bytes: 8 << 20,
+        },
+    ) {
+        Err(e @ StoreError::Schema { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("schema version 2") && text.contains("newer"),
+                "{text}"
+            );
+        }
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("opened a newer schema"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_concurrent_durability_waits_complete() {
+    // sled's own flush_async deadlocks with 8+ concurrent callers; our committer must not.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(dir.path()));
+    let mut tasks = Vec::new();
+    for i in 0..64u64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for j in 0..20 {
+                store.set_meta(&format!("k{i}-{j}"), b"v").unwrap();
+                store.durable().await.unwrap();
+            }
+        }));
+    }
+    let all = futures::future::join_all(tasks);
+    tokio::time::timeout(std::time::Duration::from_secs(30), all)
+        .await
+        .expect("no deadlock");
+}
+
+#[tokio::test]
+async fn channel_state_scans_by_prefix_and_resumes_after_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let state = store.channel_state(&ChannelId::new("chat")).unwrap();
+    state
+        .put_all(&[
+            (b"a/1", b"x"),
+            (b"a/2", b"y"),
+            (b"a/3", b"z"),
+            (b"b/1", b"w"),
+        ])
+        .unwrap();
+    state.sync().await.unwrap();
+    let all = state.scan(b"a/", None, 10).unwrap();
+    assert_eq!(all.len(), 3);
+    let after = state.scan(b"a/", Some(b"a/1"), 10).unwrap();
+    assert_eq!(
+        after.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+        vec![b"a/2".to_vec(), b"a/3".to_vec()]
+    );
+    assert!(state.next_id().unwrap() < state.next_id().unwrap());
+    // Another channel's space is separate.
+    let other = store.channel_state(&ChannelId::new("other")).unwrap();
+    assert!(other.scan(b"", None, 10).unwrap().is_empty());
+}

@@ -1,0 +1,328 @@
+//! End-to-end tests of the whole daemon: the real binary on 127.0.0.1, a signed web hook in,
+//! signed callbacks out, the agent API in between, restarts along the way.
+
+mod support;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::{Client, Daemon, Receiver, eventually, write_config};
+
+fn setup(receiver: &Receiver) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &receiver.url, "");
+    dir
+}
+
+async fn count(client: &Client, status: &str) -> u64 {
+    let (_, page) = client.get("/api/v1/conversations?limit=1").await;
+    page["counts"][status].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customer_to_bot_to_agent_and_back_across_restarts() {
+    let receiver = Receiver::start().await;
+    let dir = setup(&receiver);
+    let daemon = Daemon::start(dir.path());
+    let c = Client::new(&daemon);
+
+    // The bot answers a known question.
+    let (status, body) = c.hook("alice", "a1", "Where is my order?").await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::ACCEPTED, Some("accepted"))
+    );
+    let replies = receiver.wait_for("alice", 1).await;
+    assert!(
+        replies[0].text.contains("Account → Orders"),
+        "{:?}",
+        replies[0]
+    );
+    assert_eq!(replies[0].author["kind"], "bot");
+
+    // Two questions it cannot answer: it asks to rephrase, then hands over.
+    c.hook("alice", "a2", "my parrot ate the parcel").await;
+    let replies = receiver.wait_for("alice", 2).await;
+    assert!(
+        replies[1].text.contains("say it another way"),
+        "{:?}",
+        replies[1]
+    );
+    assert_eq!(
+        replies[1].buttons[0]["payload"], "human",
+        "clarification offers a person"
+    );
+    c.hook("alice", "a3", "the parrot, really").await;
+    let replies = receiver.wait_for("alice", 3).await;
+    assert!(
+        replies[2].text.contains("a person will reply"),
+        "{:?}",
+        replies[2]
+    );
+
+    let conv = c.conversation_of("alice").await;
+    assert_eq!(conv["status"], "queued");
+    assert_eq!(conv["escalation"]["reason"], "low_confidence");
+    let id = conv["id"].as_u64().unwrap();
+    let (_, detail) = c.get(&format!("/api/v1/conversations/{id}")).await;
+    let escalated = detail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "status_changed" && e["to"] == "queued")
+        .expect("escalation event");
+    assert!(
+        escalated["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("escalated: low_confidence"),
+        "{escalated}"
+    );
+    let verdicts: Vec<&str> = detail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "bot_decided")
+        .map(|e| e["verdict"]["decision"].as_str().unwrap())
+        .collect();
+    assert_eq!(verdicts, ["answer", "clarify", "escalate"]);
+
+    // Restart: nothing is lost.
+    daemon.stop();
+    let daemon = Daemon::start(dir.path());
+    let c = Client::new(&daemon);
+    assert_eq!(count(&c, "queued").await, 1);
+    let (_, detail) = c.get(&format!("/api/v1/conversations/{id}")).await;
+    assert_eq!(
+        detail["messages"].as_array().unwrap().len(),
+        6,
+        "3 customer messages + 3 bot replies"
+    );
+
+    // An agent finds it in the queue, claims it and replies.
+    let (_, queued) = c.get("/api/v1/conversations?status=queued").await;
+    assert_eq!(queued["items"][0]["id"].as_u64(), Some(id));
+    let (status, claimed) = c
+        .post(&format!("/api/v1/conversations/{id}/claim"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{claimed}");
+    assert_eq!(claimed["status"], "assigned");
+    let (status, reply) = c
+        .post(
+            &format!("/api/v1/conversations/{id}/messages"),
+            json!({"text": "Hello Alice, I am on it."}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
+    assert_eq!(reply["message"]["delivery"]["state"], "queued");
+    let replies = receiver.wait_for("alice", 4).await;
+    assert_eq!(replies[3].text, "Hello Alice, I am on it.");
+    assert_eq!(replies[3].author["kind"], "agent");
+    assert_eq!(replies[3].author["name"], "admin");
+
+    // The bot stays silent while a person owns the conversation.
+    c.hook("alice", "a4", "Where is my order?").await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(receiver.texts_for("alice").len(), 4);
+
+    let seq = reply["message"]["seq"].as_u64().unwrap();
+    eventually(10, "delivery marked sent", async || {
+        let (_, d) = c.get(&format!("/api/v1/conversations/{id}")).await;
+        let m = d["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["seq"].as_u64() == Some(seq))
+            .cloned()?;
+        (m["delivery"]["state"] == "sent").then_some(())
+    })
+    .await;
+
+    let (status, resolved) = c
+        .post(&format!("/api/v1/conversations/{id}/resolve"), json!({}))
+        .await;
+    assert_eq!(
+        (status, resolved["status"].as_str()),
+        (StatusCode::OK, Some("resolved"))
+    );
+    daemon.stop();
+    let daemon = Daemon::start(dir.path());
+    let c = Client::new(&daemon);
+    assert_eq!(count(&c, "resolved").await, 1);
+    assert!(
+        receiver.repeated().is_empty(),
+        "nothing delivered twice: {:?}",
+        receiver.repeated()
+    );
+
+    // A resolved conversation reopens to the bot when the customer writes again.
+    c.hook("alice", "a5", "How do I return an item?").await;
+    let replies = receiver.wait_for("alice", 5).await;
+    assert!(replies[4].text.contains("within 30 days"));
+    assert_eq!(c.conversation_of("alice").await["status"], "bot");
+    daemon.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_inbound_is_stored_once() {
+    let receiver = Receiver::start().await;
+    let dir = setup(&receiver);
+    let daemon = Daemon::start(dir.path());
+    let c = Client::new(&daemon);
+    let (s1, b1) = c.hook("bob", "b1", "How much is shipping?").await;
+    let (s2, b2) = c.hook("bob", "b1", "How much is shipping?").await;
+    assert_eq!(
+        (s1, b1["status"].as_str()),
+        (StatusCode::ACCEPTED, Some("accepted"))
+    );
+    assert_eq!(
+        (s2, b2["status"].as_str()),
+        (StatusCode::ACCEPTED, Some("duplicate"))
+    );
+    receiver.wait_for("bob", 1).await;
+    // Also across a restart.
+    daemon.stop();
+    let daemon = Daemon::start(dir.path());
+    let c = Client::new(&daemon);
+    let (s3, b3) = c.hook("bob", "b1", "How much is shipping?").await;
+    assert_eq!(
+        (s3, b3["status"].as_str()),
+        (StatusCode::ACCEPTED, Some("duplicate"))
+    );
+    let id = c.conversation_of("bob").await["id"].as_u64().unwrap();
+    let (_, d) = c.get(&format!("/api/v1/conversations/{id}")).await;
+    let customer: Vec<&Value> = d["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["author"]["kind"] == "customer")
+        .collect();
+    assert_eq!(customer.len(), 1);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(receiver.texts_for("bob").len(), 1, "the bot answered once");
+    daemon.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_callback_is_retried_and_delivered_once_in_order() {
+    let receiver = Receiver::start().await;
+    let dir = setup(&receiver);
+    let daemon = Daemon::start(dir.path());
+    let c = Client::new(&daemon);
+    c.hook("carol", "c1", "I want a human").await;
+    receiver.wait_for("carol", 1).await;
+    let id = c.conversation_of("carol").await["id"].as_u64().unwrap();
+    assert_eq!(
+        c.conversation_of("carol").await["escalation"]["reason"],
+        "asked_for_human"
+    );
+
+    receiver.fail_next(3);
+    let before = receiver.attempts();
+    for text in ["one", "two", "three"] {
+        let (status, _) = c
+            .post(
+                &format!("/api/v1/conversations/{id}/messages"),
+                json!({ "text": text }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let got = receiver.wait_for("carol", 4).await;
+    let texts: Vec<&str> = got.iter().skip(1).map(|d| d.text.as_str()).collect();
+    assert_eq!(texts, ["one", "two", "three"], "in order");
+    assert_eq!(
+        receiver.attempts() - before,
+        6,
+        "3 refusals, then 3 deliveries"
+    );
+    assert!(
+        receiver.repeated().is_empty(),
+        "each reply delivered exactly once"
+    );
+
+    // The failed attempts are visible on the message.
+    let (_, d) = c.get(&format!("/api/v1/conversations/{id}")).await;
+    let one = d["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["text"] == "one")
+        .unwrap()
+        .clone();
+    assert_eq!(one["delivery"]["state"], "sent");
+    assert_eq!(one["delivery"]["attempts"], 4);
+    daemon.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_survives_a_restart_and_gives_up_visibly() {
+    let receiver = Receiver::start().await;
+    let dir = setup(&receiver);
+    let daemon = Daemon::start(dir.path());
+    let c = Client::new(&daemon);
+    c.hook("dave", "d1", "转人工").await;
+    receiver.wait_for("dave", 1).await;
+    let id = c.conversation_of("dave").await["id"].as_u64().unwrap();
+
+    receiver.set_down(true);
+    c.post(
+        &format!("/api/v1/conversations/{id}/messages"),
+        json!({"text": "queued while down"}),
+    )
+    .await;
+    eventually(10, "a refused attempt", async || {
+        (receiver.attempts() >= 2).then_some(())
+    })
+    .await;
+    // Killed without warning while the reply waits in the outbox.
+    daemon.kill();
+    receiver.set_down(false);
+    let daemon = Daemon::start(dir.path());
+    let c = Client::new(&daemon);
+    let got = receiver.wait_for("dave", 2).await;
+    assert_eq!(got[1].text, "queued while down");
+
+    // A reply that can never be delivered ends as failed, visible, and can be retried.
+    receiver.set_down(true);
+    let (_, r) = c
+        .post(
+            &format!("/api/v1/conversations/{id}/messages"),
+            json!({"text": "doomed"}),
+        )
+        .await;
+    let seq = r["message"]["seq"].as_u64().unwrap();
+    let failed = eventually(20, "delivery failed", async || {
+        let (_, d) = c.get(&format!("/api/v1/conversations/{id}")).await;
+        let m = d["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["seq"].as_u64() == Some(seq))
+            .cloned()?;
+        (m["delivery"]["state"] == "failed").then_some(m)
+    })
+    .await;
+    assert_eq!(failed["delivery"]["attempts"], 8);
+    assert!(
+        failed["delivery"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("503"),
+        "{failed}"
+    );
+    receiver.set_down(false);
+    let (status, m) = c
+        .post(
+            &format!("/api/v1/conversations/{id}/messages/{seq}/retry"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (status, m["delivery"]["state"].as_str()),
+        (StatusCode::OK, Some("queued"))
+    );
+    let got = receiver.wait_for("dave", 3).await;
+    assert_eq!(got[2].text, "doomed");
+    assert!(receiver.repeated().is_empty());
+    daemon.stop();
+}

@@ -1,0 +1,423 @@
+//! Test support: the real daemon as a child process on 127.0.0.1, a signed web hook client, an
+//! agent API client, and a callback receiver that records (and can refuse) deliveries.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::{Value, json};
+use switchboard_webhook::signature;
+
+pub const ADMIN_TOKEN: &str = "sbt_test_admin_token_0123456789abcdef0123456789";
+pub const HOOK_SECRET: &str = "test-hook-secret";
+
+/// Polls `check` every 20 ms until it returns `Some`, for at most `secs` seconds.
+pub async fn eventually<T>(secs: u64, what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The real `switchboard` binary, running.
+pub struct Daemon {
+    child: Child,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+pub fn write_config(dir: &Path, callback: &str, extra: &str) -> PathBuf {
+    let kb = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/kb");
+    let text = format!(
+        r#"
+data_dir = "{data}"
+[store]
+cache_mb = 16
+[http]
+listen = "127.0.0.1:0"
+max_body_bytes = 65536
+[admin]
+name = "admin"
+token_env = "SB_TEST_ADMIN_TOKEN"
+[bot]
+kb_dir = "{kb}"
+[outbox]
+base_delay_ms = 40
+max_delay_ms = 400
+max_attempts = 8
+[channels.hook]
+type = "webhook"
+secret_env = "SB_TEST_HOOK_SECRET"
+callback_url = "{callback}"
+max_body_bytes = 4096
+callback_timeout_secs = 2
+[channels.chat]
+type = "webchat"
+{extra}
+"#,
+        data = dir.join("data").display(),
+        kb = kb.display(),
+    );
+    let path = dir.join("switchboard.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+impl Daemon {
+    pub fn start(dir: &Path) -> Daemon {
+        let config = dir.join("switchboard.toml");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("SB_TEST_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("SB_TEST_HOOK_SECRET", HOOK_SECRET)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start switchboard");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("switchboard listening")
+                    && let Some(addr) = line.split("addr=").nth(1)
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(addr.trim().parse::<SocketAddr>().unwrap());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("daemon did not start:\n{}", log.lock().unwrap().join("\n"));
+            }
+        };
+        Daemon {
+            child,
+            addr,
+            dir: dir.to_owned(),
+            log,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(
+                    status.success(),
+                    "daemon exited with {status}:\n{}",
+                    self.log()
+                );
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not stop:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A client of the daemon's HTTP side.
+#[derive(Clone)]
+pub struct Client {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub token: String,
+}
+
+impl Client {
+    pub fn new(d: &Daemon) -> Client {
+        Client {
+            http: reqwest::Client::new(),
+            base: d.url(""),
+            token: ADMIN_TOKEN.into(),
+        }
+    }
+
+    pub fn with_token(&self, token: &str) -> Client {
+        Client {
+            token: token.into(),
+            ..self.clone()
+        }
+    }
+
+    /// Posts a signed web hook message; returns the status and body.
+    pub async fn hook(&self, user: &str, message_id: &str, text: &str) -> (StatusCode, Value) {
+        let body =
+            json!({"external_user": user, "message_id": message_id, "text": text}).to_string();
+        self.hook_raw(body.as_bytes(), "application/json", None)
+            .await
+    }
+
+    pub async fn hook_raw(
+        &self,
+        body: &[u8],
+        content_type: &str,
+        secret: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        self.hook_signed_at(body, content_type, secret, ts).await
+    }
+
+    pub async fn hook_signed_at(
+        &self,
+        body: &[u8],
+        content_type: &str,
+        secret: Option<&str>,
+        ts: i64,
+    ) -> (StatusCode, Value) {
+        let sig = signature::sign(secret.unwrap_or(HOOK_SECRET).as_bytes(), ts, body);
+        let r = self
+            .http
+            .post(format!("{}/hooks/hook/messages", self.base))
+            .header("content-type", content_type)
+            .header(signature::TIMESTAMP_HEADER, ts.to_string())
+            .header(signature::SIGNATURE_HEADER, sig)
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap();
+        let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn send(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.unwrap();
+        let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send("POST", path, Some(body)).await
+    }
+
+    /// The one conversation of web hook user `user`.
+    pub async fn conversation_of(&self, user: &str) -> Value {
+        let (_, page) = self
+            .get("/api/v1/conversations?channel=hook&limit=200")
+            .await;
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["thread"] == user)
+            .cloned()
+            .unwrap_or_else(|| panic!("no conversation for {user}: {page}"))
+    }
+}
+
+/// One delivery the callback receiver accepted.
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    pub id: String,
+    pub thread: String,
+    pub text: String,
+    pub author: Value,
+    pub buttons: Value,
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    accepted: Vec<Delivered>,
+    /// Requests to refuse with 500 before accepting again.
+    fail_next: usize,
+    /// Refuse everything with 503.
+    down: bool,
+    attempts: usize,
+    /// Ids of every request answered 200, repeats included.
+    successes: Vec<String>,
+}
+
+/// An HTTP server standing in for the customer's system behind the web hook.
+#[derive(Clone)]
+pub struct Receiver {
+    state: Arc<Mutex<ReceiverState>>,
+    pub url: String,
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        let state = Arc::new(Mutex::new(ReceiverState::default()));
+        let app = axum::Router::new()
+            .route("/callback", axum::routing::post(receive))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/callback", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Receiver { state, url }
+    }
+
+    pub fn fail_next(&self, n: usize) {
+        self.state.lock().unwrap().fail_next = n;
+    }
+
+    pub fn set_down(&self, down: bool) {
+        self.state.lock().unwrap().down = down;
+    }
+
+    pub fn accepted(&self) -> Vec<Delivered> {
+        self.state.lock().unwrap().accepted.clone()
+    }
+
+    /// Ids that were answered 200 more than once (a retry after a lost answer, or a bug).
+    pub fn repeated(&self) -> Vec<String> {
+        let s = self.state.lock().unwrap();
+        let mut seen = std::collections::HashSet::new();
+        s.successes
+            .iter()
+            .filter(|id| !seen.insert(*id))
+            .cloned()
+            .collect()
+    }
+
+    pub fn attempts(&self) -> usize {
+        self.state.lock().unwrap().attempts
+    }
+
+    pub fn texts_for(&self, thread: &str) -> Vec<String> {
+        self.accepted()
+            .into_iter()
+            .filter(|d| d.thread == thread)
+            .map(|d| d.text)
+            .collect()
+    }
+
+    /// Waits until `thread` has received `n` replies; returns them.
+    pub async fn wait_for(&self, thread: &str, n: usize) -> Vec<Delivered> {
+        eventually(20, &format!("{n} replies to {thread}"), async || {
+            let got: Vec<Delivered> = self
+                .accepted()
+                .into_iter()
+                .filter(|d| d.thread == thread)
+                .collect();
+            (got.len() >= n).then_some(got)
+        })
+        .await
+    }
+}
+
+async fn receive(
+    State(state): State<Arc<Mutex<ReceiverState>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let header = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    // Every callback must carry a valid signature.
+    if signature::verify(
+        HOOK_SECRET.as_bytes(),
+        header(signature::TIMESTAMP_HEADER).as_deref(),
+        header(signature::SIGNATURE_HEADER).as_deref(),
+        &body,
+        now,
+        300,
+    )
+    .is_err()
+    {
+        return StatusCode::UNAUTHORIZED;
+    }
+    let mut s = state.lock().unwrap();
+    s.attempts += 1;
+    if s.down {
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    if s.fail_next > 0 {
+        s.fail_next -= 1;
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    let id = v["id"].as_str().unwrap().to_owned();
+    assert_eq!(header("idempotency-key").as_deref(), Some(id.as_str()));
+    s.successes.push(id.clone());
+    // Like a real receiver: a repeated id is acknowledged and not applied again.
+    if !s.accepted.iter().any(|d| d.id == id) {
+        s.accepted.push(Delivered {
+            id,
+            thread: v["external_thread"].as_str().unwrap().to_owned(),
+            text: v["text"].as_str().unwrap().to_owned(),
+            author: v["author"].clone(),
+            buttons: v["buttons"].clone(),
+        });
+    }
+    StatusCode::OK
+}
