@@ -1,0 +1,562 @@
+//! The agent API and the customer-facing endpoints against the real daemon: bad input, auth,
+//! the OpenAPI document, the event stream, web chat, contacts.
+
+mod support;
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::{Client, Daemon, Receiver, eventually, write_config};
+
+async fn started() -> (Receiver, tempfile::TempDir, Daemon, Client) {
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &receiver.url, "");
+    let daemon = Daemon::start(dir.path());
+    let client = Client::new(&daemon);
+    (receiver, dir, daemon, client)
+}
+
+fn code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("<no error code>")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_web_hook_requests_get_precise_errors_and_change_nothing() {
+    let (_receiver, _dir, daemon, c) = started().await;
+    let ok_body = json!({"external_user": "eve", "message_id": "e1", "text": "hi"}).to_string();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let cases: Vec<(&str, (StatusCode, Value), StatusCode, &str)> = vec![
+        (
+            "malformed json",
+            c.hook_raw(b"{\"external_user\": ", "application/json", None)
+                .await,
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+        ),
+        (
+            "missing field",
+            c.hook_raw(b"{\"text\": \"x\"}", "application/json", None)
+                .await,
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+        ),
+        (
+            "wrong content type",
+            c.hook_raw(ok_body.as_bytes(), "text/plain", None).await,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            "bad signature",
+            c.hook_raw(ok_body.as_bytes(), "application/json", Some("wrong"))
+                .await,
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+        ),
+        (
+            "replayed",
+            c.hook_signed_at(ok_body.as_bytes(), "application/json", None, now - 301)
+                .await,
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+        ),
+        (
+            "too large",
+            c.hook(&"x".repeat(10), "e2", &"y".repeat(8 * 1024)).await,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+        (
+            "empty",
+            c.hook("eve", "e3", "  ").await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "empty_message",
+        ),
+        (
+            "long id",
+            c.hook(&"u".repeat(300), "e4", "hi").await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+    ];
+    for (what, (status, body), want_status, want_code) in cases {
+        assert_eq!(
+            (status, code(&body)),
+            (want_status, want_code),
+            "{what}: {body}"
+        );
+    }
+    // A missing signature altogether.
+    let r = c
+        .http
+        .post(daemon.url("/hooks/hook/messages"))
+        .header("content-type", "application/json")
+        .body(ok_body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let (_, page) = c.get("/api/v1/conversations").await;
+    assert_eq!(
+        page["items"].as_array().unwrap().len(),
+        0,
+        "nothing was stored: {page}"
+    );
+    daemon.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_api_requests_get_precise_errors_and_change_nothing() {
+    let (receiver, _dir, daemon, c) = started().await;
+    c.hook("frank", "f1", "human please").await;
+    receiver.wait_for("frank", 1).await;
+    let conv = c.conversation_of("frank").await;
+    let id = conv["id"].as_u64().unwrap();
+    let path = format!("/api/v1/conversations/{id}");
+
+    let nobody = c.with_token("");
+    let forged =
+        c.with_token("sbt_0000000000000000000000000000000000000000000000000000000000000000");
+    assert_eq!(nobody.get(&path).await.0, StatusCode::UNAUTHORIZED);
+    let (s, b) = forged.get(&path).await;
+    assert_eq!((s, code(&b)), (StatusCode::UNAUTHORIZED, "unauthorized"));
+    let (s, b) = c.get("/api/v1/conversations/999999").await;
+    assert_eq!((s, code(&b)), (StatusCode::NOT_FOUND, "not_found"));
+    let (s, b) = c.get("/api/v1/nowhere").await;
+    assert_eq!((s, code(&b)), (StatusCode::NOT_FOUND, "not_found"));
+    let (s, b) = c.get("/api/v1/conversations?status=open").await;
+    assert_eq!((s, code(&b)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid"));
+    let (s, b) = c.get("/api/v1/conversations?cursor=zzz").await;
+    assert_eq!((s, code(&b)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid"));
+
+    let raw = |body: &'static str, ct: &'static str| {
+        let c = c.clone();
+        let url = daemon.url(&format!("{path}/messages"));
+        async move {
+            let r = c
+                .http
+                .post(url)
+                .bearer_auth(&c.token)
+                .header("content-type", ct)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let s = r.status();
+            (s, r.json::<Value>().await.unwrap())
+        }
+    };
+    let (s, b) = raw("{\"text\": ", "application/json").await;
+    assert_eq!((s, code(&b)), (StatusCode::BAD_REQUEST, "malformed_json"));
+    let (s, b) = raw("{\"text\": \"hi\"}", "text/plain").await;
+    assert_eq!(
+        (s, code(&b)),
+        (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+    );
+    let (s, b) = raw("{\"txet\": \"hi\"}", "application/json").await;
+    assert_eq!((s, code(&b)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid"));
+    let big = json!({"text": "z".repeat(70_000)});
+    let (s, b) = c.post(&format!("{path}/messages"), big).await;
+    assert_eq!(
+        (s, code(&b)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+    );
+    let (s, b) = c
+        .post(&format!("{path}/messages"), json!({"text": "   "}))
+        .await;
+    assert_eq!((s, code(&b)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid"));
+    let (s, b) = c.post(&format!("{path}/reopen"), json!({})).await;
+    assert_eq!((s, code(&b)), (StatusCode::CONFLICT, "invalid_transition"));
+    let (s, b) = c
+        .post(&format!("{path}/assign"), json!({"agent_id": 424242}))
+        .await;
+    assert_eq!((s, code(&b)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid"));
+    let (s, b) = c
+        .post(&format!("{path}/snooze"), json!({"until_ms": 1}))
+        .await;
+    assert_eq!((s, code(&b)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid"));
+
+    // Non-admins cannot manage agents.
+    let (s, created) = c.post("/api/v1/agents", json!({"name": "Grace"})).await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    let grace = c.with_token(created["token"].as_str().unwrap());
+    assert_eq!(grace.get("/api/v1/me").await.1["name"], "Grace");
+    let (s, b) = grace
+        .post("/api/v1/agents", json!({"name": "Mallory"}))
+        .await;
+    assert_eq!((s, code(&b)), (StatusCode::FORBIDDEN, "forbidden"));
+    let (s, _) = grace.get("/api/v1/agents").await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+
+    let (_, after) = c.get(&path).await;
+    assert_eq!(after["conversation"], conv.clone(), "nothing changed");
+    assert_eq!(after["messages"].as_array().unwrap().len(), 2);
+
+    // Disabling and rotating take effect at once.
+    let grace_id = created["agent"]["id"].as_u64().unwrap();
+    let (s, rotated) = c
+        .post(&format!("/api/v1/agents/{grace_id}/token"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        grace.get("/api/v1/me").await.0,
+        StatusCode::UNAUTHORIZED,
+        "old token revoked"
+    );
+    let grace = c.with_token(rotated["token"].as_str().unwrap());
+    assert_eq!(grace.get("/api/v1/me").await.0, StatusCode::OK);
+    c.post(&format!("/api/v1/agents/{grace_id}/disable"), json!({}))
+        .await;
+    assert_eq!(
+        grace.get("/api/v1/me").await.0,
+        StatusCode::UNAUTHORIZED,
+        "disabled"
+    );
+    daemon.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_route_exists_and_requires_a_token() {
+    let (_receiver, _dir, daemon, c) = started().await;
+    let r = c
+        .http
+        .get(daemon.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let doc: Value = r.json().await.unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() >= 20, "{}", paths.len());
+    let nobody = c.with_token("");
+    let mut checked = 0;
+    for (path, ops) in paths {
+        let concrete = path.replace("{id}", "1").replace("{seq}", "1");
+        for method in ops.as_object().unwrap().keys() {
+            let body = (method != "get").then(|| json!({}));
+            let (status, b) = nobody.send(&method.to_uppercase(), &concrete, body).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}: {b}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 23, "{checked}");
+    for path in ["/healthz", "/readyz"] {
+        assert_eq!(
+            c.http.get(daemon.url(path)).send().await.unwrap().status(),
+            StatusCode::OK,
+            "{path}"
+        );
+    }
+    daemon.stop();
+}
+
+/// Reads Server-Sent Events until `n` arrived: `(id, event, data)`.
+async fn read_sse(mut resp: reqwest::Response, n: usize) -> Vec<(String, String, Value)> {
+    let mut out = Vec::new();
+    let mut buf = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while out.len() < n {
+        let chunk = tokio::time::timeout_at(deadline, resp.chunk())
+            .await
+            .expect("events in time")
+            .unwrap()
+            .expect("stream open");
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let (mut id, mut event, mut data) = (String::new(), String::new(), String::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().into();
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    event = v.trim().into();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim());
+                }
+            }
+            if !data.is_empty() {
+                out.push((id, event, serde_json::from_str(&data).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_stream_is_live_filterable_and_resumable() {
+    let (receiver, _dir, daemon, c) = started().await;
+    let live = c
+        .http
+        .get(daemon.url("/api/v1/events?types=status_changed,message_received"))
+        .bearer_auth(&c.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), StatusCode::OK);
+    c.hook("gina", "g1", "I want a human").await;
+    let got = read_sse(live, 2).await;
+    assert_eq!(got[0].1, "message_received");
+    assert_eq!(got[1].1, "status_changed");
+    assert_eq!(got[1].2["to"], "queued");
+    receiver.wait_for("gina", 1).await;
+
+    // Resume after the first event: the second is replayed from the store.
+    let first_id = got[0].0.clone();
+    let resumed = c
+        .http
+        .get(daemon.url("/api/v1/events?types=status_changed,message_received"))
+        .bearer_auth(&c.token)
+        .header("last-event-id", &first_id)
+        .send()
+        .await
+        .unwrap();
+    let replayed = read_sse(resumed, 1).await;
+    assert_eq!(replayed[0].0, got[1].0);
+
+    // Without a token: refused.
+    let r = c
+        .http
+        .get(daemon.url("/api/v1/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    daemon.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_chat_session_gets_bot_and_agent_replies() {
+    let (_receiver, _dir, daemon, c) = started().await;
+    let r = c
+        .http
+        .post(daemon.url("/chat/chat/sessions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let session: Value = r.json().await.unwrap();
+    let token = session["token"].as_str().unwrap().to_owned();
+    let events = c
+        .http
+        .get(daemon.url(&format!("/chat/chat/events?token={token}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), StatusCode::OK);
+
+    let say = |text: &'static str, id: &'static str| {
+        let c = c.clone();
+        let url = daemon.url("/chat/chat/messages");
+        let token = token.clone();
+        async move {
+            let r = c
+                .http
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({"text": text, "client_message_id": id}))
+                .send()
+                .await
+                .unwrap();
+            r.status()
+        }
+    };
+    assert_eq!(
+        say("How much is shipping?", "w1").await,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        say("How much is shipping?", "w1").await,
+        StatusCode::ACCEPTED,
+        "retried send"
+    );
+    let got = read_sse(events, 2).await;
+    assert_eq!(
+        (got[0].2["from"].as_str(), got[1].2["from"].as_str()),
+        (Some("customer"), Some("bot"))
+    );
+    assert!(got[1].2["text"].as_str().unwrap().contains("49"));
+
+    // The agent sees it and replies; the reply lands in the transcript.
+    let (_, page) = c.get("/api/v1/conversations?channel=chat").await;
+    let id = page["items"][0]["id"].as_u64().unwrap();
+    let (s, _) = c
+        .post(
+            &format!("/api/v1/conversations/{id}/messages"),
+            json!({"text": "Anything else?"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let transcript = eventually(10, "agent reply in transcript", async || {
+        let r = c
+            .http
+            .get(daemon.url("/chat/chat/transcript"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        let t: Value = r.json().await.unwrap();
+        let entries = t["entries"].as_array().unwrap().clone();
+        (entries.len() == 3).then_some(entries)
+    })
+    .await;
+    assert_eq!(transcript[2]["from"], "agent");
+    assert_eq!(transcript[2]["name"], "admin");
+
+    // Resume after the bot's entry: only the agent's reply comes.
+    let resumed = c
+        .http
+        .get(daemon.url(&format!("/chat/chat/events?token={token}")))
+        .header("last-event-id", got[1].0.clone())
+        .send()
+        .await
+        .unwrap();
+    let rest = read_sse(resumed, 1).await;
+    assert_eq!(rest[0].2["text"], "Anything else?");
+
+    let forged = format!(
+        "{}.{}",
+        session["session_id"].as_str().unwrap(),
+        "00".repeat(32)
+    );
+    let r = c
+        .http
+        .get(daemon.url("/chat/chat/transcript"))
+        .bearer_auth(forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    daemon.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contacts_merge_and_history_spans_channels() {
+    let (receiver, _dir, daemon, c) = started().await;
+    c.hook("hana", "h1", "How do I return an item?").await;
+    receiver.wait_for("hana", 1).await;
+    let r = c
+        .http
+        .post(daemon.url("/chat/chat/sessions"))
+        .send()
+        .await
+        .unwrap();
+    let token = r.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    c.http
+        .post(daemon.url("/chat/chat/messages"))
+        .bearer_auth(&token)
+        .json(&json!({"text": "refund"}))
+        .send()
+        .await
+        .unwrap();
+
+    let hook_conv = c.conversation_of("hana").await;
+    let (_, chat_page) = c.get("/api/v1/conversations?channel=chat").await;
+    let chat_conv = chat_page["items"][0].clone();
+    let (keep, other) = (
+        hook_conv["contact"].as_u64().unwrap(),
+        chat_conv["contact"].as_u64().unwrap(),
+    );
+    assert_ne!(keep, other);
+
+    let (s, merged) = c
+        .post(
+            &format!("/api/v1/contacts/{keep}/merge"),
+            json!({"from": other}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{merged}");
+    assert_eq!(merged["identities"].as_array().unwrap().len(), 2);
+    let (_, history) = c
+        .get(&format!("/api/v1/contacts/{keep}/conversations"))
+        .await;
+    let channels: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["channel"].as_str().unwrap())
+        .collect();
+    assert_eq!(channels, ["hook", "chat"]);
+    // The old id still resolves, to the merged contact.
+    let (_, old) = c.get(&format!("/api/v1/contacts/{other}")).await;
+    assert_eq!(old["id"].as_u64(), Some(keep));
+    let (s, b) = c
+        .post(
+            &format!("/api/v1/contacts/{keep}/merge"),
+            json!({"from": other}),
+        )
+        .await;
+    assert_eq!((s, code(&b)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid"));
+    daemon.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_priority_notes_and_filters() {
+    let (receiver, _dir, daemon, c) = started().await;
+    for user in ["ivy", "jon"] {
+        c.hook(user, &format!("{user}-1"), "talk to a person").await;
+        receiver.wait_for(user, 1).await;
+    }
+    let ivy = c.conversation_of("ivy").await["id"].as_u64().unwrap();
+    let (s, conv) = c
+        .send(
+            "PUT",
+            &format!("/api/v1/conversations/{ivy}/labels"),
+            Some(json!({"labels": ["VIP", "refund"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(conv["labels"], json!(["refund", "vip"]));
+    let (s, conv) = c
+        .send(
+            "PUT",
+            &format!("/api/v1/conversations/{ivy}/priority"),
+            Some(json!({"priority": "urgent"})),
+        )
+        .await;
+    assert_eq!(
+        (s, conv["priority"].as_str()),
+        (StatusCode::OK, Some("urgent"))
+    );
+    let (s, note) = c
+        .post(
+            &format!("/api/v1/conversations/{ivy}/notes"),
+            json!({"text": "called her back"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{note}");
+    let (_, vip) = c.get("/api/v1/conversations?label=vip&status=queued").await;
+    assert_eq!(vip["items"].as_array().unwrap().len(), 1);
+    assert_eq!(vip["items"][0]["id"].as_u64(), Some(ivy));
+    let (_, mine) = c.get("/api/v1/conversations?assignee=me").await;
+    assert_eq!(mine["items"].as_array().unwrap().len(), 0);
+    c.post(&format!("/api/v1/conversations/{ivy}/claim"), json!({}))
+        .await;
+    let (_, mine) = c.get("/api/v1/conversations?assignee=me").await;
+    assert_eq!(mine["items"][0]["id"].as_u64(), Some(ivy));
+    let (_, d) = c.get(&format!("/api/v1/conversations/{ivy}")).await;
+    assert_eq!(d["notes"][0]["text"], "called her back");
+    assert_eq!(
+        receiver.texts_for("ivy").len(),
+        1,
+        "notes never reach the customer"
+    );
+    // Paging through queued one at a time reaches both, then ends.
+    let (_, p1) = c.get("/api/v1/conversations?limit=1&order=oldest").await;
+    let cursor = p1["next_cursor"].as_str().unwrap();
+    let (_, p2) = c
+        .get(&format!(
+            "/api/v1/conversations?limit=1&order=oldest&cursor={cursor}"
+        ))
+        .await;
+    assert_ne!(p1["items"][0]["id"], p2["items"][0]["id"]);
+    assert!(p2["next_cursor"].is_null());
+    daemon.stop();
+}

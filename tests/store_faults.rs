@@ -1,0 +1,256 @@
+//! A store that fails (full disk, I/O error) must turn into 503s that change nothing, and
+//! everything acknowledged before must still be there. The real sled store is wrapped by one
+//! that can be told to fail its writes, and the real engine, web hook channel and API run on it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use serde_json::{Value, json};
+use switchboard::bot::simple::SimpleResponder;
+use switchboard::config::{BotConfig, OutboxConfig};
+use switchboard::engine::{Engine, EngineSettings};
+use switchboard::inbox::ApiState;
+use switchboard::model::*;
+use switchboard::store::sled_store::SledOptions;
+use switchboard::store::*;
+use switchboard_channel::*;
+use switchboard_webhook::{WebhookChannel, WebhookConfig, signature};
+use tower::ServiceExt;
+
+/// Delegates to sled; fails every write and durability wait while `failing` is set.
+struct FlakyStore {
+    inner: SledStore,
+    failing: AtomicBool,
+}
+
+impl FlakyStore {
+    fn check(&self) -> Result<()> {
+        if self.failing.load(Ordering::SeqCst) {
+            Err(StoreError::Io(
+                "No space left on device (os error 28)".into(),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Store for FlakyStore {
+    fn apply(&self, change: &Change) -> Result<()> {
+        self.check()?;
+        self.inner.apply(change)
+    }
+    fn durable(&self) -> Durable {
+        match self.check() {
+            Ok(()) => self.inner.durable(),
+            Err(e) => Box::pin(async move { Err(e) }),
+        }
+    }
+    fn next_id(&self) -> Result<u64> {
+        self.inner.next_id()
+    }
+    fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>> {
+        self.inner.conversation(id)
+    }
+    fn thread(&self, c: &ChannelId, t: &ExternalThread) -> Result<Option<ConversationId>> {
+        self.inner.thread(c, t)
+    }
+    fn identity(&self, c: &ChannelId, u: &ExternalUser) -> Result<Option<ContactId>> {
+        self.inner.identity(c, u)
+    }
+    fn external_message(
+        &self,
+        c: &ChannelId,
+        id: &ExternalMessageId,
+    ) -> Result<Option<(ConversationId, u64)>> {
+        self.inner.external_message(c, id)
+    }
+    fn contact(&self, id: ContactId) -> Result<Option<Contact>> {
+        self.inner.contact(id)
+    }
+    fn contact_conversations(&self, c: ContactId) -> Result<Vec<ConversationId>> {
+        self.inner.contact_conversations(c)
+    }
+    fn message(&self, c: ConversationId, seq: u64) -> Result<Option<Message>> {
+        self.inner.message(c, seq)
+    }
+    fn messages(&self, c: ConversationId, after: u64, limit: usize) -> Result<Vec<Message>> {
+        self.inner.messages(c, after, limit)
+    }
+    fn notes(&self, c: ConversationId) -> Result<Vec<Note>> {
+        self.inner.notes(c)
+    }
+    fn events(&self, after: Option<EventId>, limit: usize) -> Result<Vec<Event>> {
+        self.inner.events(after, limit)
+    }
+    fn conversation_events(&self, c: ConversationId) -> Result<Vec<Event>> {
+        self.inner.conversation_events(c)
+    }
+    fn list_conversations(&self, q: &ConversationQuery) -> Result<Page> {
+        self.inner.list_conversations(q)
+    }
+    fn status_counts(&self) -> [u64; 5] {
+        self.inner.status_counts()
+    }
+    fn agent(&self, id: AgentId) -> Result<Option<Agent>> {
+        self.inner.agent(id)
+    }
+    fn agents(&self) -> Result<Vec<Agent>> {
+        self.inner.agents()
+    }
+    fn agent_by_token_hash(&self, h: &str) -> Result<Option<Agent>> {
+        self.inner.agent_by_token_hash(h)
+    }
+    fn outbox(&self) -> Result<Vec<OutboxItem>> {
+        self.inner.outbox()
+    }
+    fn outbox_head(&self, c: ConversationId) -> Result<Option<OutboxItem>> {
+        self.inner.outbox_head(c)
+    }
+    fn bot_queue(&self) -> Result<Vec<(ConversationId, u64)>> {
+        self.inner.bot_queue()
+    }
+    fn meta(&self, k: &str) -> Result<Option<Vec<u8>>> {
+        self.inner.meta(k)
+    }
+    fn set_meta(&self, k: &str, v: &[u8]) -> Result<()> {
+        self.inner.set_meta(k, v)
+    }
+    fn channel_state(&self, c: &ChannelId) -> Result<Arc<dyn ChannelState>> {
+        self.inner.channel_state(c)
+    }
+    fn size_on_disk(&self) -> Result<u64> {
+        self.inner.size_on_disk()
+    }
+}
+
+const SECRET: &str = "s3cret";
+
+fn hook_request(message_id: &str, text: &str) -> Request<Body> {
+    let body = json!({"external_user": "zoe", "message_id": message_id, "text": text}).to_string();
+    let ts = now_ms() / 1000;
+    Request::post("/hooks/hook/messages")
+        .header("content-type", "application/json")
+        .header(signature::TIMESTAMP_HEADER, ts.to_string())
+        .header(
+            signature::SIGNATURE_HEADER,
+            signature::sign(SECRET.as_bytes(), ts, body.as_bytes()),
+        )
+        .body(Body::from(body))
+        .unwrap()
+}
+
+async fn call(router: &axum::Router, req: Request<Body>) -> (StatusCode, Value, Option<String>) {
+    let r = router.clone().oneshot(req).await.unwrap();
+    let status = r.status();
+    let retry_after = r
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        retry_after,
+    )
+}
+
+#[tokio::test]
+async fn a_failing_store_answers_503_and_loses_nothing_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FlakyStore {
+        inner: SledStore::open(
+            dir.path(),
+            &SledOptions {
+                cache_bytes: 8 << 20,
+            },
+        )
+        .unwrap(),
+        failing: AtomicBool::new(false),
+    });
+    let bot = BotConfig::default();
+    let kb = switchboard::bot::kb::load_dir(std::path::Path::new("config/kb")).unwrap();
+    let responder = Arc::new(SimpleResponder::new(
+        kb,
+        &bot.human_phrases,
+        2,
+        "?",
+        "person",
+    ));
+    let settings = EngineSettings {
+        handoff_message: "handing over".into(),
+        outbox: OutboxConfig::default(),
+        bot_workers: 1,
+    };
+    let engine = Engine::new(store.clone(), responder, settings).unwrap();
+    let (_, token) = engine
+        .create_agent("admin", Role::Admin, None, None)
+        .await
+        .unwrap();
+    let id = ChannelId::new("hook");
+    let config: WebhookConfig = toml::from_str(&format!("secret = \"{SECRET}\"")).unwrap();
+    let ctx = ChannelContext {
+        id: id.clone(),
+        inbound: engine.clone(),
+        state: store.channel_state(&id).unwrap(),
+    };
+    let channel = Arc::new(WebhookChannel::build(config, ctx).unwrap());
+    engine.register_channel(channel.clone());
+    let state = ApiState {
+        engine: engine.clone(),
+        ready: Arc::new(AtomicBool::new(true)),
+        shutdown: Default::default(),
+    };
+    let (api, _) = switchboard::inbox::api(state, 1 << 20);
+    let router = api.merge(channel.http_routes().unwrap());
+
+    let (status, _, _) = call(&router, hook_request("z1", "first")).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+
+    store.failing.store(true, Ordering::SeqCst);
+    let (status, body, retry_after) = call(&router, hook_request("z2", "second")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable");
+    assert_eq!(retry_after.as_deref(), Some("5"));
+    let conv = store
+        .list_conversations(&ConversationQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap()
+        .items[0]
+        .clone();
+    let reply = Request::post(format!("/api/v1/conversations/{}/messages", conv.id))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(Body::from(r#"{"text":"hello"}"#))
+        .unwrap();
+    let (status, body, _) = call(&router, reply).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("unavailable"))
+    );
+    assert_eq!(
+        store.conversation(conv.id).unwrap().unwrap(),
+        conv,
+        "nothing changed"
+    );
+
+    // The disk recovers; the client retries; the first message is still there, once.
+    store.failing.store(false, Ordering::SeqCst);
+    let (status, body, _) = call(&router, hook_request("z2", "second")).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::ACCEPTED, Some("accepted"))
+    );
+    let texts: Vec<String> = store
+        .messages(conv.id, 0, 100)
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.author == Author::Customer)
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(texts, ["first", "second"]);
+}
