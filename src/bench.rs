@@ -1,1 +1,416 @@
-//! Load generators for `switchboard bench` (filled in with the ingest benchmark).
+//! Load generators behind `switchboard bench`. They print numbers; they are not tests.
+//!
+//! - `ingest`: N concurrent clients POST signed web hook messages (~300-byte bodies) to the
+//!   real daemon on loopback, durability on. In the same run, the physical baseline: a bare
+//!   axum handler doing one sled insert per request, made durable by the same single-committer
+//!   group commit, same body size and concurrency. Reports msg/s, p50/p99 and the ratio.
+//! - `inbox`: fills a data directory with M messages in C conversations through the engine,
+//!   then starts the real daemon binary on it and reports restart-to-ready, inbox list latency
+//!   (50 rows filtered by status) and the daemon's resident memory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use switchboard_channel::now_ms;
+use switchboard_webhook::signature;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::store::sled_store::SledOptions;
+use crate::store::{SledStore, Store};
+
+const SECRET: &str = "bench-secret";
+const ADMIN_TOKEN: &str = "sbt_bench_admin_token_000000000000000000000000000";
+
+/// Latency samples in microseconds.
+struct Latencies(Vec<u64>);
+
+impl Latencies {
+    fn percentile(&mut self, p: f64) -> f64 {
+        if self.0.is_empty() {
+            return 0.0;
+        }
+        self.0.sort_unstable();
+        let i = ((self.0.len() as f64 - 1.0) * p).round() as usize;
+        self.0[i] as f64 / 1000.0
+    }
+}
+
+struct LoadResult {
+    rate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: usize,
+}
+
+/// Sends `total` requests from `clients` concurrent connections; `make` builds request `i`.
+async fn load(
+    clients: usize,
+    total: usize,
+    make: Arc<dyn Fn(usize) -> reqwest::RequestBuilder + Send + Sync>,
+) -> LoadResult {
+    let next = Arc::new(AtomicUsize::new(0));
+    let errors = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (next, errors, make) = (next.clone(), errors.clone(), make.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                let t = Instant::now();
+                match make(i).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.bytes().await;
+                        lat.push(t.elapsed().as_micros() as u64);
+                    }
+                    _ => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::with_capacity(total);
+    for t in tasks {
+        all.extend(t.await.unwrap_or_default());
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let mut lat = Latencies(all);
+    LoadResult {
+        rate: lat.0.len() as f64 / elapsed,
+        p50_ms: lat.percentile(0.50),
+        p99_ms: lat.percentile(0.99),
+        errors: errors.load(Ordering::Relaxed),
+    }
+}
+
+fn client(clients: usize) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .timeout(Duration::from_secs(30))
+        .build()?)
+}
+
+/// A ~300-byte message body for conversation `conv`.
+fn hook_body(i: usize, conversations: usize) -> String {
+    let conv = i % conversations;
+    let text = "Hello, I ordered a blue jacket last week and the tracking page has not changed since Monday. Could you check it?";
+    serde_json::json!({
+        "external_user": format!("bench-user-{conv}"),
+        "message_id": format!("bench-{i}"),
+        "text": text,
+        "user_name": "Bench Customer",
+    })
+    .to_string()
+}
+
+/// The bench's own config: everything on loopback in `dir`.
+fn bench_config(dir: &Path, callback: &str, cache_mb: u64) -> String {
+    let kb = std::env::current_dir()
+        .map(|d| d.join("config/kb"))
+        .unwrap_or_else(|_| PathBuf::from("config/kb"));
+    format!(
+        r#"
+data_dir = "{data}"
+[store]
+cache_mb = {cache_mb}
+[http]
+listen = "127.0.0.1:0"
+[admin]
+token_env = "SWITCHBOARD_BENCH_ADMIN_TOKEN"
+[bot]
+kb_dir = "{kb}"
+[channels.hook]
+type = "webhook"
+secret = "{SECRET}"
+callback_url = "{callback}"
+"#,
+        data = dir.join("data").display(),
+        kb = kb.display(),
+    )
+}
+
+/// A callback receiver that accepts everything.
+async fn sink() -> anyhow::Result<String> {
+    let app = axum::Router::new().route("/cb", axum::routing::post(|| async { StatusCode::OK }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/cb", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(url)
+}
+
+/// The physical baseline: one sled insert per request, group-committed.
+async fn baseline_server(dir: &Path) -> anyhow::Result<(SocketAddr, Arc<SledStore>)> {
+    let store = Arc::new(SledStore::open(
+        dir,
+        &SledOptions {
+            cache_bytes: 64 << 20,
+        },
+    )?);
+    let counter = Arc::new(AtomicU64::new(0));
+    async fn insert(
+        State((store, counter)): State<(Arc<SledStore>, Arc<AtomicU64>)>,
+        body: Bytes,
+    ) -> StatusCode {
+        let key = format!("k{}", counter.fetch_add(1, Ordering::Relaxed));
+        if store.set_meta(&key, &body).is_err() || store.durable().await.is_err() {
+            return StatusCode::SERVICE_UNAVAILABLE;
+        }
+        StatusCode::ACCEPTED
+    }
+    let app = axum::Router::new()
+        .route("/insert", axum::routing::post(insert))
+        .with_state((store.clone(), counter));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((addr, store))
+}
+
+/// Runs the daemon in this process; returns its address and a stop handle.
+async fn start_daemon(
+    dir: &Path,
+    callback: &str,
+    cache_mb: u64,
+) -> anyhow::Result<(
+    SocketAddr,
+    CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+)> {
+    let text = bench_config(dir, callback, cache_mb);
+    let config = Config::parse(&text, "<bench>").map_err(|e| anyhow::anyhow!("{e}"))?;
+    // SAFETY: set before any thread of ours reads the environment concurrently.
+    unsafe { std::env::set_var("SWITCHBOARD_BENCH_ADMIN_TOKEN", ADMIN_TOKEN) };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(crate::app::serve(config, listener, stop.clone()));
+    let http = reqwest::Client::new();
+    for _ in 0..500 {
+        if let Ok(r) = http.get(format!("http://{addr}/readyz")).send().await
+            && r.status().is_success()
+        {
+            return Ok((addr, stop, handle));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    bail!("daemon did not become ready")
+}
+
+fn signed(http: &reqwest::Client, url: &str, body: String) -> reqwest::RequestBuilder {
+    let ts = now_ms() / 1000;
+    let sig = signature::sign(SECRET.as_bytes(), ts, body.as_bytes());
+    http.post(url)
+        .header("content-type", "application/json")
+        .header(signature::TIMESTAMP_HEADER, ts.to_string())
+        .header(signature::SIGNATURE_HEADER, sig)
+        .body(body)
+}
+
+pub async fn ingest(clients: usize, conversations: usize, requests: usize) -> anyhow::Result<()> {
+    let tmp = tempdir()?;
+    println!(
+        "bench ingest: {clients} clients, {conversations} conversations, {requests} requests each phase, bodies ~{} bytes",
+        hook_body(0, 1).len()
+    );
+    let http = client(clients)?;
+
+    let (addr, base_store) = baseline_server(&tmp.join("baseline")).await?;
+    let url = format!("http://{addr}/insert");
+    let body = hook_body(0, 1);
+    let h = http.clone();
+    let warm = Arc::new(move |_i: usize| h.post(&url).body(body.clone()));
+    load(clients, requests / 10, warm.clone()).await;
+    let base = load(clients, requests, warm).await;
+    drop(base_store);
+    println!(
+        "baseline (axum + 1 sled insert + group commit): {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  errors {}",
+        base.rate, base.p50_ms, base.p99_ms, base.errors
+    );
+
+    let callback = sink().await?;
+    let (addr, stop, handle) = start_daemon(&tmp.join("daemon"), &callback, 64).await?;
+    let url = format!("http://{addr}/hooks/hook/messages");
+    let h = http.clone();
+    let offset = requests; // warm-up ids must not collide with measured ids
+    let warm_url = url.clone();
+    let warm_h = h.clone();
+    load(
+        clients,
+        requests / 10,
+        Arc::new(move |i| {
+            signed(
+                &warm_h,
+                &warm_url,
+                hook_body(i + 10 * offset, conversations),
+            )
+        }),
+    )
+    .await;
+    let e2e = load(
+        clients,
+        requests,
+        Arc::new(move |i| signed(&h, &url, hook_body(i, conversations))),
+    )
+    .await;
+    println!(
+        "switchboard web hook ingest (end to end):        {:>8.0} msg/s  p50 {:.2} ms  p99 {:.2} ms  errors {}",
+        e2e.rate, e2e.p50_ms, e2e.p99_ms, e2e.errors
+    );
+    println!("ratio ingest / baseline: {:.2}", e2e.rate / base.rate);
+    stop.cancel();
+    handle.await??;
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(())
+}
+
+fn tempdir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("switchboard-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn rss_mb(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+pub async fn inbox(
+    conversations: usize,
+    messages: usize,
+    cache_mb: u64,
+    keep: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let dir = match &keep {
+        Some(d) => d.clone(),
+        None => tempdir()?,
+    };
+    let config_path = dir.join("bench.toml");
+    let callback = sink().await?;
+    std::fs::write(&config_path, bench_config(&dir, &callback, cache_mb))?;
+    if !dir.join("data").exists() {
+        println!(
+            "filling {}: {messages} messages in {conversations} conversations ...",
+            dir.display()
+        );
+        let t = Instant::now();
+        let (addr, stop, handle) = start_daemon(&dir, &callback, cache_mb).await?;
+        let http = client(64)?;
+        let url = format!("http://{addr}/hooks/hook/messages");
+        let h = http.clone();
+        let fill = load(
+            64,
+            messages,
+            Arc::new(move |i| signed(&h, &url, hook_body(i, conversations))),
+        )
+        .await;
+        stop.cancel();
+        handle.await??;
+        println!(
+            "filled in {:.1} s ({:.0} msg/s, {} errors)",
+            t.elapsed().as_secs_f64(),
+            fill.rate,
+            fill.errors
+        );
+    }
+    let bin = std::env::current_exe()?;
+    let t = Instant::now();
+    let mut child = std::process::Command::new(bin)
+        .args(["run", "--config"])
+        .arg(&config_path)
+        .env("SWITCHBOARD_BENCH_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("RUST_LOG", "warn,switchboard::app=info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("starting the daemon")?;
+    // The child listens on port 0: read its address from the log.
+    let addr = read_listen_addr(&mut child)?;
+    let http = client(8)?;
+    let ready = loop {
+        if let Ok(r) = http.get(format!("http://{addr}/readyz")).send().await
+            && r.status().is_success()
+        {
+            break t.elapsed();
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            bail!("daemon not ready after 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    println!("restart to ready: {:.0} ms", ready.as_secs_f64() * 1000.0);
+    let mut results = Vec::new();
+    for status in ["queued", "bot", "assigned"] {
+        let url = format!("http://{addr}/api/v1/conversations?status={status}&limit=50");
+        let h = http.clone();
+        let r = load(
+            4,
+            2000,
+            Arc::new(move |_| h.get(&url).bearer_auth(ADMIN_TOKEN)),
+        )
+        .await;
+        println!(
+            "inbox list status={status:<9} limit=50: {:>6.0} req/s  p50 {:.2} ms  p99 {:.2} ms  errors {}",
+            r.rate, r.p50_ms, r.p99_ms, r.errors
+        );
+        results.push(r);
+    }
+    let url = format!("http://{addr}/api/v1/conversations?status=queued&limit=50&order=oldest");
+    let first: serde_json::Value = http
+        .get(&url)
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await?
+        .json()
+        .await?;
+    println!("counts: {}", first["counts"]);
+    if let Some(rss) = rss_mb(child.id()) {
+        println!("daemon RSS: {rss:.0} MB (sled cache {cache_mb} MiB)");
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    if keep.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(())
+}
+
+fn read_listen_addr(child: &mut std::process::Child) -> anyhow::Result<SocketAddr> {
+    use std::io::{BufRead, BufReader};
+    let stderr = child.stderr.take().context("child stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(a) = line.split("addr=").nth(1)
+                && let (Some(tx), Ok(addr)) = (tx.take(), a.trim().parse::<SocketAddr>())
+            {
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .context("daemon did not report its address")
+}

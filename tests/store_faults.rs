@@ -38,9 +38,11 @@ impl FlakyStore {
 }
 
 impl Store for FlakyStore {
-    fn apply(&self, change: &Change) -> Result<()> {
-        self.check()?;
-        self.inner.apply(change)
+    fn commit(&self, change: Change) -> Commit {
+        match self.check() {
+            Ok(()) => self.inner.commit(change),
+            Err(e) => Box::pin(async move { Err(e) }),
+        }
     }
     fn durable(&self) -> Durable {
         match self.check() {

@@ -71,8 +71,7 @@ impl Engine {
             }],
             ..Change::default()
         };
-        self.store.apply(&change)?;
-        self.committed(change).await
+        Ok(self.commit(change).await?)
     }
 
     /// Creates an agent; returns it with its token (shown once). `token` overrides generation

@@ -12,7 +12,8 @@ use crate::store::{Change, ConversationWrite, Store, StoreError};
 pub(crate) struct Draft<'s> {
     store: &'s dyn Store,
     pub conv: Conversation,
-    pub is_new: bool,
+    /// The conversation as read, `None` when this change creates it.
+    original: Option<Conversation>,
     pub change: Change,
     pub actor: Actor,
     pub now: i64,
@@ -35,8 +36,8 @@ impl<'s> Draft<'s> {
     ) -> Self {
         Draft {
             store,
+            original: (!is_new).then(|| conv.clone()),
             conv,
-            is_new,
             change: Change::default(),
             actor,
             now,
@@ -180,7 +181,7 @@ impl<'s> Draft<'s> {
     pub fn finish(mut self) -> (Change, Conversation) {
         self.change.conversations.push(ConversationWrite {
             record: self.conv.clone(),
-            is_new: self.is_new,
+            previous: self.original,
         });
         (self.change, self.conv)
     }

@@ -171,9 +171,9 @@ impl Engine {
         let _ = self.bot_shards[shard].send((conv, seq));
     }
 
-    /// Makes a change durable, then tells everyone who waits for it.
-    async fn committed(&self, change: Change) -> Result<(), EngineError> {
-        self.store.durable().await?;
+    /// Commits a change (applied and durable), then tells everyone who waits for it.
+    async fn commit(&self, change: Change) -> Result<(), StoreError> {
+        let change = self.store.commit(change).await?;
         for (conv, seq) in &change.bot_queue_put {
             self.enqueue_bot(*conv, *seq);
         }
@@ -205,10 +205,9 @@ impl Engine {
                 return Ok(draft.conv);
             }
             let (change, mut conv) = draft.finish();
-            match self.store.apply(&change) {
+            match self.commit(change).await {
                 Ok(()) => {
                     conv.version += 1;
-                    self.committed(change).await?;
                     return Ok(conv);
                 }
                 Err(StoreError::Conflict(_)) => continue,
@@ -229,12 +228,13 @@ impl Engine {
             return Err(InboundError::Rejected(format!("unknown channel {channel}")));
         }
         for _ in 0..MAX_RETRIES {
-            match self.try_ingest(channel, &msg) {
-                Ok(Some(change)) => {
-                    self.committed(change).await.map_err(unavailable)?;
-                    return Ok(Accepted::Stored);
-                }
-                Ok(None) | Err(EngineError::Store(StoreError::Exists("message id"))) => {
+            let outcome = match self.prepare_ingest(channel, &msg) {
+                Ok(change) => self.commit(change).await,
+                Err(e) => return Err(unavailable(e)),
+            };
+            match outcome {
+                Ok(()) => return Ok(Accepted::Stored),
+                Err(StoreError::Exists("message id")) => {
                     // Stored before; make sure that earlier write is durable before saying so.
                     self.store
                         .durable()
@@ -242,10 +242,8 @@ impl Engine {
                         .map_err(|e| unavailable(e.into()))?;
                     return Ok(Accepted::Duplicate);
                 }
-                Err(EngineError::Store(StoreError::Conflict(_) | StoreError::Exists(_))) => {
-                    continue;
-                }
-                Err(e) => return Err(unavailable(e)),
+                Err(StoreError::Conflict(_) | StoreError::Exists(_)) => continue,
+                Err(e) => return Err(unavailable(e.into())),
             }
         }
         Err(InboundError::Unavailable(
@@ -253,16 +251,15 @@ impl Engine {
         ))
     }
 
-    /// One attempt: `Ok(None)` for a known duplicate.
-    fn try_ingest(
+    /// Builds the change that stores `msg`.
+    fn prepare_ingest(
         &self,
         channel: &ChannelId,
         msg: &InboundMessage,
-    ) -> Result<Option<Change>, EngineError> {
+    ) -> Result<Change, EngineError> {
         let store = self.store.as_ref();
-        if store.external_message(channel, &msg.message_id)?.is_some() {
-            return Ok(None);
-        }
+        // Duplicates are caught when the change commits (the message id is an
+        // insert-if-absent key), which saves a read on every message.
         let now = now_ms();
         let mut change = Change::default();
         let contact_id = match store.identity(channel, &msg.sender.id)? {
@@ -335,8 +332,7 @@ impl Engine {
             draft.change.bot_queue_put.push((draft.conv.id, seq));
         }
         let (change, _) = draft.finish();
-        store.apply(&change)?;
-        Ok(Some(change))
+        Ok(change)
     }
 
     /// An agent's reply: the agent takes the conversation if it is not theirs yet.
@@ -598,12 +594,12 @@ impl Engine {
             }
             source.merged_into = Some(target.id);
             for conv_id in self.store.contact_conversations(source.id)? {
-                if let Some(mut conv) = self.store.conversation(conv_id)? {
+                if let Some(previous) = self.store.conversation(conv_id)? {
+                    let mut conv = previous.clone();
                     conv.contact = target.id;
-                    change.conversations.push(ConversationWrite {
-                        record: conv,
-                        is_new: false,
-                    });
+                    change
+                        .conversations
+                        .push(ConversationWrite::update(previous, conv));
                 }
             }
             change.events.push(Event {
@@ -617,11 +613,8 @@ impl Engine {
                 },
             });
             change.contacts = vec![target.clone(), source];
-            match self.store.apply(&change) {
-                Ok(()) => {
-                    self.committed(change).await?;
-                    return Ok(target);
-                }
+            match self.commit(change).await {
+                Ok(()) => return Ok(target),
                 Err(StoreError::Conflict(_)) => continue,
                 Err(e) => return Err(e.into()),
             }

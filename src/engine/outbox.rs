@@ -313,11 +313,6 @@ async fn record(
             kind,
         });
     }
-    engine.store.apply(&change)?;
-    // Do not let a later item overtake: its outcome is recorded durably first.
-    engine.store.durable().await?;
-    for e in change.events {
-        let _ = engine.events.send(e);
-    }
-    Ok(())
+    // Recorded durably before the next item of this conversation is sent.
+    Ok(engine.commit(change).await?)
 }

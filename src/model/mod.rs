@@ -266,6 +266,17 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Whether the event belongs in a conversation's own log. Per-message events stay out:
+    /// the messages carry their own time and delivery state.
+    pub fn in_conversation_log(&self) -> bool {
+        !matches!(
+            self,
+            Self::MessageReceived { .. }
+                | Self::MessageQueued { .. }
+                | Self::DeliveryChanged { .. }
+        )
+    }
+
     /// The `type` tag, for filtering.
     pub fn name(&self) -> &'static str {
         match self {

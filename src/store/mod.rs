@@ -6,9 +6,9 @@
 //! the engine retries from a fresh read. "Insert if absent" writes (dedupe keys, thread and
 //! identity mappings) refuse with [`StoreError::Exists`].
 //!
-//! Durability is separate from application: [`Store::durable`] resolves once everything applied
-//! before the call is on disk. The sled implementation batches those waits through one
-//! committer thread (group commit), see [`sled_store`].
+//! [`Store::commit`] resolves once the change is applied and on disk. The sled implementation
+//! batches concurrent commits into one transaction and one flush (group commit), see
+//! [`sled_store`].
 
 pub mod keys;
 pub mod sled_store;
@@ -58,10 +58,27 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// A conversation record written by a [`Change`].
 #[derive(Debug, Clone)]
 pub struct ConversationWrite {
-    /// The new record; its `version` is the one the engine read (0 for a new conversation).
-    /// The store checks it against what is stored and writes `version + 1`.
+    /// The new record. Its `version` is ignored: the store writes `previous.version + 1`.
     pub record: Conversation,
-    pub is_new: bool,
+    /// The record as the writer read it, `None` for a new conversation. The store refuses the
+    /// write with [`StoreError::Conflict`] unless this is still the stored version.
+    pub previous: Option<Conversation>,
+}
+
+impl ConversationWrite {
+    pub fn new(record: Conversation) -> Self {
+        ConversationWrite {
+            record,
+            previous: None,
+        }
+    }
+
+    pub fn update(previous: Conversation, record: Conversation) -> Self {
+        ConversationWrite {
+            record,
+            previous: Some(previous),
+        }
+    }
 }
 
 /// Everything one state change writes, applied atomically.
@@ -141,12 +158,17 @@ pub struct Page {
 /// A future that resolves once earlier writes are durable.
 pub type Durable = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
 
+/// A future that resolves once a change is applied and durable, giving the change back.
+pub type Commit = Pin<Box<dyn Future<Output = Result<Change>> + Send>>;
+
 /// The narrow persistence interface the engine and the API use.
 pub trait Store: Send + Sync + 'static {
-    /// Applies `change` atomically (not yet durable: see [`Store::durable`]).
-    fn apply(&self, change: &Change) -> Result<()>;
+    /// Applies `change` atomically and resolves once it is durable. Readers see it from then.
+    /// On any error nothing of the change was applied.
+    fn commit(&self, change: Change) -> Commit;
 
-    /// Resolves once everything applied before this call is on disk.
+    /// Resolves once every write made before this call (including `set_meta` and channel
+    /// state) is on disk.
     fn durable(&self) -> Durable;
 
     /// A fresh id, unique for the life of the database, growing.

@@ -5,40 +5,38 @@
 //!   and our version checks inside them are exact. The closure must stay short: values are
 //!   encoded before it runs, and it must not touch a plain `Tree` (that would wait on the lock
 //!   the transaction holds).
-//! - `flush_async` deadlocks with many concurrent callers (spacejam/sled#1308). Durability goes
-//!   through one committer thread that takes every waiting request, calls `flush()` once and
-//!   answers them all (group commit).
+//! - `flush_async` deadlocks with many concurrent callers (spacejam/sled#1308).
+//! - Because transactions serialise on one lock anyway, all writes go through one writer
+//!   thread ([`writer`]): it takes every waiting change, applies them in one transaction,
+//!   flushes once and answers them all (group commit). No writer ever waits on another.
 //! - The page cache defaults to 1 GiB; it is always set from our config.
 
-use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
-use sled::{Transactional, Tree};
+use sled::Tree;
 use switchboard_channel::{
     ChannelId, ChannelState, ExternalMessageId, ExternalThread, ExternalUser, StateError,
 };
-use tokio::sync::oneshot;
 
-use super::keys::{self, IndexKind};
-use super::{Change, ConversationQuery, Cursor, Durable, Order, Page, Result, Store, StoreError};
+use super::keys;
+use super::{Change, Commit, ConversationQuery, Cursor, Durable, Page, Result, Store, StoreError};
 use crate::model::{
     Agent, AgentId, Contact, ContactId, Conversation, ConversationId, Event, EventId, Message,
     Note, OutboxItem, Status,
 };
+use index::{ConvIndex, IndexKind};
+use writer::Writer;
 
 /// The schema this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
 const SCHEMA_KEY: &[u8] = b"schema_version";
 
 /// Names of the trees, in the order the transaction sees them.
-const TREES: [&str; 15] = [
+pub(super) const TREES: [&str; 14] = [
     "conversations",
-    "conv_idx",
     "messages",
     "external_ids",
     "threads",
@@ -53,21 +51,20 @@ const TREES: [&str; 15] = [
     "agents",
     "tokens",
 ];
-const CONVERSATIONS: usize = 0;
-const CONV_IDX: usize = 1;
-const MESSAGES: usize = 2;
-const EXTERNAL_IDS: usize = 3;
-const THREADS: usize = 4;
-const CONTACTS: usize = 5;
-const IDENTITIES: usize = 6;
-const CONTACT_CONVS: usize = 7;
-const NOTES: usize = 8;
-const EVENTS: usize = 9;
-const CONV_EVENTS: usize = 10;
-const OUTBOX: usize = 11;
-const BOT_QUEUE: usize = 12;
-const AGENTS: usize = 13;
-const TOKENS: usize = 14;
+pub(super) const CONVERSATIONS: usize = 0;
+pub(super) const MESSAGES: usize = 1;
+pub(super) const EXTERNAL_IDS: usize = 2;
+pub(super) const THREADS: usize = 3;
+pub(super) const CONTACTS: usize = 4;
+pub(super) const IDENTITIES: usize = 5;
+pub(super) const CONTACT_CONVS: usize = 6;
+pub(super) const NOTES: usize = 7;
+pub(super) const EVENTS: usize = 8;
+pub(super) const CONV_EVENTS: usize = 9;
+pub(super) const OUTBOX: usize = 10;
+pub(super) const BOT_QUEUE: usize = 11;
+pub(super) const AGENTS: usize = 12;
+pub(super) const TOKENS: usize = 13;
 
 /// Open-time settings.
 #[derive(Debug, Clone)]
@@ -80,20 +77,20 @@ pub struct SledStore {
     db: sled::Db,
     meta: Tree,
     trees: Vec<Tree>,
-    /// Conversations per status, kept from the index at open and from each commit after.
-    counts: [AtomicI64; 5],
-    committer: Committer,
+    /// Inbox lists and counts, derived from the conversations tree.
+    index: Arc<ConvIndex>,
+    writer: Writer,
 }
 
-fn io(e: impl std::fmt::Display) -> StoreError {
+pub(super) fn io(e: impl std::fmt::Display) -> StoreError {
     StoreError::Io(e.to_string())
 }
 
-fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+pub(super) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("model types always serialise")
 }
 
-fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T> {
+pub(super) fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
         tree,
         detail: e.to_string(),
@@ -146,28 +143,25 @@ impl SledStore {
             .map(|name| db.open_tree(name))
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(io)?;
-        let store = SledStore {
-            committer: Committer::start(db.clone()),
+        let index = Arc::new(ConvIndex::default());
+        let mut versions = writer::VersionMap::new();
+        for kv in trees[CONVERSATIONS].iter() {
+            let (_, v) = kv.map_err(io)?;
+            let c: Conversation = decode(TREES[CONVERSATIONS], &v)?;
+            index.update(None, &c);
+            versions.insert(c.id, c.version);
+        }
+        Ok(SledStore {
+            writer: Writer::start(db.clone(), trees.clone(), index.clone(), versions),
             db,
             meta,
             trees,
-            counts: Default::default(),
-        };
-        store.recount()?;
-        Ok(store)
+            index,
+        })
     }
 
     fn tree(&self, i: usize) -> &Tree {
         &self.trees[i]
-    }
-
-    fn recount(&self) -> Result<()> {
-        for status in Status::ALL {
-            let prefix = keys::status_prefix(&IndexKind::All, status);
-            let n = self.tree(CONV_IDX).scan_prefix(prefix).count() as i64;
-            self.counts[status.code() as usize].store(n, Ordering::Relaxed);
-        }
-        Ok(())
     }
 
     fn get<T: DeserializeOwned>(&self, i: usize, key: &[u8]) -> Result<Option<T>> {
@@ -186,262 +180,17 @@ impl SledStore {
             })
             .collect()
     }
-
-    /// Walks one index: each wanted status is a sorted run; runs are merged by `(updated, id)`.
-    fn walk_index(
-        &self,
-        kind: &IndexKind<'_>,
-        query: &ConversationQuery,
-        mut visit: impl FnMut(ConversationId) -> Result<bool>,
-    ) -> Result<()> {
-        let statuses: Vec<Status> = match query.status {
-            Some(s) => vec![s],
-            None => Status::ALL.to_vec(),
-        };
-        let desc = query.order == Order::NewestFirst;
-        let mut runs: Vec<std::iter::Peekable<KvIter>> = statuses
-            .iter()
-            .map(|&status| {
-                let prefix = keys::status_prefix(kind, status);
-                let mut end = prefix.clone();
-                end.extend_from_slice(&[0xff; keys::SORT_SUFFIX + 1]);
-                let bound = query.after.map(|c| {
-                    let mut k = prefix.clone();
-                    k.extend_from_slice(&keys::sort_suffix(c.updated_ms, c.id));
-                    k
-                });
-                let tree = self.tree(CONV_IDX);
-                let iter: Box<dyn Iterator<Item = _>> = match (desc, bound) {
-                    (true, Some(b)) => Box::new(tree.range(prefix..b).rev()),
-                    (true, None) => Box::new(tree.range(prefix..end).rev()),
-                    (false, Some(mut b)) => {
-                        b.push(0); // strictly after the cursor
-                        Box::new(tree.range(b..end))
-                    }
-                    (false, None) => Box::new(tree.range(prefix..end)),
-                };
-                iter.peekable()
-            })
-            .collect();
-        loop {
-            let mut best: Option<(usize, (i64, ConversationId))> = None;
-            for (i, run) in runs.iter_mut().enumerate() {
-                let Some(item) = run.peek() else { continue };
-                let key = match item {
-                    Ok((k, _)) => k,
-                    Err(_) => {
-                        return Err(io(run
-                            .next()
-                            .and_then(|r| r.err())
-                            .expect("peeked an error")));
-                    }
-                };
-                let sort = keys::parse_suffix(key);
-                let better = match best {
-                    None => true,
-                    Some((_, b)) => (desc && sort > b) || (!desc && sort < b),
-                };
-                if better {
-                    best = Some((i, sort));
-                }
-            }
-            let Some((i, (_, id))) = best else {
-                return Ok(());
-            };
-            runs[i].next();
-            if !visit(id)? {
-                return Ok(());
-            }
-        }
-    }
 }
 
 type KvIter = Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>>;
 
-/// Everything the transaction closure needs, encoded in advance.
-struct Prepared<'a> {
-    change: &'a Change,
-    conversations: Vec<(Vec<u8>, Conversation)>,
-}
-
-/// Our abort reasons inside the closure.
-type TxError = ConflictableTransactionError<StoreError>;
-
-fn tx_get<T: DeserializeOwned>(
-    t: &TransactionalTree,
-    tree: usize,
-    key: &[u8],
-) -> std::result::Result<Option<T>, TxError> {
-    match t.get(key)? {
-        Some(v) => decode(TREES[tree], &v)
-            .map(Some)
-            .map_err(ConflictableTransactionError::Abort),
-        None => Ok(None),
-    }
-}
-
-fn insert_absent(
-    t: &TransactionalTree,
-    key: &[u8],
-    value: &[u8],
-    what: &'static str,
-) -> std::result::Result<(), TxError> {
-    if t.get(key)?.is_some() {
-        return Err(ConflictableTransactionError::Abort(StoreError::Exists(
-            what,
-        )));
-    }
-    t.insert(key, value)?;
-    Ok(())
-}
-
-impl Prepared<'_> {
-    /// Runs inside the transaction. Returns the `(old, new)` status of each conversation write,
-    /// for the counters.
-    fn run(
-        &self,
-        t: &[TransactionalTree],
-    ) -> std::result::Result<Vec<(Option<Status>, Status)>, TxError> {
-        let c = self.change;
-        // Insert-if-absent keys first: a duplicate aborts before anything else is staged.
-        for (channel, ext, conv, seq) in &c.new_external_ids {
-            let key = keys::two_strings(channel.as_str(), ext.as_str());
-            insert_absent(
-                &t[EXTERNAL_IDS],
-                &key,
-                &keys::pair(conv.0, *seq),
-                "message id",
-            )?;
-        }
-        for (channel, thread, conv) in &c.new_threads {
-            let key = keys::two_strings(channel.as_str(), thread.as_str());
-            insert_absent(&t[THREADS], &key, &conv.to_be_bytes(), "thread")?;
-        }
-        for (channel, user, contact) in &c.new_identities {
-            let key = keys::two_strings(channel.as_str(), user.as_str());
-            insert_absent(&t[IDENTITIES], &key, &contact.to_be_bytes(), "identity")?;
-        }
-        for (channel, user, contact) in &c.moved_identities {
-            let key = keys::two_strings(channel.as_str(), user.as_str());
-            t[IDENTITIES].insert(key, &contact.to_be_bytes())?;
-        }
-
-        let mut statuses = Vec::with_capacity(self.conversations.len());
-        for ((bytes, record), write) in self.conversations.iter().zip(&c.conversations) {
-            let key = record.id.to_be_bytes();
-            let old: Option<Conversation> = tx_get(&t[CONVERSATIONS], CONVERSATIONS, &key)?;
-            let stored_version = old.as_ref().map(|o| o.version);
-            let expected = if write.is_new {
-                None
-            } else {
-                Some(write.record.version)
-            };
-            if stored_version != expected {
-                return Err(ConflictableTransactionError::Abort(StoreError::Conflict(
-                    "conversation",
-                )));
-            }
-            let old_keys: HashSet<Vec<u8>> = old
-                .as_ref()
-                .map(keys::index_keys)
-                .unwrap_or_default()
-                .into_iter()
-                .collect();
-            let new_keys: HashSet<Vec<u8>> = keys::index_keys(record).into_iter().collect();
-            for k in old_keys.difference(&new_keys) {
-                t[CONV_IDX].remove(k.as_slice())?;
-            }
-            for k in new_keys.difference(&old_keys) {
-                t[CONV_IDX].insert(k.as_slice(), &[])?;
-            }
-            if old.as_ref().map(|o| o.contact) != Some(record.contact) {
-                if let Some(o) = &old {
-                    t[CONTACT_CONVS].remove(&keys::pair(o.contact.0, o.id.0))?;
-                }
-                t[CONTACT_CONVS].insert(&keys::pair(record.contact.0, record.id.0), &[])?;
-            }
-            t[CONVERSATIONS].insert(&key, bytes.as_slice())?;
-            statuses.push((old.map(|o| o.status), record.status));
-        }
-
-        for contact in &c.contacts {
-            t[CONTACTS].insert(&contact.id.to_be_bytes(), encode(contact))?;
-        }
-        for m in &c.messages {
-            t[MESSAGES].insert(&keys::pair(m.conversation.0, m.seq), encode(m))?;
-        }
-        for n in &c.notes {
-            t[NOTES].insert(&keys::pair(n.conversation.0, n.id.0), encode(n))?;
-        }
-        for e in &c.events {
-            t[EVENTS].insert(&e.id.to_be_bytes(), encode(e))?;
-            if let Some(conv) = e.conversation {
-                t[CONV_EVENTS].insert(&keys::pair(conv.0, e.id.0), &[])?;
-            }
-        }
-        for item in &c.outbox_put {
-            let key = keys::pair(item.conversation.0, item.seq);
-            t[OUTBOX].insert(&key, encode(item))?;
-        }
-        for (conv, seq) in &c.outbox_remove {
-            t[OUTBOX].remove(&keys::pair(conv.0, *seq))?;
-        }
-        for (conv, seq) in &c.bot_queue_put {
-            t[BOT_QUEUE].insert(&keys::pair(conv.0, *seq), &[])?;
-        }
-        for (conv, seq) in &c.bot_queue_remove {
-            t[BOT_QUEUE].remove(&keys::pair(conv.0, *seq))?;
-        }
-        for agent in &c.agents {
-            let key = agent.id.to_be_bytes();
-            let old: Option<Agent> = tx_get(&t[AGENTS], AGENTS, &key)?;
-            if let Some(old) = old
-                && old.token_hash != agent.token_hash
-            {
-                t[TOKENS].remove(old.token_hash.as_bytes())?;
-            }
-            if !agent.token_hash.is_empty() {
-                t[TOKENS].insert(agent.token_hash.as_bytes(), &key)?;
-            }
-            t[AGENTS].insert(&key, encode(agent))?;
-        }
-        Ok(statuses)
-    }
-}
-
 impl Store for SledStore {
-    fn apply(&self, change: &Change) -> Result<()> {
-        let prepared = Prepared {
-            change,
-            conversations: change
-                .conversations
-                .iter()
-                .map(|w| {
-                    let mut record = w.record.clone();
-                    record.version = if w.is_new { 1 } else { w.record.version + 1 };
-                    (encode(&record), record)
-                })
-                .collect(),
-        };
-        let trees: Vec<&Tree> = self.trees.iter().collect();
-        let statuses = trees
-            .as_slice()
-            .transaction(|t| prepared.run(t))
-            .map_err(|e| match e {
-                TransactionError::Abort(e) => e,
-                TransactionError::Storage(e) => io(e),
-            })?;
-        for (old, new) in statuses {
-            if let Some(old) = old {
-                self.counts[old.code() as usize].fetch_sub(1, Ordering::Relaxed);
-            }
-            self.counts[new.code() as usize].fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(())
+    fn commit(&self, change: Change) -> Commit {
+        self.writer.commit(change)
     }
 
     fn durable(&self) -> Durable {
-        self.committer.wait()
+        self.writer.sync()
     }
 
     fn next_id(&self) -> Result<u64> {
@@ -555,31 +304,36 @@ impl Store for SledStore {
         let kind = if let Some(a) = query.assignee {
             IndexKind::Assignee(a)
         } else if let Some(l) = &query.label {
-            IndexKind::Label(l)
+            IndexKind::Label(l.clone())
         } else if let Some(c) = &query.channel {
-            IndexKind::Channel(c.as_str())
+            IndexKind::Channel(c.0.clone())
         } else {
             IndexKind::All
+        };
+        let statuses: Vec<Status> = match query.status {
+            Some(s) => vec![s],
+            None => Status::ALL.to_vec(),
         };
         let limit = query.limit.max(1);
         let mut items = Vec::with_capacity(limit);
         let mut more = false;
-        self.walk_index(&kind, query, |id| {
-            let Some(conv) = self.conversation(id)? else {
-                return Ok(true);
-            };
-            let wanted = query.channel.as_ref().is_none_or(|c| *c == conv.channel)
-                && query.label.as_ref().is_none_or(|l| conv.labels.contains(l))
-                && query.assignee.is_none_or(|a| conv.assignee == Some(a));
-            if wanted {
-                if items.len() == limit {
-                    more = true;
-                    return Ok(false);
+        self.index
+            .walk(&kind, &statuses, query.order, query.after, |id| {
+                let Some(conv) = self.conversation(id)? else {
+                    return Ok(true);
+                };
+                let wanted = query.channel.as_ref().is_none_or(|c| *c == conv.channel)
+                    && query.label.as_ref().is_none_or(|l| conv.labels.contains(l))
+                    && query.assignee.is_none_or(|a| conv.assignee == Some(a));
+                if wanted {
+                    if items.len() == limit {
+                        more = true;
+                        return Ok(false);
+                    }
+                    items.push(conv);
                 }
-                items.push(conv);
-            }
-            Ok(true)
-        })?;
+                Ok(true)
+            })?;
         let next = if more {
             items.last().map(|c| Cursor {
                 updated_ms: c.updated_at_ms,
@@ -592,7 +346,7 @@ impl Store for SledStore {
     }
 
     fn status_counts(&self) -> [u64; 5] {
-        std::array::from_fn(|i| self.counts[i].load(Ordering::Relaxed).max(0) as u64)
+        self.index.counts()
     }
 
     fn agent(&self, id: AgentId) -> Result<Option<Agent>> {
@@ -653,7 +407,7 @@ impl Store for SledStore {
         Ok(Arc::new(SledChannelState {
             tree,
             db: self.db.clone(),
-            committer: self.committer.clone(),
+            writer: self.writer.clone(),
         }))
     }
 
@@ -666,7 +420,7 @@ impl Store for SledStore {
 struct SledChannelState {
     tree: Tree,
     db: sled::Db,
-    committer: Committer,
+    writer: Writer,
 }
 
 fn state_err(e: impl std::fmt::Display) -> StateError {
@@ -716,82 +470,20 @@ impl ChannelState for SledChannelState {
     }
 
     async fn sync(&self) -> std::result::Result<(), StateError> {
-        self.committer.wait().await.map_err(state_err)
-    }
-}
-
-type Waiter = oneshot::Sender<Result<()>>;
-
-/// Group commit: one thread takes every waiting durability request, flushes once, answers all.
-#[derive(Clone)]
-struct Committer {
-    inner: Arc<CommitterInner>,
-}
-
-struct CommitterInner {
-    /// `None` once the store is closed.
-    requests: std::sync::Mutex<Option<std::sync::mpsc::Sender<Waiter>>>,
-    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
-}
-
-impl Committer {
-    fn start(db: sled::Db) -> Committer {
-        let (requests, rx) = std::sync::mpsc::channel::<Waiter>();
-        let thread = std::thread::Builder::new()
-            .name("sled-committer".into())
-            .spawn(move || {
-                let mut batch = Vec::new();
-                // Ends when the store closes (the sender is dropped).
-                while let Ok(first) = rx.recv() {
-                    batch.push(first);
-                    batch.extend(rx.try_iter());
-                    let result = db.flush().map(|_| ()).map_err(io);
-                    for waiter in batch.drain(..) {
-                        let _ = waiter.send(result.clone());
-                    }
-                }
-            })
-            .expect("spawn committer thread");
-        Committer {
-            inner: Arc::new(CommitterInner {
-                requests: std::sync::Mutex::new(Some(requests)),
-                thread: std::sync::Mutex::new(Some(thread)),
-            }),
-        }
-    }
-
-    fn wait(&self) -> Durable {
-        let (tx, rx) = oneshot::channel();
-        let sent = match &*self.inner.requests.lock().expect("committer lock") {
-            Some(requests) => requests.send(tx).is_ok(),
-            None => false,
-        };
-        Box::pin(async move {
-            if !sent {
-                return Err(StoreError::Io("store is closed".into()));
-            }
-            rx.await
-                .map_err(|_| StoreError::Io("store committer stopped".into()))?
-        })
-    }
-
-    /// Answers what is queued, stops the thread and releases its database handle.
-    fn close(&self) {
-        self.inner.requests.lock().expect("committer lock").take();
-        if let Some(thread) = self.inner.thread.lock().expect("committer lock").take() {
-            let _ = thread.join();
-        }
+        self.writer.sync().await.map_err(state_err)
     }
 }
 
 impl Drop for SledStore {
     fn drop(&mut self) {
-        self.committer.close();
+        self.writer.close();
         if let Err(e) = self.db.flush() {
             tracing::error!(error = %e, "final flush failed");
         }
     }
 }
 
+mod index;
 #[cfg(test)]
 mod tests;
+mod writer;
