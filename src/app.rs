@@ -33,7 +33,9 @@ pub fn open_store(config: &Config) -> anyhow::Result<Arc<SledStore>> {
     let store = SledStore::open(
         &config.data_dir.join("db"),
         &SledOptions {
-            cache_bytes: config.store.cache_mb * 1024 * 1024,
+            cached_conversations: config.store.cached_conversations,
+            commit_linger: Duration::from_micros(config.store.commit_linger_us),
+            ..SledOptions::with_cache_mb(config.store.cache_mb)
         },
     )?;
     Ok(Arc::new(store))

@@ -154,12 +154,7 @@ async fn sink() -> anyhow::Result<String> {
 
 /// The physical baseline: one sled insert per request, group-committed.
 async fn baseline_server(dir: &Path) -> anyhow::Result<(SocketAddr, Arc<SledStore>)> {
-    let store = Arc::new(SledStore::open(
-        dir,
-        &SledOptions {
-            cache_bytes: 64 << 20,
-        },
-    )?);
+    let store = Arc::new(SledStore::open(dir, &SledOptions::with_cache_mb(64))?);
     let counter = Arc::new(AtomicU64::new(0));
     async fn insert(
         State((store, counter)): State<(Arc<SledStore>, Arc<AtomicU64>)>,

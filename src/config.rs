@@ -39,16 +39,31 @@ pub struct StoreConfig {
     /// sled's page cache in MiB. The daemon's memory follows it; sled's own default is 1 GiB.
     #[serde(default = "default_cache_mb")]
     pub cache_mb: u64,
+    /// Decoded conversations kept in memory for the hot path.
+    #[serde(default = "default_cached_conversations")]
+    pub cached_conversations: usize,
+    /// Under load, how long the store waits for more changes before it flushes (group
+    /// commit). Fewer, fuller flushes; a lone change at low load is never delayed.
+    #[serde(default = "default_commit_linger")]
+    pub commit_linger_us: u64,
 }
 
 fn default_cache_mb() -> u64 {
     64
+}
+fn default_cached_conversations() -> usize {
+    20_000
+}
+fn default_commit_linger() -> u64 {
+    250
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             cache_mb: default_cache_mb(),
+            cached_conversations: default_cached_conversations(),
+            commit_linger_us: default_commit_linger(),
         }
     }
 }

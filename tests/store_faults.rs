@@ -163,13 +163,7 @@ async fn call(router: &axum::Router, req: Request<Body>) -> (StatusCode, Value, 
 async fn a_failing_store_answers_503_and_loses_nothing_accepted() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(FlakyStore {
-        inner: SledStore::open(
-            dir.path(),
-            &SledOptions {
-                cache_bytes: 8 << 20,
-            },
-        )
-        .unwrap(),
+        inner: SledStore::open(dir.path(), &SledOptions::with_cache_mb(8)).unwrap(),
         failing: AtomicBool::new(false),
     });
     let bot = BotConfig::default();

@@ -27,6 +27,7 @@ use crate::model::{
     Agent, AgentId, Contact, ContactId, Conversation, ConversationId, Event, EventId, Message,
     Note, OutboxItem, Status,
 };
+use cache::Cache;
 use index::{ConvIndex, IndexKind};
 use writer::Writer;
 
@@ -71,6 +72,39 @@ pub(super) const TOKENS: usize = 13;
 pub struct SledOptions {
     /// sled's page cache, in bytes. RSS follows it.
     pub cache_bytes: u64,
+    /// Decoded conversation records kept in memory.
+    pub cached_conversations: usize,
+    /// Under load, how long the writer waits for more changes before a flush.
+    pub commit_linger: std::time::Duration,
+}
+
+impl SledOptions {
+    pub fn with_cache_mb(mb: u64) -> Self {
+        SledOptions {
+            cache_bytes: mb * 1024 * 1024,
+            cached_conversations: 20_000,
+            commit_linger: std::time::Duration::from_micros(250),
+        }
+    }
+}
+
+/// The read caches the writer keeps current (see [`cache`]).
+pub(super) struct Caches {
+    /// `(channel, thread)` key -> conversation id. Never changes once written.
+    pub threads: Cache<Vec<u8>, u64>,
+    /// `(channel, user)` key -> contact id. Changes only when contacts merge.
+    pub identities: Cache<Vec<u8>, u64>,
+    pub conversations: Cache<ConversationId, Conversation>,
+}
+
+impl Caches {
+    fn new(conversations: usize) -> Self {
+        Caches {
+            threads: Cache::new(200_000),
+            identities: Cache::new(200_000),
+            conversations: Cache::new(conversations),
+        }
+    }
 }
 
 pub struct SledStore {
@@ -79,6 +113,8 @@ pub struct SledStore {
     trees: Vec<Tree>,
     /// Inbox lists and counts, derived from the conversations tree.
     index: Arc<ConvIndex>,
+    /// Hot reads, kept current by the writer.
+    caches: Arc<Caches>,
     writer: Writer,
 }
 
@@ -151,8 +187,17 @@ impl SledStore {
             index.update(None, &c);
             versions.insert(c.id, c.version);
         }
+        let caches = Arc::new(Caches::new(options.cached_conversations));
         Ok(SledStore {
-            writer: Writer::start(db.clone(), trees.clone(), index.clone(), versions),
+            writer: Writer::start(
+                db.clone(),
+                trees.clone(),
+                index.clone(),
+                caches.clone(),
+                versions,
+                options.commit_linger,
+            ),
+            caches,
             db,
             meta,
             trees,
@@ -162,6 +207,28 @@ impl SledStore {
 
     fn tree(&self, i: usize) -> &Tree {
         &self.trees[i]
+    }
+
+    /// A `key -> u64` mapping tree read through its cache.
+    fn mapping(
+        &self,
+        tree: usize,
+        cache: &Cache<Vec<u8>, u64>,
+        key: Vec<u8>,
+    ) -> Result<Option<u64>> {
+        let ticket = match cache.get(&key) {
+            Ok(v) => return Ok(Some(v)),
+            Err(ticket) => ticket,
+        };
+        let found = self
+            .tree(tree)
+            .get(&key)
+            .map_err(io)?
+            .map(|v| keys::read_u64(&v));
+        if let Some(v) = found {
+            cache.fill(ticket, key, v);
+        }
+        Ok(found)
     }
 
     fn get<T: DeserializeOwned>(&self, i: usize, key: &[u8]) -> Result<Option<T>> {
@@ -199,7 +266,15 @@ impl Store for SledStore {
     }
 
     fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>> {
-        self.get(CONVERSATIONS, &id.to_be_bytes())
+        let ticket = match self.caches.conversations.get(&id) {
+            Ok(c) => return Ok(Some(c)),
+            Err(ticket) => ticket,
+        };
+        let found: Option<Conversation> = self.get(CONVERSATIONS, &id.to_be_bytes())?;
+        if let Some(c) = &found {
+            self.caches.conversations.fill(ticket, id, c.clone());
+        }
+        Ok(found)
     }
 
     fn thread(
@@ -208,20 +283,14 @@ impl Store for SledStore {
         thread: &ExternalThread,
     ) -> Result<Option<ConversationId>> {
         let key = keys::two_strings(channel.as_str(), thread.as_str());
-        Ok(self
-            .tree(THREADS)
-            .get(key)
-            .map_err(io)?
-            .map(|v| ConversationId(keys::read_u64(&v))))
+        self.mapping(THREADS, &self.caches.threads, key)
+            .map(|v| v.map(ConversationId))
     }
 
     fn identity(&self, channel: &ChannelId, user: &ExternalUser) -> Result<Option<ContactId>> {
         let key = keys::two_strings(channel.as_str(), user.as_str());
-        Ok(self
-            .tree(IDENTITIES)
-            .get(key)
-            .map_err(io)?
-            .map(|v| ContactId(keys::read_u64(&v))))
+        self.mapping(IDENTITIES, &self.caches.identities, key)
+            .map(|v| v.map(ContactId))
     }
 
     fn external_message(
@@ -483,6 +552,7 @@ impl Drop for SledStore {
     }
 }
 
+mod cache;
 mod index;
 #[cfg(test)]
 mod tests;

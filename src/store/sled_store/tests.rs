@@ -7,13 +7,7 @@ use crate::model::{Priority, Status};
 use crate::store::{Change, ConversationQuery, ConversationWrite, Order};
 
 fn open(dir: &Path) -> SledStore {
-    SledStore::open(
-        dir,
-        &SledOptions {
-            cache_bytes: 8 << 20,
-        },
-    )
-    .unwrap()
+    SledStore::open(dir, &SledOptions::with_cache_mb(8)).unwrap()
 }
 
 fn conv(id: u64, channel: &str, status: Status, updated: i64) -> Conversation {
@@ -272,12 +266,7 @@ fn a_different_schema_version_is_refused_clearly() {
             .unwrap();
         store.db.flush().unwrap();
     }
-    match SledStore::open(
-        dir.path(),
-        &SledOptions {
-            cache_bytes: 8 << 20,
-        },
-    ) {
+    match SledStore::open(dir.path(), &SledOptions::with_cache_mb(8)) {
         Err(e @ StoreError::Schema { .. }) => {
             let text = e.to_string();
             assert!(

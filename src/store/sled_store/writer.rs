@@ -5,17 +5,23 @@
 //! transactions on a global lock anyway; one writer removes the contention around that lock
 //! and turns N fsyncs into one.
 //!
+//! Under load (the previous round had more than one change) the writer lingers up to
+//! `commit_linger` for more changes before it applies and flushes: fewer, fuller flushes. A
+//! lone change at low load is never delayed.
+//!
 //! Inside the transaction each change is first checked (versions, insert-if-absent keys) and
 //! only then staged, so a refused change leaves no partial writes while the others in its
 //! batch go through. Checks see the writes staged by earlier changes of the same batch.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::{Transactional, Tree};
 use tokio::sync::oneshot;
 
+use super::Caches;
 use super::index::ConvIndex;
 use super::{
     AGENTS, BOT_QUEUE, CONTACT_CONVS, CONTACTS, CONV_EVENTS, CONVERSATIONS, EVENTS, EXTERNAL_IDS,
@@ -198,6 +204,34 @@ impl Prepared {
     }
 }
 
+impl Prepared {
+    /// After commit: the index and the read caches learn what changed.
+    fn publish(&self, index: &ConvIndex, caches: &Caches) {
+        let c = &self.change;
+        for ((record, _), write) in self.conversations.iter().zip(&c.conversations) {
+            index.update(write.previous.as_ref(), record);
+            caches.conversations.put(record.id, record.clone());
+        }
+        for (channel, thread, conv) in &c.new_threads {
+            caches
+                .threads
+                .put_new(keys::two_strings(channel.as_str(), thread.as_str()), conv.0);
+        }
+        for (channel, user, contact) in &c.new_identities {
+            caches.identities.put_new(
+                keys::two_strings(channel.as_str(), user.as_str()),
+                contact.0,
+            );
+        }
+        for (channel, user, contact) in &c.moved_identities {
+            caches.identities.put(
+                keys::two_strings(channel.as_str(), user.as_str()),
+                contact.0,
+            );
+        }
+    }
+}
+
 /// What `check` read, for `stage`.
 struct Checked {
     /// Per agent: its previous token hash, when it changes.
@@ -276,17 +310,34 @@ impl Writer {
         db: sled::Db,
         trees: Vec<Tree>,
         index: Arc<ConvIndex>,
+        caches: Arc<Caches>,
         mut versions: VersionMap,
+        linger: Duration,
     ) -> Writer {
         let (tx, rx) = std::sync::mpsc::channel::<Request>();
         let thread = std::thread::Builder::new()
             .name("sled-writer".into())
             .spawn(move || {
                 // Ends when the store closes (the sender is dropped).
+                // Changes in the previous round: under load, wait a moment for more.
+                let mut last_changes = 0;
                 while let Ok(first) = rx.recv() {
                     let mut requests = vec![first];
                     requests.extend(rx.try_iter().take(MAX_BATCH - 1));
-                    round(&db, &trees, &index, &mut versions, requests);
+                    if last_changes > 1 {
+                        let until = Instant::now() + linger;
+                        while requests.len() < MAX_BATCH {
+                            match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                                Ok(r) => requests.push(r),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    last_changes = requests
+                        .iter()
+                        .filter(|r| matches!(r, Request::Commit { .. }))
+                        .count();
+                    round(&db, &trees, &index, &caches, &mut versions, requests);
                 }
             })
             .expect("spawn sled writer");
@@ -345,6 +396,7 @@ fn round(
     db: &sled::Db,
     trees: &[Tree],
     index: &ConvIndex,
+    caches: &Caches,
     versions: &mut VersionMap,
     requests: Vec<Request>,
 ) {
@@ -361,11 +413,16 @@ fn round(
         apply_batch(trees, versions, &prepared).map(|(outcomes, new_versions)| {
             versions.extend(new_versions);
             for (p, outcome) in prepared.iter().zip(&outcomes) {
-                if outcome.is_ok() {
-                    for ((record, _), write) in p.conversations.iter().zip(&p.change.conversations)
-                    {
-                        index.update(write.previous.as_ref(), record);
+                match outcome {
+                    Ok(()) => p.publish(index, caches),
+                    Err(StoreError::Conflict(_)) => {
+                        // The change may have been built on a stale cached copy: next read
+                        // goes to the tree.
+                        for write in &p.change.conversations {
+                            caches.conversations.forget(&write.record.id);
+                        }
                     }
+                    Err(_) => {}
                 }
             }
             outcomes
