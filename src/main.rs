@@ -49,8 +49,12 @@ enum Bench {
         clients: usize,
         #[arg(long, default_value_t = 1000)]
         conversations: usize,
-        #[arg(long, default_value_t = 100_000)]
+        /// Requests per server per round.
+        #[arg(long, default_value_t = 30_000)]
         requests: usize,
+        /// Measured rounds; baseline and ingest alternate.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
     },
     /// Fill a store, then measure restart-to-ready, inbox list latency and daemon memory.
     Inbox {
@@ -125,7 +129,8 @@ fn main() -> ExitCode {
                         clients,
                         conversations,
                         requests,
-                    } => switchboard::bench::ingest(clients, conversations, requests).await,
+                        rounds,
+                    } => switchboard::bench::ingest(clients, conversations, requests, rounds).await,
                     Bench::Inbox {
                         conversations,
                         messages,
