@@ -160,7 +160,7 @@ pub async fn serve(
         EngineSettings {
             handoff_message: config.bot.handoff_message.clone(),
             outbox: config.outbox.clone(),
-            bot_workers: 4,
+            bot_workers: 32,
         },
     )?;
     bootstrap_admin(&engine, &config).await?;

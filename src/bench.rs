@@ -308,6 +308,60 @@ fn rss_mb(pid: u32) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// The daemon binary (this executable) as a child process on `config`.
+struct Child {
+    process: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl Child {
+    fn start(config: &Path) -> anyhow::Result<Child> {
+        let mut process = std::process::Command::new(std::env::current_exe()?)
+            .args(["run", "--config"])
+            .arg(config)
+            .env("SWITCHBOARD_BENCH_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("RUST_LOG", "warn,switchboard::app=info")
+            .env("NO_COLOR", "1")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("starting the daemon")?;
+        // The child listens on port 0: its address comes from its log.
+        match read_listen_addr(&mut process) {
+            Ok(addr) => Ok(Child { process, addr }),
+            Err(e) => {
+                let _ = process.kill();
+                Err(e)
+            }
+        }
+    }
+
+    async fn wait_ready(&self, http: &reqwest::Client) -> anyhow::Result<()> {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(60) {
+            if let Ok(r) = http
+                .get(format!("http://{}/readyz", self.addr))
+                .send()
+                .await
+                && r.status().is_success()
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        bail!("daemon not ready after 60 s")
+    }
+
+    /// SIGTERM, then wait for the exit.
+    fn stop(mut self) -> anyhow::Result<()> {
+        std::process::Command::new("kill")
+            .args(["-TERM", &self.process.id().to_string()])
+            .status()?;
+        let status = self.process.wait()?;
+        anyhow::ensure!(status.success(), "daemon exited with {status}");
+        Ok(())
+    }
+}
+
 pub async fn inbox(
     conversations: usize,
     messages: usize,
@@ -318,18 +372,20 @@ pub async fn inbox(
         Some(d) => d.clone(),
         None => tempdir()?,
     };
+    std::fs::create_dir_all(&dir)?;
     let config_path = dir.join("bench.toml");
     let callback = sink().await?;
     std::fs::write(&config_path, bench_config(&dir, &callback, cache_mb))?;
+    let http = client(64)?;
     if !dir.join("data").exists() {
         println!(
             "filling {}: {messages} messages in {conversations} conversations ...",
             dir.display()
         );
         let t = Instant::now();
-        let (addr, stop, handle) = start_daemon(&dir, &callback, cache_mb).await?;
-        let http = client(64)?;
-        let url = format!("http://{addr}/hooks/hook/messages");
+        let daemon = Child::start(&config_path)?;
+        daemon.wait_ready(&http).await?;
+        let url = format!("http://{}/hooks/hook/messages", daemon.addr);
         let h = http.clone();
         let fill = load(
             64,
@@ -337,8 +393,28 @@ pub async fn inbox(
             Arc::new(move |i| signed(&h, &url, hook_body(i, conversations))),
         )
         .await;
-        stop.cancel();
-        handle.await??;
+        // Let the bot finish what the burst left it, as it would between peaks.
+        let counts_url = format!("http://{}/api/v1/conversations?limit=1", daemon.addr);
+        let mut last = u64::MAX;
+        let mut still = 0;
+        while still < 20 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let page: serde_json::Value = http
+                .get(&counts_url)
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await?
+                .json()
+                .await?;
+            let bot = page["counts"]["bot"].as_u64().unwrap_or(0);
+            still = if bot == 0 || bot == last {
+                still + 1
+            } else {
+                0
+            };
+            last = bot;
+        }
+        daemon.stop()?;
         println!(
             "filled in {:.1} s ({:.0} msg/s, {} errors)",
             t.elapsed().as_secs_f64(),
@@ -346,35 +422,21 @@ pub async fn inbox(
             fill.errors
         );
     }
-    let bin = std::env::current_exe()?;
     let t = Instant::now();
-    let mut child = std::process::Command::new(bin)
-        .args(["run", "--config"])
-        .arg(&config_path)
-        .env("SWITCHBOARD_BENCH_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env("RUST_LOG", "warn,switchboard::app=info")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .context("starting the daemon")?;
-    // The child listens on port 0: read its address from the log.
-    let addr = read_listen_addr(&mut child)?;
-    let http = client(8)?;
-    let ready = loop {
-        if let Ok(r) = http.get(format!("http://{addr}/readyz")).send().await
-            && r.status().is_success()
-        {
-            break t.elapsed();
-        }
-        if t.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            bail!("daemon not ready after 60 s");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
-    println!("restart to ready: {:.0} ms", ready.as_secs_f64() * 1000.0);
-    let mut results = Vec::new();
-    for status in ["queued", "bot", "assigned"] {
-        let url = format!("http://{addr}/api/v1/conversations?status={status}&limit=50");
+    let daemon = Child::start(&config_path)?;
+    daemon.wait_ready(&http).await?;
+    println!(
+        "restart to ready: {:.0} ms",
+        t.elapsed().as_secs_f64() * 1000.0
+    );
+    let addr = daemon.addr;
+    for query in [
+        "status=queued",
+        "status=bot",
+        "status=queued&order=oldest",
+        "status=queued&channel=hook",
+    ] {
+        let url = format!("http://{addr}/api/v1/conversations?{query}&limit=50");
         let h = http.clone();
         let r = load(
             4,
@@ -383,27 +445,23 @@ pub async fn inbox(
         )
         .await;
         println!(
-            "inbox list status={status:<9} limit=50: {:>6.0} req/s  p50 {:.2} ms  p99 {:.2} ms  errors {}",
+            "inbox list {query:<28} limit=50: {:>6.0} req/s  p50 {:.2} ms  p99 {:.2} ms  errors {}",
             r.rate, r.p50_ms, r.p99_ms, r.errors
         );
-        results.push(r);
     }
-    let url = format!("http://{addr}/api/v1/conversations?status=queued&limit=50&order=oldest");
-    let first: serde_json::Value = http
+    let url = format!("http://{addr}/api/v1/conversations?limit=1");
+    let page: serde_json::Value = http
         .get(&url)
         .bearer_auth(ADMIN_TOKEN)
         .send()
         .await?
         .json()
         .await?;
-    println!("counts: {}", first["counts"]);
-    if let Some(rss) = rss_mb(child.id()) {
-        println!("daemon RSS: {rss:.0} MB (sled cache {cache_mb} MiB)");
+    println!("counts: {}", page["counts"]);
+    if let Some(rss) = rss_mb(daemon.process.id()) {
+        println!("daemon RSS after the queries: {rss:.0} MB (sled cache {cache_mb} MiB)");
     }
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    daemon.stop()?;
     if keep.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -417,13 +475,16 @@ fn read_listen_addr(child: &mut std::process::Child) -> anyhow::Result<SocketAdd
     std::thread::spawn(move || {
         let mut tx = Some(tx);
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(a) = line.split("addr=").nth(1)
-                && let (Some(tx), Ok(addr)) = (tx.take(), a.trim().parse::<SocketAddr>())
+            if let Some(addr) = line
+                .split("addr=")
+                .nth(1)
+                .and_then(|a| a.trim().parse::<SocketAddr>().ok())
+                && let Some(tx) = tx.take()
             {
                 let _ = tx.send(addr);
             }
         }
     });
     rx.recv_timeout(Duration::from_secs(60))
-        .context("daemon did not report its address")
+        .context("daemon did not report its address (is another daemon using the data dir?)")
 }

@@ -7,11 +7,6 @@ use clap::{Parser, Subcommand};
 use switchboard::config::{Config, DEFAULT_CONFIG};
 use tokio_util::sync::CancellationToken;
 
-/// mimalloc: the daemon allocates many small short-lived buffers (JSON, sled nodes); the
-/// system allocator spent a tenth of all CPU time in malloc/free under load.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "switchboard",

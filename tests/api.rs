@@ -548,6 +548,32 @@ async fn labels_priority_notes_and_filters() {
         1,
         "notes never reach the customer"
     );
+    // Snoozed until a moment from now: it comes back to its agent by itself.
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        + 500;
+    let (s, snoozed) = c
+        .post(
+            &format!("/api/v1/conversations/{ivy}/snooze"),
+            json!({"until_ms": until}),
+        )
+        .await;
+    assert_eq!(
+        (s, snoozed["status"].as_str()),
+        (StatusCode::OK, Some("snoozed"))
+    );
+    let woken = eventually(10, "snooze ends", async || {
+        let (_, d) = c.get(&format!("/api/v1/conversations/{ivy}")).await;
+        (d["conversation"]["status"] == "assigned").then_some(d)
+    })
+    .await;
+    let last = woken["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (last["reason"].as_str(), last["actor"]["kind"].as_str()),
+        (Some("snooze ended"), Some("system"))
+    );
     // Paging through queued one at a time reaches both, then ends.
     let (_, p1) = c.get("/api/v1/conversations?limit=1&order=oldest").await;
     let cursor = p1["next_cursor"].as_str().unwrap();

@@ -323,6 +323,8 @@ async fn outbox_survives_a_restart_and_gives_up_visibly() {
     );
     let got = receiver.wait_for("dave", 3).await;
     assert_eq!(got[2].text, "doomed");
+    let (_, failed_list) = c.get("/api/v1/deliveries/failed").await;
+    assert_eq!(failed_list, json!([]), "retried: no longer listed");
     assert!(receiver.repeated().is_empty());
     daemon.stop();
 }

@@ -105,14 +105,24 @@ impl Store for FlakyStore {
     fn agent_by_token_hash(&self, h: &str) -> Result<Option<Agent>> {
         self.inner.agent_by_token_hash(h)
     }
-    fn outbox(&self) -> Result<Vec<OutboxItem>> {
-        self.inner.outbox()
+    fn outbox_conversations(&self) -> Result<Vec<ConversationId>> {
+        self.inner.outbox_conversations()
     }
     fn outbox_head(&self, c: ConversationId) -> Result<Option<OutboxItem>> {
         self.inner.outbox_head(c)
     }
-    fn bot_queue(&self) -> Result<Vec<(ConversationId, u64)>> {
-        self.inner.bot_queue()
+    fn bot_queue(
+        &self,
+        after: Option<(ConversationId, u64)>,
+        limit: usize,
+    ) -> Result<Vec<(ConversationId, u64)>> {
+        self.inner.bot_queue(after, limit)
+    }
+    fn bot_pending(&self, c: ConversationId, seq: u64) -> Result<bool> {
+        self.inner.bot_pending(c, seq)
+    }
+    fn failed_deliveries(&self, limit: usize) -> Result<Vec<(ConversationId, u64)>> {
+        self.inner.failed_deliveries(limit)
     }
     fn meta(&self, k: &str) -> Result<Option<Vec<u8>>> {
         self.inner.meta(k)

@@ -33,20 +33,81 @@ pub(crate) async fn run(
             // The item stays in the store's bot queue and is retried on the next start.
             tracing::error!(conversation = %conv, seq, error = %e, "bot could not handle message");
         }
+        engine
+            .bot_outstanding
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Work the bot may hold in memory at once; the backlog feeder waits above it.
+const MAX_OUTSTANDING: usize = 4096;
+/// Backlog read from the store per step.
+const BACKLOG_PAGE: usize = 1024;
+
+/// Feeds work left in the store's bot queue by a previous run to the workers, a page at a time
+/// and only as fast as they take it, so a large backlog neither delays start-up nor fills
+/// memory. An item can arrive twice (here and from a new message); `handle` skips one that is
+/// no longer pending.
+pub(crate) async fn feed_backlog(engine: Arc<Engine>, shutdown: CancellationToken) {
+    let mut after = None;
+    let mut fed = 0usize;
+    loop {
+        let page = match engine.store.bot_queue(after, BACKLOG_PAGE) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the bot queue; its backlog waits for a restart");
+                return;
+            }
+        };
+        let Some(&last) = page.last() else { break };
+        for (conv, seq) in page {
+            while engine
+                .bot_outstanding
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= MAX_OUTSTANDING
+            {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(5)) => {}
+                }
+            }
+            engine.enqueue_bot(conv, seq);
+            fed += 1;
+        }
+        after = Some(last);
+    }
+    if fed > 0 {
+        tracing::info!(
+            messages = fed,
+            "bot backlog from the previous run handed to the workers"
+        );
     }
 }
 
 async fn handle(engine: &Arc<Engine>, conv: ConversationId, seq: u64) -> Result<(), EngineError> {
+    if !engine.store.bot_pending(conv, seq)? {
+        return Ok(());
+    }
     let Some(message) = engine.store.message(conv, seq)? else {
         return Ok(());
     };
     let Some(current) = engine.store.conversation(conv)? else {
         return Ok(());
     };
+    if current.status != Status::Bot {
+        // A person owns it now (or it was escalated by an earlier message): nothing to say,
+        // only the queue entry to drop.
+        let change = crate::store::Change {
+            bot_queue_remove: vec![(conv, seq)],
+            ..Default::default()
+        };
+        engine.commit(change).await?;
+        return Ok(());
+    }
     let responder = engine.responder.read().expect("responder lock").clone();
     let text = message.text.clone();
     let misses = current.bot_misses;
-    let decision = if current.status == Status::Bot {
+    let decision = {
         let d = tokio::task::spawn_blocking(move || {
             responder.decide(&BotInput {
                 text: &text,
@@ -55,14 +116,12 @@ async fn handle(engine: &Arc<Engine>, conv: ConversationId, seq: u64) -> Result<
         })
         .await;
         match d {
-            Ok(d) => Some(d),
-            Err(e) => Some(Decision::Escalate {
+            Ok(d) => d,
+            Err(e) => Decision::Escalate {
                 reason: EscalationReason::BotError,
                 detail: format!("responder failed: {e}"),
-            }),
+            },
         }
-    } else {
-        None
     };
     let handoff = engine.settings.handoff_message.clone();
     let in_reply_to = message.external_id.clone();
@@ -70,9 +129,10 @@ async fn handle(engine: &Arc<Engine>, conv: ConversationId, seq: u64) -> Result<
         .update(conv, Actor::Bot, |d| {
             d.change.bot_queue_remove.push((conv, seq));
             // A person may have taken over while the bot was thinking: then the bot is silent.
-            let Some(decision) = decision.as_ref().filter(|_| d.conv.status == Status::Bot) else {
+            if d.conv.status != Status::Bot {
                 return Ok(());
-            };
+            }
+            let decision = &decision;
             let verdict = verdict_of(decision);
             d.event(EventKind::BotDecided {
                 seq,

@@ -84,6 +84,8 @@ pub struct Engine {
     bot_shards: Vec<mpsc::UnboundedSender<BotWork>>,
     /// Taken by `start`.
     bot_inboxes: Mutex<Option<Vec<mpsc::UnboundedReceiver<BotWork>>>>,
+    /// Bot work sent to workers and not yet done (backpressure for the backlog feeder).
+    bot_outstanding: std::sync::atomic::AtomicUsize,
     outbox: outbox::Outbox,
     /// Key of the keyed hash under which API tokens are stored.
     token_key: Vec<u8>,
@@ -108,6 +110,7 @@ impl Engine {
             events,
             bot_shards,
             bot_inboxes: Mutex::new(Some(inboxes)),
+            bot_outstanding: Default::default(),
             token_key,
         }))
     }
@@ -159,15 +162,19 @@ impl Engine {
                 shutdown.clone(),
             )));
         }
-        for (conv, seq) in self.store.bot_queue()? {
-            self.enqueue_bot(conv, seq);
-        }
-        tasks.push(tokio::spawn(outbox::run(self.clone(), shutdown)));
+        tasks.push(tokio::spawn(bot_worker::feed_backlog(
+            self.clone(),
+            shutdown.clone(),
+        )));
+        tasks.push(tokio::spawn(outbox::run(self.clone(), shutdown.clone())));
+        tasks.push(tokio::spawn(wake_snoozed(self.clone(), shutdown)));
         Ok(tasks)
     }
 
     fn enqueue_bot(&self, conv: ConversationId, seq: u64) {
         let shard = (conv.0 as usize) % self.bot_shards.len();
+        self.bot_outstanding
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _ = self.bot_shards[shard].send((conv, seq));
     }
 
@@ -518,6 +525,7 @@ impl Engine {
             let mut m = message.clone();
             let item = outbox::requeue(&d.conv, &mut m, author_name.clone(), d.now);
             d.change.outbox_put.push(item);
+            d.change.failed_remove.push((id, seq));
             d.change.messages.push(m.clone());
             d.event(EventKind::DeliveryChanged {
                 seq,
@@ -620,6 +628,52 @@ impl Engine {
             }
         }
         Err(EngineError::Busy)
+    }
+}
+
+/// How often snoozed conversations are checked for their wake-up time.
+const SNOOZE_TICK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Wakes snoozed conversations whose time has come (also those that came due while the daemon
+/// was down: the time is in the record).
+async fn wake_snoozed(engine: Arc<Engine>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(SNOOZE_TICK) => {}
+        }
+        let now = now_ms();
+        let mut query = crate::store::ConversationQuery {
+            status: Some(Status::Snoozed),
+            limit: 200,
+            ..Default::default()
+        };
+        loop {
+            let page = match engine.store.list_conversations(&query) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list snoozed conversations");
+                    break;
+                }
+            };
+            for conv in page
+                .items
+                .iter()
+                .filter(|c| c.snoozed_until_ms.is_some_and(|t| t <= now))
+            {
+                match engine
+                    .act(conv.id, Actor::System, Action::Wake, "snooze ended")
+                    .await
+                {
+                    Ok(_) | Err(EngineError::Transition(_)) => {}
+                    Err(e) => tracing::warn!(conversation = %conv.id, error = %e, "could not wake"),
+                }
+            }
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => break,
+            }
+        }
     }
 }
 

@@ -124,18 +124,16 @@ pub(crate) fn requeue(
 /// The dispatcher: starts a delivery task for each conversation that is due.
 pub(crate) async fn run(engine: Arc<Engine>, shutdown: CancellationToken) {
     let outbox = &engine.outbox;
-    match engine.store.outbox() {
-        Ok(items) => {
-            let mut slots = outbox.slots.lock().expect("outbox lock");
-            for item in items {
-                let slot = slots.entry(item.conversation).or_insert(Slot {
-                    not_before_ms: item.next_attempt_ms,
-                    ..Slot::default()
-                });
-                slot.not_before_ms = slot.not_before_ms.min(item.next_attempt_ms);
+    // Everything left from a previous run is due now; each conversation's task looks at its
+    // head item's own time.
+    match engine.store.outbox_conversations() {
+        Ok(convs) => {
+            if !convs.is_empty() {
+                tracing::info!(conversations = convs.len(), "resuming outbox");
             }
-            if !slots.is_empty() {
-                tracing::info!(conversations = slots.len(), "resuming outbox");
+            let mut slots = outbox.slots.lock().expect("outbox lock");
+            for conv in convs {
+                slots.entry(conv).or_default();
             }
         }
         Err(e) => {
@@ -296,6 +294,7 @@ async fn record(
             delivery.state = DeliveryState::Failed;
             delivery.last_error = Some(error.clone());
             change.outbox_remove.push((item.conversation, item.seq));
+            change.failed_put.push((item.conversation, item.seq));
             Some(EventKind::DeliveryChanged {
                 seq: item.seq,
                 state: DeliveryState::Failed,

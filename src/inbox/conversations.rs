@@ -439,3 +439,30 @@ pub async fn set_priority(
             .await?,
     ))
 }
+
+#[derive(Serialize, ToSchema)]
+pub struct FailedDelivery {
+    conversation: ConversationId,
+    message: Message,
+}
+
+/// Replies whose delivery failed for good, across all conversations (retry each with
+/// `POST /conversations/{id}/messages/{seq}/retry`).
+#[utoipa::path(get, path = "/deliveries/failed", tag = "conversations",
+    responses((status = 200, body = Vec<FailedDelivery>), (status = 401, body = ErrorBody)))]
+pub async fn failed_deliveries(
+    State(state): State<ApiState>,
+    _agent: AuthAgent,
+) -> Result<Json<Vec<FailedDelivery>>, ApiError> {
+    let store = state.engine.store();
+    let mut out = Vec::new();
+    for (conversation, seq) in store.failed_deliveries(MAX_LIMIT)? {
+        if let Some(message) = store.message(conversation, seq)? {
+            out.push(FailedDelivery {
+                conversation,
+                message,
+            });
+        }
+    }
+    Ok(Json(out))
+}

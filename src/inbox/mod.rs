@@ -54,6 +54,7 @@ pub fn api(state: ApiState, max_body_bytes: usize) -> (axum::Router, utoipa::ope
         .routes(routes!(conversations::get_conversation))
         .routes(routes!(conversations::reply))
         .routes(routes!(conversations::retry_delivery))
+        .routes(routes!(conversations::failed_deliveries))
         .routes(routes!(conversations::add_note))
         .routes(routes!(conversations::assign))
         .routes(routes!(conversations::claim))

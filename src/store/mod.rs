@@ -104,6 +104,9 @@ pub struct Change {
     /// Customer messages the bot still has to look at: `(conversation, seq)`.
     pub bot_queue_put: Vec<(ConversationId, u64)>,
     pub bot_queue_remove: Vec<(ConversationId, u64)>,
+    /// Outbound messages whose delivery failed for good: `(conversation, seq)`.
+    pub failed_put: Vec<(ConversationId, u64)>,
+    pub failed_remove: Vec<(ConversationId, u64)>,
     /// Agents, upserted; the token index follows `token_hash`.
     pub agents: Vec<Agent>,
 }
@@ -212,12 +215,21 @@ pub trait Store: Send + Sync + 'static {
     fn agents(&self) -> Result<Vec<Agent>>;
     fn agent_by_token_hash(&self, hash: &str) -> Result<Option<Agent>>;
 
-    /// Every undelivered outbox item, grouped by conversation in delivery order.
-    fn outbox(&self) -> Result<Vec<OutboxItem>>;
+    /// Conversations with undelivered outbox items.
+    fn outbox_conversations(&self) -> Result<Vec<ConversationId>>;
     /// The next item to deliver in one conversation.
     fn outbox_head(&self, conversation: ConversationId) -> Result<Option<OutboxItem>>;
-    /// Customer messages the bot has not yet handled.
-    fn bot_queue(&self) -> Result<Vec<(ConversationId, u64)>>;
+    /// Customer messages the bot has not yet handled, in key order after `after`, at most
+    /// `limit`.
+    fn bot_queue(
+        &self,
+        after: Option<(ConversationId, u64)>,
+        limit: usize,
+    ) -> Result<Vec<(ConversationId, u64)>>;
+    /// Whether a customer message still waits for the bot.
+    fn bot_pending(&self, conversation: ConversationId, seq: u64) -> Result<bool>;
+    /// Outbound messages whose delivery failed for good, oldest conversation first.
+    fn failed_deliveries(&self, limit: usize) -> Result<Vec<(ConversationId, u64)>>;
 
     /// A small value of the daemon's own (install key, settings).
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>>;

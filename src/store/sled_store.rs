@@ -36,7 +36,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 const SCHEMA_KEY: &[u8] = b"schema_version";
 
 /// Names of the trees, in the order the transaction sees them.
-pub(super) const TREES: [&str; 14] = [
+pub(super) const TREES: [&str; 15] = [
     "conversations",
     "messages",
     "external_ids",
@@ -51,6 +51,7 @@ pub(super) const TREES: [&str; 14] = [
     "bot_queue",
     "agents",
     "tokens",
+    "failed",
 ];
 pub(super) const CONVERSATIONS: usize = 0;
 pub(super) const MESSAGES: usize = 1;
@@ -66,6 +67,7 @@ pub(super) const OUTBOX: usize = 10;
 pub(super) const BOT_QUEUE: usize = 11;
 pub(super) const AGENTS: usize = 12;
 pub(super) const TOKENS: usize = 13;
+pub(super) const FAILED: usize = 14;
 
 /// Open-time settings.
 #[derive(Debug, Clone)]
@@ -433,8 +435,15 @@ impl Store for SledStore {
         }
     }
 
-    fn outbox(&self) -> Result<Vec<OutboxItem>> {
-        self.scan_values(OUTBOX, &[])
+    fn outbox_conversations(&self) -> Result<Vec<ConversationId>> {
+        let mut out: Vec<ConversationId> = Vec::new();
+        for k in self.tree(OUTBOX).iter().keys() {
+            let id = ConversationId(keys::read_u64(&k.map_err(io)?));
+            if out.last() != Some(&id) {
+                out.push(id);
+            }
+        }
+        Ok(out)
     }
 
     fn outbox_head(&self, conversation: ConversationId) -> Result<Option<OutboxItem>> {
@@ -448,10 +457,41 @@ impl Store for SledStore {
         }
     }
 
-    fn bot_queue(&self) -> Result<Vec<(ConversationId, u64)>> {
+    fn bot_queue(
+        &self,
+        after: Option<(ConversationId, u64)>,
+        limit: usize,
+    ) -> Result<Vec<(ConversationId, u64)>> {
+        let start = match after {
+            Some((conv, seq)) => {
+                let mut k = keys::pair(conv.0, seq).to_vec();
+                k.push(0);
+                k
+            }
+            None => Vec::new(),
+        };
         self.tree(BOT_QUEUE)
+            .range(start..)
+            .keys()
+            .take(limit)
+            .map(|k| {
+                let k = k.map_err(io)?;
+                Ok((ConversationId(keys::read_u64(&k)), keys::read_u64(&k[8..])))
+            })
+            .collect()
+    }
+
+    fn bot_pending(&self, conversation: ConversationId, seq: u64) -> Result<bool> {
+        self.tree(BOT_QUEUE)
+            .contains_key(keys::pair(conversation.0, seq))
+            .map_err(io)
+    }
+
+    fn failed_deliveries(&self, limit: usize) -> Result<Vec<(ConversationId, u64)>> {
+        self.tree(FAILED)
             .iter()
             .keys()
+            .take(limit)
             .map(|k| {
                 let k = k.map_err(io)?;
                 Ok((ConversationId(keys::read_u64(&k)), keys::read_u64(&k[8..])))

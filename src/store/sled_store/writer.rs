@@ -25,7 +25,7 @@ use super::Caches;
 use super::index::ConvIndex;
 use super::{
     AGENTS, BOT_QUEUE, CONTACT_CONVS, CONTACTS, CONV_EVENTS, CONVERSATIONS, EVENTS, EXTERNAL_IDS,
-    IDENTITIES, MESSAGES, NOTES, OUTBOX, THREADS, TOKENS, TREES, decode, encode, io,
+    FAILED, IDENTITIES, MESSAGES, NOTES, OUTBOX, THREADS, TOKENS, TREES, decode, encode, io,
 };
 use crate::model::{Agent, Conversation, ConversationId};
 use crate::store::keys;
@@ -188,6 +188,12 @@ impl Prepared {
         }
         for (conv, seq) in &c.bot_queue_remove {
             t[BOT_QUEUE].remove(&keys::pair(conv.0, *seq))?;
+        }
+        for (conv, seq) in &c.failed_put {
+            t[FAILED].insert(&keys::pair(conv.0, *seq), &[])?;
+        }
+        for (conv, seq) in &c.failed_remove {
+            t[FAILED].remove(&keys::pair(conv.0, *seq))?;
         }
         for ((agent, bytes), old_token) in c.agents.iter().zip(&self.agents).zip(checked.old_tokens)
         {

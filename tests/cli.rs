@@ -1,0 +1,58 @@
+//! The command line: `check-config` reports every problem with file:line and exits non-zero.
+
+use std::process::Command;
+
+fn switchboard(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_accepts_the_shipped_default() {
+    let (ok, stdout, stderr) =
+        switchboard(&["check-config", "--config", "config/switchboard.toml"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("config/switchboard.toml: ok"), "{stdout}");
+    // The shipped default has a development web hook secret inline: said, but not an error.
+    assert!(
+        stderr.contains("warning") && stderr.contains("inline"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_config_lists_every_problem_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[http]\nlisten = \"here\"\n\n[bot]\nkb_dir = \"/nowhere\"\nmax_miss = 3\n\n[channels.x]\ntype = \"webhook\"\n",
+    )
+    .unwrap();
+    let (ok, _, stderr) = switchboard(&["check-config", "--config", path.to_str().unwrap()]);
+    assert!(!ok);
+    let file = path.display().to_string();
+    assert!(
+        stderr.contains(&format!("{file}:2: [http] listen `here`")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{file}:6:")) && stderr.contains("max_miss"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{file}:8:")) && stderr.contains("no secret given"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = switchboard(&["check-config", "--config", "/definitely/missing.toml"]);
+    assert!(!ok);
+    assert!(stderr.contains("cannot read"), "{stderr}");
+}
