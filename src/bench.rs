@@ -48,6 +48,28 @@ struct LoadResult {
     p50_ms: f64,
     p99_ms: f64,
     errors: usize,
+    /// CPU time of this whole process (server and load generator) per request, µs.
+    cpu_us: f64,
+}
+
+/// CPU time (user + system) this process has used, in µs. Linux only; 0 elsewhere.
+fn process_cpu_us() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the full line: 11 and 12 after the name.
+    (ticks(11) + ticks(12)) * 1e6 / 100.0
 }
 
 /// Sends `total` requests from `clients` concurrent connections; `make` builds request `i`.
@@ -58,6 +80,7 @@ async fn load(
 ) -> LoadResult {
     let next = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(AtomicUsize::new(0));
+    let cpu_start = process_cpu_us();
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..clients {
@@ -88,8 +111,10 @@ async fn load(
         all.extend(t.await.unwrap_or_default());
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu_us = (process_cpu_us() - cpu_start) / total.max(1) as f64;
     let mut lat = Latencies(all);
     LoadResult {
+        cpu_us,
         rate: lat.0.len() as f64 / elapsed,
         p50_ms: lat.percentile(0.50),
         p99_ms: lat.percentile(0.99),
@@ -258,30 +283,41 @@ pub async fn ingest(
     baseline_round(0).await;
     ingest_round(0).await;
     let mut ratios = Vec::new();
+    let mut cpu_ratios = Vec::new();
     for round in 1..=rounds {
         let base = baseline_round(round).await;
         let e2e = ingest_round(round).await;
         println!(
-            "round {round}: baseline {:>7.0} req/s (p50 {:.2} ms, p99 {:.2} ms)   ingest {:>7.0} msg/s \
-             (p50 {:.2} ms, p99 {:.2} ms)   ratio {:.2}   errors {}/{}",
+            "round {round}: baseline {:>6.0} req/s (p50 {:.2} ms, p99 {:.2} ms, {:.0} µs CPU)   \
+             ingest {:>6.0} msg/s (p50 {:.2} ms, p99 {:.2} ms, {:.0} µs CPU)   ratio {:.2}   \
+             errors {}/{}",
             base.rate,
             base.p50_ms,
             base.p99_ms,
+            base.cpu_us,
             e2e.rate,
             e2e.p50_ms,
             e2e.p99_ms,
+            e2e.cpu_us,
             e2e.rate / base.rate,
             base.errors,
             e2e.errors
         );
         ratios.push(e2e.rate / base.rate);
+        cpu_ratios.push(e2e.cpu_us / base.cpu_us.max(1.0));
     }
     ratios.sort_by(f64::total_cmp);
+    cpu_ratios.sort_by(f64::total_cmp);
     println!(
         "ingest / baseline (axum + 1 sled insert + group commit): median ratio {:.2} (min {:.2}, max {:.2})",
         ratios[ratios.len() / 2],
         ratios[0],
         ratios[ratios.len() - 1]
+    );
+    println!(
+        "CPU per message, ingest / baseline request: median {:.2}x (less sensitive to neighbours \
+         than throughput)",
+        cpu_ratios[cpu_ratios.len() / 2]
     );
     stop.cancel();
     handle.await??;

@@ -328,3 +328,50 @@ async fn outbox_survives_a_restart_and_gives_up_visibly() {
     assert!(receiver.repeated().is_empty());
     daemon.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activity_survives_sigkill_right_after_messages() {
+    let receiver = Receiver::start().await;
+    let dir = setup(&receiver);
+    let daemon = Daemon::start(dir.path());
+    let c = Client::new(&daemon);
+    c.hook("kim", "k1", "human please").await;
+    receiver.wait_for("kim", 1).await;
+    // Messages that only move the conversation's activity, then SIGKILL at once (well inside
+    // the record checkpoint interval).
+    for i in 2..=6 {
+        let (s, _) = c
+            .hook("kim", &format!("k{i}"), &format!("follow-up {i}"))
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED);
+    }
+    daemon.kill();
+    let daemon = Daemon::start(dir.path());
+    assert!(
+        daemon.log().contains("recent activity recovered"),
+        "{}",
+        daemon.log()
+    );
+    let c = Client::new(&daemon);
+    let conv = c.conversation_of("kim").await;
+    assert_eq!(conv["preview"], "follow-up 6", "{conv}");
+    let id = conv["id"].as_u64().unwrap();
+    let (_, d) = c.get(&format!("/api/v1/conversations/{id}")).await;
+    let last = d["messages"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(conv["last_seq"], last["seq"], "{conv}");
+    // And a new message continues the sequence.
+    c.hook("kim", "k7", "one more").await;
+    let (_, d) = c.get(&format!("/api/v1/conversations/{id}")).await;
+    let seqs: Vec<u64> = d["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "no gap, no overwrite"
+    );
+    daemon.stop();
+}

@@ -19,9 +19,6 @@ pub(crate) struct Draft<'s> {
     pub now: i64,
 }
 
-/// Preview length shown in conversation lists.
-const PREVIEW_CHARS: usize = 140;
-
 pub(crate) fn outbound_id(conv: &Conversation, seq: u64) -> String {
     format!("sb-{}-{}", conv.id, seq)
 }
@@ -100,7 +97,7 @@ impl<'s> Draft<'s> {
     ) -> Result<u64, StoreError> {
         let seq = self.next_seq();
         self.touch();
-        self.conv.preview = text.chars().take(PREVIEW_CHARS).collect();
+        self.conv.preview = crate::model::preview_of(&text);
         self.change.new_external_ids.push((
             self.conv.channel.clone(),
             external_id.clone(),

@@ -65,6 +65,14 @@ pub struct Escalation {
     pub at_ms: i64,
 }
 
+/// Longest conversation preview, in characters.
+pub const PREVIEW_CHARS: usize = 140;
+
+/// The preview shown for a customer message.
+pub fn preview_of(text: &str) -> String {
+    text.chars().take(PREVIEW_CHARS).collect()
+}
+
 /// One thread with one contact on one channel thread.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Conversation {
@@ -101,6 +109,19 @@ impl Conversation {
             assignee: self.assignee,
             snoozed_until_ms: self.snoozed_until_ms,
         }
+    }
+
+    /// Whether `other` differs from this record only in its activity (newest message, last
+    /// update, preview) and version: what every new message changes.
+    pub fn same_but_activity(&self, other: &Conversation) -> bool {
+        let strip = |c: &Conversation| Conversation {
+            last_seq: 0,
+            updated_at_ms: 0,
+            preview: String::new(),
+            version: 0,
+            ..c.clone()
+        };
+        strip(self) == strip(other)
     }
 
     pub fn set_state(&mut self, s: ConvState) {

@@ -11,6 +11,7 @@
 //!   flushes once and answers them all (group commit). No writer ever waits on another.
 //! - The page cache defaults to 1 GiB; it is always set from our config.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -36,7 +37,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 const SCHEMA_KEY: &[u8] = b"schema_version";
 
 /// Names of the trees, in the order the transaction sees them.
-pub(super) const TREES: [&str; 15] = [
+pub(super) const TREES: [&str; 16] = [
     "conversations",
     "messages",
     "external_ids",
@@ -52,6 +53,7 @@ pub(super) const TREES: [&str; 15] = [
     "agents",
     "tokens",
     "failed",
+    "active",
 ];
 pub(super) const CONVERSATIONS: usize = 0;
 pub(super) const MESSAGES: usize = 1;
@@ -68,6 +70,8 @@ pub(super) const BOT_QUEUE: usize = 11;
 pub(super) const AGENTS: usize = 12;
 pub(super) const TOKENS: usize = 13;
 pub(super) const FAILED: usize = 14;
+/// Conversations whose record on disk lags its newest messages (see `writer::Live`).
+pub(super) const ACTIVE: usize = 15;
 
 /// Open-time settings.
 #[derive(Debug, Clone)]
@@ -97,6 +101,9 @@ pub(super) struct Caches {
     /// `(channel, user)` key -> contact id. Changes only when contacts merge.
     pub identities: Cache<Vec<u8>, u64>,
     pub conversations: Cache<ConversationId, Conversation>,
+    /// The current record of every conversation whose record on disk lags its newest
+    /// messages, until the writer's next checkpoint. Never evicted.
+    pub activity: std::sync::RwLock<HashMap<ConversationId, Conversation>>,
 }
 
 impl Caches {
@@ -105,6 +112,7 @@ impl Caches {
             threads: Cache::new(200_000),
             identities: Cache::new(200_000),
             conversations: Cache::new(conversations),
+            activity: Default::default(),
         }
     }
 }
@@ -182,21 +190,48 @@ impl SledStore {
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(io)?;
         let index = Arc::new(ConvIndex::default());
-        let mut versions = writer::VersionMap::new();
+        let caches = Arc::new(Caches::new(options.cached_conversations));
+        let mut live = writer::LiveMap::new();
+        let mut active = std::collections::HashSet::new();
+        for k in trees[ACTIVE].iter().keys() {
+            active.insert(ConversationId(keys::read_u64(&k.map_err(io)?)));
+        }
+        let mut repaired = 0;
         for kv in trees[CONVERSATIONS].iter() {
             let (_, v) = kv.map_err(io)?;
-            let c: Conversation = decode(TREES[CONVERSATIONS], &v)?;
+            let mut c: Conversation = decode(TREES[CONVERSATIONS], &v)?;
+            let dirty = active.contains(&c.id);
+            if dirty {
+                repair_activity(&trees[MESSAGES], &mut c)?;
+                caches
+                    .activity
+                    .write()
+                    .expect("activity lock")
+                    .insert(c.id, c.clone());
+                repaired += 1;
+            }
             index.update(None, &c);
-            versions.insert(c.id, c.version);
+            live.insert(
+                c.id,
+                writer::Live {
+                    version: c.version,
+                    dirty,
+                },
+            );
         }
-        let caches = Arc::new(Caches::new(options.cached_conversations));
+        if repaired > 0 {
+            tracing::info!(
+                conversations = repaired,
+                "recent activity recovered from messages"
+            );
+        }
         Ok(SledStore {
             writer: Writer::start(
                 db.clone(),
                 trees.clone(),
                 index.clone(),
                 caches.clone(),
-                versions,
+                live,
                 options.commit_linger,
             ),
             caches,
@@ -251,6 +286,28 @@ impl SledStore {
     }
 }
 
+/// Brings a conversation's activity up to its newest stored message (after a crash the record
+/// can lag: see `writer::Live`).
+fn repair_activity(messages: &Tree, c: &mut Conversation) -> Result<()> {
+    let range = keys::pair(c.id.0, 0)..=keys::pair(c.id.0, u64::MAX);
+    for (i, kv) in messages.range(range).rev().enumerate() {
+        let (_, v) = kv.map_err(io)?;
+        let m: Message = decode(TREES[MESSAGES], &v)?;
+        if i == 0 {
+            c.last_seq = c.last_seq.max(m.seq);
+            c.updated_at_ms = c.updated_at_ms.max(m.created_at_ms);
+        }
+        if m.author == crate::model::Author::Customer {
+            c.preview = crate::model::preview_of(&m.text);
+            break;
+        }
+        if i >= 64 {
+            break;
+        }
+    }
+    Ok(())
+}
+
 type KvIter = Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>>;
 
 impl Store for SledStore {
@@ -272,7 +329,17 @@ impl Store for SledStore {
             Ok(c) => return Ok(Some(c)),
             Err(ticket) => ticket,
         };
-        let found: Option<Conversation> = self.get(CONVERSATIONS, &id.to_be_bytes())?;
+        let fresh = self
+            .caches
+            .activity
+            .read()
+            .expect("activity lock")
+            .get(&id)
+            .cloned();
+        let found: Option<Conversation> = match fresh {
+            Some(c) => Some(c),
+            None => self.get(CONVERSATIONS, &id.to_be_bytes())?,
+        };
         if let Some(c) = &found {
             self.caches.conversations.fill(ticket, id, c.clone());
         }

@@ -326,3 +326,97 @@ async fn channel_state_scans_by_prefix_and_resumes_after_a_key() {
     let other = store.channel_state(&ChannelId::new("other")).unwrap();
     assert!(other.scan(b"", None, 10).unwrap().is_empty());
 }
+
+fn customer_message(conv: ConversationId, seq: u64, text: &str, at: i64) -> Message {
+    Message {
+        conversation: conv,
+        seq,
+        author: crate::model::Author::Customer,
+        text: text.into(),
+        attachments: vec![],
+        external_id: None,
+        delivery: None,
+        verdict: None,
+        created_at_ms: at,
+    }
+}
+
+#[test]
+fn new_messages_do_not_rewrite_the_record_and_a_crash_is_repaired() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = ConversationId(1);
+    {
+        let store = open(dir.path());
+        create(&store, &conv(1, "web", Status::Queued, 100));
+        let mut previous = store.conversation(id).unwrap().unwrap();
+        for seq in 1..=3u64 {
+            let mut next = previous.clone();
+            next.last_seq = seq;
+            next.updated_at_ms = 100 + seq as i64;
+            next.preview = format!("text {seq}");
+            apply(
+                &store,
+                &Change {
+                    conversations: vec![ConversationWrite::update(previous.clone(), next.clone())],
+                    messages: vec![customer_message(id, seq, &next.preview, next.updated_at_ms)],
+                    ..Change::default()
+                },
+            )
+            .unwrap();
+            previous = store.conversation(id).unwrap().unwrap();
+        }
+        assert_eq!((previous.last_seq, previous.version), (3, 4));
+        // Only activity changed: the record on disk is the first one, marked as lagging.
+        let on_disk: Conversation = store
+            .get(CONVERSATIONS, &id.to_be_bytes())
+            .unwrap()
+            .unwrap();
+        assert_eq!((on_disk.last_seq, on_disk.version), (0, 1));
+        assert!(store.tree(ACTIVE).contains_key(id.to_be_bytes()).unwrap());
+        // A state change writes the whole record and clears the mark.
+        let mut next = previous.clone();
+        next.status = Status::Resolved;
+        update(&store, &previous, &next).unwrap();
+        let on_disk: Conversation = store
+            .get(CONVERSATIONS, &id.to_be_bytes())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (on_disk.last_seq, on_disk.status, on_disk.version),
+            (3, Status::Resolved, 5)
+        );
+        assert!(!store.tree(ACTIVE).contains_key(id.to_be_bytes()).unwrap());
+    }
+    // Simulate a crash after two more messages: the record lags, the mark is there.
+    {
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let messages = db.open_tree("messages").unwrap();
+        for seq in 4..=5u64 {
+            let m = customer_message(id, seq, &format!("late {seq}"), 200 + seq as i64);
+            messages
+                .insert(crate::store::keys::pair(1, seq), encode(&m))
+                .unwrap();
+        }
+        db.open_tree("active")
+            .unwrap()
+            .insert(id.to_be_bytes(), &[])
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let store = open(dir.path());
+    let c = store.conversation(id).unwrap().unwrap();
+    assert_eq!(
+        (c.last_seq, c.updated_at_ms, c.preview.as_str()),
+        (5, 205, "late 5")
+    );
+    let newest = store
+        .list_conversations(&ConversationQuery {
+            limit: 1,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(
+        newest.items[0].updated_at_ms, 205,
+        "the index uses the repaired time"
+    );
+}

@@ -14,6 +14,7 @@
 //! batch go through. Checks see the writes staged by earlier changes of the same batch.
 
 use std::collections::HashMap;
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,8 +25,9 @@ use tokio::sync::oneshot;
 use super::Caches;
 use super::index::ConvIndex;
 use super::{
-    AGENTS, BOT_QUEUE, CONTACT_CONVS, CONTACTS, CONV_EVENTS, CONVERSATIONS, EVENTS, EXTERNAL_IDS,
-    FAILED, IDENTITIES, MESSAGES, NOTES, OUTBOX, THREADS, TOKENS, TREES, decode, encode, io,
+    ACTIVE, AGENTS, BOT_QUEUE, CONTACT_CONVS, CONTACTS, CONV_EVENTS, CONVERSATIONS, EVENTS,
+    EXTERNAL_IDS, FAILED, IDENTITIES, MESSAGES, NOTES, OUTBOX, THREADS, TOKENS, TREES, decode,
+    encode, io,
 };
 use crate::model::{Agent, Conversation, ConversationId};
 use crate::store::keys;
@@ -49,8 +51,9 @@ enum Request {
 /// A change with its values encoded (by the caller's thread, not the writer's).
 struct Prepared {
     change: Change,
-    /// New conversation records with their versions bumped, and their encodings.
-    conversations: Vec<(Conversation, Vec<u8>)>,
+    /// New conversation records with their versions bumped, and their encodings; `None` when
+    /// only the activity changed (see [`Live`]).
+    conversations: Vec<(Conversation, Option<Vec<u8>>)>,
     contacts: Vec<Vec<u8>>,
     messages: Vec<Vec<u8>>,
     notes: Vec<Vec<u8>>,
@@ -67,7 +70,11 @@ impl Prepared {
             .map(|w| {
                 let mut record = w.record.clone();
                 record.version = w.previous.as_ref().map_or(1, |p| p.version + 1);
-                let bytes = encode(&record);
+                let activity_only = w
+                    .previous
+                    .as_ref()
+                    .is_some_and(|p| p.same_but_activity(&record));
+                let bytes = (!activity_only).then(|| encode(&record));
                 (record, bytes)
             })
             .collect();
@@ -118,7 +125,7 @@ impl Prepared {
         }
         for write in &c.conversations {
             let expected = write.previous.as_ref().map(|p| p.version);
-            if versions.current(write.record.id) != expected {
+            if versions.current(write.record.id).map(|l| l.version) != expected {
                 return Ok(Err(StoreError::Conflict("conversation")));
             }
         }
@@ -135,8 +142,13 @@ impl Prepared {
         Ok(Ok(Checked { old_tokens }))
     }
 
-    /// Stages the writes of a checked change.
-    fn stage(&self, t: &[TransactionalTree], checked: Checked) -> TxResult<()> {
+    /// Stages the writes of a checked change; `seen` learns the new versions.
+    fn stage(
+        &self,
+        t: &[TransactionalTree],
+        checked: Checked,
+        seen: &mut Versions<'_>,
+    ) -> TxResult<()> {
         let c = &self.change;
         for (channel, ext, conv, seq) in &c.new_external_ids {
             let key = keys::two_strings(channel.as_str(), ext.as_str());
@@ -158,7 +170,30 @@ impl Prepared {
                 }
                 t[CONTACT_CONVS].insert(&keys::pair(record.contact.0, record.id.0), &[])?;
             }
-            t[CONVERSATIONS].insert(&record.id.to_be_bytes(), bytes.as_slice())?;
+            let was_dirty = seen.current(record.id).is_some_and(|l| l.dirty);
+            let key = record.id.to_be_bytes();
+            let dirty = match bytes {
+                Some(bytes) => {
+                    t[CONVERSATIONS].insert(&key, bytes.as_slice())?;
+                    if was_dirty {
+                        t[ACTIVE].remove(&key)?;
+                    }
+                    false
+                }
+                None => {
+                    if !was_dirty {
+                        t[ACTIVE].insert(&key, &[])?;
+                    }
+                    true
+                }
+            };
+            seen.batch.insert(
+                record.id,
+                Live {
+                    version: record.version,
+                    dirty,
+                },
+            );
         }
         for (contact, bytes) in c.contacts.iter().zip(&self.contacts) {
             t[CONTACTS].insert(&contact.id.to_be_bytes(), bytes.as_slice())?;
@@ -214,9 +249,15 @@ impl Prepared {
     /// After commit: the index and the read caches learn what changed.
     fn publish(&self, index: &ConvIndex, caches: &Caches) {
         let c = &self.change;
-        for ((record, _), write) in self.conversations.iter().zip(&c.conversations) {
+        for ((record, bytes), write) in self.conversations.iter().zip(&c.conversations) {
             index.update(write.previous.as_ref(), record);
             caches.conversations.put(record.id, record.clone());
+            let mut fresh = caches.activity.write().expect("activity lock");
+            if bytes.is_some() {
+                fresh.remove(&record.id);
+            } else {
+                fresh.insert(record.id, record.clone());
+            }
         }
         for (channel, thread, conv) in &c.new_threads {
             caches
@@ -244,18 +285,33 @@ struct Checked {
     old_tokens: Vec<Option<String>>,
 }
 
-/// Current version of every conversation. The writer is the only writer, so it knows them
-/// without reading: a version check costs a map lookup instead of a read and a decode.
-pub(super) type VersionMap = HashMap<ConversationId, u64>;
+/// What the writer knows of each conversation without reading it.
+///
+/// `version`: the writer is the only writer, so a version check is a map lookup instead of a
+/// read and a decode.
+///
+/// `dirty`: most changes to a conversation are a new message, which changes only its activity
+/// (`last_seq`, `updated_at_ms`, `preview`). Rewriting the whole record for that was a quarter of
+/// the writer's work per message and most of sled's garbage. Instead such a change marks the
+/// conversation in the `active` tree once, keeps the fresh record in memory (read cache and
+/// [`super::Caches::activity`]), and a checkpoint writes it back every few seconds. After a
+/// crash, opening the store repairs marked conversations from their newest messages.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Live {
+    pub version: u64,
+    pub dirty: bool,
+}
 
-/// The versions as one batch sees them: committed ones, and those of its earlier changes.
+pub(super) type LiveMap = HashMap<ConversationId, Live>;
+
+/// The conversations as one batch sees them: committed state, and its earlier changes'.
 struct Versions<'a> {
-    committed: &'a VersionMap,
-    batch: HashMap<ConversationId, u64>,
+    committed: &'a LiveMap,
+    batch: HashMap<ConversationId, Live>,
 }
 
 impl Versions<'_> {
-    fn current(&self, id: ConversationId) -> Option<u64> {
+    fn current(&self, id: ConversationId) -> Option<Live> {
         self.batch
             .get(&id)
             .or_else(|| self.committed.get(&id))
@@ -263,15 +319,56 @@ impl Versions<'_> {
     }
 }
 
+/// How often records that lag their newest messages are written back.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
+
+/// Writes back every conversation record that only changed in memory (see [`Live`]). Runs on
+/// the writer thread between rounds, so nothing changes under it. Durable with the next flush;
+/// until then the `active` markers cover a crash.
+fn checkpoint(trees: &[Tree], caches: &Caches, live: &mut LiveMap) {
+    let dirty: Vec<(Conversation, Vec<u8>)> = caches
+        .activity
+        .read()
+        .expect("activity lock")
+        .values()
+        .map(|c| (c.clone(), encode(c)))
+        .collect();
+    if dirty.is_empty() {
+        return;
+    }
+    let refs: Vec<&Tree> = trees.iter().collect();
+    let written = refs.as_slice().transaction(|t| {
+        for (c, bytes) in &dirty {
+            let key = c.id.to_be_bytes();
+            t[CONVERSATIONS].insert(&key, bytes.as_slice())?;
+            t[ACTIVE].remove(&key)?;
+        }
+        Ok::<_, ConflictableTransactionError<StoreError>>(())
+    });
+    match written {
+        Ok(()) => {
+            let mut fresh = caches.activity.write().expect("activity lock");
+            for (c, _) in &dirty {
+                fresh.remove(&c.id);
+                if let Some(l) = live.get_mut(&c.id) {
+                    l.dirty = false;
+                }
+            }
+        }
+        // The markers stay; the next checkpoint (or a repair at open) tries again.
+        Err(e) => tracing::warn!(error = ?e, "checkpoint of conversation records failed"),
+    }
+}
+
 /// The outcome of one change in a batch.
 type Outcome = std::result::Result<(), StoreError>;
 
-/// Applies a batch in one transaction. Returns each change's outcome and the new versions.
+/// Applies a batch in one transaction. Returns each change's outcome and the new live state.
 fn apply_batch(
     trees: &[Tree],
-    versions: &VersionMap,
+    versions: &LiveMap,
     batch: &[&Prepared],
-) -> Result<(Vec<Outcome>, HashMap<ConversationId, u64>)> {
+) -> Result<(Vec<Outcome>, HashMap<ConversationId, Live>)> {
     let refs: Vec<&Tree> = trees.iter().collect();
     refs.as_slice()
         .transaction(|t| {
@@ -283,10 +380,7 @@ fn apply_batch(
             for p in batch {
                 outcomes.push(match p.check(t, &seen)? {
                     Ok(checked) => {
-                        p.stage(t, checked)?;
-                        for (record, _) in &p.conversations {
-                            seen.batch.insert(record.id, record.version);
-                        }
+                        p.stage(t, checked, &mut seen)?;
                         Ok(())
                     }
                     Err(e) => Err(e),
@@ -317,33 +411,51 @@ impl Writer {
         trees: Vec<Tree>,
         index: Arc<ConvIndex>,
         caches: Arc<Caches>,
-        mut versions: VersionMap,
+        mut versions: LiveMap,
         linger: Duration,
     ) -> Writer {
         let (tx, rx) = std::sync::mpsc::channel::<Request>();
         let thread = std::thread::Builder::new()
             .name("sled-writer".into())
             .spawn(move || {
-                // Ends when the store closes (the sender is dropped).
                 // Changes in the previous round: under load, wait a moment for more.
                 let mut last_changes = 0;
-                while let Ok(first) = rx.recv() {
-                    let mut requests = vec![first];
-                    requests.extend(rx.try_iter().take(MAX_BATCH - 1));
-                    if last_changes > 1 {
-                        let until = Instant::now() + linger;
-                        while requests.len() < MAX_BATCH {
-                            match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
-                                Ok(r) => requests.push(r),
-                                Err(_) => break,
+                let mut last_checkpoint = Instant::now();
+                loop {
+                    let first = match rx.recv_timeout(CHECKPOINT_EVERY) {
+                        Ok(r) => Some(r),
+                        Err(RecvTimeoutError::Timeout) => None,
+                        // The store closed: write everything back, then stop.
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    };
+                    if let Some(first) = first {
+                        let mut requests = vec![first];
+                        requests.extend(rx.try_iter().take(MAX_BATCH - 1));
+                        if last_changes > 1 {
+                            let until = Instant::now() + linger;
+                            while requests.len() < MAX_BATCH {
+                                match rx
+                                    .recv_timeout(until.saturating_duration_since(Instant::now()))
+                                {
+                                    Ok(r) => requests.push(r),
+                                    Err(_) => break,
+                                }
                             }
                         }
+                        last_changes = requests
+                            .iter()
+                            .filter(|r| matches!(r, Request::Commit { .. }))
+                            .count();
+                        round(&db, &trees, &index, &caches, &mut versions, requests);
                     }
-                    last_changes = requests
-                        .iter()
-                        .filter(|r| matches!(r, Request::Commit { .. }))
-                        .count();
-                    round(&db, &trees, &index, &caches, &mut versions, requests);
+                    if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+                        checkpoint(&trees, &caches, &mut versions);
+                        last_checkpoint = Instant::now();
+                    }
+                }
+                checkpoint(&trees, &caches, &mut versions);
+                if let Err(e) = db.flush() {
+                    tracing::error!(error = %e, "final flush failed");
                 }
             })
             .expect("spawn sled writer");
@@ -403,7 +515,7 @@ fn round(
     trees: &[Tree],
     index: &ConvIndex,
     caches: &Caches,
-    versions: &mut VersionMap,
+    versions: &mut LiveMap,
     requests: Vec<Request>,
 ) {
     let prepared: Vec<&Prepared> = requests
