@@ -304,24 +304,7 @@ impl Engine {
                 change
                     .new_threads
                     .push((channel.clone(), msg.thread.clone(), id));
-                Conversation {
-                    id,
-                    contact: contact_id,
-                    channel: channel.clone(),
-                    thread: msg.thread.clone(),
-                    status: Status::Bot,
-                    assignee: None,
-                    snoozed_until_ms: None,
-                    priority: Priority::Normal,
-                    labels: BTreeSet::new(),
-                    escalation: None,
-                    bot_misses: 0,
-                    last_seq: 0,
-                    preview: String::new(),
-                    created_at_ms: now,
-                    updated_at_ms: now,
-                    version: 0,
-                }
+                Conversation::new(id, contact_id, channel.clone(), msg.thread.clone(), now)
             }
         };
         let mut draft = Draft::new(store, conv, is_new, Actor::Customer, now);

@@ -275,81 +275,47 @@ pub async fn assign(
     .await
 }
 
-/// Takes the conversation for the calling agent.
-#[utoipa::path(post, path = "/conversations/{id}/claim", tag = "conversations",
-    params(("id" = u64, Path, description = "Conversation id")),
-    responses((status = 200, body = Conversation), (status = 404, body = ErrorBody)))]
-pub async fn claim(
-    State(state): State<ApiState>,
-    AuthAgent(me): AuthAgent,
-    Path(id): Path<u64>,
-) -> Result<Json<Conversation>, ApiError> {
-    act(
-        &state,
-        &me,
-        id,
-        Action::Assign(me.id),
-        format!("claimed by {}", me.name),
-    )
-    .await
+/// A state-machine action that needs nothing but the conversation id: the handler, and its
+/// entry in the OpenAPI document.
+macro_rules! plain_action {
+    ($(#[doc = $doc:literal])* $name:ident, $path:literal, $action:expr, $reason:literal) => {
+        $(#[doc = $doc])*
+        #[utoipa::path(post, path = $path, tag = "conversations",
+            params(("id" = u64, Path, description = "Conversation id")),
+            responses((status = 200, body = Conversation), (status = 404, body = ErrorBody),
+                (status = 409, body = ErrorBody)))]
+        pub async fn $name(
+            State(state): State<ApiState>,
+            AuthAgent(me): AuthAgent,
+            Path(id): Path<u64>,
+        ) -> Result<Json<Conversation>, ApiError> {
+            let action: fn(&crate::model::Agent) -> Action = $action;
+            let reason = format!(concat!($reason, " by {}"), me.name);
+            act(&state, &me, id, action(&me), reason).await
+        }
+    };
 }
 
-/// Returns the conversation to the queue.
-#[utoipa::path(post, path = "/conversations/{id}/unassign", tag = "conversations",
-    params(("id" = u64, Path, description = "Conversation id")),
-    responses((status = 200, body = Conversation), (status = 409, body = ErrorBody)))]
-pub async fn unassign(
-    State(state): State<ApiState>,
-    AuthAgent(me): AuthAgent,
-    Path(id): Path<u64>,
-) -> Result<Json<Conversation>, ApiError> {
-    act(
-        &state,
-        &me,
-        id,
-        Action::Unassign,
-        format!("unassigned by {}", me.name),
-    )
-    .await
-}
-
-/// Marks the conversation resolved.
-#[utoipa::path(post, path = "/conversations/{id}/resolve", tag = "conversations",
-    params(("id" = u64, Path, description = "Conversation id")),
-    responses((status = 200, body = Conversation), (status = 404, body = ErrorBody)))]
-pub async fn resolve(
-    State(state): State<ApiState>,
-    AuthAgent(me): AuthAgent,
-    Path(id): Path<u64>,
-) -> Result<Json<Conversation>, ApiError> {
-    act(
-        &state,
-        &me,
-        id,
-        Action::Resolve,
-        format!("resolved by {}", me.name),
-    )
-    .await
-}
-
-/// Reopens a resolved conversation into the queue.
-#[utoipa::path(post, path = "/conversations/{id}/reopen", tag = "conversations",
-    params(("id" = u64, Path, description = "Conversation id")),
-    responses((status = 200, body = Conversation), (status = 409, body = ErrorBody)))]
-pub async fn reopen(
-    State(state): State<ApiState>,
-    AuthAgent(me): AuthAgent,
-    Path(id): Path<u64>,
-) -> Result<Json<Conversation>, ApiError> {
-    act(
-        &state,
-        &me,
-        id,
-        Action::Reopen,
-        format!("reopened by {}", me.name),
-    )
-    .await
-}
+plain_action!(
+    /// Takes the conversation for the calling agent.
+    claim, "/conversations/{id}/claim", |me| Action::Assign(me.id), "claimed"
+);
+plain_action!(
+    /// Returns the conversation to the queue.
+    unassign, "/conversations/{id}/unassign", |_| Action::Unassign, "unassigned"
+);
+plain_action!(
+    /// Marks the conversation resolved.
+    resolve, "/conversations/{id}/resolve", |_| Action::Resolve, "resolved"
+);
+plain_action!(
+    /// Reopens a resolved conversation into the queue.
+    reopen, "/conversations/{id}/reopen", |_| Action::Reopen, "reopened"
+);
+plain_action!(
+    /// Lets the bot handle the conversation again.
+    hand_back, "/conversations/{id}/handback", |_| Action::HandBack, "handed back to the bot"
+);
 
 /// Snoozes until a time, or until the customer writes.
 #[utoipa::path(post, path = "/conversations/{id}/snooze", tag = "conversations",
@@ -369,25 +335,6 @@ pub async fn snooze(
             until_ms: body.until_ms,
         },
         format!("snoozed by {}", me.name),
-    )
-    .await
-}
-
-/// Lets the bot handle the conversation again.
-#[utoipa::path(post, path = "/conversations/{id}/handback", tag = "conversations",
-    params(("id" = u64, Path, description = "Conversation id")),
-    responses((status = 200, body = Conversation), (status = 404, body = ErrorBody)))]
-pub async fn hand_back(
-    State(state): State<ApiState>,
-    AuthAgent(me): AuthAgent,
-    Path(id): Path<u64>,
-) -> Result<Json<Conversation>, ApiError> {
-    act(
-        &state,
-        &me,
-        id,
-        Action::HandBack,
-        format!("handed back to the bot by {}", me.name),
     )
     .await
 }

@@ -103,6 +103,34 @@ pub struct Conversation {
 }
 
 impl Conversation {
+    /// A conversation that has just started: the bot has it, nothing written yet.
+    pub fn new(
+        id: ConversationId,
+        contact: ContactId,
+        channel: ChannelId,
+        thread: ExternalThread,
+        now_ms: i64,
+    ) -> Self {
+        Conversation {
+            id,
+            contact,
+            channel,
+            thread,
+            status: Status::Bot,
+            assignee: None,
+            snoozed_until_ms: None,
+            priority: Priority::Normal,
+            labels: BTreeSet::new(),
+            escalation: None,
+            bot_misses: 0,
+            last_seq: 0,
+            preview: String::new(),
+            created_at_ms: now_ms,
+            updated_at_ms: now_ms,
+            version: 0,
+        }
+    }
+
     pub fn state(&self) -> ConvState {
         ConvState {
             status: self.status,

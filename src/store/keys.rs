@@ -30,3 +30,11 @@ fn push_str(k: &mut Vec<u8>, s: &str) {
     k.extend_from_slice(&(s.len() as u16).to_be_bytes());
     k.extend_from_slice(s.as_bytes());
 }
+
+/// `(conversation, seq)` from a `pair` key.
+pub fn conversation_seq(key: &[u8]) -> (crate::model::ConversationId, u64) {
+    (
+        crate::model::ConversationId(read_u64(key)),
+        read_u64(&key[8..]),
+    )
+}

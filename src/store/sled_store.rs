@@ -541,10 +541,7 @@ impl Store for SledStore {
             .range(start..)
             .keys()
             .take(limit)
-            .map(|k| {
-                let k = k.map_err(io)?;
-                Ok((ConversationId(keys::read_u64(&k)), keys::read_u64(&k[8..])))
-            })
+            .map(|k| Ok(keys::conversation_seq(&k.map_err(io)?)))
             .collect()
     }
 
@@ -559,10 +556,7 @@ impl Store for SledStore {
             .iter()
             .keys()
             .take(limit)
-            .map(|k| {
-                let k = k.map_err(io)?;
-                Ok((ConversationId(keys::read_u64(&k)), keys::read_u64(&k[8..])))
-            })
+            .map(|k| Ok(keys::conversation_seq(&k.map_err(io)?)))
             .collect()
     }
 

@@ -122,32 +122,21 @@ impl ConvIndex {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
-
     use switchboard_channel::{ChannelId, ExternalThread};
 
     use super::*;
-    use crate::model::{ContactId, Priority};
+    use crate::model::ContactId;
 
     fn conv(id: u64, status: Status, updated: i64) -> Conversation {
-        Conversation {
-            id: ConversationId(id),
-            contact: ContactId(1),
-            channel: ChannelId::new("web"),
-            thread: ExternalThread::new("t"),
-            status,
-            assignee: None,
-            snoozed_until_ms: None,
-            priority: Priority::Normal,
-            labels: BTreeSet::new(),
-            escalation: None,
-            bot_misses: 0,
-            last_seq: 0,
-            preview: String::new(),
-            created_at_ms: 0,
-            updated_at_ms: updated,
-            version: 1,
-        }
+        let mut c = Conversation::new(
+            ConversationId(id),
+            ContactId(1),
+            ChannelId::new("web"),
+            ExternalThread::new("t"),
+            updated,
+        );
+        c.status = status;
+        c
     }
 
     fn list(ix: &ConvIndex, statuses: &[Status], order: Order, after: Option<Cursor>) -> Vec<u64> {

@@ -1,9 +1,7 @@
-use std::collections::BTreeSet;
-
 use switchboard_channel::{ChannelId, ExternalMessageId, ExternalThread};
 
 use super::*;
-use crate::model::{Priority, Status};
+use crate::model::Status;
 use crate::store::{Change, ConversationQuery, ConversationWrite, Order};
 
 fn open(dir: &Path) -> SledStore {
@@ -11,24 +9,16 @@ fn open(dir: &Path) -> SledStore {
 }
 
 fn conv(id: u64, channel: &str, status: Status, updated: i64) -> Conversation {
-    Conversation {
-        id: ConversationId(id),
-        contact: ContactId(1000 + id),
-        channel: ChannelId::new(channel),
-        thread: ExternalThread::new(format!("t{id}")),
-        status,
-        assignee: (status == Status::Assigned).then_some(AgentId(7)),
-        snoozed_until_ms: None,
-        priority: Priority::Normal,
-        labels: BTreeSet::new(),
-        escalation: None,
-        bot_misses: 0,
-        last_seq: 0,
-        preview: String::new(),
-        created_at_ms: updated,
-        updated_at_ms: updated,
-        version: 0,
-    }
+    let mut c = Conversation::new(
+        ConversationId(id),
+        ContactId(1000 + id),
+        ChannelId::new(channel),
+        ExternalThread::new(format!("t{id}")),
+        updated,
+    );
+    c.status = status;
+    c.assignee = (status == Status::Assigned).then_some(AgentId(7));
+    c
 }
 
 /// Commits and waits.
