@@ -30,13 +30,14 @@ use crate::model::{
 };
 use cache::Cache;
 use index::{ConvIndex, IndexKind};
+use space::Space;
 use writer::Writer;
 
 /// The schema this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
 const SCHEMA_KEY: &[u8] = b"schema_version";
 
-/// Names of the trees, in the order the transaction sees them.
+/// Names of the record kinds (for messages), by index; [`PREFIXES`] holds their key prefixes.
 pub(super) const TREES: [&str; 16] = [
     "conversations",
     "messages",
@@ -72,6 +73,10 @@ pub(super) const TOKENS: usize = 13;
 pub(super) const FAILED: usize = 14;
 /// Conversations whose record on disk lags its newest messages (see `writer::Live`).
 pub(super) const ACTIVE: usize = 15;
+/// One key-prefix byte per record kind, by index. Never reuse or renumber one.
+pub(super) const PREFIXES: [u8; 16] = [
+    b'c', b'm', b'x', b't', b'k', b'i', b'K', b'n', b'e', b'E', b'o', b'b', b'a', b'T', b'f', b'A',
+];
 
 /// Open-time settings.
 #[derive(Debug, Clone)]
@@ -120,7 +125,8 @@ impl Caches {
 pub struct SledStore {
     db: sled::Db,
     meta: Tree,
-    trees: Vec<Tree>,
+    /// Every record, each kind under its own prefix (see [`space`]).
+    data: Tree,
     /// Inbox lists and counts, derived from the conversations tree.
     index: Arc<ConvIndex>,
     /// Hot reads, kept current by the writer.
@@ -184,25 +190,25 @@ impl SledStore {
                 }
             }
         }
-        let trees = TREES
-            .iter()
-            .map(|name| db.open_tree(name))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(io)?;
+        let data = db.open_tree("data").map_err(io)?;
+        let space = |i: usize| Space {
+            tree: &data,
+            prefix: PREFIXES[i],
+        };
         let index = Arc::new(ConvIndex::default());
         let caches = Arc::new(Caches::new(options.cached_conversations));
         let mut live = writer::LiveMap::new();
         let mut active = std::collections::HashSet::new();
-        for k in trees[ACTIVE].iter().keys() {
-            active.insert(ConversationId(keys::read_u64(&k.map_err(io)?)));
+        for kv in space(ACTIVE).iter() {
+            active.insert(ConversationId(keys::read_u64(&kv.map_err(io)?.0)));
         }
         let mut repaired = 0;
-        for kv in trees[CONVERSATIONS].iter() {
+        for kv in space(CONVERSATIONS).iter() {
             let (_, v) = kv.map_err(io)?;
             let mut c: Conversation = decode(TREES[CONVERSATIONS], &v)?;
             let dirty = active.contains(&c.id);
             if dirty {
-                repair_activity(&trees[MESSAGES], &mut c)?;
+                repair_activity(space(MESSAGES), &mut c)?;
                 caches
                     .activity
                     .write()
@@ -228,7 +234,7 @@ impl SledStore {
         Ok(SledStore {
             writer: Writer::start(
                 db.clone(),
-                trees.clone(),
+                data.clone(),
                 index.clone(),
                 caches.clone(),
                 live,
@@ -237,13 +243,16 @@ impl SledStore {
             caches,
             db,
             meta,
-            trees,
+            data,
             index,
         })
     }
 
-    fn tree(&self, i: usize) -> &Tree {
-        &self.trees[i]
+    fn tree(&self, i: usize) -> Space<'_> {
+        Space {
+            tree: &self.data,
+            prefix: PREFIXES[i],
+        }
     }
 
     /// A `key -> u64` mapping tree read through its cache.
@@ -288,8 +297,8 @@ impl SledStore {
 
 /// Brings a conversation's activity up to its newest stored message (after a crash the record
 /// can lag: see `writer::Live`).
-fn repair_activity(messages: &Tree, c: &mut Conversation) -> Result<()> {
-    let range = keys::pair(c.id.0, 0)..=keys::pair(c.id.0, u64::MAX);
+fn repair_activity(messages: Space<'_>, c: &mut Conversation) -> Result<()> {
+    let range = keys::pair(c.id.0, 0).to_vec()..=keys::pair(c.id.0, u64::MAX).to_vec();
     for (i, kv) in messages.range(range).rev().enumerate() {
         let (_, v) = kv.map_err(io)?;
         let m: Message = decode(TREES[MESSAGES], &v)?;
@@ -381,8 +390,7 @@ impl Store for SledStore {
 
     fn contact_conversations(&self, contact: ContactId) -> Result<Vec<ConversationId>> {
         self.tree(CONTACT_CONVS)
-            .scan_prefix(contact.to_be_bytes())
-            .keys()
+            .keys(contact.to_be_bytes())
             .map(|k| {
                 k.map(|k| ConversationId(keys::read_u64(&k[8..])))
                     .map_err(io)
@@ -425,8 +433,7 @@ impl Store for SledStore {
     fn conversation_events(&self, conversation: ConversationId) -> Result<Vec<Event>> {
         let ids: Vec<u64> = self
             .tree(CONV_EVENTS)
-            .scan_prefix(conversation.to_be_bytes())
-            .keys()
+            .keys(conversation.to_be_bytes())
             .map(|k| k.map(|k| keys::read_u64(&k[8..])).map_err(io))
             .collect::<Result<_>>()?;
         let mut out = Vec::with_capacity(ids.len());
@@ -504,7 +511,7 @@ impl Store for SledStore {
 
     fn outbox_conversations(&self) -> Result<Vec<ConversationId>> {
         let mut out: Vec<ConversationId> = Vec::new();
-        for k in self.tree(OUTBOX).iter().keys() {
+        for k in self.tree(OUTBOX).keys([]) {
             let id = ConversationId(keys::read_u64(&k.map_err(io)?));
             if out.last() != Some(&id) {
                 out.push(id);
@@ -539,7 +546,7 @@ impl Store for SledStore {
         };
         self.tree(BOT_QUEUE)
             .range(start..)
-            .keys()
+            .map(|kv| kv.map(|(k, _)| k))
             .take(limit)
             .map(|k| Ok(keys::conversation_seq(&k.map_err(io)?)))
             .collect()
@@ -553,8 +560,7 @@ impl Store for SledStore {
 
     fn failed_deliveries(&self, limit: usize) -> Result<Vec<(ConversationId, u64)>> {
         self.tree(FAILED)
-            .iter()
-            .keys()
+            .keys([])
             .take(limit)
             .map(|k| Ok(keys::conversation_seq(&k.map_err(io)?)))
             .collect()
@@ -655,6 +661,7 @@ impl Drop for SledStore {
 
 mod cache;
 mod index;
+pub(super) mod space;
 #[cfg(test)]
 mod tests;
 mod writer;

@@ -380,17 +380,21 @@ fn new_messages_do_not_rewrite_the_record_and_a_crash_is_repaired() {
     // Simulate a crash after two more messages: the record lags, the mark is there.
     {
         let db = sled::Config::new().path(dir.path()).open().unwrap();
-        let messages = db.open_tree("messages").unwrap();
+        let data = db.open_tree("data").unwrap();
+        let messages = Space {
+            tree: &data,
+            prefix: PREFIXES[MESSAGES],
+        };
         for seq in 4..=5u64 {
             let m = customer_message(id, seq, &format!("late {seq}"), 200 + seq as i64);
-            messages
-                .insert(crate::store::keys::pair(1, seq), encode(&m))
+            data.insert(messages.key(&crate::store::keys::pair(1, seq)), encode(&m))
                 .unwrap();
         }
-        db.open_tree("active")
-            .unwrap()
-            .insert(id.to_be_bytes(), &[])
-            .unwrap();
+        let active = Space {
+            tree: &data,
+            prefix: PREFIXES[ACTIVE],
+        };
+        data.insert(active.key(&id.to_be_bytes()), &[]).unwrap();
         db.flush().unwrap();
     }
     let store = open(dir.path());

@@ -1,42 +1,40 @@
 //! The single writer: every change and every durability request goes through one thread.
 //!
 //! Each round it takes everything waiting (up to [`MAX_BATCH`] changes), applies the changes
-//! in one sled transaction, calls `flush()` once, and answers every waiter. sled serialises
-//! transactions on a global lock anyway; one writer removes the contention around that lock
-//! and turns N fsyncs into one.
+//! as one atomic sled batch (all records live in one tree: see [`super::space`]), calls
+//! `flush()` once, and answers every waiter. sled serialises writers on a global lock anyway;
+//! one writer removes the contention around that lock and turns N fsyncs into one.
 //!
 //! Under load (the previous round had more than one change) the writer lingers up to
 //! `commit_linger` for more changes before it applies and flushes: fewer, fuller flushes. A
 //! lone change at low load is never delayed.
 //!
-//! Inside the transaction each change is first checked (versions, insert-if-absent keys) and
-//! only then staged, so a refused change leaves no partial writes while the others in its
-//! batch go through. Checks see the writes staged by earlier changes of the same batch.
+//! Each change is first checked (versions, insert-if-absent keys) and only then staged, so a
+//! refused change leaves no partial writes while the others in its round go through. Checks
+//! see what earlier changes of the same round staged.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
-use sled::{Transactional, Tree};
+use sled::Tree;
 use tokio::sync::oneshot;
 
 use super::Caches;
 use super::index::ConvIndex;
+use super::space::Space;
 use super::{
     ACTIVE, AGENTS, BOT_QUEUE, CONTACT_CONVS, CONTACTS, CONV_EVENTS, CONVERSATIONS, EVENTS,
-    EXTERNAL_IDS, FAILED, IDENTITIES, MESSAGES, NOTES, OUTBOX, THREADS, TOKENS, TREES, decode,
-    encode, io,
+    EXTERNAL_IDS, FAILED, IDENTITIES, MESSAGES, NOTES, OUTBOX, PREFIXES, THREADS, TOKENS, TREES,
+    decode, encode, io,
 };
-use crate::model::{Agent, Conversation, ConversationId};
+use crate::model::{Agent, AgentId, Conversation, ConversationId};
 use crate::store::keys;
 use crate::store::{Change, Commit, Durable, Result, StoreError};
 
 /// Most changes applied in one transaction.
 const MAX_BATCH: usize = 512;
-
-type TxResult<T> = std::result::Result<T, ConflictableTransactionError<StoreError>>;
 
 enum Request {
     Commit {
@@ -90,15 +88,15 @@ impl Prepared {
         }
     }
 
-    /// Checks the change against the current state without writing anything.
-    fn check(
-        &self,
-        t: &[TransactionalTree],
-        versions: &Versions<'_>,
-    ) -> TxResult<std::result::Result<Checked, StoreError>> {
+    /// Checks the change against the current state and what earlier changes of the round
+    /// staged, without writing anything. `Err` is a storage failure (the whole round fails);
+    /// `Ok(Err)` refuses this change only.
+    fn check(&self, st: &Staging<'_>) -> Result<std::result::Result<Checked, StoreError>> {
         let c = &self.change;
-        let taken =
-            |tree: usize, key: Vec<u8>| -> TxResult<bool> { Ok(t[tree].get(key)?.is_some()) };
+        let taken = |i: usize, key: Vec<u8>| -> Result<bool> {
+            let space = st.space(i);
+            Ok(st.claimed.contains(&space.key(&key)) || space.contains_key(&key).map_err(io)?)
+        };
         for (channel, ext, _, _) in &c.new_external_ids {
             if taken(
                 EXTERNAL_IDS,
@@ -125,69 +123,73 @@ impl Prepared {
         }
         for write in &c.conversations {
             let expected = write.previous.as_ref().map(|p| p.version);
-            if versions.current(write.record.id).map(|l| l.version) != expected {
+            if st.seen.current(write.record.id).map(|l| l.version) != expected {
                 return Ok(Err(StoreError::Conflict("conversation")));
             }
         }
         let mut old_tokens = Vec::with_capacity(c.agents.len());
         for agent in &c.agents {
-            let old: Option<Agent> = match t[AGENTS].get(agent.id.to_be_bytes())? {
-                Some(v) => {
-                    Some(decode(TREES[AGENTS], &v).map_err(ConflictableTransactionError::Abort)?)
-                }
-                None => None,
+            let old = match st.tokens.get(&agent.id) {
+                Some(hash) => Some(hash.clone()),
+                None => match st.space(AGENTS).get(agent.id.to_be_bytes()).map_err(io)? {
+                    Some(v) => Some(decode::<Agent>(TREES[AGENTS], &v)?.token_hash),
+                    None => None,
+                },
             };
-            old_tokens.push(old.map(|a| a.token_hash).filter(|h| *h != agent.token_hash));
+            old_tokens.push(old.filter(|h| *h != agent.token_hash));
         }
         Ok(Ok(Checked { old_tokens }))
     }
 
-    /// Stages the writes of a checked change; `seen` learns the new versions.
-    fn stage(
-        &self,
-        t: &[TransactionalTree],
-        checked: Checked,
-        seen: &mut Versions<'_>,
-    ) -> TxResult<()> {
+    /// Stages the writes of a checked change.
+    fn stage(&self, st: &mut Staging<'_>, checked: Checked) {
         let c = &self.change;
         for (channel, ext, conv, seq) in &c.new_external_ids {
             let key = keys::two_strings(channel.as_str(), ext.as_str());
-            t[EXTERNAL_IDS].insert(key, &keys::pair(conv.0, *seq))?;
+            st.claim(EXTERNAL_IDS, &key, &keys::pair(conv.0, *seq));
         }
         for (channel, thread, conv) in &c.new_threads {
             let key = keys::two_strings(channel.as_str(), thread.as_str());
-            t[THREADS].insert(key, &conv.to_be_bytes())?;
+            st.claim(THREADS, &key, &conv.to_be_bytes());
         }
-        for (channel, user, contact) in c.new_identities.iter().chain(&c.moved_identities) {
+        for (channel, user, contact) in &c.new_identities {
             let key = keys::two_strings(channel.as_str(), user.as_str());
-            t[IDENTITIES].insert(key, &contact.to_be_bytes())?;
+            st.claim(IDENTITIES, &key, &contact.to_be_bytes());
+        }
+        for (channel, user, contact) in &c.moved_identities {
+            let key = keys::two_strings(channel.as_str(), user.as_str());
+            st.put(IDENTITIES, &key, &contact.to_be_bytes());
         }
         for ((record, bytes), write) in self.conversations.iter().zip(&c.conversations) {
             let old_contact = write.previous.as_ref().map(|p| p.contact);
             if old_contact != Some(record.contact) {
                 if let Some(old) = old_contact {
-                    t[CONTACT_CONVS].remove(&keys::pair(old.0, record.id.0))?;
+                    st.del(CONTACT_CONVS, &keys::pair(old.0, record.id.0));
                 }
-                t[CONTACT_CONVS].insert(&keys::pair(record.contact.0, record.id.0), &[])?;
+                st.put(
+                    CONTACT_CONVS,
+                    &keys::pair(record.contact.0, record.id.0),
+                    &[],
+                );
             }
-            let was_dirty = seen.current(record.id).is_some_and(|l| l.dirty);
+            let was_dirty = st.seen.current(record.id).is_some_and(|l| l.dirty);
             let key = record.id.to_be_bytes();
             let dirty = match bytes {
                 Some(bytes) => {
-                    t[CONVERSATIONS].insert(&key, bytes.as_slice())?;
+                    st.put(CONVERSATIONS, &key, bytes);
                     if was_dirty {
-                        t[ACTIVE].remove(&key)?;
+                        st.del(ACTIVE, &key);
                     }
                     false
                 }
                 None => {
                     if !was_dirty {
-                        t[ACTIVE].insert(&key, &[])?;
+                        st.put(ACTIVE, &key, &[]);
                     }
                     true
                 }
             };
-            seen.batch.insert(
+            st.seen.batch.insert(
                 record.id,
                 Live {
                     version: record.version,
@@ -196,52 +198,89 @@ impl Prepared {
             );
         }
         for (contact, bytes) in c.contacts.iter().zip(&self.contacts) {
-            t[CONTACTS].insert(&contact.id.to_be_bytes(), bytes.as_slice())?;
+            st.put(CONTACTS, &contact.id.to_be_bytes(), bytes);
         }
         for (m, bytes) in c.messages.iter().zip(&self.messages) {
-            t[MESSAGES].insert(&keys::pair(m.conversation.0, m.seq), bytes.as_slice())?;
+            st.put(MESSAGES, &keys::pair(m.conversation.0, m.seq), bytes);
         }
         for (n, bytes) in c.notes.iter().zip(&self.notes) {
-            t[NOTES].insert(&keys::pair(n.conversation.0, n.id.0), bytes.as_slice())?;
+            st.put(NOTES, &keys::pair(n.conversation.0, n.id.0), bytes);
         }
         for (e, bytes) in c.events.iter().zip(&self.events) {
-            t[EVENTS].insert(&e.id.to_be_bytes(), bytes.as_slice())?;
+            st.put(EVENTS, &e.id.to_be_bytes(), bytes);
             if let Some(conv) = e.conversation
                 && e.kind.in_conversation_log()
             {
-                t[CONV_EVENTS].insert(&keys::pair(conv.0, e.id.0), &[])?;
+                st.put(CONV_EVENTS, &keys::pair(conv.0, e.id.0), &[]);
             }
         }
         for (item, bytes) in c.outbox_put.iter().zip(&self.outbox) {
-            t[OUTBOX].insert(&keys::pair(item.conversation.0, item.seq), bytes.as_slice())?;
+            st.put(OUTBOX, &keys::pair(item.conversation.0, item.seq), bytes);
         }
         for (conv, seq) in &c.outbox_remove {
-            t[OUTBOX].remove(&keys::pair(conv.0, *seq))?;
+            st.del(OUTBOX, &keys::pair(conv.0, *seq));
         }
         for (conv, seq) in &c.bot_queue_put {
-            t[BOT_QUEUE].insert(&keys::pair(conv.0, *seq), &[])?;
+            st.put(BOT_QUEUE, &keys::pair(conv.0, *seq), &[]);
         }
         for (conv, seq) in &c.bot_queue_remove {
-            t[BOT_QUEUE].remove(&keys::pair(conv.0, *seq))?;
+            st.del(BOT_QUEUE, &keys::pair(conv.0, *seq));
         }
         for (conv, seq) in &c.failed_put {
-            t[FAILED].insert(&keys::pair(conv.0, *seq), &[])?;
+            st.put(FAILED, &keys::pair(conv.0, *seq), &[]);
         }
         for (conv, seq) in &c.failed_remove {
-            t[FAILED].remove(&keys::pair(conv.0, *seq))?;
+            st.del(FAILED, &keys::pair(conv.0, *seq));
         }
         for ((agent, bytes), old_token) in c.agents.iter().zip(&self.agents).zip(checked.old_tokens)
         {
             let key = agent.id.to_be_bytes();
             if let Some(old) = old_token {
-                t[TOKENS].remove(old.as_bytes())?;
+                st.del(TOKENS, old.as_bytes());
             }
             if !agent.token_hash.is_empty() {
-                t[TOKENS].insert(agent.token_hash.as_bytes(), &key)?;
+                st.put(TOKENS, agent.token_hash.as_bytes(), &key);
             }
-            t[AGENTS].insert(&key, bytes.as_slice())?;
+            st.put(AGENTS, &key, bytes);
+            st.tokens.insert(agent.id, agent.token_hash.clone());
         }
-        Ok(())
+    }
+}
+
+/// One round's writes, built change by change and applied as one atomic sled batch.
+struct Staging<'a> {
+    data: &'a Tree,
+    batch: sled::Batch,
+    /// Insert-if-absent keys (full keys) taken by earlier changes of this round.
+    claimed: HashSet<Vec<u8>>,
+    /// Token hashes written by earlier changes of this round.
+    tokens: HashMap<AgentId, String>,
+    seen: Versions<'a>,
+}
+
+impl Staging<'_> {
+    fn space(&self, i: usize) -> Space<'_> {
+        Space {
+            tree: self.data,
+            prefix: PREFIXES[i],
+        }
+    }
+
+    fn put(&mut self, i: usize, key: &[u8], value: &[u8]) {
+        let key = self.space(i).key(key);
+        self.batch.insert(key, value);
+    }
+
+    fn del(&mut self, i: usize, key: &[u8]) {
+        let key = self.space(i).key(key);
+        self.batch.remove(key);
+    }
+
+    /// An insert-if-absent key: later changes of the round see it as taken.
+    fn claim(&mut self, i: usize, key: &[u8], value: &[u8]) {
+        let key = self.space(i).key(key);
+        self.claimed.insert(key.clone());
+        self.batch.insert(key, value);
     }
 }
 
@@ -325,73 +364,80 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
 /// Writes back every conversation record that only changed in memory (see [`Live`]). Runs on
 /// the writer thread between rounds, so nothing changes under it. Durable with the next flush;
 /// until then the `active` markers cover a crash.
-fn checkpoint(trees: &[Tree], caches: &Caches, live: &mut LiveMap) {
-    let dirty: Vec<(Conversation, Vec<u8>)> = caches
+fn checkpoint(data: &Tree, caches: &Caches, live: &mut LiveMap) {
+    let dirty: Vec<Conversation> = caches
         .activity
         .read()
         .expect("activity lock")
         .values()
-        .map(|c| (c.clone(), encode(c)))
+        .cloned()
         .collect();
     if dirty.is_empty() {
         return;
     }
-    let refs: Vec<&Tree> = trees.iter().collect();
-    let written = refs.as_slice().transaction(|t| {
-        for (c, bytes) in &dirty {
-            let key = c.id.to_be_bytes();
-            t[CONVERSATIONS].insert(&key, bytes.as_slice())?;
-            t[ACTIVE].remove(&key)?;
-        }
-        Ok::<_, ConflictableTransactionError<StoreError>>(())
-    });
-    match written {
+    let (records, marks) = (
+        Space {
+            tree: data,
+            prefix: PREFIXES[CONVERSATIONS],
+        },
+        Space {
+            tree: data,
+            prefix: PREFIXES[ACTIVE],
+        },
+    );
+    let mut batch = sled::Batch::default();
+    for c in &dirty {
+        let key = c.id.to_be_bytes();
+        batch.insert(records.key(&key), encode(c));
+        batch.remove(marks.key(&key));
+    }
+    match data.apply_batch(batch) {
         Ok(()) => {
             let mut fresh = caches.activity.write().expect("activity lock");
-            for (c, _) in &dirty {
+            for c in &dirty {
                 fresh.remove(&c.id);
                 if let Some(l) = live.get_mut(&c.id) {
                     l.dirty = false;
                 }
             }
         }
-        // The markers stay; the next checkpoint (or a repair at open) tries again.
-        Err(e) => tracing::warn!(error = ?e, "checkpoint of conversation records failed"),
+        // The marks stay; the next checkpoint (or a repair at open) tries again.
+        Err(e) => tracing::warn!(error = %e, "checkpoint of conversation records failed"),
     }
 }
 
 /// The outcome of one change in a batch.
 type Outcome = std::result::Result<(), StoreError>;
 
-/// Applies a batch in one transaction. Returns each change's outcome and the new live state.
+/// Applies a round's changes as one atomic batch. Returns each change's outcome and the new
+/// live state.
 fn apply_batch(
-    trees: &[Tree],
+    data: &Tree,
     versions: &LiveMap,
     batch: &[&Prepared],
 ) -> Result<(Vec<Outcome>, HashMap<ConversationId, Live>)> {
-    let refs: Vec<&Tree> = trees.iter().collect();
-    refs.as_slice()
-        .transaction(|t| {
-            let mut seen = Versions {
-                committed: versions,
-                batch: HashMap::new(),
-            };
-            let mut outcomes = Vec::with_capacity(batch.len());
-            for p in batch {
-                outcomes.push(match p.check(t, &seen)? {
-                    Ok(checked) => {
-                        p.stage(t, checked, &mut seen)?;
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                });
+    let mut st = Staging {
+        data,
+        batch: sled::Batch::default(),
+        claimed: HashSet::new(),
+        tokens: HashMap::new(),
+        seen: Versions {
+            committed: versions,
+            batch: HashMap::new(),
+        },
+    };
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for p in batch {
+        outcomes.push(match p.check(&st)? {
+            Ok(checked) => {
+                p.stage(&mut st, checked);
+                Ok(())
             }
-            Ok((outcomes, seen.batch))
-        })
-        .map_err(|e| match e {
-            TransactionError::Abort(e) => e,
-            TransactionError::Storage(e) => io(e),
-        })
+            Err(e) => Err(e),
+        });
+    }
+    data.apply_batch(st.batch).map_err(io)?;
+    Ok((outcomes, st.seen.batch))
 }
 
 #[derive(Clone)]
@@ -408,7 +454,7 @@ struct WriterInner {
 impl Writer {
     pub fn start(
         db: sled::Db,
-        trees: Vec<Tree>,
+        data: Tree,
         index: Arc<ConvIndex>,
         caches: Arc<Caches>,
         mut versions: LiveMap,
@@ -446,14 +492,14 @@ impl Writer {
                             .iter()
                             .filter(|r| matches!(r, Request::Commit { .. }))
                             .count();
-                        round(&db, &trees, &index, &caches, &mut versions, requests);
+                        round(&db, &data, &index, &caches, &mut versions, requests);
                     }
                     if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
-                        checkpoint(&trees, &caches, &mut versions);
+                        checkpoint(&data, &caches, &mut versions);
                         last_checkpoint = Instant::now();
                     }
                 }
-                checkpoint(&trees, &caches, &mut versions);
+                checkpoint(&data, &caches, &mut versions);
                 if let Err(e) = db.flush() {
                     tracing::error!(error = %e, "final flush failed");
                 }
@@ -512,7 +558,7 @@ impl Writer {
 /// One round: apply all waiting changes, flush once, answer everyone.
 fn round(
     db: &sled::Db,
-    trees: &[Tree],
+    data: &Tree,
     index: &ConvIndex,
     caches: &Caches,
     versions: &mut LiveMap,
@@ -528,7 +574,7 @@ fn round(
     let outcomes = if prepared.is_empty() {
         Ok(Vec::new())
     } else {
-        apply_batch(trees, versions, &prepared).map(|(outcomes, new_versions)| {
+        apply_batch(data, versions, &prepared).map(|(outcomes, new_versions)| {
             versions.extend(new_versions);
             for (p, outcome) in prepared.iter().zip(&outcomes) {
                 match outcome {
