@@ -2,8 +2,8 @@
 //!
 //! # Layout
 //! - [`model`]: pure types and the conversation state machine (no I/O).
-//! - [`store`]: the narrow `Store` trait and its sled implementation (transactions, indexes,
-//!   group commit).
+//! - [`store`]: the narrow `Store` trait and its sled implementation (one writer, atomic
+//!   batches, group commit, in-memory index and caches).
 //! - [`engine`]: turns inbound messages and agent actions into state changes; runs the bot
 //!   workers and the outbox. Knows channels only through the `Channel` trait.
 //! - [`bot`]: the `Responder` seam, the knowledge base and the responder of this build.

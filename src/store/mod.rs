@@ -1,13 +1,13 @@
 //! Persistence behind one narrow trait.
 //!
 //! The engine decides; the store remembers. Every state change arrives as one [`Change`] and is
-//! applied in one atomic transaction together with the secondary indexes it touches. Records
+//! applied atomically together with the secondary indexes it touches. Records
 //! carry a `version`; a write based on a stale read is refused with [`StoreError::Conflict`] and
 //! the engine retries from a fresh read. "Insert if absent" writes (dedupe keys, thread and
 //! identity mappings) refuse with [`StoreError::Exists`].
 //!
 //! [`Store::commit`] resolves once the change is applied and on disk. The sled implementation
-//! batches concurrent commits into one transaction and one flush (group commit), see
+//! batches concurrent commits into one atomic write and one flush (group commit), see
 //! [`sled_store`].
 
 pub mod keys;

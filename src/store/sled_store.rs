@@ -1,15 +1,14 @@
 //! The sled implementation of [`Store`].
 //!
 //! Facts about sled 0.34.7 this file is built around (see `docs/architecture.md`):
-//! - A transaction runs its closure under a global write lock, so transactions are serialised
-//!   and our version checks inside them are exact. The closure must stay short: values are
-//!   encoded before it runs, and it must not touch a plain `Tree` (that would wait on the lock
-//!   the transaction holds).
-//! - `flush_async` deadlocks with many concurrent callers (spacejam/sled#1308).
-//! - Because transactions serialise on one lock anyway, all writes go through one writer
-//!   thread ([`writer`]): it takes every waiting change, applies them in one transaction,
-//!   flushes once and answers them all (group commit). No writer ever waits on another.
+//! - Transactions and batches run under one global write lock: writers are serialised anyway.
+//!   So all writes go through one writer thread ([`writer`]): it takes every waiting change,
+//!   applies them as one atomic batch on the single `data` tree ([`space`]), flushes once and
+//!   answers them all (group commit). Version checks need no reads: the writer knows them.
+//! - `flush_async` deadlocks with many concurrent callers (spacejam/sled#1308); never used.
 //! - The page cache defaults to 1 GiB; it is always set from our config.
+//! - Derived data lives in memory and is rebuilt at open: the inbox index ([`index`]) and the
+//!   read caches ([`cache`]).
 
 use std::collections::HashMap;
 use std::path::Path;

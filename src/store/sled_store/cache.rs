@@ -2,7 +2,7 @@
 //!
 //! Every inbound message looks up its thread, its sender's identity and its conversation.
 //! Served from sled those reads cost more than the writes (materialising pages that the writer
-//! keeps changing, and waiting on sled's global lock while a transaction runs). Here they are
+//! keeps changing, and waiting on sled's global lock while a batch is applied). Here they are
 //! hash lookups.
 //!
 //! Coherence: the writer inserts every record it commits, overwriting. A reader that missed and

@@ -33,7 +33,7 @@ use crate::model::{Agent, AgentId, Conversation, ConversationId};
 use crate::store::keys;
 use crate::store::{Change, Commit, Durable, Result, StoreError};
 
-/// Most changes applied in one transaction.
+/// Most changes applied in one round.
 const MAX_BATCH: usize = 512;
 
 enum Request {
