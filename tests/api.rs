@@ -439,16 +439,7 @@ async fn contacts_merge_and_history_spans_channels() {
     let (receiver, _dir, daemon, c) = started().await;
     c.hook("hana", "h1", "How do I return an item?").await;
     receiver.wait_for("hana", 1).await;
-    let r = c
-        .http
-        .post(daemon.url("/chat/chat/sessions"))
-        .send()
-        .await
-        .unwrap();
-    let token = r.json::<Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = c.chat_session().await;
     c.http
         .post(daemon.url("/chat/chat/messages"))
         .bearer_auth(&token)

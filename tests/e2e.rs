@@ -13,6 +13,23 @@ fn setup(receiver: &Receiver) -> tempfile::TempDir {
     dir
 }
 
+/// A running daemon with one conversation the customer `user` escalated by asking for a person.
+async fn with_escalated(
+    user: &str,
+    text: &str,
+) -> (Receiver, tempfile::TempDir, Daemon, Client, u64) {
+    let receiver = Receiver::start().await;
+    let dir = setup(&receiver);
+    let daemon = Daemon::start(dir.path());
+    let c = Client::new(&daemon);
+    c.hook(user, &format!("{user}-1"), text).await;
+    receiver.wait_for(user, 1).await;
+    let conv = c.conversation_of(user).await;
+    assert_eq!(conv["escalation"]["reason"], "asked_for_human", "{conv}");
+    let id = conv["id"].as_u64().unwrap();
+    (receiver, dir, daemon, c, id)
+}
+
 async fn count(client: &Client, status: &str) -> u64 {
     let (_, page) = client.get("/api/v1/conversations?limit=1").await;
     page["counts"][status].as_u64().unwrap()
@@ -204,17 +221,7 @@ async fn duplicate_inbound_is_stored_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_callback_is_retried_and_delivered_once_in_order() {
-    let receiver = Receiver::start().await;
-    let dir = setup(&receiver);
-    let daemon = Daemon::start(dir.path());
-    let c = Client::new(&daemon);
-    c.hook("carol", "c1", "I want a human").await;
-    receiver.wait_for("carol", 1).await;
-    let id = c.conversation_of("carol").await["id"].as_u64().unwrap();
-    assert_eq!(
-        c.conversation_of("carol").await["escalation"]["reason"],
-        "asked_for_human"
-    );
+    let (receiver, _dir, daemon, c, id) = with_escalated("carol", "I want a human").await;
 
     receiver.fail_next(3);
     let before = receiver.attempts();
@@ -256,13 +263,7 @@ async fn failing_callback_is_retried_and_delivered_once_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbox_survives_a_restart_and_gives_up_visibly() {
-    let receiver = Receiver::start().await;
-    let dir = setup(&receiver);
-    let daemon = Daemon::start(dir.path());
-    let c = Client::new(&daemon);
-    c.hook("dave", "d1", "转人工").await;
-    receiver.wait_for("dave", 1).await;
-    let id = c.conversation_of("dave").await["id"].as_u64().unwrap();
+    let (receiver, dir, daemon, c, id) = with_escalated("dave", "转人工").await;
 
     receiver.set_down(true);
     c.post(
@@ -331,12 +332,7 @@ async fn outbox_survives_a_restart_and_gives_up_visibly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn activity_survives_sigkill_right_after_messages() {
-    let receiver = Receiver::start().await;
-    let dir = setup(&receiver);
-    let daemon = Daemon::start(dir.path());
-    let c = Client::new(&daemon);
-    c.hook("kim", "k1", "human please").await;
-    receiver.wait_for("kim", 1).await;
+    let (_receiver, dir, daemon, c, _) = with_escalated("kim", "human please").await;
     // Messages that only move the conversation's activity, then SIGKILL at once (well inside
     // the record checkpoint interval).
     for i in 2..=6 {

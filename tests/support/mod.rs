@@ -263,6 +263,19 @@ impl Client {
         self.send("POST", path, Some(body)).await
     }
 
+    /// Starts a web chat session on the channel `chat`; returns its token.
+    pub async fn chat_session(&self) -> String {
+        let r = self
+            .http
+            .post(format!("{}/chat/chat/sessions", self.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+        let session: Value = r.json().await.unwrap();
+        session["token"].as_str().unwrap().to_owned()
+    }
+
     /// The one conversation of web hook user `user`.
     pub async fn conversation_of(&self, user: &str) -> Value {
         let (_, page) = self
