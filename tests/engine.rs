@@ -1,0 +1,326 @@
+//! The engine in-process with a scripted responder and a scripted channel: the bot's decisions
+//! become replies, hand-overs and recorded reasons; the outbox honours a channel's retry-after
+//! and keeps each conversation's order while another conversation's delivery is failing.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use switchboard::bot::{BotInput, Decision, EscalationReason, Responder};
+use switchboard::config::OutboxConfig;
+use switchboard::engine::{Engine, EngineSettings};
+use switchboard::model::{Action, Actor, Author, ConversationId, DeliveryState, EventKind, Status};
+use switchboard::store::sled_store::SledOptions;
+use switchboard::store::{SledStore, Store};
+use switchboard_channel::*;
+use tokio_util::sync::CancellationToken;
+
+/// Answers with the next scripted decision; records what it was asked.
+struct Scripted {
+    decisions: Mutex<VecDeque<Decision>>,
+    asked: Mutex<Vec<(String, u32)>>,
+}
+
+impl Responder for Scripted {
+    fn decide(&self, input: &BotInput<'_>) -> Decision {
+        self.asked
+            .lock()
+            .unwrap()
+            .push((input.text.to_owned(), input.misses));
+        self.decisions
+            .lock()
+            .unwrap()
+            .pop_front()
+            .expect("a decision was scripted for every message")
+    }
+}
+
+/// A network that records what it delivered; each thread can be told to fail first.
+struct Wire {
+    id: ChannelId,
+    sent: Mutex<Vec<(String, String, Instant)>>,
+    /// Per thread: failures to return before succeeding.
+    failures: Mutex<Vec<(String, ChannelError)>>,
+}
+
+#[async_trait::async_trait]
+impl Channel for Wire {
+    fn id(&self) -> &ChannelId {
+        &self.id
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
+    async fn run(&self, shutdown: CancellationToken) -> Result<(), ChannelError> {
+        shutdown.cancelled().await;
+        Ok(())
+    }
+    async fn send(
+        &self,
+        to: &ExternalThread,
+        out: &Outbound,
+    ) -> Result<ExternalMessageId, ChannelError> {
+        let mut failures = self.failures.lock().unwrap();
+        if let Some(i) = failures.iter().position(|(t, _)| t == to.as_str()) {
+            return Err(failures.remove(i).1);
+        }
+        self.sent
+            .lock()
+            .unwrap()
+            .push((to.0.clone(), out.text.clone(), Instant::now()));
+        Ok(ExternalMessageId(out.id.clone()))
+    }
+}
+
+fn message(thread: &str, id: &str, text: &str) -> InboundEvent {
+    InboundEvent::Message(InboundMessage {
+        thread: ExternalThread::new(thread),
+        sender: Sender {
+            id: ExternalUser::new(thread),
+            name: None,
+        },
+        message_id: ExternalMessageId::new(id),
+        text: text.into(),
+        attachments: vec![],
+        sent_at_ms: None,
+    })
+}
+
+struct Rig {
+    engine: Arc<Engine>,
+    store: Arc<SledStore>,
+    wire: Arc<Wire>,
+    bot: Arc<Scripted>,
+    stop: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+fn rig(decisions: Vec<Decision>) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SledStore::open(dir.path(), &SledOptions::with_cache_mb(8)).unwrap());
+    let bot = Arc::new(Scripted {
+        decisions: Mutex::new(decisions.into()),
+        asked: Mutex::default(),
+    });
+    let settings = EngineSettings {
+        handoff_message: "a person will take over".into(),
+        outbox: OutboxConfig {
+            base_delay_ms: 20,
+            max_delay_ms: 100,
+            ..OutboxConfig::default()
+        },
+        bot_workers: 2,
+    };
+    let engine = Engine::new(store.clone(), bot.clone(), settings).unwrap();
+    let wire = Arc::new(Wire {
+        id: ChannelId::new("wire"),
+        sent: Mutex::default(),
+        failures: Mutex::default(),
+    });
+    engine.register_channel(wire.clone());
+    let stop = CancellationToken::new();
+    engine.start(stop.clone()).unwrap();
+    Rig {
+        engine,
+        store,
+        wire,
+        bot,
+        stop,
+        _dir: dir,
+    }
+}
+
+impl Rig {
+    async fn say(&self, thread: &str, id: &str, text: &str) {
+        let r = self
+            .engine
+            .ingest(&ChannelId::new("wire"), message(thread, id, text))
+            .await;
+        assert_eq!(r.unwrap(), Accepted::Stored);
+    }
+
+    /// Waits until `thread` has received `n` messages; returns their texts.
+    async fn delivered(&self, thread: &str, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got: Vec<String> = self
+                .wire
+                .sent
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(t, _, _)| t == thread)
+                .map(|(_, text, _)| text.clone())
+                .collect();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(Instant::now() < deadline, "{thread} got only {got:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn conversation(&self, thread: &str) -> switchboard::model::Conversation {
+        let id = self
+            .store
+            .thread(&ChannelId::new("wire"), &ExternalThread::new(thread))
+            .unwrap()
+            .unwrap();
+        self.store.conversation(id).unwrap().unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_become_replies_handovers_and_recorded_reasons() {
+    let answer = |text: &str| Decision::Answer {
+        entry: "e1".into(),
+        text: text.into(),
+        score: 0.9,
+        escalate_after: false,
+    };
+    let rig = rig(vec![
+        answer("first answer"),
+        Decision::Clarify {
+            text: "which one?".into(),
+            options: vec![],
+            score: Some(0.4),
+        },
+        Decision::Escalate {
+            reason: EscalationReason::BotError,
+            detail: "scripted failure".into(),
+        },
+    ]);
+    rig.say("t1", "m1", "q1").await;
+    assert_eq!(rig.delivered("t1", 1).await, ["first answer"]);
+    rig.say("t1", "m2", "q2").await;
+    assert_eq!(rig.delivered("t1", 2).await[1], "which one?");
+    rig.say("t1", "m3", "q3").await;
+    assert_eq!(rig.delivered("t1", 3).await[2], "a person will take over");
+    // The bot saw the misses count grow after the clarification.
+    let asked = rig.bot.asked.lock().unwrap().clone();
+    assert_eq!(
+        asked,
+        [("q1".into(), 0), ("q2".into(), 0), ("q3".into(), 1)]
+    );
+
+    let conv = rig.conversation("t1");
+    assert_eq!(conv.status, Status::Queued);
+    let escalation = conv.escalation.clone().unwrap();
+    assert_eq!(
+        (escalation.reason.as_str(), escalation.detail.as_str()),
+        ("bot_error", "scripted failure")
+    );
+    let events = rig.store.conversation_events(conv.id).unwrap();
+    let reasons: Vec<String> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::StatusChanged {
+                to: Status::Queued,
+                reason,
+                ..
+            } => Some(reason.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reasons, ["escalated: bot_error (scripted failure)"]);
+    let verdicts = events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::BotDecided { .. }))
+        .count();
+    assert_eq!(verdicts, 3);
+
+    // A person owns it: new messages reach nobody but the inbox (no decision is scripted).
+    let agent = rig
+        .engine
+        .create_agent("ana", switchboard::model::Role::Agent, None, None)
+        .await
+        .unwrap()
+        .0;
+    rig.engine
+        .act(
+            conv.id,
+            Actor::Agent(agent.id),
+            Action::Assign(agent.id),
+            "test",
+        )
+        .await
+        .unwrap();
+    rig.say("t1", "m4", "are you there?").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(rig.wire.sent.lock().unwrap().len(), 3);
+    assert!(
+        rig.store.bot_queue(None, 10).unwrap().is_empty(),
+        "the bot queue drained"
+    );
+    rig.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_waits_out_retry_after_and_keeps_each_conversation_in_order() {
+    let escalate = || Decision::Escalate {
+        reason: EscalationReason::AskedForHuman,
+        detail: "test".into(),
+    };
+    let rig = rig(vec![escalate(), escalate()]);
+    let agent = rig
+        .engine
+        .create_agent("ana", switchboard::model::Role::Agent, None, None)
+        .await
+        .unwrap()
+        .0;
+    for t in ["slow", "fast"] {
+        rig.say(t, &format!("{t}-1"), "hello").await;
+        rig.delivered(t, 1).await;
+    }
+    let ids: Vec<ConversationId> = ["slow", "fast"]
+        .iter()
+        .map(|t| rig.conversation(t).id)
+        .collect();
+    rig.wire.failures.lock().unwrap().push((
+        "slow".into(),
+        ChannelError::Retryable {
+            reason: "429".into(),
+            after: Some(Duration::from_millis(400)),
+        },
+    ));
+    let started = Instant::now();
+    for text in ["one", "two", "three"] {
+        rig.engine.reply(ids[0], &agent, text).await.unwrap();
+    }
+    rig.engine.reply(ids[1], &agent, "quick").await.unwrap();
+    // The other conversation is not held back by the failing one.
+    assert_eq!(rig.delivered("fast", 2).await[1], "quick");
+    let sent_at = |thread: &str, text: &str| {
+        rig.wire
+            .sent
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(t, x, _)| t == thread && x == text)
+            .map(|(_, _, at)| at.duration_since(started))
+            .unwrap()
+    };
+
+    // The failing one waits out retry-after, then delivers in order.
+    assert_eq!(rig.delivered("slow", 4).await[1..], ["one", "two", "three"]);
+    assert!(
+        sent_at("fast", "quick") < sent_at("slow", "one"),
+        "the waiting conversation held the other back"
+    );
+    assert!(
+        sent_at("slow", "one") >= Duration::from_millis(400),
+        "{:?}",
+        sent_at("slow", "one")
+    );
+    let messages = rig.store.messages(ids[0], 0, 100).unwrap();
+    let one = messages.iter().find(|m| m.text == "one").unwrap();
+    let delivery = one.delivery.as_ref().unwrap();
+    assert_eq!(
+        (delivery.state, delivery.attempts),
+        (DeliveryState::Sent, 2)
+    );
+    assert!(matches!(one.author, Author::Agent(a) if a == agent.id));
+    // The reply made the agent the owner.
+    assert_eq!(rig.conversation("slow").assignee, Some(agent.id));
+    rig.stop.cancel();
+}
