@@ -577,3 +577,35 @@ async fn labels_priority_notes_and_filters() {
     assert!(p2["next_cursor"].is_null());
     daemon.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_open_event_streams_stops_cleanly_and_quickly() {
+    let (_receiver, _dir, daemon, c) = started().await;
+    let agent_stream = c
+        .http
+        .get(daemon.url("/api/v1/events"))
+        .bearer_auth(&c.token)
+        .send()
+        .await
+        .unwrap();
+    let token = c.chat_session().await;
+    let chat_stream = c
+        .http
+        .get(daemon.url(&format!("/chat/chat/events?token={token}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (agent_stream.status(), chat_stream.status()),
+        (StatusCode::OK, StatusCode::OK)
+    );
+    let started = std::time::Instant::now();
+    // `stop` asserts a clean exit; both streams are still held open here.
+    daemon.stop();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    drop((agent_stream, chat_stream));
+}
