@@ -324,3 +324,47 @@ async fn outbox_waits_out_retry_after_and_keeps_each_conversation_in_order() {
     assert_eq!(rig.conversation("slow").assignee, Some(agent.id));
     rig.stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_messages_to_one_conversation_are_all_stored_in_sequence() {
+    // The first message is escalated; the rest arrive while a person owns nothing yet, so the
+    // bot stays silent after that (queued).
+    let rig = rig(vec![Decision::Escalate {
+        reason: EscalationReason::AskedForHuman,
+        detail: "test".into(),
+    }]);
+    rig.say("busy", "b0", "first").await;
+    rig.delivered("busy", 1).await;
+    let engine = rig.engine.clone();
+    let tasks: Vec<_> = (1..=64)
+        .map(|i| {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                engine
+                    .ingest(
+                        &ChannelId::new("wire"),
+                        message("busy", &format!("b{i}"), &format!("m{i}")),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), Accepted::Stored);
+    }
+    let conv = rig.conversation("busy");
+    let messages = rig.store.messages(conv.id, 0, 1000).unwrap();
+    let seqs: Vec<u64> = messages.iter().map(|m| m.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=messages.len() as u64).collect::<Vec<_>>(),
+        "no gaps, no overwrites"
+    );
+    let customer = messages
+        .iter()
+        .filter(|m| m.author == Author::Customer)
+        .count();
+    assert_eq!(customer, 65);
+    assert_eq!(conv.last_seq, messages.len() as u64);
+    rig.stop.cancel();
+}

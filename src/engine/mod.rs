@@ -33,6 +33,8 @@ use draft::{Draft, DraftError};
 
 /// How often a write that lost a race is rebuilt before giving up.
 const MAX_RETRIES: usize = 32;
+/// Conversation lanes (see `Engine::lane`).
+const LANES: usize = 1024;
 /// Longest label, and most labels on one conversation.
 const MAX_LABEL_CHARS: usize = 64;
 const MAX_LABELS: usize = 32;
@@ -86,6 +88,8 @@ pub struct Engine {
     bot_inboxes: Mutex<Option<Vec<mpsc::UnboundedReceiver<BotWork>>>>,
     /// Bot work sent to workers and not yet done (backpressure for the backlog feeder).
     bot_outstanding: std::sync::atomic::AtomicUsize,
+    /// Per-conversation serialisation (see `lane`).
+    lanes: Vec<tokio::sync::Mutex<()>>,
     outbox: outbox::Outbox,
     /// Key of the keyed hash under which API tokens are stored.
     token_key: Vec<u8>,
@@ -111,6 +115,7 @@ impl Engine {
             bot_shards,
             bot_inboxes: Mutex::new(Some(inboxes)),
             bot_outstanding: Default::default(),
+            lanes: (0..LANES).map(|_| tokio::sync::Mutex::new(())).collect(),
             token_key,
         }))
     }
@@ -171,6 +176,22 @@ impl Engine {
         Ok(tasks)
     }
 
+    /// The lane of a conversation, named by its channel and thread (known before the
+    /// conversation exists). Changes to one conversation take its lane in turn: a burst of
+    /// messages or an agent acting during one is serialised instead of colliding on the
+    /// optimistic version check. Lanes are shared by hash; unrelated conversations on the same
+    /// lane only wait for each other's commit.
+    fn lane(
+        &self,
+        channel: &ChannelId,
+        thread: &switchboard_channel::ExternalThread,
+    ) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (channel, thread).hash(&mut h);
+        &self.lanes[(h.finish() as usize) % self.lanes.len()]
+    }
+
     fn enqueue_bot(&self, conv: ConversationId, seq: u64) {
         let shard = (conv.0 as usize) % self.bot_shards.len();
         self.bot_outstanding
@@ -201,6 +222,13 @@ impl Engine {
         actor: Actor,
         build: impl Fn(&mut Draft<'_>) -> Result<(), EngineError>,
     ) -> Result<Conversation, EngineError> {
+        let first = self
+            .store
+            .conversation(id)?
+            .ok_or(EngineError::NotFound("conversation"))?;
+        // One change at a time per conversation (see `lane`); retries remain for the rare
+        // writer outside the lane (merging contacts).
+        let _lane = self.lane(&first.channel, &first.thread).lock().await;
         for _ in 0..MAX_RETRIES {
             let conv = self
                 .store
@@ -234,6 +262,8 @@ impl Engine {
         if self.channel(channel).is_none() {
             return Err(InboundError::Rejected(format!("unknown channel {channel}")));
         }
+        // Messages of one conversation are stored one after the other, in arrival order.
+        let _lane = self.lane(channel, &msg.thread).lock().await;
         for _ in 0..MAX_RETRIES {
             let outcome = match self.prepare_ingest(channel, &msg) {
                 Ok(change) => self.commit(change).await,
