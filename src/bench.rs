@@ -144,6 +144,11 @@ fn hook_body(i: usize, conversations: usize) -> String {
 
 /// The bench's own config: everything on loopback in `dir`.
 fn bench_config(dir: &Path, callback: &str, cache_mb: u64) -> String {
+    // The group-commit linger can be tried without editing code.
+    let linger = std::env::var("SWITCHBOARD_BENCH_LINGER_US")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(250);
     let kb = std::env::current_dir()
         .map(|d| d.join("config/kb"))
         .unwrap_or_else(|_| PathBuf::from("config/kb"));
@@ -152,6 +157,7 @@ fn bench_config(dir: &Path, callback: &str, cache_mb: u64) -> String {
 data_dir = "{data}"
 [store]
 cache_mb = {cache_mb}
+commit_linger_us = {linger}
 [http]
 listen = "127.0.0.1:0"
 [admin]
