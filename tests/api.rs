@@ -7,16 +7,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{Client, Daemon, Receiver, eventually, write_config};
-
-async fn started() -> (Receiver, tempfile::TempDir, Daemon, Client) {
-    let receiver = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), &receiver.url, "");
-    let daemon = Daemon::start(dir.path());
-    let client = Client::new(&daemon);
-    (receiver, dir, daemon, client)
-}
+use support::{eventually, started};
 
 fn code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("<no error code>")

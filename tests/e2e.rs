@@ -5,29 +5,35 @@ mod support;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{Client, Daemon, Receiver, eventually, write_config};
-
-fn setup(receiver: &Receiver) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), &receiver.url, "");
-    dir
-}
+use support::{Client, Daemon, Receiver, eventually, started};
 
 /// A running daemon with one conversation the customer `user` escalated by asking for a person.
 async fn with_escalated(
     user: &str,
     text: &str,
 ) -> (Receiver, tempfile::TempDir, Daemon, Client, u64) {
-    let receiver = Receiver::start().await;
-    let dir = setup(&receiver);
-    let daemon = Daemon::start(dir.path());
-    let c = Client::new(&daemon);
+    let (receiver, dir, daemon, c) = started().await;
     c.hook(user, &format!("{user}-1"), text).await;
     receiver.wait_for(user, 1).await;
     let conv = c.conversation_of(user).await;
     assert_eq!(conv["escalation"]["reason"], "asked_for_human", "{conv}");
     let id = conv["id"].as_u64().unwrap();
     (receiver, dir, daemon, c, id)
+}
+
+/// Waits until message `seq` of conversation `id` has the delivery state `state`; returns it.
+async fn delivery_reaches(c: &Client, id: u64, seq: u64, state: &str) -> Value {
+    eventually(20, &format!("delivery {state}"), async || {
+        let (_, d) = c.get(&format!("/api/v1/conversations/{id}")).await;
+        let m = d["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["seq"].as_u64() == Some(seq))
+            .cloned()?;
+        (m["delivery"]["state"] == state).then_some(m)
+    })
+    .await
 }
 
 async fn count(client: &Client, status: &str) -> u64 {
@@ -37,10 +43,7 @@ async fn count(client: &Client, status: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn customer_to_bot_to_agent_and_back_across_restarts() {
-    let receiver = Receiver::start().await;
-    let dir = setup(&receiver);
-    let daemon = Daemon::start(dir.path());
-    let c = Client::new(&daemon);
+    let (receiver, dir, daemon, c) = started().await;
 
     // The bot answers a known question.
     let (status, body) = c.hook("alice", "a1", "Where is my order?").await;
@@ -142,17 +145,7 @@ async fn customer_to_bot_to_agent_and_back_across_restarts() {
     assert_eq!(receiver.texts_for("alice").len(), 4);
 
     let seq = reply["message"]["seq"].as_u64().unwrap();
-    eventually(10, "delivery marked sent", async || {
-        let (_, d) = c.get(&format!("/api/v1/conversations/{id}")).await;
-        let m = d["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["seq"].as_u64() == Some(seq))
-            .cloned()?;
-        (m["delivery"]["state"] == "sent").then_some(())
-    })
-    .await;
+    delivery_reaches(&c, id, seq, "sent").await;
 
     let (status, resolved) = c
         .post(&format!("/api/v1/conversations/{id}/resolve"), json!({}))
@@ -181,10 +174,7 @@ async fn customer_to_bot_to_agent_and_back_across_restarts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_inbound_is_stored_once() {
-    let receiver = Receiver::start().await;
-    let dir = setup(&receiver);
-    let daemon = Daemon::start(dir.path());
-    let c = Client::new(&daemon);
+    let (receiver, dir, daemon, c) = started().await;
     let (s1, b1) = c.hook("bob", "b1", "How much is shipping?").await;
     let (s2, b2) = c.hook("bob", "b1", "How much is shipping?").await;
     assert_eq!(
@@ -292,17 +282,7 @@ async fn outbox_survives_a_restart_and_gives_up_visibly() {
         )
         .await;
     let seq = r["message"]["seq"].as_u64().unwrap();
-    let failed = eventually(20, "delivery failed", async || {
-        let (_, d) = c.get(&format!("/api/v1/conversations/{id}")).await;
-        let m = d["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["seq"].as_u64() == Some(seq))
-            .cloned()?;
-        (m["delivery"]["state"] == "failed").then_some(m)
-    })
-    .await;
+    let failed = delivery_reaches(&c, id, seq, "failed").await;
     assert_eq!(failed["delivery"]["attempts"], 8);
     assert!(
         failed["delivery"]["last_error"]

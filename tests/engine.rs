@@ -131,6 +131,15 @@ fn rig(decisions: Vec<Decision>) -> Rig {
 }
 
 impl Rig {
+    async fn agent(&self, name: &str) -> switchboard::model::Agent {
+        let role = switchboard::model::Role::Agent;
+        self.engine
+            .create_agent(name, role, None, None)
+            .await
+            .unwrap()
+            .0
+    }
+
     async fn say(&self, thread: &str, id: &str, text: &str) {
         let r = self
             .engine
@@ -230,12 +239,7 @@ async fn decisions_become_replies_handovers_and_recorded_reasons() {
     assert_eq!(verdicts, 3);
 
     // A person owns it: new messages reach nobody but the inbox (no decision is scripted).
-    let agent = rig
-        .engine
-        .create_agent("ana", switchboard::model::Role::Agent, None, None)
-        .await
-        .unwrap()
-        .0;
+    let agent = rig.agent("ana").await;
     rig.engine
         .act(
             conv.id,
@@ -262,12 +266,7 @@ async fn outbox_waits_out_retry_after_and_keeps_each_conversation_in_order() {
         detail: "test".into(),
     };
     let rig = rig(vec![escalate(), escalate()]);
-    let agent = rig
-        .engine
-        .create_agent("ana", switchboard::model::Role::Agent, None, None)
-        .await
-        .unwrap()
-        .0;
+    let agent = rig.agent("ana").await;
     for t in ["slow", "fast"] {
         rig.say(t, &format!("{t}-1"), "hello").await;
         rig.delivered(t, 1).await;

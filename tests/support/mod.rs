@@ -291,6 +291,16 @@ impl Client {
     }
 }
 
+/// A callback receiver, a config pointing at it, the daemon on it, and an admin client.
+pub async fn started() -> (Receiver, tempfile::TempDir, Daemon, Client) {
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &receiver.url, "");
+    let daemon = Daemon::start(dir.path());
+    let client = Client::new(&daemon);
+    (receiver, dir, daemon, client)
+}
+
 /// One delivery the callback receiver accepted.
 #[derive(Debug, Clone)]
 pub struct Delivered {

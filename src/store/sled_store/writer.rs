@@ -88,6 +88,30 @@ impl Prepared {
         }
     }
 
+    /// The insert-if-absent keys of the change: `(kind, key, value, what it is)`. A change
+    /// whose key exists already is refused as a whole.
+    fn claims(&self) -> impl Iterator<Item = (usize, Vec<u8>, Vec<u8>, &'static str)> + '_ {
+        let c = &self.change;
+        let ext = c.new_external_ids.iter().map(|(channel, ext, conv, seq)| {
+            let key = keys::two_strings(channel.as_str(), ext.as_str());
+            (
+                EXTERNAL_IDS,
+                key,
+                keys::pair(conv.0, *seq).to_vec(),
+                "message id",
+            )
+        });
+        let threads = c.new_threads.iter().map(|(channel, thread, conv)| {
+            let key = keys::two_strings(channel.as_str(), thread.as_str());
+            (THREADS, key, conv.to_be_bytes().to_vec(), "thread")
+        });
+        let identities = c.new_identities.iter().map(|(channel, user, contact)| {
+            let key = keys::two_strings(channel.as_str(), user.as_str());
+            (IDENTITIES, key, contact.to_be_bytes().to_vec(), "identity")
+        });
+        ext.chain(threads).chain(identities)
+    }
+
     /// Checks the change against the current state and what earlier changes of the round
     /// staged, without writing anything. `Err` is a storage failure (the whole round fails);
     /// `Ok(Err)` refuses this change only.
@@ -97,28 +121,9 @@ impl Prepared {
             let space = st.space(i);
             Ok(st.claimed.contains(&space.key(&key)) || space.contains_key(&key).map_err(io)?)
         };
-        for (channel, ext, _, _) in &c.new_external_ids {
-            if taken(
-                EXTERNAL_IDS,
-                keys::two_strings(channel.as_str(), ext.as_str()),
-            )? {
-                return Ok(Err(StoreError::Exists("message id")));
-            }
-        }
-        for (channel, thread, _) in &c.new_threads {
-            if taken(
-                THREADS,
-                keys::two_strings(channel.as_str(), thread.as_str()),
-            )? {
-                return Ok(Err(StoreError::Exists("thread")));
-            }
-        }
-        for (channel, user, _) in &c.new_identities {
-            if taken(
-                IDENTITIES,
-                keys::two_strings(channel.as_str(), user.as_str()),
-            )? {
-                return Ok(Err(StoreError::Exists("identity")));
+        for (i, key, _, what) in self.claims() {
+            if taken(i, key)? {
+                return Ok(Err(StoreError::Exists(what)));
             }
         }
         for write in &c.conversations {
@@ -144,17 +149,8 @@ impl Prepared {
     /// Stages the writes of a checked change.
     fn stage(&self, st: &mut Staging<'_>, checked: Checked) {
         let c = &self.change;
-        for (channel, ext, conv, seq) in &c.new_external_ids {
-            let key = keys::two_strings(channel.as_str(), ext.as_str());
-            st.claim(EXTERNAL_IDS, &key, &keys::pair(conv.0, *seq));
-        }
-        for (channel, thread, conv) in &c.new_threads {
-            let key = keys::two_strings(channel.as_str(), thread.as_str());
-            st.claim(THREADS, &key, &conv.to_be_bytes());
-        }
-        for (channel, user, contact) in &c.new_identities {
-            let key = keys::two_strings(channel.as_str(), user.as_str());
-            st.claim(IDENTITIES, &key, &contact.to_be_bytes());
+        for (i, key, value, _) in self.claims() {
+            st.claim(i, &key, &value);
         }
         for (channel, user, contact) in &c.moved_identities {
             let key = keys::two_strings(channel.as_str(), user.as_str());
