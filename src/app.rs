@@ -15,7 +15,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::bot::simple::SimpleResponder;
+use crate::bot::live::LiveKb;
+use crate::bot::responder::KbResponder;
 use crate::config::{ChannelConfig, Config};
 use crate::engine::{Engine, EngineSettings};
 use crate::inbox::ApiState;
@@ -41,16 +42,51 @@ pub fn open_store(config: &Config) -> anyhow::Result<Arc<SledStore>> {
     Ok(Arc::new(store))
 }
 
-fn build_responder(config: &Config) -> anyhow::Result<SimpleResponder> {
-    let entries = crate::bot::kb::load_dir(&config.bot.kb_dir)?;
-    tracing::info!(entries = entries.len(), dir = %config.bot.kb_dir.display(), "knowledge base loaded");
-    Ok(SimpleResponder::new(
-        entries,
-        &config.bot.human_phrases,
-        config.bot.max_misses,
-        &config.bot.clarify_message,
-        &config.bot.human_button,
-    ))
+/// The bot: the live knowledge base (files + store), with the model when one is configured.
+pub fn build_bot(
+    config: &Config,
+    store: &dyn Store,
+) -> anyhow::Result<(Arc<LiveKb>, Arc<KbResponder>)> {
+    let model = match &config.bot.model_dir {
+        Some(dir) => Some(crate::kb_cli::load_model(dir)?),
+        None => None,
+    };
+    let kb = Arc::new(LiveKb::open(store, &config.bot, model)?);
+    let started = std::time::Instant::now();
+    let responder = kb.build(&|_| {})?;
+    tracing::info!(
+        entries = responder.matcher().entries().len(),
+        variants = responder.matcher().variants(),
+        model = responder
+            .matcher()
+            .model_id()
+            .unwrap_or("none (lexical only)"),
+        ms = started.elapsed().as_millis() as u64,
+        "knowledge base loaded"
+    );
+    Ok((kb, Arc::new(responder)))
+}
+
+/// Rebuilds the bot from the live knowledge base on every SIGHUP.
+async fn reload_on_hangup(kb: Arc<LiveKb>, engine: Arc<Engine>, stop: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload the knowledge base through the API");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = hup.recv() => {}
+        }
+        tracing::info!("SIGHUP: reloading the knowledge base");
+        match kb.rebuild().await {
+            Ok(r) => engine.set_responder(r),
+            Err(e) => {
+                tracing::error!(error = %e, "reload failed; the bot keeps its previous knowledge base")
+            }
+        }
+    }
 }
 
 /// Makes sure the first admin exists, with the configured token if one is configured.
@@ -153,12 +189,13 @@ pub async fn serve(
         tracing::warn!("{w}");
     }
     let store = open_store(&config)?;
-    let responder = Arc::new(build_responder(&config)?);
+    let (kb, responder) = build_bot(&config, store.as_ref())?;
     let engine = Engine::new(
         store.clone(),
         responder,
         EngineSettings {
             handoff_message: config.bot.handoff_message.clone(),
+            offhours_message: config.bot.offhours_message.clone(),
             outbox: config.outbox.clone(),
             bot_workers: 32,
         },
@@ -171,6 +208,7 @@ pub async fn serve(
     let (mut router, _) = crate::inbox::api(
         ApiState {
             engine: engine.clone(),
+            kb: kb.clone(),
             ready: ready.clone(),
             shutdown: shutdown.clone(),
         },
@@ -194,6 +232,11 @@ pub async fn serve(
         }));
     }
     tasks.extend(engine.start(tasks_stop.clone())?);
+    tasks.push(tokio::spawn(reload_on_hangup(
+        kb,
+        engine.clone(),
+        tasks_stop.clone(),
+    )));
 
     let router = router.layer(TimeoutLayer::with_status_code(
         axum::http::StatusCode::REQUEST_TIMEOUT,

@@ -10,6 +10,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use crate::bot::matcher::Policy;
 use serde::Deserialize;
 use serde::de::{DeserializeOwned, IntoDeserializer};
 use switchboard_webhook::WebhookConfig;
@@ -133,12 +134,96 @@ pub struct BotConfig {
     /// Sent when the bot could not answer and asks the customer to rephrase.
     #[serde(default = "default_clarify")]
     pub clarify_message: String,
+    /// Asked when several entries could be meant; the entries follow as buttons.
+    #[serde(default = "default_suggest")]
+    pub suggest_message: String,
+    /// Label of the "none of these" button under suggestions.
+    #[serde(default = "default_none_button")]
+    pub none_button: String,
     /// Label of the "talk to a person" button where the channel has buttons.
     #[serde(default = "default_human_button")]
     pub human_button: String,
     /// Sent when the conversation is handed to people.
     #[serde(default = "default_handoff")]
     pub handoff_message: String,
+    /// A sentence-transformers directory (config.json, tokenizer.json, model.safetensors)
+    /// for semantic matching. Without one the bot matches words only and hands off more.
+    #[serde(default)]
+    pub model_dir: Option<PathBuf>,
+    /// Languages the model understands (`en`, `zh`); messages in others are matched by
+    /// words only. all-MiniLM-L6-v2: `["en"]`; a multilingual model: `["en", "zh"]`.
+    #[serde(default = "default_model_languages")]
+    pub model_languages: Vec<String>,
+    /// Decision thresholds with a model.
+    #[serde(default = "default_semantic")]
+    pub semantic: Policy,
+    /// Decision thresholds without a model.
+    #[serde(default = "default_lexical")]
+    pub lexical: Policy,
+    /// Words of an upset customer; one of them hands the conversation to a person.
+    #[serde(default = "default_complaint_phrases")]
+    pub complaint_phrases: Vec<String>,
+    /// Words of urgency; with another cue (shouting, !!!), a person takes over.
+    #[serde(default = "default_urgency_phrases")]
+    pub urgency_phrases: Vec<String>,
+    /// Said instead of `handoff_message` when nobody is on shift; `{when}` is replaced by
+    /// when the next person starts.
+    #[serde(default = "default_offhours")]
+    pub offhours_message: String,
+}
+
+fn default_model_languages() -> Vec<String> {
+    vec!["en".into()]
+}
+fn default_semantic() -> Policy {
+    Policy::SEMANTIC
+}
+fn default_lexical() -> Policy {
+    Policy::LEXICAL
+}
+fn default_complaint_phrases() -> Vec<String> {
+    [
+        "complaint",
+        "complain",
+        "ridiculous",
+        "unacceptable",
+        "terrible",
+        "worst",
+        "scam",
+        "disgusting",
+        "furious",
+        "fed up",
+        "waste of time",
+        "投诉",
+        "太差了",
+        "气死了",
+        "垃圾",
+        "骗子",
+        "差评",
+        "受不了",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+fn default_urgency_phrases() -> Vec<String> {
+    [
+        "urgent",
+        "asap",
+        "immediately",
+        "right now",
+        "emergency",
+        "紧急",
+        "马上",
+        "立刻",
+        "急",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+fn default_offhours() -> String {
+    "Our team is offline right now; a person will reply here {when}. \
+     / 人工客服目前不在线，{when} 会有专人回复您。"
+        .into()
 }
 
 fn default_kb_dir() -> PathBuf {
@@ -166,6 +251,12 @@ fn default_clarify() -> String {
      / 抱歉，我没有理解，可以换个说法吗？"
         .into()
 }
+fn default_suggest() -> String {
+    "Did you mean one of these? / 您是想问以下哪个问题？".into()
+}
+fn default_none_button() -> String {
+    "None of these / 都不是".into()
+}
 fn default_human_button() -> String {
     "Talk to a person / 转人工".into()
 }
@@ -182,8 +273,17 @@ impl Default for BotConfig {
             max_misses: default_max_misses(),
             human_phrases: default_human_phrases(),
             clarify_message: default_clarify(),
+            suggest_message: default_suggest(),
+            none_button: default_none_button(),
             human_button: default_human_button(),
             handoff_message: default_handoff(),
+            model_dir: None,
+            model_languages: default_model_languages(),
+            semantic: Policy::SEMANTIC,
+            lexical: Policy::LEXICAL,
+            complaint_phrases: default_complaint_phrases(),
+            urgency_phrases: default_urgency_phrases(),
+            offhours_message: default_offhours(),
         }
     }
 }
@@ -305,6 +405,11 @@ impl Config {
     /// Warnings that do not stop the daemon (inline secrets and the like).
     pub fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
+        if self.bot.model_dir.is_none() {
+            w.push(
+                "[bot] no model_dir: the bot matches words only, answers fewer questions and hands off more (see README, \"The bot\")".into(),
+            );
+        }
         for (id, ch) in &self.channels {
             if let ChannelConfig::Webhook(h) = ch
                 && h.secret.is_some()
@@ -451,6 +556,27 @@ impl<'a> Parser<'a> {
                 at("bot", "kb_dir"),
                 format!("[bot] kb_dir {} is not a directory", bot.kb_dir.display()),
             );
+        }
+        if let Some(dir) = &bot.model_dir
+            && !dir.join("model.safetensors").is_file()
+        {
+            self.problem(
+                at("bot", "model_dir"),
+                format!(
+                    "[bot] model_dir {} has no model.safetensors (a sentence-transformers directory: config.json, tokenizer.json, model.safetensors)",
+                    dir.display()
+                ),
+            );
+        }
+        for (name, p) in [("semantic", &bot.semantic), ("lexical", &bot.lexical)] {
+            if !(p.clarify <= p.answer && (0.0..=1.0).contains(&p.lexical_weight) && p.top_k >= 1) {
+                self.problem(
+                    at("bot", name),
+                    format!(
+                        "[bot.{name}] needs clarify <= answer, lexical_weight in 0..1, top_k >= 1"
+                    ),
+                );
+            }
         }
         if bot.max_misses == 0 {
             self.problem(

@@ -21,5 +21,6 @@ pub mod bot;
 pub mod config;
 pub mod engine;
 pub mod inbox;
+pub mod kb_cli;
 pub mod model;
 pub mod store;

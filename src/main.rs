@@ -34,6 +34,53 @@ enum Command {
     /// Load generators on loopback; they print numbers.
     #[command(subcommand)]
     Bench(Bench),
+    /// Knowledge-base tools.
+    #[command(subcommand)]
+    Kb(Kb),
+}
+
+#[derive(Subcommand)]
+enum Kb {
+    /// Store entries from a JSON Lines file in the live knowledge base (daemon stopped).
+    Import {
+        file: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Print the live knowledge base (files + store) as JSON Lines.
+    Export {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Report duplicate ids and questions, near duplicates and empty answers.
+    Check {
+        /// A JSON Lines file; without it, the live knowledge base.
+        file: Option<PathBuf>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Measure the bot on a knowledge base and labelled queries (JSON Lines).
+    Eval {
+        #[arg(long)]
+        kb: PathBuf,
+        #[arg(long)]
+        queries: PathBuf,
+        /// Sentence-transformers directory; default: the model of ./config/switchboard.toml.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Also try many thresholds on the same scores and print the best.
+        #[arg(long)]
+        sweep: bool,
+        /// Keep computed embeddings in this directory between runs.
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// Print every query with its decision and best scores.
+        #[arg(long)]
+        verbose: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -138,6 +185,51 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("switchboard bench: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Kb(kb) => {
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .init();
+            let result = match kb {
+                Kb::Import { file, config } => {
+                    switchboard::kb_cli::import(&file, config.as_deref())
+                }
+                Kb::Export { config } => switchboard::kb_cli::export(config.as_deref()),
+                Kb::Check { file, config } => {
+                    match switchboard::kb_cli::check(file.as_deref(), config.as_deref()) {
+                        Ok(true) => Ok(()),
+                        Ok(false) => return ExitCode::FAILURE,
+                        Err(e) => Err(e),
+                    }
+                }
+                Kb::Eval {
+                    kb,
+                    queries,
+                    model,
+                    json,
+                    sweep,
+                    cache,
+                    verbose,
+                } => switchboard::kb_cli::eval(switchboard::kb_cli::EvalArgs {
+                    kb,
+                    queries,
+                    model,
+                    json,
+                    sweep,
+                    cache,
+                    verbose,
+                }),
+            };
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("switchboard kb: {e:#}");
                     ExitCode::FAILURE
                 }
             }

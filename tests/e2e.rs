@@ -60,7 +60,7 @@ async fn customer_to_bot_to_agent_and_back_across_restarts() {
     assert_eq!(replies[0].author["kind"], "bot");
 
     // Two questions it cannot answer: it asks to rephrase, then hands over.
-    c.hook("alice", "a2", "my parrot ate the parcel").await;
+    c.hook("alice", "a2", "blue llamas dance").await;
     let replies = receiver.wait_for("alice", 2).await;
     assert!(
         replies[1].text.contains("say it another way"),
@@ -71,7 +71,7 @@ async fn customer_to_bot_to_agent_and_back_across_restarts() {
         replies[1].buttons[0]["payload"], "human",
         "clarification offers a person"
     );
-    c.hook("alice", "a3", "the parrot, really").await;
+    c.hook("alice", "a3", "purple llamas, really").await;
     let replies = receiver.wait_for("alice", 3).await;
     assert!(
         replies[2].text.contains("a person will reply"),

@@ -104,6 +104,7 @@ fn rig(decisions: Vec<Decision>) -> Rig {
     });
     let settings = EngineSettings {
         handoff_message: "a person will take over".into(),
+        offhours_message: "nobody is here; a person replies {when}".into(),
         outbox: OutboxConfig {
             base_delay_ms: 20,
             max_delay_ms: 100,
@@ -186,6 +187,8 @@ async fn decisions_become_replies_handovers_and_recorded_reasons() {
         text: text.into(),
         score: 0.9,
         escalate_after: false,
+        buttons: vec![],
+        detail: "scripted".into(),
     };
     let rig = rig(vec![
         answer("first answer"),
@@ -193,6 +196,7 @@ async fn decisions_become_replies_handovers_and_recorded_reasons() {
             text: "which one?".into(),
             options: vec![],
             score: Some(0.4),
+            detail: "scripted".into(),
         },
         Decision::Escalate {
             reason: EscalationReason::BotError,

@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
-use switchboard::bot::simple::SimpleResponder;
+use switchboard::bot::matcher::Matcher;
+use switchboard::bot::responder::KbResponder;
 use switchboard::config::{BotConfig, OutboxConfig};
 use switchboard::engine::{Engine, EngineSettings};
 use switchboard::inbox::ApiState;
@@ -133,6 +134,9 @@ impl Store for FlakyStore {
     fn channel_state(&self, c: &ChannelId) -> Result<Arc<dyn ChannelState>> {
         self.inner.channel_state(c)
     }
+    fn kv(&self, space: &str) -> Result<Arc<dyn ChannelState>> {
+        self.inner.kv(space)
+    }
     fn size_on_disk(&self) -> Result<u64> {
         self.inner.size_on_disk()
     }
@@ -178,15 +182,11 @@ async fn a_failing_store_answers_503_and_loses_nothing_accepted() {
     });
     let bot = BotConfig::default();
     let kb = switchboard::bot::kb::load_dir(std::path::Path::new("config/kb")).unwrap();
-    let responder = Arc::new(SimpleResponder::new(
-        kb,
-        &bot.human_phrases,
-        2,
-        "?",
-        "person",
-    ));
+    let matcher = Matcher::build(kb, None, &|_| {}).unwrap();
+    let responder = Arc::new(KbResponder::new(matcher, &bot));
     let settings = EngineSettings {
         handoff_message: "handing over".into(),
+        offhours_message: "offline until {when}".into(),
         outbox: OutboxConfig::default(),
         bot_workers: 1,
     };
@@ -206,6 +206,7 @@ async fn a_failing_store_answers_503_and_loses_nothing_accepted() {
     engine.register_channel(channel.clone());
     let state = ApiState {
         engine: engine.clone(),
+        kb: Arc::new(switchboard::bot::live::LiveKb::open(store.as_ref(), &bot, None).unwrap()),
         ready: Arc::new(AtomicBool::new(true)),
         shutdown: Default::default(),
     };

@@ -3,23 +3,28 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+/// One knowledge-base entry. The same shape is a line of the JSON Lines import/export format
+/// (`{"id","questions":[...],"answer","tags"?,"escalate"?,"lang"?,"follow_ups"?}`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Entry {
     pub id: String,
     /// Language of the answer.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lang: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
     /// Ways customers ask this; matched against customer messages.
     pub questions: Vec<String>,
     pub answer: String,
     /// Give the answer, then hand the conversation to a person.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub escalate: bool,
+    /// Entries the customer is likely to want next; offered as buttons after the answer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub follow_ups: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -39,6 +44,39 @@ pub enum KbError {
         id: String,
         message: String,
     },
+}
+
+/// Checks one entry on its own: the problems that make it unusable.
+pub fn entry_problem(entry: &Entry) -> Option<&'static str> {
+    if entry.id.trim().is_empty() {
+        Some("empty id")
+    } else if entry.answer.trim().is_empty() {
+        Some("empty answer")
+    } else if entry.questions.iter().all(|q| q.trim().is_empty()) {
+        Some("no questions")
+    } else {
+        None
+    }
+}
+
+/// Reads JSON Lines entries; errors name the line.
+pub fn read_jsonl(path: &Path) -> Result<Vec<Entry>, KbError> {
+    let text = std::fs::read_to_string(path).map_err(|e| KbError::File {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    let mut entries = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let entry: Entry = serde_json::from_str(line).map_err(|e| KbError::File {
+            path: path.to_owned(),
+            message: format!("line {}: {e}", n + 1),
+        })?;
+        entries.push(entry);
+    }
+    Ok(entries)
 }
 
 /// Reads every `*.toml` file of `dir`, in name order.
@@ -70,14 +108,8 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Entry>, KbError> {
                 id: entry.id.clone(),
                 message: message.into(),
             };
-            if entry.id.trim().is_empty() {
-                return Err(bad("empty id"));
-            }
-            if entry.answer.trim().is_empty() {
-                return Err(bad("empty answer"));
-            }
-            if entry.questions.iter().all(|q| q.trim().is_empty()) {
-                return Err(bad("no questions"));
+            if let Some(problem) = entry_problem(&entry) {
+                return Err(bad(problem));
             }
             if !ids.insert(entry.id.clone()) {
                 return Err(bad("duplicate id"));

@@ -2,12 +2,22 @@
 //!
 //! - [`Responder`]: the seam the engine calls. It is pure CPU work (no I/O), called off the
 //!   async runtime, and must be deterministic for a given knowledge base.
-//! - [`kb`]: the knowledge base files.
-//! - [`simple`]: the responder of this build: normalised exact matching plus rules for asking
-//!   for a person. The hybrid matcher replaces it behind the same trait.
+//! - [`kb`]: knowledge-base entries: TOML files, JSON Lines import/export; [`live`]: the
+//!   live knowledge base in the store (imported and taught entries, proposals).
+//! - [`rules`]: asking for a person, frustration and urgency cues.
+//! - [`lexical`] (tantivy BM25, jieba), [`embed`] (candle BERT), [`matcher`] (hybrid scores
+//!   and the decision policy), [`responder`]: the bot of the daemon, built from them.
+//! - [`eval`]: measuring the matcher on labelled queries.
 
+pub mod embed;
+pub mod eval;
 pub mod kb;
-pub mod simple;
+pub mod lexical;
+pub mod live;
+pub mod matcher;
+pub mod responder;
+pub mod rules;
+pub mod text;
 
 use switchboard_channel::Button;
 
@@ -17,6 +27,8 @@ pub struct BotInput<'a> {
     pub text: &'a str,
     /// Consecutive customer messages in this conversation the bot could not answer.
     pub misses: u32,
+    /// The entry the bot answered this conversation with last.
+    pub last_entry: Option<&'a str>,
 }
 
 /// Why the bot hands a conversation to people.
@@ -49,12 +61,17 @@ pub enum Decision {
         text: String,
         score: f32,
         escalate_after: bool,
+        /// Follow-up questions offered as buttons.
+        buttons: Vec<Button>,
+        /// Why, with scores, for the agents.
+        detail: String,
     },
     /// Not sure: ask the customer, offering choices where there are any. Counts as a miss.
     Clarify {
         text: String,
         options: Vec<Button>,
         score: Option<f32>,
+        detail: String,
     },
     /// A person should take over now.
     Escalate {
@@ -63,6 +80,26 @@ pub enum Decision {
     },
 }
 
+/// A knowledge-base entry suggested to an agent.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct Suggestion {
+    pub entry: String,
+    /// The entry's question closest to the customer's language.
+    pub question: String,
+    pub answer: String,
+    pub score: f32,
+}
+
 pub trait Responder: Send + Sync + 'static {
     fn decide(&self, input: &BotInput<'_>) -> Decision;
+
+    /// The `n` entries likeliest to answer `text`, best first (agent assist, teach-back).
+    fn suggest(&self, _text: &str, _n: usize) -> Vec<Suggestion> {
+        Vec::new()
+    }
+
+    /// The embedding model in use, if any.
+    fn model(&self) -> Option<String> {
+        None
+    }
 }

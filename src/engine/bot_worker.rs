@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use switchboard_channel::Button;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -107,11 +106,13 @@ async fn handle(engine: &Arc<Engine>, conv: ConversationId, seq: u64) -> Result<
     let responder = engine.responder.read().expect("responder lock").clone();
     let text = message.text.clone();
     let misses = current.bot_misses;
+    let last_entry = current.bot_last_entry.clone();
     let decision = {
         let d = tokio::task::spawn_blocking(move || {
             responder.decide(&BotInput {
                 text: &text,
                 misses,
+                last_entry: last_entry.as_deref(),
             })
         })
         .await;
@@ -123,7 +124,7 @@ async fn handle(engine: &Arc<Engine>, conv: ConversationId, seq: u64) -> Result<
             },
         }
     };
-    let handoff = engine.settings.handoff_message.clone();
+    let handoff = engine.handoff_message(switchboard_channel::now_ms());
     let in_reply_to = message.external_id.clone();
     engine
         .update(conv, Actor::Bot, |d| {
@@ -143,14 +144,16 @@ async fn handle(engine: &Arc<Engine>, conv: ConversationId, seq: u64) -> Result<
                     text,
                     escalate_after,
                     entry,
+                    buttons,
                     ..
                 } => {
                     d.conv.bot_misses = 0;
+                    d.conv.bot_last_entry = Some(entry.clone());
                     d.push_outbound(
                         Author::Bot,
                         None,
                         text.clone(),
-                        vec![],
+                        buttons.clone(),
                         in_reply_to.clone(),
                         Some(verdict),
                     )?;
@@ -164,18 +167,18 @@ async fn handle(engine: &Arc<Engine>, conv: ConversationId, seq: u64) -> Result<
                 }
                 Decision::Clarify { text, options, .. } => {
                     d.conv.bot_misses += 1;
-                    let buttons: Vec<Button> = options.clone();
                     d.push_outbound(
                         Author::Bot,
                         None,
                         text.clone(),
-                        buttons,
+                        options.clone(),
                         in_reply_to.clone(),
                         Some(verdict),
                     )?;
                 }
                 Decision::Escalate { reason, detail } => {
                     d.conv.bot_misses = 0;
+                    d.conv.bot_last_entry = None;
                     d.push_outbound(
                         Author::Bot,
                         None,
@@ -216,22 +219,23 @@ fn verdict_of(d: &Decision) -> BotVerdict {
             entry,
             score,
             escalate_after,
+            detail,
             ..
         } => BotVerdict {
             decision: "answer".into(),
             entry: Some(entry.clone()),
             score: Some(*score),
             reason: if *escalate_after {
-                "sensitive entry".into()
+                format!("sensitive entry, then a person: {detail}")
             } else {
-                "confident match".into()
+                detail.clone()
             },
         },
-        Decision::Clarify { score, .. } => BotVerdict {
+        Decision::Clarify { score, detail, .. } => BotVerdict {
             decision: "clarify".into(),
             entry: None,
             score: *score,
-            reason: "no confident match".into(),
+            reason: detail.clone(),
         },
         Decision::Escalate { reason, detail } => BotVerdict {
             decision: "escalate".into(),

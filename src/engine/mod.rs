@@ -72,14 +72,33 @@ pub(crate) type BotWork = (ConversationId, u64);
 pub struct EngineSettings {
     /// Said to the customer when the bot hands over.
     pub handoff_message: String,
+    /// Said instead when nobody is on shift; `{when}` becomes the next shift's start.
+    pub offhours_message: String,
     pub outbox: OutboxConfig,
     /// Parallel bot workers; a conversation always goes to the same one (ordering).
     pub bot_workers: usize,
 }
 
+/// Whether people are at work. Routing provides the real schedule; without it, someone
+/// always is.
+pub trait Availability: Send + Sync + 'static {
+    /// `None` when someone is on shift at `now_ms`; otherwise when the next shift starts,
+    /// in words for the customer ("at 09:00 (UTC)").
+    fn next_shift(&self, now_ms: i64) -> Option<String>;
+}
+
+pub struct AlwaysStaffed;
+
+impl Availability for AlwaysStaffed {
+    fn next_shift(&self, _: i64) -> Option<String> {
+        None
+    }
+}
+
 pub struct Engine {
     store: Arc<dyn Store>,
     responder: RwLock<Arc<dyn Responder>>,
+    availability: RwLock<Arc<dyn Availability>>,
     channels: RwLock<HashMap<ChannelId, Arc<dyn Channel>>>,
     settings: EngineSettings,
     events: broadcast::Sender<Event>,
@@ -108,6 +127,7 @@ impl Engine {
         Ok(Arc::new(Engine {
             store,
             responder: RwLock::new(responder),
+            availability: RwLock::new(Arc::new(AlwaysStaffed)),
             channels: RwLock::new(HashMap::new()),
             outbox: outbox::Outbox::new(settings.outbox.clone()),
             settings,
@@ -137,6 +157,24 @@ impl Engine {
             .expect("channels lock")
             .get(id)
             .cloned()
+    }
+
+    pub fn set_availability(&self, availability: Arc<dyn Availability>) {
+        *self.availability.write().expect("availability lock") = availability;
+    }
+
+    /// What the customer is told when the bot hands over: a person will reply soon, or,
+    /// off hours, when.
+    pub fn handoff_message(&self, now_ms: i64) -> String {
+        let availability = self.availability.read().expect("availability lock").clone();
+        match availability.next_shift(now_ms) {
+            None => self.settings.handoff_message.clone(),
+            Some(when) => self.settings.offhours_message.replace("{when}", &when),
+        }
+    }
+
+    pub fn responder(&self) -> Arc<dyn Responder> {
+        self.responder.read().expect("responder lock").clone()
     }
 
     pub fn set_responder(&self, responder: Arc<dyn Responder>) {

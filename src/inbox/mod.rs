@@ -8,6 +8,7 @@ pub mod auth;
 mod conversations;
 pub mod error;
 mod events;
+mod kb;
 mod people;
 
 use std::sync::Arc;
@@ -29,6 +30,8 @@ use crate::engine::Engine;
 #[derive(Clone)]
 pub struct ApiState {
     pub engine: Arc<Engine>,
+    /// The live knowledge base (teach-back, import, reload).
+    pub kb: Arc<crate::bot::live::LiveKb>,
     /// False until start-up finished and after shutdown began.
     pub ready: Arc<AtomicBool>,
     /// Fires when the daemon stops: long-lived responses (event streams) end.
@@ -43,6 +46,7 @@ pub struct ApiState {
         (name = "contacts", description = "Customers across channels"),
         (name = "agents", description = "The team"),
         (name = "events", description = "Live event stream"),
+        (name = "knowledge base", description = "Suggested answers, teach-back, import and reload"),
     )
 )]
 struct ApiDoc;
@@ -73,7 +77,14 @@ pub fn api(state: ApiState, max_body_bytes: usize) -> (axum::Router, utoipa::ope
         .routes(routes!(people::disable_agent))
         .routes(routes!(people::enable_agent))
         .routes(routes!(people::rotate_token))
-        .routes(routes!(events::events));
+        .routes(routes!(events::events))
+        .routes(routes!(kb::suggestions))
+        .routes(routes!(kb::get_kb))
+        .routes(routes!(kb::import))
+        .routes(routes!(kb::reload))
+        .routes(routes!(kb::propose, kb::list_proposals))
+        .routes(routes!(kb::approve))
+        .routes(routes!(kb::reject));
     let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", v1)
         .split_for_parts();

@@ -92,6 +92,10 @@ pub struct Conversation {
     pub escalation: Option<Escalation>,
     /// Consecutive customer messages the bot could not answer.
     pub bot_misses: u32,
+    /// The knowledge-base entry the bot answered with last (to notice the same question
+    /// asked again: the answer did not help).
+    #[serde(default)]
+    pub bot_last_entry: Option<String>,
     /// Sequence number of the newest message.
     pub last_seq: u64,
     /// Start of the customer's newest message, for list views.
@@ -123,6 +127,7 @@ impl Conversation {
             labels: BTreeSet::new(),
             escalation: None,
             bot_misses: 0,
+            bot_last_entry: None,
             last_seq: 0,
             preview: String::new(),
             created_at_ms: now_ms,

@@ -237,6 +237,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// The private key-value space of one channel instance.
     fn channel_state(&self, channel: &ChannelId) -> Result<Arc<dyn ChannelState>>;
+    /// A private durable key-value space of another part of the daemon (the bot's live
+    /// knowledge base, cached embeddings), by name.
+    fn kv(&self, space: &str) -> Result<Arc<dyn ChannelState>>;
 
     /// Bytes on disk, for health and metrics.
     fn size_on_disk(&self) -> Result<u64>;

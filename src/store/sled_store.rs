@@ -575,15 +575,11 @@ impl Store for SledStore {
     }
 
     fn channel_state(&self, channel: &ChannelId) -> Result<Arc<dyn ChannelState>> {
-        let tree = self
-            .db
-            .open_tree(format!("channel/{channel}"))
-            .map_err(io)?;
-        Ok(Arc::new(SledChannelState {
-            tree,
-            db: self.db.clone(),
-            writer: self.writer.clone(),
-        }))
+        self.private_tree(format!("channel/{channel}"))
+    }
+
+    fn kv(&self, space: &str) -> Result<Arc<dyn ChannelState>> {
+        self.private_tree(format!("kv/{space}"))
     }
 
     fn size_on_disk(&self) -> Result<u64> {
@@ -591,7 +587,18 @@ impl Store for SledStore {
     }
 }
 
-/// One channel's private tree.
+impl SledStore {
+    fn private_tree(&self, name: String) -> Result<Arc<dyn ChannelState>> {
+        let tree = self.db.open_tree(name).map_err(io)?;
+        Ok(Arc::new(SledChannelState {
+            tree,
+            db: self.db.clone(),
+            writer: self.writer.clone(),
+        }))
+    }
+}
+
+/// A private tree: one channel's, or one named space's.
 struct SledChannelState {
     tree: Tree,
     db: sled::Db,

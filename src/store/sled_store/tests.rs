@@ -4,8 +4,18 @@ use super::*;
 use crate::model::Status;
 use crate::store::{Change, ConversationQuery, ConversationWrite, Order};
 
+/// Opens the store; a reopen in the same process can find the dropped handle's background
+/// thread still holding sled's file lock for a moment, so that is retried (bounded).
 fn open(dir: &Path) -> SledStore {
-    SledStore::open(dir, &SledOptions::with_cache_mb(8)).unwrap()
+    let mut last = None;
+    for _ in 0..100 {
+        match SledStore::open(dir, &SledOptions::with_cache_mb(8)) {
+            Ok(s) => return s,
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("cannot open the store: {last:?}")
 }
 
 fn conv(id: u64, channel: &str, status: Status, updated: i64) -> Conversation {

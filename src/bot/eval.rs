@@ -1,0 +1,223 @@
+//! `switchboard kb eval`: how well the matcher answers, and how well it declines.
+//! Metrics as defined in `../shared/eval/README.md`.
+
+use std::path::Path;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::matcher::{Matcher, Policies, Policy, Scored, Verdict};
+
+#[derive(Debug, Deserialize)]
+pub struct Query {
+    pub text: String,
+    /// The entry id that answers it; `None` for out-of-scope queries.
+    pub expect: Option<String>,
+}
+
+pub fn read_queries(path: &Path) -> anyhow::Result<Vec<Query>> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(n, l)| {
+            serde_json::from_str(l)
+                .map_err(|e| anyhow::anyhow!("{}: line {}: {e}", path.display(), n + 1))
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub queries: usize,
+    pub in_scope: usize,
+    pub out_of_scope: usize,
+    pub in_scope_accuracy: f64,
+    pub out_of_scope_recall: f64,
+    pub wrong_answer_rate: f64,
+    pub clarify_rate: f64,
+    pub escalate_rate: f64,
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
+    pub model: Option<String>,
+    pub entries: usize,
+    pub variants: usize,
+    pub index_build_ms: f64,
+    /// With the model's scores.
+    pub semantic_policy: Policy,
+    /// With words only.
+    pub lexical_policy: Policy,
+}
+
+/// Scores every query once (the expensive part), timing each score + decision.
+pub fn score_all(
+    matcher: &Matcher,
+    policy: &Policies,
+    queries: &[Query],
+) -> anyhow::Result<(Vec<Scored>, Vec<f64>)> {
+    let mut scored = Vec::with_capacity(queries.len());
+    let mut latencies = Vec::with_capacity(queries.len());
+    for q in queries {
+        let t = Instant::now();
+        let s = matcher.score(&q.text)?;
+        std::hint::black_box(policy.decide(&s));
+        latencies.push(t.elapsed().as_secs_f64() * 1e3);
+        scored.push(s);
+    }
+    Ok((scored, latencies))
+}
+
+/// Counts of one policy over scored queries.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Tally {
+    pub in_scope: usize,
+    pub out_of_scope: usize,
+    pub correct: usize,
+    pub wrong: usize,
+    pub oos_declined: usize,
+    pub clarified: usize,
+    pub escalated: usize,
+}
+
+impl Tally {
+    pub fn of(matcher: &Matcher, policy: &Policies, queries: &[Query], scored: &[Scored]) -> Tally {
+        let mut t = Tally::default();
+        for (q, s) in queries.iter().zip(scored) {
+            let verdict = policy.decide(s);
+            let answered = match &verdict {
+                Verdict::Answer { entry, .. } => Some(matcher.entries()[*entry].id.as_str()),
+                Verdict::Clarify { .. } => {
+                    t.clarified += 1;
+                    None
+                }
+                Verdict::NoMatch { .. } => {
+                    t.escalated += 1;
+                    None
+                }
+            };
+            match (&q.expect, answered) {
+                (Some(_), _) => t.in_scope += 1,
+                (None, _) => t.out_of_scope += 1,
+            }
+            match (&q.expect, answered) {
+                (Some(want), Some(got)) if want == got => t.correct += 1,
+                (_, Some(_)) => t.wrong += 1,
+                (None, None) => t.oos_declined += 1,
+                (Some(_), None) => {}
+            }
+        }
+        t
+    }
+
+    fn share(n: usize, of: usize) -> f64 {
+        if of == 0 { 0.0 } else { n as f64 / of as f64 }
+    }
+    pub fn accuracy(&self) -> f64 {
+        Self::share(self.correct, self.in_scope)
+    }
+    pub fn oos_recall(&self) -> f64 {
+        Self::share(self.oos_declined, self.out_of_scope)
+    }
+    pub fn wrong_rate(&self) -> f64 {
+        Self::share(self.wrong, self.in_scope + self.out_of_scope)
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+pub fn report(
+    matcher: &Matcher,
+    policy: &Policies,
+    queries: &[Query],
+    scored: &[Scored],
+    mut latencies: Vec<f64>,
+    index_build_ms: f64,
+) -> Report {
+    let t = Tally::of(matcher, policy, queries, scored);
+    latencies.sort_by(f64::total_cmp);
+    let n = queries.len();
+    Report {
+        queries: n,
+        in_scope: t.in_scope,
+        out_of_scope: t.out_of_scope,
+        in_scope_accuracy: t.accuracy(),
+        out_of_scope_recall: t.oos_recall(),
+        wrong_answer_rate: t.wrong_rate(),
+        clarify_rate: Tally::share(t.clarified, n),
+        escalate_rate: Tally::share(t.escalated, n),
+        latency_p50_ms: percentile(&latencies, 0.5),
+        latency_p99_ms: percentile(&latencies, 0.99),
+        model: matcher.model_id().map(str::to_owned),
+        entries: matcher.entries().len(),
+        variants: matcher.variants(),
+        index_build_ms,
+        semantic_policy: policy.semantic,
+        lexical_policy: policy.lexical,
+    }
+}
+
+/// Tries many policies on one scoring pass; returns the most accurate few that keep the
+/// wrong-answer rate at or under `max_wrong` and decline at least `min_oos` of the
+/// out-of-scope queries.
+pub fn sweep(
+    matcher: &Matcher,
+    queries: &[Query],
+    scored: &[Scored],
+    base: &Policies,
+    max_wrong: f64,
+    min_oos: f64,
+) -> Vec<(Policy, Tally)> {
+    let weights: &[f32] = if matcher.has_model() {
+        &[0.0, 0.1, 0.15, 0.2, 0.25, 0.3]
+    } else {
+        &[1.0]
+    };
+    let top_ks: &[usize] = if matcher.has_model() {
+        &[2, 3, 4, 5]
+    } else {
+        &[1]
+    };
+    let mut found = Vec::new();
+    for &lexical_weight in weights {
+        for &top_k in top_ks {
+            for a in 0..=80 {
+                let answer = 0.1 + a as f32 * 0.01;
+                for &margin in &[
+                    0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.07, 0.1, 0.15, 0.2, 0.25, 0.3,
+                ] {
+                    let policy = Policy {
+                        answer,
+                        margin,
+                        clarify: answer - 0.15,
+                        lexical_weight,
+                        top_k,
+                    };
+                    let both = if matcher.has_model() {
+                        Policies {
+                            semantic: policy,
+                            ..*base
+                        }
+                    } else {
+                        Policies {
+                            lexical: policy,
+                            ..*base
+                        }
+                    };
+                    let t = Tally::of(matcher, &both, queries, scored);
+                    if t.wrong_rate() <= max_wrong && t.oos_recall() >= min_oos {
+                        found.push((policy, t));
+                    }
+                }
+            }
+        }
+    }
+    found.sort_by(|a, b| b.1.accuracy().total_cmp(&a.1.accuracy()));
+    found.truncate(15);
+    found
+}

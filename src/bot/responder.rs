@@ -1,0 +1,419 @@
+//! The daemon's bot: rules first, then hybrid matching, then the policy.
+//!
+//! Buttons carry payloads the bot understands on the way back: `kb:ENTRY` answers that entry
+//! (the customer picked it from "did you mean"), `kb:none` says none of them fit.
+
+use switchboard_channel::Button;
+
+use super::kb::Entry;
+use super::matcher::{MatchError, Matcher, Policies, Verdict};
+use super::rules::{Cue, Rules, asked_again};
+use super::text::has_cjk;
+use super::{BotInput, Decision, EscalationReason, Responder, Suggestion};
+use crate::config::BotConfig;
+
+const PICK: &str = "kb:";
+const NONE_OF_THESE: &str = "kb:none";
+
+pub struct KbResponder {
+    matcher: Matcher,
+    policies: Policies,
+    rules: Rules,
+    max_misses: u32,
+    clarify_message: String,
+    suggest_message: String,
+    human_button: String,
+    none_button: String,
+}
+
+impl KbResponder {
+    pub fn new(matcher: Matcher, config: &BotConfig) -> KbResponder {
+        KbResponder {
+            matcher: matcher.with_model_languages(&config.model_languages),
+            policies: Policies {
+                semantic: config.semantic,
+                lexical: config.lexical,
+            },
+            rules: Rules::new(
+                &config.human_phrases,
+                &config.complaint_phrases,
+                &config.urgency_phrases,
+            ),
+            max_misses: config.max_misses,
+            clarify_message: config.clarify_message.clone(),
+            suggest_message: config.suggest_message.clone(),
+            human_button: config.human_button.clone(),
+            none_button: config.none_button.clone(),
+        }
+    }
+
+    pub fn policies(&self) -> &Policies {
+        &self.policies
+    }
+
+    pub fn matcher(&self) -> &Matcher {
+        &self.matcher
+    }
+
+    fn entry(&self, id: &str) -> Option<&Entry> {
+        self.matcher.entries().iter().find(|e| e.id == id)
+    }
+
+    /// The entry's question in the customer's script, as a button label.
+    fn title(entry: &Entry, text: &str) -> String {
+        let cjk = has_cjk(text);
+        entry
+            .questions
+            .iter()
+            .find(|q| has_cjk(q) == cjk)
+            .or(entry.questions.first())
+            .cloned()
+            .unwrap_or_else(|| entry.id.clone())
+    }
+
+    fn answer(&self, entry: &Entry, text: &str, score: f32, detail: String) -> Decision {
+        let buttons = entry
+            .follow_ups
+            .iter()
+            .filter_map(|id| self.entry(id))
+            .map(|e| Button {
+                label: Self::title(e, text),
+                payload: format!("{PICK}{}", e.id),
+            })
+            .collect();
+        Decision::Answer {
+            entry: entry.id.clone(),
+            text: entry.answer.clone(),
+            score,
+            escalate_after: entry.escalate,
+            buttons,
+            detail,
+        }
+    }
+
+    fn human_button(&self) -> Button {
+        Button {
+            label: self.human_button.clone(),
+            payload: self.rules.human_payload().to_owned(),
+        }
+    }
+
+    fn miss(&self, input: &BotInput<'_>, best: Option<(usize, f32)>, clarify: f32) -> Decision {
+        let best_text = match best {
+            Some((e, s)) => format!(
+                "best {} at {s:.2}, below {clarify:.2}",
+                self.matcher.entries()[e].id,
+            ),
+            None => "nothing in the knowledge base matched".into(),
+        };
+        if input.misses + 1 >= self.max_misses {
+            return Decision::Escalate {
+                reason: EscalationReason::LowConfidence,
+                detail: format!("{best_text}; {} misses in a row", input.misses + 1),
+            };
+        }
+        Decision::Clarify {
+            text: self.clarify_message.clone(),
+            options: vec![self.human_button()],
+            score: best.map(|b| b.1),
+            detail: best_text,
+        }
+    }
+
+    fn decide_checked(&self, input: &BotInput<'_>) -> Result<Decision, MatchError> {
+        let text = input.text.trim();
+        if text == NONE_OF_THESE {
+            return Ok(Decision::Escalate {
+                reason: EscalationReason::LowConfidence,
+                detail: "none of the suggested answers fit".into(),
+            });
+        }
+        if let Some(entry) = text.strip_prefix(PICK).and_then(|id| self.entry(id)) {
+            return Ok(self.answer(entry, text, 1.0, "picked by the customer".into()));
+        }
+        if let Some(phrase) = self.rules.asks_for_human(text) {
+            return Ok(Decision::Escalate {
+                reason: EscalationReason::AskedForHuman,
+                detail: format!("customer wrote \"{phrase}\""),
+            });
+        }
+        let scored = self.matcher.score(text)?;
+        let policy = *self.policies.for_scores(&scored);
+        let verdict = policy.decide(&scored);
+        // The bot would give the same answer again: it did not help the first time.
+        let again = match &verdict {
+            Verdict::Answer { entry, .. } => {
+                let id = self.matcher.entries()[*entry].id.as_str();
+                asked_again(input.last_entry, Some(id)).then_some(id)
+            }
+            _ => None,
+        };
+        let mut cues = self.rules.cues(text);
+        if let Some(id) = again {
+            cues.push(Cue::AskedAgain(id.to_owned()));
+        }
+        if Rules::frustrated(&cues) {
+            let cues: Vec<String> = cues.iter().map(Cue::describe).collect();
+            return Ok(Decision::Escalate {
+                reason: EscalationReason::Frustrated,
+                detail: format!("cues: {}", cues.join(", ")),
+            });
+        }
+        Ok(match verdict {
+            Verdict::Answer {
+                entry,
+                score,
+                runner_up,
+            } => {
+                let e = &self.matcher.entries()[entry];
+                let detail = format!(
+                    "{} at {score:.2} (answer at {:.2}), runner-up {runner_up:.2}",
+                    e.id, policy.answer
+                );
+                self.answer(e, text, score, detail)
+            }
+            Verdict::Clarify { options } => {
+                let detail = options
+                    .iter()
+                    .map(|&(e, s)| format!("{} {s:.2}", self.matcher.entries()[e].id))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let mut buttons: Vec<Button> = options
+                    .iter()
+                    .map(|&(e, _)| {
+                        let entry = &self.matcher.entries()[e];
+                        Button {
+                            label: Self::title(entry, text),
+                            payload: format!("{PICK}{}", entry.id),
+                        }
+                    })
+                    .collect();
+                buttons.push(Button {
+                    label: self.none_button.clone(),
+                    payload: NONE_OF_THESE.into(),
+                });
+                Decision::Clarify {
+                    text: self.suggest_message.clone(),
+                    options: buttons,
+                    score: options.first().map(|o| o.1),
+                    detail: format!("close candidates: {detail}"),
+                }
+            }
+            Verdict::NoMatch { best } => self.miss(input, best, policy.clarify),
+        })
+    }
+}
+
+impl Responder for KbResponder {
+    fn decide(&self, input: &BotInput<'_>) -> Decision {
+        self.decide_checked(input)
+            .unwrap_or_else(|e| Decision::Escalate {
+                reason: EscalationReason::BotError,
+                detail: e.to_string(),
+            })
+    }
+
+    fn model(&self) -> Option<String> {
+        self.matcher.model_id().map(str::to_owned)
+    }
+
+    fn suggest(&self, text: &str, n: usize) -> Vec<Suggestion> {
+        let Ok(scored) = self.matcher.score(text) else {
+            return Vec::new();
+        };
+        self.policies
+            .rank(&scored)
+            .into_iter()
+            .take(n)
+            .map(|(e, score)| {
+                let entry = &self.matcher.entries()[e];
+                Suggestion {
+                    entry: entry.id.clone(),
+                    question: Self::title(entry, text),
+                    answer: entry.answer.clone(),
+                    score,
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::bot::embed::{Embedder, NoCache};
+
+    fn entries() -> Vec<Entry> {
+        crate::bot::kb::load_dir(Path::new("config/kb")).unwrap()
+    }
+
+    fn lexical() -> KbResponder {
+        let m = Matcher::build(entries(), None, &|_| {}).unwrap();
+        KbResponder::new(m, &BotConfig::default())
+    }
+
+    /// The model, from `SWITCHBOARD_TEST_MODEL` or `models/` (scripts/test fetches it).
+    /// Required in CI; elsewhere a missing model skips the semantic tests, loudly.
+    fn model() -> Option<Arc<Embedder>> {
+        let dir = std::env::var_os("SWITCHBOARD_TEST_MODEL")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("models/all-MiniLM-L6-v2"));
+        if !dir.join("model.safetensors").exists() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI needs the model: run scripts/fetch-model"
+            );
+            eprintln!(
+                "SKIPPED: no model in {} (scripts/fetch-model)",
+                dir.display()
+            );
+            return None;
+        }
+        Some(Arc::new(Embedder::load(&dir).unwrap()))
+    }
+
+    fn decide(b: &KbResponder, text: &str, misses: u32, last: Option<&str>) -> Decision {
+        b.decide(&BotInput {
+            text,
+            misses,
+            last_entry: last,
+        })
+    }
+
+    fn answered(d: &Decision) -> Option<&str> {
+        match d {
+            Decision::Answer { entry, .. } => Some(entry),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn answers_in_both_languages_and_segments_chinese() {
+        let b = lexical();
+        for (q, id) in [
+            ("where is my order", "order-tracking-en"),
+            ("WHERE IS MY ORDER?", "order-tracking-en"),
+            ("多少天能到货", "delivery-time-zh"),
+            ("多少天 能到货！", "delivery-time-zh"),
+            ("请问多少天能到货", "delivery-time-zh"),
+            ("收货地址写错了能改吗", "change-address-zh"),
+        ] {
+            assert_eq!(answered(&decide(&b, q, 0, None)), Some(id), "{q}");
+        }
+    }
+
+    #[test]
+    fn clarifies_with_buttons_then_takes_the_pick() {
+        let b = lexical();
+        match decide(&b, "payment", 0, None) {
+            Decision::Clarify { options, .. } => {
+                let payloads: Vec<&str> = options.iter().map(|o| o.payload.as_str()).collect();
+                assert!(payloads.contains(&"kb:payment-methods-en"), "{payloads:?}");
+                assert!(payloads.contains(&"kb:none"), "{payloads:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            answered(&decide(&b, "kb:payment-methods-en", 1, None)),
+            Some("payment-methods-en")
+        );
+        assert!(matches!(
+            decide(&b, "kb:none", 1, None),
+            Decision::Escalate {
+                reason: EscalationReason::LowConfidence,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn hands_over_on_request_frustration_repeats_and_misses() {
+        let b = lexical();
+        let reason = |d: Decision| match d {
+            Decision::Escalate { reason, .. } => Some(reason),
+            _ => None,
+        };
+        assert_eq!(
+            reason(decide(&b, "转人工", 0, None)),
+            Some(EscalationReason::AskedForHuman)
+        );
+        assert_eq!(
+            reason(decide(&b, "我要投诉，太差了", 0, None)),
+            Some(EscalationReason::Frustrated)
+        );
+        // The same question after the bot answered it: the answer did not help.
+        assert_eq!(
+            reason(decide(
+                &b,
+                "Where is my order?",
+                0,
+                Some("order-tracking-en")
+            )),
+            Some(EscalationReason::Frustrated)
+        );
+        assert!(matches!(
+            decide(&b, "blue llamas dance", 0, None),
+            Decision::Clarify { .. }
+        ));
+        assert_eq!(
+            reason(decide(&b, "blue llamas dance", 1, None)),
+            Some(EscalationReason::LowConfidence)
+        );
+    }
+
+    #[test]
+    fn sensitive_entries_answer_then_escalate_with_follow_ups_elsewhere() {
+        let b = lexical();
+        match decide(&b, "I was charged twice", 0, None) {
+            Decision::Answer { escalate_after, .. } => assert!(escalate_after),
+            other => panic!("{other:?}"),
+        }
+        match decide(&b, "How do I return an item?", 0, None) {
+            Decision::Answer {
+                buttons,
+                escalate_after,
+                ..
+            } => {
+                assert!(!escalate_after);
+                assert!(buttons.iter().any(|b| b.payload == "kb:refund-time-en"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn with_the_model_paraphrases_match_and_strangers_do_not() {
+        let Some(model) = model() else { return };
+        let m = Matcher::build(entries(), Some((model, &NoCache)), &|_| {}).unwrap();
+        let b = KbResponder::new(m, &BotConfig::default());
+        for (q, id) in [
+            (
+                "I can't remember the password for my account",
+                "reset-password-en",
+            ),
+            (
+                "the parcel shows delivered but nothing came",
+                "missing-parcel-en",
+            ),
+            (
+                "I typed the wrong street in my address",
+                "change-address-en",
+            ),
+            // Chinese goes by words: the English model does not know it.
+            ("收货地址写错了能改吗", "change-address-zh"),
+        ] {
+            assert_eq!(answered(&decide(&b, q, 0, None)), Some(id), "{q}");
+        }
+        for q in [
+            "what is the capital of France",
+            "my cat is sick what should I do",
+        ] {
+            assert_eq!(answered(&decide(&b, q, 0, None)), None, "{q}");
+        }
+        let s = b.suggest("how long until the refund shows up", 3);
+        assert_eq!(s[0].entry, "refund-time-en", "{s:?}");
+    }
+}

@@ -1,0 +1,294 @@
+//! `switchboard kb ...`: knowledge-base tools for operators (import, export, check, eval).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+
+use crate::bot::embed::{Embedder, NoCache, StateCache, VectorCache};
+use crate::bot::eval;
+use crate::bot::kb;
+use crate::bot::live::LiveKb;
+use crate::bot::matcher::{Matcher, Policies, Policy};
+use crate::config::Config;
+use crate::store::sled_store::SledOptions;
+use crate::store::{SledStore, Store};
+
+/// The model to use: the one given, else the one the config in the working directory names.
+fn model_dir(given: Option<PathBuf>, config: Option<&Config>) -> Option<PathBuf> {
+    given.or_else(|| config.and_then(|c| c.bot.model_dir.clone()))
+}
+
+/// `config/switchboard.toml` of the working directory, when there is one.
+fn local_config() -> Option<Config> {
+    let path = Path::new("config/switchboard.toml");
+    path.exists().then(|| Config::load(path).ok()).flatten()
+}
+
+pub fn load_model(dir: &Path) -> anyhow::Result<Arc<Embedder>> {
+    let t = Instant::now();
+    let e = Embedder::load(dir)?;
+    tracing::info!(
+        model = e.id(),
+        ms = t.elapsed().as_millis() as u64,
+        "embedding model loaded"
+    );
+    Ok(Arc::new(e))
+}
+
+fn progress_bar(len: usize, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {pos}/{len} ({per_sec}, {eta} left)",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_message(what.to_owned());
+    bar
+}
+
+pub struct EvalArgs {
+    pub kb: PathBuf,
+    pub queries: PathBuf,
+    pub model: Option<PathBuf>,
+    pub json: bool,
+    pub sweep: bool,
+    /// Print every query with its decision and scores.
+    pub verbose: bool,
+    /// Keep computed embeddings here between runs (a sled directory).
+    pub cache: Option<PathBuf>,
+}
+
+pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
+    let config = local_config();
+    let entries = kb::read_jsonl(&args.kb)?;
+    let queries = eval::read_queries(&args.queries)?;
+    let model = match model_dir(args.model, config.as_ref()) {
+        Some(dir) => Some(load_model(&dir)?),
+        None => None,
+    };
+    let bot = config.as_ref().map(|c| c.bot.clone()).unwrap_or_default();
+    let policy = Policies {
+        semantic: bot.semantic,
+        lexical: bot.lexical,
+    };
+    let variants: usize = entries.iter().map(|e| e.questions.len()).sum();
+    let bar = progress_bar(variants, "embedding questions");
+    if model.is_none() || args.json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let store = match &args.cache {
+        Some(dir) => Some(SledStore::open(dir, &SledOptions::with_cache_mb(16))?),
+        None => None,
+    };
+    let cache: Box<dyn VectorCache> = match &store {
+        Some(s) => Box::new(StateCache(s.kv("embeddings")?)),
+        None => Box::new(NoCache),
+    };
+    let t = Instant::now();
+    let matcher = Matcher::build(
+        entries,
+        model.as_ref().map(|m| (m.clone(), cache.as_ref())),
+        &|n| bar.inc(n as u64),
+    )
+    .context("building the index")?
+    .with_model_languages(&bot.model_languages);
+    let build_ms = t.elapsed().as_secs_f64() * 1e3;
+    bar.finish_and_clear();
+    let (scored, latencies) = eval::score_all(&matcher, &policy, &queries)?;
+    if args.verbose {
+        for (q, s) in queries.iter().zip(&scored) {
+            let ranked = policy.rank(s);
+            let top: Vec<String> = ranked
+                .iter()
+                .take(2)
+                .map(|(e, sc)| format!("{} {sc:.2}", matcher.entries()[*e].id))
+                .collect();
+            let verdict = match policy.decide(s) {
+                crate::bot::matcher::Verdict::Answer { .. } => "answer",
+                crate::bot::matcher::Verdict::Clarify { .. } => "clarify",
+                crate::bot::matcher::Verdict::NoMatch { .. } => "no match",
+            };
+            println!(
+                "{verdict:8} {:40} expect {:28} got {}",
+                q.text,
+                q.expect.as_deref().unwrap_or("(out of scope)"),
+                top.join(" | ")
+            );
+        }
+    }
+    let report = eval::report(&matcher, &policy, &queries, &scored, latencies, build_ms);
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_report(&report);
+    }
+    if args.sweep {
+        let all = |p: Policy| Policy {
+            answer: f32::NEG_INFINITY,
+            margin: 0.0,
+            clarify: f32::NEG_INFINITY,
+            ..p
+        };
+        let everything = Policies {
+            semantic: all(policy.semantic),
+            lexical: all(policy.lexical),
+        };
+        let t = eval::Tally::of(&matcher, &everything, &queries, &scored);
+        println!(
+            "\nanswering every query with its best entry: accuracy {:.1}%, wrong {:.1}%",
+            t.accuracy() * 100.0,
+            t.wrong_rate() * 100.0
+        );
+        println!(
+            "most accurate policies on this set with wrong answers <= 5%, out-of-scope recall >= 60%:"
+        );
+        for (p, t) in eval::sweep(&matcher, &queries, &scored, &policy, 0.05, 0.6) {
+            println!(
+                "  answer {:.2} margin {:.2} lexical_weight {:.1} top_k {}: accuracy {:.1}%  oos recall {:.1}%  wrong {:.2}%",
+                p.answer,
+                p.margin,
+                p.lexical_weight,
+                p.top_k,
+                t.accuracy() * 100.0,
+                t.oos_recall() * 100.0,
+                t.wrong_rate() * 100.0
+            );
+        }
+    }
+    Ok(())
+}
+
+fn print_report(r: &eval::Report) {
+    println!(
+        "knowledge base: {} entries, {} question variants; index built in {:.0} ms; model: {}",
+        r.entries,
+        r.variants,
+        r.index_build_ms,
+        r.model.as_deref().unwrap_or("none (lexical only)")
+    );
+    println!(
+        "queries: {} ({} in scope, {} out of scope)",
+        r.queries, r.in_scope, r.out_of_scope
+    );
+    println!("in-scope accuracy     {:6.1}%", r.in_scope_accuracy * 100.0);
+    println!(
+        "out-of-scope recall   {:6.1}%",
+        r.out_of_scope_recall * 100.0
+    );
+    println!("wrong-answer rate     {:6.2}%", r.wrong_answer_rate * 100.0);
+    println!("clarify rate          {:6.1}%", r.clarify_rate * 100.0);
+    println!("escalate rate         {:6.1}%", r.escalate_rate * 100.0);
+    println!(
+        "latency per decision  p50 {:.3} ms  p99 {:.3} ms",
+        r.latency_p50_ms, r.latency_p99_ms
+    );
+    for (name, p) in [
+        ("semantic", &r.semantic_policy),
+        ("lexical", &r.lexical_policy),
+    ] {
+        println!(
+            "{name} policy: answer >= {:.2}, margin >= {:.2}, clarify >= {:.2}, lexical_weight {:.1}, top_k {}",
+            p.answer, p.margin, p.clarify, p.lexical_weight, p.top_k
+        );
+    }
+}
+
+/// The config given, or the embedded default.
+fn config_or_default(path: Option<&Path>) -> anyhow::Result<Config> {
+    match path {
+        Some(p) => Config::load(p).map_err(|e| anyhow::anyhow!("{e}")),
+        None => Config::parse(
+            crate::config::DEFAULT_CONFIG,
+            "<embedded config/switchboard.toml>",
+        )
+        .map_err(|e| anyhow::anyhow!("{e}")),
+    }
+}
+
+/// The live knowledge base of the daemon's data directory (the daemon must be stopped:
+/// sled allows one process at a time).
+fn open_live(config: &Config, model: bool) -> anyhow::Result<(Arc<SledStore>, LiveKb)> {
+    let store = crate::app::open_store(config).context(
+        "opening the store (is the daemon running? stop it, or use POST /api/v1/kb/import)",
+    )?;
+    let model = match (&config.bot.model_dir, model) {
+        (Some(dir), true) => Some(load_model(dir)?),
+        _ => None,
+    };
+    let kb = LiveKb::open(store.as_ref(), &config.bot, model)?;
+    Ok((store, kb))
+}
+
+/// `kb import FILE`: stores JSON Lines entries, then embeds their questions (with a model)
+/// so the daemon starts without recomputing.
+pub fn import(file: &Path, config: Option<&Path>) -> anyhow::Result<()> {
+    let config = config_or_default(config)?;
+    let entries = kb::read_jsonl(file)?;
+    let problems = crate::bot::live::check(&entries);
+    for p in &problems {
+        eprintln!("warning: {p}");
+    }
+    let (store, kb) = open_live(&config, true)?;
+    let version = kb.import(&entries, &format!("imported from {}", file.display()))?;
+    let variants = kb
+        .entries()?
+        .iter()
+        .map(|e| e.questions.len())
+        .sum::<usize>();
+    let bar = progress_bar(variants, "indexing questions");
+    let responder = kb.build(&|n| bar.inc(n as u64))?;
+    bar.finish_and_clear();
+    drop(store); // flushes
+    println!(
+        "imported {} entries from {} (knowledge base version {version}; {} entries, {} questions in all{})",
+        entries.len(),
+        file.display(),
+        responder.matcher().entries().len(),
+        responder.matcher().variants(),
+        if responder.matcher().has_model() {
+            ", embeddings cached"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
+
+/// `kb export`: the live knowledge base as JSON Lines on stdout.
+pub fn export(config: Option<&Path>) -> anyhow::Result<()> {
+    let config = config_or_default(config)?;
+    let (_store, kb) = open_live(&config, false)?;
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for e in kb.entries()? {
+        writeln!(out, "{}", serde_json::to_string(&e)?)?;
+    }
+    Ok(())
+}
+
+/// `kb check [FILE]`: problems in a JSON Lines file, or in the live knowledge base.
+/// Returns whether it is clean.
+pub fn check(file: Option<&Path>, config: Option<&Path>) -> anyhow::Result<bool> {
+    let entries = match file {
+        Some(f) => kb::read_jsonl(f)?,
+        None => {
+            let config = config_or_default(config)?;
+            open_live(&config, false)?.1.entries()?
+        }
+    };
+    let problems = crate::bot::live::check(&entries);
+    for p in &problems {
+        println!("{p}");
+    }
+    println!(
+        "{} entries, {} questions: {} problem(s)",
+        entries.len(),
+        entries.iter().map(|e| e.questions.len()).sum::<usize>(),
+        problems.len()
+    );
+    Ok(problems.is_empty())
+}

@@ -1,0 +1,273 @@
+//! The bot through the whole daemon: web hook in, the bot's decision out through the signed
+//! callback, escalations recorded with reasons, agent assist and teach-back without restart.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::{Client, eventually, started};
+
+async fn conversation(c: &Client, user: &str) -> Value {
+    let conv = c.conversation_of(user).await;
+    let (_, full) = c
+        .get(&format!("/api/v1/conversations/{}", conv["id"]))
+        .await;
+    full
+}
+
+async fn status_of(c: &Client, user: &str) -> String {
+    c.conversation_of(user).await["status"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_clarifies_hands_over_and_learns() {
+    let (receiver, _dir, _daemon, c) = started().await;
+
+    // A known question is answered, with its follow-ups as buttons.
+    c.hook("faq", "faq-1", "Where is my order?").await;
+    let reply = &receiver.wait_for("faq", 1).await[0];
+    assert!(reply.text.contains("Account → Orders"), "{reply:?}");
+    assert!(
+        reply.buttons.to_string().contains("kb:delivery-time-en"),
+        "{:?}",
+        reply.buttons
+    );
+    assert_eq!(status_of(&c, "faq").await, "bot");
+    // Chinese, segmented: the delivery entry.
+    c.hook("zh", "zh-1", "多少天能到货？").await;
+    assert!(
+        receiver.wait_for("zh", 1).await[0]
+            .text
+            .contains("2–4 个工作日")
+    );
+
+    // Two entries fit equally: the bot asks which, with a button per entry.
+    c.hook("vague", "vague-1", "payment").await;
+    let ask = &receiver.wait_for("vague", 1).await[0];
+    let buttons = ask.buttons.to_string();
+    assert!(
+        buttons.contains("kb:payment-methods-en") && buttons.contains("kb:payment-failed-en"),
+        "{ask:?}"
+    );
+    assert!(buttons.contains("kb:none"), "{buttons}");
+    // Picking a button answers that entry.
+    c.hook("vague", "vague-2", "kb:payment-methods-en").await;
+    assert!(receiver.wait_for("vague", 2).await[1].text.contains("Visa"));
+
+    // Asking for a person hands over at once.
+    c.hook("human", "human-1", "转人工").await;
+    receiver.wait_for("human", 1).await;
+    let conv = conversation(&c, "human").await;
+    assert_eq!(conv["conversation"]["status"], "queued", "{conv}");
+    assert_eq!(
+        conv["conversation"]["escalation"]["reason"],
+        "asked_for_human"
+    );
+
+    // Unknown twice: rephrase, then a person, with the reason recorded.
+    c.hook("lost", "lost-1", "blue llamas dance").await;
+    receiver.wait_for("lost", 1).await;
+    assert_eq!(status_of(&c, "lost").await, "bot");
+    c.hook("lost", "lost-2", "purple llamas sing").await;
+    receiver.wait_for("lost", 2).await;
+    let conv = conversation(&c, "lost").await;
+    assert_eq!(
+        conv["conversation"]["escalation"]["reason"], "low_confidence",
+        "{conv}"
+    );
+
+    // Upset: a person, with the cues for the agent.
+    c.hook(
+        "angry",
+        "angry-1",
+        "This is ridiculous, I want my money back",
+    )
+    .await;
+    receiver.wait_for("angry", 1).await;
+    let conv = conversation(&c, "angry").await;
+    let escalation = &conv["conversation"]["escalation"];
+    assert_eq!(escalation["reason"], "frustrated", "{conv}");
+    assert!(
+        escalation["detail"]
+            .as_str()
+            .unwrap()
+            .contains("ridiculous"),
+        "{escalation}"
+    );
+
+    // Sensitive: the standard answer first, then a person.
+    c.hook("money", "money-1", "I was charged twice").await;
+    let replies = receiver.wait_for("money", 1).await;
+    assert!(replies[0].text.contains("reserved"), "{replies:?}");
+    let conv = conversation(&c, "money").await;
+    assert_eq!(conv["conversation"]["escalation"]["reason"], "sensitive");
+    // The bot's decision is recorded with its score.
+    let verdict = conv["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|m| m["verdict"].as_object().cloned())
+        .expect("a bot verdict");
+    assert_eq!(verdict["entry"], "payment-failed-en");
+    assert!(verdict["score"].as_f64().unwrap() > 0.5, "{verdict:?}");
+
+    // Agent assist: suggestions for the queued conversation's latest message.
+    let id = conv["conversation"]["id"].as_u64().unwrap();
+    let (status, s) = c
+        .get(&format!("/api/v1/conversations/{id}/suggestions"))
+        .await;
+    assert_eq!(status, 200, "{s}");
+    assert_eq!(s["suggestions"][0]["entry"], "payment-failed-en", "{s}");
+    assert!(s["suggestions"].as_array().unwrap().len() <= 3);
+
+    // Teach-back: an unknown question, answered by an agent, proposed, approved...
+    let question = "Can I collect my parcel at your Hamburg warehouse?";
+    c.hook("pickup", "pickup-1", question).await;
+    receiver.wait_for("pickup", 1).await;
+    let (status, p) = c
+        .post(
+            "/api/v1/kb/proposals",
+            json!({
+                "question": question,
+                "answer": "Yes: pick-up at the Hamburg warehouse is free, Monday to Friday 10:00–16:00.",
+                "id": "hamburg-pickup-en",
+                "conversation": c.conversation_of("pickup").await["id"],
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{p}");
+    assert_eq!(p["status"], "pending");
+    let (_, pending) = c.get("/api/v1/kb/proposals?status=pending").await;
+    assert_eq!(pending.as_array().unwrap().len(), 1, "{pending}");
+    // Nothing changes before approval.
+    c.hook("pickup2", "pickup2-1", question).await;
+    let before = &receiver.wait_for("pickup2", 1).await[0];
+    assert!(!before.text.contains("Hamburg"), "{before:?}");
+    let (status, approved) = c
+        .post(
+            &format!("/api/v1/kb/proposals/{}/approve", p["id"]),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{approved}");
+    assert_eq!(approved["status"], "approved");
+    // ...and the next customer gets the taught answer, without a restart.
+    c.hook("pickup3", "pickup3-1", question).await;
+    let after = &receiver.wait_for("pickup3", 1).await[0];
+    assert!(
+        after.text.contains("Hamburg warehouse is free"),
+        "{after:?}"
+    );
+    let (_, kb) = c.get("/api/v1/kb").await;
+    assert!(kb["version"].as_u64().unwrap() >= 1, "{kb}");
+    assert!(
+        kb["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["id"] == "hamburg-pickup-en")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn teach_back_and_import_are_checked_and_admin_only() {
+    let (_receiver, _dir, daemon, c) = started().await;
+    // Bad proposals: neither target nor answer; unknown entry; empty question.
+    for (body, status) in [
+        (json!({"question": "hi"}), 422),
+        (json!({"question": "hi", "entry": "no-such-entry"}), 404),
+        (json!({"question": " ", "entry": "returns-en"}), 422),
+        (
+            json!({"question": "x", "entry": "returns-en", "bogus": 1}),
+            422,
+        ),
+    ] {
+        let (s, b) = c.post("/api/v1/kb/proposals", body.clone()).await;
+        assert_eq!(s.as_u16(), status, "{body} -> {b}");
+        assert!(b["error"]["code"].is_string(), "{b}");
+    }
+    // A question another entry already answers is flagged as a near duplicate.
+    let (s, p) = c
+        .post(
+            "/api/v1/kb/proposals",
+            json!({"question": "How long does a refund take?", "entry": "returns-en"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{p}");
+    assert_eq!(p["near_duplicates"][0]["entry"], "refund-time-en", "{p}");
+
+    // An agent (not admin) may propose but not approve or import.
+    let (_, agent) = c
+        .post("/api/v1/agents", json!({"name": "ana", "role": "agent"}))
+        .await;
+    let ana = c.with_token(agent["token"].as_str().unwrap());
+    let (s, _) = ana
+        .post(
+            &format!("/api/v1/kb/proposals/{}/approve", p["id"]),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 403);
+    let (s, _) = ana.post("/api/v1/kb/import", json!({"entries": []})).await;
+    assert_eq!(s, 403);
+
+    // Import: an entry with an empty answer is refused as a whole.
+    let (s, b) = c
+        .post(
+            "/api/v1/kb/import",
+            json!({"entries": [
+                {"id": "gift-cards-en", "questions": ["Do you sell gift cards?"], "answer": "Yes, from 10 €."},
+                {"id": "broken", "questions": ["q"], "answer": " "},
+            ]}),
+        )
+        .await;
+    assert_eq!(s, 422, "{b}");
+    let (s, b) = c
+        .post(
+            "/api/v1/kb/import",
+            json!({"entries": [
+                {"id": "gift-cards-en", "questions": ["Do you sell gift cards?", "gift card"], "answer": "Yes, gift cards from 10 € are on the Gifts page."},
+            ]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    c.hook("gift", "gift-1", "do you sell gift cards").await;
+    let reply = eventually(20, "gift card answer", async || {
+        let (_, conv) = c
+            .get(&format!(
+                "/api/v1/conversations/{}",
+                c.conversation_of("gift").await["id"]
+            ))
+            .await;
+        conv["messages"]
+            .as_array()?
+            .iter()
+            .find(|m| m["author"]["kind"] == "bot")
+            .cloned()
+    })
+    .await;
+    assert!(
+        reply["text"]
+            .as_str()
+            .unwrap()
+            .contains("gift cards from 10"),
+        "{reply}"
+    );
+
+    // Imported entries survive a restart.
+    let dir = daemon.dir.clone();
+    daemon.stop();
+    let daemon = support::Daemon::start(&dir);
+    let c = Client::new(&daemon);
+    let (_, kb) = c.get("/api/v1/kb").await;
+    assert!(
+        kb["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["id"] == "gift-cards-en"),
+        "{kb}"
+    );
+}
