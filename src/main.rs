@@ -121,9 +121,10 @@ fn load(path: Option<&PathBuf>) -> Result<Config, String> {
     }
 }
 
-fn init_logging() {
+/// Logs to stderr at `default` level unless RUST_LOG says otherwise.
+fn init_logging(default: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -158,12 +159,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Bench(bench) => {
-            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-            tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_writer(std::io::stderr)
-                .init();
+            init_logging("warn");
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
             let result = runtime.block_on(async move {
                 match bench {
@@ -190,12 +186,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Kb(kb) => {
-            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-            tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_writer(std::io::stderr)
-                .init();
+            init_logging("warn");
             let result = match kb {
                 Kb::Import { file, config } => {
                     switchboard::kb_cli::import(&file, config.as_deref())
@@ -235,7 +226,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Run { config } => {
-            init_logging();
+            init_logging("info");
             let config = match load(config.as_ref()) {
                 Ok(c) => c,
                 Err(e) => {
