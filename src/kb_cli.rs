@@ -50,15 +50,27 @@ fn progress_bar(len: usize, what: &str) -> indicatif::ProgressBar {
     bar
 }
 
+/// Arguments of `switchboard kb eval`.
+#[derive(clap::Args)]
 pub struct EvalArgs {
+    #[arg(long)]
     pub kb: PathBuf,
+    #[arg(long)]
     pub queries: PathBuf,
+    /// Sentence-transformers directory; default: the model of ./config/switchboard.toml.
+    #[arg(long)]
     pub model: Option<PathBuf>,
+    /// One JSON object instead of a table.
+    #[arg(long)]
     pub json: bool,
+    /// Also try many thresholds on the same scores and print the best.
+    #[arg(long)]
     pub sweep: bool,
-    /// Print every query with its decision and scores.
+    /// Print every query with its decision and best scores.
+    #[arg(long)]
     pub verbose: bool,
-    /// Keep computed embeddings here between runs (a sled directory).
+    /// Keep computed embeddings in this directory (a sled directory) between runs.
+    #[arg(long)]
     pub cache: Option<PathBuf>,
 }
 

@@ -60,27 +60,7 @@ enum Kb {
         config: Option<PathBuf>,
     },
     /// Measure the bot on a knowledge base and labelled queries (JSON Lines).
-    Eval {
-        #[arg(long)]
-        kb: PathBuf,
-        #[arg(long)]
-        queries: PathBuf,
-        /// Sentence-transformers directory; default: the model of ./config/switchboard.toml.
-        #[arg(long)]
-        model: Option<PathBuf>,
-        /// One JSON object instead of a table.
-        #[arg(long)]
-        json: bool,
-        /// Also try many thresholds on the same scores and print the best.
-        #[arg(long)]
-        sweep: bool,
-        /// Keep computed embeddings in this directory between runs.
-        #[arg(long)]
-        cache: Option<PathBuf>,
-        /// Print every query with its decision and best scores.
-        #[arg(long)]
-        verbose: bool,
-    },
+    Eval(switchboard::kb_cli::EvalArgs),
 }
 
 #[derive(Subcommand)]
@@ -199,23 +179,7 @@ fn main() -> ExitCode {
                         Err(e) => Err(e),
                     }
                 }
-                Kb::Eval {
-                    kb,
-                    queries,
-                    model,
-                    json,
-                    sweep,
-                    cache,
-                    verbose,
-                } => switchboard::kb_cli::eval(switchboard::kb_cli::EvalArgs {
-                    kb,
-                    queries,
-                    model,
-                    json,
-                    sweep,
-                    cache,
-                    verbose,
-                }),
+                Kb::Eval(args) => switchboard::kb_cli::eval(args),
             };
             match result {
                 Ok(()) => ExitCode::SUCCESS,

@@ -133,10 +133,6 @@ impl LiveKb {
         })
     }
 
-    pub fn has_model(&self) -> bool {
-        self.model.is_some()
-    }
-
     pub fn version(&self) -> Result<u64, LiveError> {
         Ok(self
             .kv

@@ -126,8 +126,8 @@ fn repeated_punctuation(text: &str) -> bool {
     false
 }
 
-/// Whether a new message repeats the question the bot just answered: the same entry came
-/// out on top, or the text is nearly the same as before.
+/// Whether a new message repeats the question the bot just answered: the bot would answer
+/// it with the same entry again.
 pub fn asked_again(previous_entry: Option<&str>, top_entry: Option<&str>) -> bool {
     matches!((previous_entry, top_entry), (Some(a), Some(b)) if a == b)
 }
