@@ -91,6 +91,8 @@ enum Bench {
         #[arg(long)]
         keep: Option<PathBuf>,
     },
+    /// One bot decision on a large knowledge base: words only and with the model.
+    Bot(switchboard::bench::bot::BotArgs),
 }
 
 fn load(path: Option<&PathBuf>) -> Result<Config, String> {
@@ -155,6 +157,7 @@ fn main() -> ExitCode {
                         cache_mb,
                         keep,
                     } => switchboard::bench::inbox(conversations, messages, cache_mb, keep).await,
+                    Bench::Bot(args) => switchboard::bench::bot::bot(args),
                 }
             });
             match result {

@@ -370,7 +370,21 @@ async fn web_chat_session_gets_bot_and_agent_replies() {
         (got[0].2["from"].as_str(), got[1].2["from"].as_str()),
         (Some("customer"), Some("bot"))
     );
-    assert!(got[1].2["text"].as_str().unwrap().contains("49"));
+    // The answer's light Markdown: plain text, and safe HTML for the widget.
+    assert!(
+        got[1].2["text"]
+            .as_str()
+            .unwrap()
+            .contains("Delivery is free for orders over 49")
+    );
+    assert!(
+        got[1].2["html"]
+            .as_str()
+            .unwrap()
+            .contains("Delivery is <b>free</b> for"),
+        "{:?}",
+        got[1].2
+    );
 
     // The agent sees it and replies; the reply lands in the transcript.
     let (_, page) = c.get("/api/v1/conversations?channel=chat").await;
@@ -378,7 +392,7 @@ async fn web_chat_session_gets_bot_and_agent_replies() {
     let (s, _) = c
         .post(
             &format!("/api/v1/conversations/{id}/messages"),
-            json!({"text": "Anything else?"}),
+            json!({"text": "Anything else? **<b>as typed</b>**"}),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED);
@@ -397,6 +411,9 @@ async fn web_chat_session_gets_bot_and_agent_replies() {
     .await;
     assert_eq!(transcript[2]["from"], "agent");
     assert_eq!(transcript[2]["name"], "admin");
+    // What an agent types is never interpreted.
+    assert_eq!(transcript[2]["text"], "Anything else? **<b>as typed</b>**");
+    assert!(transcript[2].get("html").is_none());
 
     // Resume after the bot's entry: only the agent's reply comes.
     let resumed = c
@@ -407,7 +424,7 @@ async fn web_chat_session_gets_bot_and_agent_replies() {
         .await
         .unwrap();
     let rest = read_sse(resumed, 1).await;
-    assert_eq!(rest[0].2["text"], "Anything else?");
+    assert_eq!(rest[0].2["text"], "Anything else? **<b>as typed</b>**");
 
     let forged = format!(
         "{}.{}",

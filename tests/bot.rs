@@ -28,7 +28,18 @@ async fn answers_clarifies_hands_over_and_learns() {
     // A known question is answered, with its follow-ups as buttons.
     c.hook("faq", "faq-1", "Where is my order?").await;
     let reply = &receiver.wait_for("faq", 1).await[0];
-    assert!(reply.text.contains("Account → Orders"), "{reply:?}");
+    // Light Markdown in the answer: plain text in `text`, the original alongside.
+    assert!(
+        reply.text.contains("go to Account → Orders to"),
+        "{reply:?}"
+    );
+    assert!(
+        reply
+            .markdown
+            .as_deref()
+            .is_some_and(|m| m.contains("**Account → Orders**")),
+        "{reply:?}"
+    );
     assert!(
         reply.buttons.to_string().contains("kb:delivery-time-en"),
         "{:?}",

@@ -1,21 +1,20 @@
-//! Sentence embeddings: a BERT forward pass in pure Rust (candle), from a local
+//! Sentence embeddings: a BERT forward pass in pure Rust ([`super::bert`]), from a local
 //! sentence-transformers directory (`config.json`, `tokenizer.json`, `model.safetensors`),
-//! mean-pooled over real tokens and L2-normalised, so a dot product is the cosine.
+//! mean-pooled over the tokens and L2-normalised, so a dot product is the cosine.
 //!
 //! Any BERT-family model in that layout works: all-MiniLM-L6-v2 for English, a multilingual
 //! one for Chinese. Nothing is ever downloaded.
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
 use sha2::{Digest, Sha256};
-use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+use tokenizers::{Tokenizer, TruncationParams};
+
+use super::bert::{Bert, BertConfig};
 
 /// sentence-transformers' `max_seq_length` for the MiniLM family.
 const MAX_TOKENS: usize = 256;
-/// Sentences per forward pass when embedding a knowledge base.
+/// Sentences between progress reports and cache writes when embedding a knowledge base.
 const BATCH: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
@@ -31,9 +30,8 @@ fn run_err(e: impl std::fmt::Display) -> EmbedError {
 }
 
 pub struct Embedder {
-    model: BertModel,
+    model: Bert,
     tokenizer: Tokenizer,
-    device: Device,
     dim: usize,
     /// Names the model in cache keys: the directory name and a hash of its config and
     /// weights' size, so a swapped model never reuses old vectors.
@@ -48,24 +46,15 @@ impl Embedder {
         };
         let config_text = std::fs::read_to_string(dir.join("config.json"))
             .map_err(|e| err(format!("config.json: {e}")))?;
-        let config: Config =
+        let config: BertConfig =
             serde_json::from_str(&config_text).map_err(|e| err(format!("config.json: {e}")))?;
-        let dim = serde_json::from_str::<serde_json::Value>(&config_text)
-            .ok()
-            .and_then(|v| v["hidden_size"].as_u64())
-            .ok_or_else(|| err("config.json has no hidden_size".into()))?
-            as usize;
         let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
             .map_err(|e| err(format!("tokenizer.json: {e}")))?;
-        // tokenizer.json ships with fixed padding to 128: pad to the longest of the batch
-        // instead, or every short question costs 128 tokens.
-        tokenizer.with_padding(Some(PaddingParams {
-            strategy: PaddingStrategy::BatchLongest,
-            ..Default::default()
-        }));
+        // tokenizer.json ships with fixed padding to 128; one sequence at a time needs none.
+        tokenizer.with_padding(None);
         tokenizer
             .with_truncation(Some(TruncationParams {
-                max_length: MAX_TOKENS,
+                max_length: MAX_TOKENS.min(config.max_position_embeddings),
                 ..Default::default()
             }))
             .map_err(|e| err(format!("tokenizer: {e}")))?;
@@ -73,12 +62,7 @@ impl Embedder {
         let size = std::fs::metadata(&weights)
             .map_err(|e| err(format!("model.safetensors: {e}")))?
             .len();
-        let device = Device::Cpu;
-        // SAFETY: the weights are mapped read-only; operators must not rewrite the file in
-        // place while the daemon runs (replacing it with a new file is fine).
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device) }
-            .map_err(|e| err(format!("model.safetensors: {e}")))?;
-        let model = BertModel::load(vb, &config).map_err(|e| err(e.to_string()))?;
+        let model = Bert::load(&config, &weights).map_err(|e| err(format!("model: {e}")))?;
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -87,8 +71,7 @@ impl Embedder {
         Ok(Embedder {
             model,
             tokenizer,
-            device,
-            dim,
+            dim: config.hidden_size,
             id: format!("{name}-{}", hex::encode(&hash[..6])),
         })
     }
@@ -101,39 +84,51 @@ impl Embedder {
         &self.id
     }
 
-    /// One normalised vector per text, in order.
-    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        if texts.is_empty() {
-            return Ok(Vec::new());
-        }
-        let enc = self
-            .tokenizer
-            .encode_batch(texts.to_vec(), true)
-            .map_err(run_err)?;
-        let (n, len) = (enc.len(), enc[0].get_ids().len());
-        let flat = |f: fn(&tokenizers::Encoding) -> &[u32]| -> Vec<u32> {
-            enc.iter().flat_map(|e| f(e).iter().copied()).collect()
-        };
-        let tensor = |v: Vec<u32>| Tensor::from_vec(v, (n, len), &self.device).map_err(run_err);
-        let ids = tensor(flat(|e| e.get_ids()))?;
-        let types = tensor(flat(|e| e.get_type_ids()))?;
-        let mask = tensor(flat(|e| e.get_attention_mask()))?;
-        let pooled = (|| {
-            let hidden = self.model.forward(&ids, &types, Some(&mask))?;
-            let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-            let mean = hidden
-                .broadcast_mul(&mask)?
-                .sum(1)?
-                .broadcast_div(&mask.sum(1)?)?;
-            let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?;
-            mean.broadcast_div(&norm)?.to_vec2::<f32>()
-        })()
-        .map_err(run_err)?;
-        Ok(pooled)
+    /// The normalised vector of one text.
+    pub fn embed_one(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
+        let enc = self.tokenizer.encode(text, true).map_err(run_err)?;
+        self.model
+            .embed(enc.get_ids(), enc.get_type_ids())
+            .map_err(EmbedError::Run)
     }
 
-    /// Embeds many texts: similar lengths batched together (less padding), through `cache`
-    /// so that a restart or a reload only embeds what is new. `progress` is told how many
+    /// One normalised vector per text, in order; the texts are shared among the cores.
+    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(texts.len().max(1));
+        if threads <= 1 {
+            return texts.iter().map(|t| self.embed_one(t)).collect();
+        }
+        // Thread t takes texts t, t + threads, ...: even shares when the texts are sorted.
+        std::thread::scope(|s| {
+            let parts: Vec<_> = (0..threads)
+                .map(|t| {
+                    s.spawn(move || {
+                        texts
+                            .iter()
+                            .skip(t)
+                            .step_by(threads)
+                            .map(|text| self.embed_one(text))
+                            .collect::<Result<Vec<_>, _>>()
+                    })
+                })
+                .collect();
+            let mut parts = parts
+                .into_iter()
+                .map(|p| p.join().map_err(|_| run_err("embedding thread panicked"))?)
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .map(Vec::into_iter)
+                .collect::<Vec<_>>();
+            Ok((0..texts.len())
+                .map(|i| parts[i % threads].next().expect("one vector per text"))
+                .collect())
+        })
+    }
+
+    /// Embeds many texts, shortest first (even shares for the threads), through `cache` so
+    /// that a restart or a reload only embeds what is new. `progress` is told how many
     /// texts are done.
     pub fn embed_all(
         &self,
@@ -237,4 +232,111 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     acc.iter().sum::<f32>() + tail
+}
+
+/// The model for tests, from `SWITCHBOARD_TEST_MODEL` or `models/` (scripts/test fetches it).
+/// Required in CI; elsewhere a missing model skips the semantic tests, loudly.
+#[cfg(test)]
+pub(crate) fn test_model() -> Option<Embedder> {
+    let dir = std::env::var_os("SWITCHBOARD_TEST_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("models/all-MiniLM-L6-v2"));
+    if !dir.join("model.safetensors").exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs the model: run scripts/fetch-model"
+        );
+        eprintln!(
+            "SKIPPED: no model in {} (scripts/fetch-model)",
+            dir.display()
+        );
+        return None;
+    }
+    Some(Embedder::load(&dir).unwrap())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Golden values from candle-transformers 0.11.1's `BertModel` (mean pooled,
+    /// normalised) on all-MiniLM-L6-v2: our forward pass must give the same vectors.
+    #[test]
+    fn vectors_match_the_reference_implementation() {
+        let Some(model) = test_model() else { return };
+        let golden: [(&str, [f32; 6]); 3] = [
+            (
+                "reset password",
+                [
+                    -0.064264745,
+                    -0.041257303,
+                    -0.055222165,
+                    -0.024621744,
+                    -0.07280354,
+                    0.09099237,
+                ],
+            ),
+            (
+                "多少天能到货",
+                [
+                    0.020130413,
+                    0.12887181,
+                    0.076014824,
+                    0.0086933235,
+                    -0.035657264,
+                    0.087499,
+                ],
+            ),
+            (
+                "hello I ordered a blue jacket in size M last week and the tracking page has not changed since monday",
+                [
+                    -0.025733368,
+                    0.022622475,
+                    0.062281035,
+                    0.06990383,
+                    0.10335433,
+                    0.016311573,
+                ],
+            ),
+        ];
+        for (text, want) in golden {
+            let got = model.embed_one(text).unwrap();
+            assert_eq!(got.len(), 384);
+            let norm: f32 = got.iter().map(|v| v * v).sum();
+            assert!((norm - 1.0).abs() < 1e-4, "{text}: |v|² = {norm}");
+            for (g, w) in got.iter().zip(want) {
+                assert!((g - w).abs() < 1e-5, "{text}: {:?} vs {want:?}", &got[..6]);
+            }
+        }
+        let v = model
+            .embed(&["reset password", "forgot password", "what is the weather"])
+            .unwrap();
+        assert!((dot(&v[0], &v[1]) - 0.853_954).abs() < 1e-4);
+        assert!((dot(&v[0], &v[2]) - 0.011_888).abs() < 1e-4);
+    }
+
+    #[test]
+    fn many_texts_come_back_in_order() {
+        let Some(model) = test_model() else { return };
+        let texts: Vec<String> = (0..9).map(|i| format!("question number {i}")).collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let all = model.embed_all(&refs, &NoCache, &|_| {}).unwrap();
+        for (i, t) in refs.iter().enumerate() {
+            let one = model.embed_one(t).unwrap();
+            assert!(dot(&all[i * 384..(i + 1) * 384], &one) > 0.9999, "text {i}");
+        }
+    }
+
+    #[test]
+    fn a_broken_model_directory_is_a_clear_error() {
+        let dir = std::env::temp_dir().join(format!("sb-badmodel-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let err = Embedder::load(&dir).err().unwrap().to_string();
+        assert!(err.contains("config.json"), "{err}");
+        std::fs::write(dir.join("config.json"), r#"{"hidden_size":8,"num_hidden_layers":1,"num_attention_heads":2,"intermediate_size":16,"max_position_embeddings":8}"#).unwrap();
+        std::fs::write(dir.join("tokenizer.json"), "not json").unwrap();
+        let err = Embedder::load(&dir).err().unwrap().to_string();
+        assert!(err.contains("tokenizer.json"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

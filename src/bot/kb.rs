@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// One knowledge-base entry. The same shape is a line of the JSON Lines import/export format
 /// (`{"id","questions":[...],"answer","tags"?,"escalate"?,"lang"?,"follow_ups"?}`).
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Entry {
     pub id: String,

@@ -144,7 +144,7 @@ impl Matcher {
                 semantic: false,
             });
         };
-        let query = sem.embedder.embed(&[text])?.remove(0);
+        let query = sem.embedder.embed_one(text)?;
         let dim = query.len();
         // Per entry, its best few variant cosines.
         let mut best = vec![[f32::NEG_INFINITY; TOP_VARIANTS]; self.entries.len()];

@@ -5,10 +5,12 @@
 //! - [`kb`]: knowledge-base entries: TOML files, JSON Lines import/export; [`live`]: the
 //!   live knowledge base in the store (imported and taught entries, proposals).
 //! - [`rules`]: asking for a person, frustration and urgency cues.
-//! - [`lexical`] (tantivy BM25, jieba), [`embed`] (candle BERT), [`matcher`] (hybrid scores
+//! - [`lexical`] (tantivy BM25, jieba), [`embed`] + [`bert`] (sentence
+//!   embeddings, a BERT forward pass), [`matcher`] (hybrid scores
 //!   and the decision policy), [`responder`]: the bot of the daemon, built from them.
 //! - [`eval`]: measuring the matcher on labelled queries.
 
+pub mod bert;
 pub mod embed;
 pub mod eval;
 pub mod kb;

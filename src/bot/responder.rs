@@ -240,7 +240,7 @@ impl Responder for KbResponder {
 
 #[cfg(test)]
 mod tests {
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
     use std::sync::Arc;
 
     use super::*;
@@ -255,24 +255,8 @@ mod tests {
         KbResponder::new(m, &BotConfig::default())
     }
 
-    /// The model, from `SWITCHBOARD_TEST_MODEL` or `models/` (scripts/test fetches it).
-    /// Required in CI; elsewhere a missing model skips the semantic tests, loudly.
     fn model() -> Option<Arc<Embedder>> {
-        let dir = std::env::var_os("SWITCHBOARD_TEST_MODEL")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("models/all-MiniLM-L6-v2"));
-        if !dir.join("model.safetensors").exists() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI needs the model: run scripts/fetch-model"
-            );
-            eprintln!(
-                "SKIPPED: no model in {} (scripts/fetch-model)",
-                dir.display()
-            );
-            return None;
-        }
-        Some(Arc::new(Embedder::load(&dir).unwrap()))
+        crate::bot::embed::test_model().map(Arc::new)
     }
 
     fn decide(b: &KbResponder, text: &str, misses: u32, last: Option<&str>) -> Decision {

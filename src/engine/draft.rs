@@ -1,7 +1,7 @@
 //! A [`Draft`] collects one state change of one conversation: the new record, the messages,
 //! events and outbox items it brings. Pure bookkeeping: the engine applies it to the store.
 
-use switchboard_channel::{Button, ExternalMessageId, Outbound, OutboundAuthor};
+use switchboard_channel::{Button, ExternalMessageId, Outbound};
 
 use crate::model::{
     Action, Actor, Author, BotVerdict, Conversation, Delivery, DeliveryState, Event, EventId,
@@ -132,11 +132,6 @@ impl<'s> Draft<'s> {
         let seq = self.next_seq();
         self.touch();
         let id = outbound_id(&self.conv, seq);
-        let wire_author = match &author {
-            Author::Agent(_) => OutboundAuthor::Agent(author_name.unwrap_or_default()),
-            Author::System => OutboundAuthor::System,
-            Author::Bot | Author::Customer => OutboundAuthor::Bot,
-        };
         self.change.outbox_put.push(OutboxItem {
             conversation: self.conv.id,
             seq,
@@ -144,10 +139,11 @@ impl<'s> Draft<'s> {
             thread: self.conv.thread.clone(),
             outbound: Outbound {
                 id: id.clone(),
-                author: wire_author,
+                author: author.outbound(author_name),
                 text: text.clone(),
                 buttons,
                 in_reply_to,
+                format: author.text_format(),
             },
             attempts: 0,
             next_attempt_ms: self.now,

@@ -97,13 +97,6 @@ pub(crate) fn requeue(
     delivery.state = DeliveryState::Queued;
     delivery.attempts = 0;
     delivery.updated_at_ms = now;
-    let author = match &message.author {
-        crate::model::Author::Agent(_) => {
-            switchboard_channel::OutboundAuthor::Agent(author_name.unwrap_or_default())
-        }
-        crate::model::Author::System => switchboard_channel::OutboundAuthor::System,
-        _ => switchboard_channel::OutboundAuthor::Bot,
-    };
     OutboxItem {
         conversation: conv.id,
         seq: message.seq,
@@ -111,10 +104,11 @@ pub(crate) fn requeue(
         thread: conv.thread.clone(),
         outbound: switchboard_channel::Outbound {
             id: delivery.outbound_id.clone(),
-            author,
+            author: message.author.outbound(author_name),
             text: message.text.clone(),
             buttons: vec![],
             in_reply_to: None,
+            format: message.author.text_format(),
         },
         attempts: 0,
         next_attempt_ms: now,

@@ -174,6 +174,27 @@ pub enum Author {
     System,
 }
 
+impl Author {
+    /// Who the customer is told wrote a reply; `agent_name` is the agent's display name.
+    pub fn outbound(&self, agent_name: Option<String>) -> switchboard_channel::OutboundAuthor {
+        use switchboard_channel::OutboundAuthor;
+        match self {
+            Author::Agent(_) => OutboundAuthor::Agent(agent_name.unwrap_or_default()),
+            Author::System => OutboundAuthor::System,
+            Author::Bot | Author::Customer => OutboundAuthor::Bot,
+        }
+    }
+
+    /// How this author's text is written: the bot's answers come from the knowledge base in
+    /// light Markdown; what agents type is sent as they typed it.
+    pub fn text_format(&self) -> switchboard_channel::TextFormat {
+        match self {
+            Author::Bot => switchboard_channel::TextFormat::Markdown,
+            _ => switchboard_channel::TextFormat::Plain,
+        }
+    }
+}
+
 /// Delivery state of an outbound message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]

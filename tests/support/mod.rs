@@ -309,6 +309,8 @@ pub struct Delivered {
     pub text: String,
     pub author: Value,
     pub buttons: Value,
+    /// The light Markdown original of a bot answer.
+    pub markdown: Option<String>,
 }
 
 #[derive(Default)]
@@ -440,6 +442,7 @@ async fn receive(
             text: v["text"].as_str().unwrap().to_owned(),
             author: v["author"].clone(),
             buttons: v["buttons"].clone(),
+            markdown: v["markdown"].as_str().map(str::to_owned),
         });
     }
     StatusCode::OK

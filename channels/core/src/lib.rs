@@ -10,6 +10,7 @@
 //!   web chat transcripts), so connectors never touch the store directly.
 //! - Opaque ids ([`ChannelId`], [`ExternalThread`], [`ExternalUser`], [`ExternalMessageId`]):
 //!   the core never parses a network's ids.
+//! - [`markup`]: the light Markdown of bot answers, rendered for each network.
 //!
 //! A connector crate depends on this crate only: it knows its network and nothing of the engine,
 //! the bot or the store.
@@ -20,6 +21,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
+
+pub mod markup;
+pub use markup::TextFormat;
 
 macro_rules! opaque_id {
     ($(#[$doc:meta])* $name:ident) => {
@@ -181,6 +185,27 @@ pub struct Outbound {
     /// The customer message this answers, for networks with threading.
     #[serde(default)]
     pub in_reply_to: Option<ExternalMessageId>,
+    /// How `text` is written; connectors render it for their network ([`markup`]).
+    #[serde(default, skip_serializing_if = "TextFormat::is_plain")]
+    pub format: TextFormat,
+}
+
+impl Outbound {
+    /// The text without markup, for networks that show plain text.
+    pub fn plain_text(&self) -> String {
+        match self.format {
+            TextFormat::Plain => self.text.clone(),
+            TextFormat::Markdown => markup::to_plain(&self.text),
+        }
+    }
+
+    /// The text as safe HTML, lines joined by `newline`.
+    pub fn html(&self, newline: &str) -> String {
+        match self.format {
+            TextFormat::Plain => markup::escape_html(&self.text).replace('\n', newline),
+            TextFormat::Markdown => markup::to_html(&self.text, newline),
+        }
+    }
 }
 
 /// A failed network call, classified so the outbox knows what to do.

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use switchboard_channel::{
     Accepted, Attachment, Capabilities, Channel, ChannelContext, ChannelError, ChannelId,
     ExternalMessageId, ExternalThread, ExternalUser, InboundError, InboundEvent, InboundMessage,
-    Outbound, Sender, http_error, now_ms,
+    Outbound, Sender, TextFormat, http_error, now_ms,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -89,9 +89,12 @@ pub struct HookMessage {
 pub struct Callback {
     pub external_thread: String,
     /// The reply; its `id` is stable across retries: the same id arriving again after a
-    /// timeout is the same reply, to be treated as done.
+    /// timeout is the same reply, to be treated as done. `text` is plain text.
     #[serde(flatten)]
     pub outbound: Outbound,
+    /// The same text in light Markdown, when the reply was written in it (bot answers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub markdown: Option<String>,
 }
 
 const MAX_ID_LEN: usize = 256;
@@ -170,7 +173,12 @@ impl Channel for WebhookChannel {
         };
         let body = serde_json::to_vec(&Callback {
             external_thread: to.0.clone(),
-            outbound: outbound.clone(),
+            outbound: Outbound {
+                text: outbound.plain_text(),
+                format: TextFormat::Plain,
+                ..outbound.clone()
+            },
+            markdown: (outbound.format == TextFormat::Markdown).then(|| outbound.text.clone()),
         })
         .map_err(|e| ChannelError::Permanent(e.to_string()))?;
         let ts = now_ms() / 1000;

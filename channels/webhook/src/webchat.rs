@@ -63,7 +63,12 @@ pub struct Entry {
     /// The agent's display name, for agent replies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Plain text.
     pub text: String,
+    /// The same as safe HTML (only `b i code a br` tags), for replies written in light
+    /// Markdown (bot answers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub buttons: Vec<Button>,
     pub at_ms: i64,
@@ -209,7 +214,8 @@ impl Channel for WebchatChannel {
             seq: 0,
             from: from.into(),
             name,
-            text: outbound.text.clone(),
+            text: outbound.plain_text(),
+            html: (!outbound.format.is_plain()).then(|| outbound.html("<br>")),
             buttons: outbound.buttons.clone(),
             at_ms: now_ms(),
         };
@@ -346,6 +352,7 @@ async fn customer_message(
         from: "customer".into(),
         name: None,
         text: msg.text,
+        html: None,
         buttons: vec![],
         at_ms: now_ms(),
     };

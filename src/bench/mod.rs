@@ -7,6 +7,10 @@
 //! - `inbox`: fills a data directory with M messages in C conversations through the engine,
 //!   then starts the real daemon binary on it and reports restart-to-ready, inbox list latency
 //!   (50 rows filtered by status) and the daemon's resident memory.
+//! - `bot` ([`bot`]): one bot decision on a 10,000-variant knowledge base, words only and
+//!   with the model; index build time and memory.
+
+pub mod bot;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
