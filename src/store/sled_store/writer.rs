@@ -1,9 +1,12 @@
 //! The single writer: every change and every durability request goes through one thread.
 //!
-//! Each round it takes everything waiting (up to [`MAX_BATCH`] changes), applies the changes
-//! as one atomic sled batch (all records live in one tree: see [`super::space`]), calls
-//! `flush()` once, and answers every waiter. sled serialises writers on a global lock anyway;
-//! one writer removes the contention around that lock and turns N fsyncs into one.
+//! Each round it takes everything waiting (up to [`MAX_BATCH`] changes) and applies the
+//! changes as one atomic sled batch (all records live in one tree: see [`super::space`]).
+//! sled serialises writers on a global lock anyway; one writer removes the contention around
+//! that lock. A second thread, the flusher, takes every applied round waiting, calls `flush()`
+//! once and answers their waiters: N fsyncs become one, and the next round is applied while
+//! the previous one's fsync runs (pipelined group commit). Nobody is answered before the flush
+//! that covers their change.
 //!
 //! Under load (the previous round had more than one change) the writer lingers up to
 //! `commit_linger` for more changes before it applies and flushes: fewer, fuller flushes. A
@@ -457,6 +460,12 @@ impl Writer {
         linger: Duration,
     ) -> Writer {
         let (tx, rx) = std::sync::mpsc::channel::<Request>();
+        let (applied_tx, applied_rx) = std::sync::mpsc::channel::<Applied>();
+        let flush_db = db.clone();
+        let flush_thread = std::thread::Builder::new()
+            .name("sled-flusher".into())
+            .spawn(move || flusher(flush_db, applied_rx))
+            .expect("spawn sled flusher");
         let thread = std::thread::Builder::new()
             .name("sled-writer".into())
             .spawn(move || {
@@ -488,13 +497,20 @@ impl Writer {
                             .iter()
                             .filter(|r| matches!(r, Request::Commit { .. }))
                             .count();
-                        round(&db, &data, &index, &caches, &mut versions, requests);
+                        let applied = round(&data, &index, &caches, &mut versions, requests);
+                        if let Err(std::sync::mpsc::SendError(applied)) = applied_tx.send(applied) {
+                            // The flusher is gone (it panicked): flush here.
+                            let flushed = db.flush().map(|_| ()).map_err(io);
+                            answer(applied.requests, applied.outcomes, &flushed);
+                        }
                     }
                     if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
                         checkpoint(&data, &caches, &mut versions);
                         last_checkpoint = Instant::now();
                     }
                 }
+                drop(applied_tx);
+                let _ = flush_thread.join();
                 checkpoint(&data, &caches, &mut versions);
                 if let Err(e) = db.flush() {
                     tracing::error!(error = %e, "final flush failed");
@@ -551,15 +567,22 @@ impl Writer {
     }
 }
 
-/// One round: apply all waiting changes, flush once, answer everyone.
+/// One round's requests with their outcomes, waiting for a flush to answer them.
+struct Applied {
+    requests: Vec<Request>,
+    /// Per commit request, in order; `Err` for all when the batch failed.
+    outcomes: Vec<Outcome>,
+}
+
+/// One round: apply all waiting changes as one batch; the flusher makes them durable and
+/// answers everyone.
 fn round(
-    db: &sled::Db,
     data: &Tree,
     index: &ConvIndex,
     caches: &Caches,
     versions: &mut LiveMap,
     requests: Vec<Request>,
-) {
+) -> Applied {
     let prepared: Vec<&Prepared> = requests
         .iter()
         .filter_map(|r| match r {
@@ -588,18 +611,35 @@ fn round(
             outcomes
         })
     };
-    let flushed = db.flush().map(|_| ()).map_err(io);
-    let mut outcomes = match outcomes {
-        Ok(o) => o.into_iter(),
-        Err(e) => vec![Err(e); prepared.len()].into_iter(),
+    let outcomes = match outcomes {
+        Ok(o) => o,
+        Err(e) => vec![Err(e); prepared.len()],
     };
+    Applied { requests, outcomes }
+}
+
+/// The flusher: takes every applied round waiting, flushes once, answers them all. It runs
+/// beside the writer, so the next round is applied while this one's fsync is under way.
+fn flusher(db: sled::Db, rounds: std::sync::mpsc::Receiver<Applied>) {
+    while let Ok(first) = rounds.recv() {
+        let mut ready = vec![first];
+        ready.extend(rounds.try_iter());
+        let flushed = db.flush().map(|_| ()).map_err(io);
+        for Applied { requests, outcomes } in ready {
+            answer(requests, outcomes, &flushed);
+        }
+    }
+}
+
+fn answer(requests: Vec<Request>, outcomes: Vec<Outcome>, flushed: &Result<()>) {
+    let mut outcomes = outcomes.into_iter();
     for request in requests {
         match request {
             Request::Commit { change, reply } => {
                 let outcome = outcomes
                     .next()
                     .unwrap_or(Err(StoreError::Io("lost outcome".into())));
-                let answer = match (outcome, &flushed) {
+                let answer = match (outcome, flushed) {
                     (Ok(()), Ok(())) => Ok(change.change),
                     (Ok(()), Err(e)) => Err(e.clone()),
                     (Err(e), _) => Err(e),
