@@ -12,7 +12,6 @@
 //! seen stays low, which is what lets lexical-only matching hand off at all.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
 
 use tantivy::collector::TopDocs;
 use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
@@ -45,16 +44,10 @@ fn text_field(tokenizer: &str) -> TextOptions {
     )
 }
 
-/// jieba's dictionary takes ~120 ms to load; every index shares one tokenizer.
 fn jieba() -> TextAnalyzer {
-    static JIEBA: OnceLock<TextAnalyzer> = OnceLock::new();
-    JIEBA
-        .get_or_init(|| {
-            TextAnalyzer::builder(tantivy_jieba::JiebaTokenizer::new())
-                .filter(LowerCaser)
-                .build()
-        })
-        .clone()
+    TextAnalyzer::builder(super::zh::JiebaTokenizer)
+        .filter(LowerCaser)
+        .build()
 }
 
 impl Lexical {

@@ -20,6 +20,7 @@ pub mod matcher;
 pub mod responder;
 pub mod rules;
 pub mod text;
+pub mod zh;
 
 use switchboard_channel::Button;
 
