@@ -37,6 +37,19 @@ pub fn load_model(dir: &Path) -> anyhow::Result<Arc<Embedder>> {
     Ok(Arc::new(e))
 }
 
+/// Embeddings kept in `dir` (a sled directory) between runs, or none. The store is returned
+/// to be kept open while the cache is in use.
+pub fn vector_cache(
+    dir: Option<&Path>,
+) -> anyhow::Result<(Option<SledStore>, Box<dyn VectorCache>)> {
+    let Some(dir) = dir else {
+        return Ok((None, Box::new(NoCache)));
+    };
+    let store = SledStore::open(dir, &SledOptions::with_cache_mb(16))?;
+    let cache = Box::new(StateCache(store.kv("embeddings")?));
+    Ok((Some(store), cache))
+}
+
 fn progress_bar(len: usize, what: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(len as u64);
     bar.set_style(
@@ -92,14 +105,7 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
     if model.is_none() || args.json {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let store = match &args.cache {
-        Some(dir) => Some(SledStore::open(dir, &SledOptions::with_cache_mb(16))?),
-        None => None,
-    };
-    let cache: Box<dyn VectorCache> = match &store {
-        Some(s) => Box::new(StateCache(s.kv("embeddings")?)),
-        None => Box::new(NoCache),
-    };
+    let (_store, cache) = vector_cache(args.cache.as_deref())?;
     let t = Instant::now();
     let matcher = Matcher::build(
         entries,

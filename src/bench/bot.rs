@@ -11,15 +11,12 @@ use std::time::Instant;
 use anyhow::Context;
 
 use super::rss_mb;
-use crate::bot::embed::{NoCache, StateCache, VectorCache};
 use crate::bot::kb::{Entry, read_jsonl};
 use crate::bot::matcher::Matcher;
 use crate::bot::responder::KbResponder;
 use crate::bot::{BotInput, Responder, eval};
 use crate::config::BotConfig;
-use crate::kb_cli::load_model;
-use crate::store::sled_store::SledOptions;
-use crate::store::{SledStore, Store};
+use crate::kb_cli::{load_model, vector_cache};
 
 /// Arguments of `switchboard bench bot`.
 #[derive(clap::Args)]
@@ -164,14 +161,7 @@ pub fn bot(args: BotArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let model = load_model(&args.model)?;
-    let store = match &args.cache {
-        Some(dir) => Some(SledStore::open(dir, &SledOptions::with_cache_mb(16))?),
-        None => None,
-    };
-    let cache: Box<dyn VectorCache> = match &store {
-        Some(s) => Box::new(StateCache(s.kv("embeddings")?)),
-        None => Box::new(NoCache),
-    };
+    let (_store, cache) = vector_cache(args.cache.as_deref())?;
     let t = Instant::now();
     let semantic = Matcher::build(entries, Some((Arc::clone(&model), cache.as_ref())), &|_| {})
         .context("embedding the questions")?;
