@@ -223,11 +223,6 @@ impl Bert {
         })
     }
 
-    /// Longest sequence the position table allows.
-    pub fn max_tokens(&self) -> usize {
-        self.max_positions
-    }
-
     /// The mean of the last hidden states over all tokens, L2-normalised.
     pub fn embed(&self, ids: &[u32], type_ids: &[u32]) -> Result<Vec<f32>, String> {
         let h = self.hidden;
