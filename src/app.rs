@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use switchboard_channel::{Channel, ChannelContext, ChannelId, Inbound};
+use switchboard_telegram::TelegramChannel;
 use switchboard_webhook::WebhookChannel;
 use switchboard_webhook::webchat::WebchatChannel;
 use tokio::net::TcpListener;
@@ -21,6 +22,7 @@ use crate::config::{ChannelConfig, Config};
 use crate::engine::{Engine, EngineSettings};
 use crate::inbox::ApiState;
 use crate::model::Role;
+use crate::store::blobs::FileBlobs;
 use crate::store::sled_store::SledOptions;
 use crate::store::{SledStore, Store};
 
@@ -161,11 +163,13 @@ fn build_channel(
     config: &ChannelConfig,
     engine: &Arc<Engine>,
     store: &dyn Store,
+    blobs: &Arc<FileBlobs>,
 ) -> anyhow::Result<Arc<dyn Channel>> {
     let id = ChannelId::new(id);
     let ctx = ChannelContext {
         state: store.channel_state(&id)?,
         inbound: engine.clone() as Arc<dyn Inbound>,
+        blobs: blobs.clone(),
         id: id.clone(),
     };
     let channel: Arc<dyn Channel> = match config {
@@ -174,6 +178,9 @@ fn build_channel(
         }
         ChannelConfig::Webchat(c) => {
             Arc::new(WebchatChannel::build(c.clone(), ctx).map_err(anyhow::Error::msg)?)
+        }
+        ChannelConfig::Telegram(c) => {
+            Arc::new(TelegramChannel::build(c.clone(), ctx).map_err(anyhow::Error::msg)?)
         }
     };
     Ok(channel)
@@ -206,12 +213,14 @@ pub async fn serve(
         responder,
         EngineSettings {
             handoff_message: config.bot.handoff_message.clone(),
+            welcome_message: config.bot.welcome_message.clone(),
             offhours_message: config.bot.offhours_message.clone(),
             outbox: config.outbox.clone(),
             bot_workers: 32,
         },
     )?;
     bootstrap_admin(&engine, &config).await?;
+    let blobs = Arc::new(FileBlobs::open(&config.data_dir.join("blobs"))?);
 
     let tasks_stop = CancellationToken::new();
     let mut tasks = Vec::new();
@@ -222,11 +231,12 @@ pub async fn serve(
             kb: kb.clone(),
             ready: ready.clone(),
             shutdown: shutdown.clone(),
+            blobs: blobs.clone(),
         },
-        config.http.max_body_bytes,
+        &config.http,
     );
     for (id, channel_config) in &config.channels {
-        let channel = build_channel(id, channel_config, &engine, store.as_ref())
+        let channel = build_channel(id, channel_config, &engine, store.as_ref(), &blobs)
             .with_context(|| format!("channel {id}"))?;
         if let Some(routes) = channel.http_routes() {
             router = router.merge(routes);

@@ -78,6 +78,9 @@ pub struct HttpConfig {
     /// Largest request body the API accepts.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// Largest file an agent can upload for a reply (`POST /api/v1/attachments`).
+    #[serde(default = "default_max_upload")]
+    pub max_upload_bytes: usize,
     /// A request taking longer than this is answered 408.
     #[serde(default = "default_request_timeout")]
     pub request_timeout_secs: u64,
@@ -89,6 +92,9 @@ fn default_listen() -> String {
 fn default_max_body() -> usize {
     1024 * 1024
 }
+fn default_max_upload() -> usize {
+    20 * 1024 * 1024
+}
 fn default_request_timeout() -> u64 {
     30
 }
@@ -98,6 +104,7 @@ impl Default for HttpConfig {
         Self {
             listen: default_listen(),
             max_body_bytes: default_max_body(),
+            max_upload_bytes: default_max_upload(),
             request_timeout_secs: default_request_timeout(),
         }
     }
@@ -146,6 +153,9 @@ pub struct BotConfig {
     /// Sent when the conversation is handed to people.
     #[serde(default = "default_handoff")]
     pub handoff_message: String,
+    /// Sent when a customer opens a conversation on purpose (Telegram `/start`).
+    #[serde(default = "default_welcome")]
+    pub welcome_message: String,
     /// A sentence-transformers directory (config.json, tokenizer.json, model.safetensors)
     /// for semantic matching. Without one the bot matches words only and hands off more.
     #[serde(default)]
@@ -260,6 +270,10 @@ fn default_none_button() -> String {
 fn default_human_button() -> String {
     "Talk to a person / 转人工".into()
 }
+fn default_welcome() -> String {
+    "Hello! Ask me anything; type /human to talk to a person. / 您好！请直接提问，输入 /human 转人工。".into()
+}
+
 fn default_handoff() -> String {
     "I am passing you to a colleague; a person will reply here soon. \
      / 已为您转接人工客服，请稍候。"
@@ -277,6 +291,7 @@ impl Default for BotConfig {
             none_button: default_none_button(),
             human_button: default_human_button(),
             handoff_message: default_handoff(),
+            welcome_message: default_welcome(),
             model_dir: None,
             model_languages: default_model_languages(),
             semantic: Policy::SEMANTIC,
@@ -335,6 +350,7 @@ impl Default for OutboxConfig {
 pub enum ChannelConfig {
     Webhook(WebhookConfig),
     Webchat(WebchatConfig),
+    Telegram(switchboard_telegram::TelegramConfig),
 }
 
 /// One problem found in a config file.
@@ -411,11 +427,14 @@ impl Config {
             );
         }
         for (id, ch) in &self.channels {
-            if let ChannelConfig::Webhook(h) = ch
-                && h.secret.is_some()
-            {
+            let inline = match ch {
+                ChannelConfig::Webhook(h) => h.secret.is_some(),
+                ChannelConfig::Telegram(t) => t.token.is_some() || t.webhook_secret.is_some(),
+                ChannelConfig::Webchat(_) => false,
+            };
+            if inline {
                 w.push(format!(
-                    "channel {id}: the web hook secret is inline; use secret_env or secret_file outside development"
+                    "channel {id}: a secret is inline; use *_env or *_file outside development"
                 ));
             }
         }
@@ -623,6 +642,11 @@ impl<'a> Parser<'a> {
                 Some(span.clone()),
                 format!("channel id `{id}` may use only letters, digits, - and _"),
             );
+        }
+        if let ChannelConfig::Telegram(t) = ch {
+            for p in t.problems(id) {
+                self.problem(Some(span.clone()), p);
+            }
         }
         if let ChannelConfig::Webhook(h) = ch {
             if let Err(e) = switchboard_channel::resolve_secret(

@@ -104,6 +104,7 @@ fn rig(decisions: Vec<Decision>) -> Rig {
     });
     let settings = EngineSettings {
         handoff_message: "a person will take over".into(),
+        welcome_message: "welcome".into(),
         offhours_message: "nobody is here; a person replies {when}".into(),
         outbox: OutboxConfig {
             base_delay_ms: 20,
@@ -288,9 +289,12 @@ async fn outbox_waits_out_retry_after_and_keeps_each_conversation_in_order() {
     ));
     let started = Instant::now();
     for text in ["one", "two", "three"] {
-        rig.engine.reply(ids[0], &agent, text).await.unwrap();
+        rig.engine.reply(ids[0], &agent, text, &[]).await.unwrap();
     }
-    rig.engine.reply(ids[1], &agent, "quick").await.unwrap();
+    rig.engine
+        .reply(ids[1], &agent, "quick", &[])
+        .await
+        .unwrap();
     // The other conversation is not held back by the failing one.
     assert_eq!(rig.delivered("fast", 2).await[1], "quick");
     let sent_at = |thread: &str, text: &str| {

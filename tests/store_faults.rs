@@ -186,6 +186,7 @@ async fn a_failing_store_answers_503_and_loses_nothing_accepted() {
     let responder = Arc::new(KbResponder::new(matcher, &bot));
     let settings = EngineSettings {
         handoff_message: "handing over".into(),
+        welcome_message: "welcome".into(),
         offhours_message: "offline until {when}".into(),
         outbox: OutboxConfig::default(),
         bot_workers: 1,
@@ -196,11 +197,14 @@ async fn a_failing_store_answers_503_and_loses_nothing_accepted() {
         .await
         .unwrap();
     let id = ChannelId::new("hook");
+    let blobs =
+        Arc::new(switchboard::store::blobs::FileBlobs::open(&dir.path().join("blobs")).unwrap());
     let config: WebhookConfig = toml::from_str(&format!("secret = \"{SECRET}\"")).unwrap();
     let ctx = ChannelContext {
         id: id.clone(),
         inbound: engine.clone(),
         state: store.channel_state(&id).unwrap(),
+        blobs: blobs.clone(),
     };
     let channel = Arc::new(WebhookChannel::build(config, ctx).unwrap());
     engine.register_channel(channel.clone());
@@ -209,8 +213,9 @@ async fn a_failing_store_answers_503_and_loses_nothing_accepted() {
         kb: Arc::new(switchboard::bot::live::LiveKb::open(store.as_ref(), &bot, None).unwrap()),
         ready: Arc::new(AtomicBool::new(true)),
         shutdown: Default::default(),
+        blobs,
     };
-    let (api, _) = switchboard::inbox::api(state, 1 << 20);
+    let (api, _) = switchboard::inbox::api(state, &Default::default());
     let router = api.merge(channel.http_routes().unwrap());
 
     let (status, _, _) = call(&router, hook_request("z1", "first")).await;

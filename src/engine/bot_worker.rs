@@ -9,11 +9,13 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::draft::Reply;
 use super::{Engine, EngineError};
 use crate::bot::{BotInput, Decision, EscalationReason};
-use crate::model::{
-    Action, Actor, Author, BotVerdict, ConversationId, Escalation, EventKind, Status,
-};
+use crate::model::{Action, Actor, BotVerdict, ConversationId, Escalation, EventKind, Status};
+
+/// Longest a "typing…" indicator may take; it is only a courtesy.
+const TYPING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub(crate) async fn run(
     engine: Arc<Engine>,
@@ -103,6 +105,16 @@ async fn handle(engine: &Arc<Engine>, conv: ConversationId, seq: u64) -> Result<
         engine.commit(change).await?;
         return Ok(());
     }
+    if let Some(channel) = engine.channel(&current.channel) {
+        // "typing…" while the bot decides; best effort, never in the way of the answer.
+        let thread = current.thread.clone();
+        tokio::spawn(async move {
+            let typing = tokio::time::timeout(TYPING_TIMEOUT, channel.typing(&thread)).await;
+            if let Ok(Err(e)) = typing {
+                tracing::debug!(error = %e, "typing indicator failed");
+            }
+        });
+    }
     let responder = engine.responder.read().expect("responder lock").clone();
     let text = message.text.clone();
     let misses = current.bot_misses;
@@ -149,14 +161,11 @@ async fn handle(engine: &Arc<Engine>, conv: ConversationId, seq: u64) -> Result<
                 } => {
                     d.conv.bot_misses = 0;
                     d.conv.bot_last_entry = Some(entry.clone());
-                    d.push_outbound(
-                        Author::Bot,
-                        None,
-                        text.clone(),
-                        buttons.clone(),
-                        in_reply_to.clone(),
-                        Some(verdict),
-                    )?;
+                    d.push_outbound(Reply {
+                        buttons: buttons.clone(),
+                        verdict: Some(verdict),
+                        ..Reply::bot(text.clone(), in_reply_to.clone())
+                    })?;
                     if *escalate_after {
                         escalate(
                             d,
@@ -167,26 +176,19 @@ async fn handle(engine: &Arc<Engine>, conv: ConversationId, seq: u64) -> Result<
                 }
                 Decision::Clarify { text, options, .. } => {
                     d.conv.bot_misses += 1;
-                    d.push_outbound(
-                        Author::Bot,
-                        None,
-                        text.clone(),
-                        options.clone(),
-                        in_reply_to.clone(),
-                        Some(verdict),
-                    )?;
+                    d.push_outbound(Reply {
+                        buttons: options.clone(),
+                        verdict: Some(verdict),
+                        ..Reply::bot(text.clone(), in_reply_to.clone())
+                    })?;
                 }
                 Decision::Escalate { reason, detail } => {
                     d.conv.bot_misses = 0;
                     d.conv.bot_last_entry = None;
-                    d.push_outbound(
-                        Author::Bot,
-                        None,
-                        handoff.clone(),
-                        vec![],
-                        in_reply_to.clone(),
-                        Some(verdict),
-                    )?;
+                    d.push_outbound(Reply {
+                        verdict: Some(verdict),
+                        ..Reply::bot(handoff.clone(), in_reply_to.clone())
+                    })?;
                     escalate(d, *reason, detail)?;
                 }
             }

@@ -1,7 +1,7 @@
 //! A [`Draft`] collects one state change of one conversation: the new record, the messages,
 //! events and outbox items it brings. Pure bookkeeping: the engine applies it to the store.
 
-use switchboard_channel::{Button, ExternalMessageId, Outbound};
+use switchboard_channel::{Attachment, Button, ExternalMessageId, Outbound};
 
 use crate::model::{
     Action, Actor, Author, BotVerdict, Conversation, Delivery, DeliveryState, Event, EventId,
@@ -17,6 +17,33 @@ pub(crate) struct Draft<'s> {
     pub change: Change,
     pub actor: Actor,
     pub now: i64,
+}
+
+/// A message to the customer, before it has a place in the conversation.
+pub(crate) struct Reply {
+    pub author: Author,
+    /// The agent's name as the customer sees it.
+    pub author_name: Option<String>,
+    pub text: String,
+    pub buttons: Vec<Button>,
+    pub attachments: Vec<Attachment>,
+    /// The customer message it answers, for networks with threading.
+    pub in_reply_to: Option<ExternalMessageId>,
+    pub verdict: Option<BotVerdict>,
+}
+
+impl Reply {
+    pub fn bot(text: String, in_reply_to: Option<ExternalMessageId>) -> Self {
+        Reply {
+            author: Author::Bot,
+            author_name: None,
+            text,
+            buttons: vec![],
+            attachments: vec![],
+            in_reply_to,
+            verdict: None,
+        }
+    }
 }
 
 pub(crate) fn outbound_id(conv: &Conversation, seq: u64) -> String {
@@ -114,21 +141,14 @@ impl<'s> Draft<'s> {
             delivery: None,
             verdict: None,
             created_at_ms: self.now,
+            edited_at_ms: None,
         });
         self.event(EventKind::MessageReceived { seq })?;
         Ok(seq)
     }
 
     /// Adds a reply and queues it in the outbox.
-    pub fn push_outbound(
-        &mut self,
-        author: Author,
-        author_name: Option<String>,
-        text: String,
-        buttons: Vec<Button>,
-        in_reply_to: Option<ExternalMessageId>,
-        verdict: Option<BotVerdict>,
-    ) -> Result<u64, StoreError> {
+    pub fn push_outbound(&mut self, reply: Reply) -> Result<u64, StoreError> {
         let seq = self.next_seq();
         self.touch();
         let id = outbound_id(&self.conv, seq);
@@ -139,21 +159,23 @@ impl<'s> Draft<'s> {
             thread: self.conv.thread.clone(),
             outbound: Outbound {
                 id: id.clone(),
-                author: author.outbound(author_name),
-                text: text.clone(),
-                buttons,
-                in_reply_to,
-                format: author.text_format(),
+                author: reply.author.outbound(reply.author_name),
+                text: reply.text.clone(),
+                buttons: reply.buttons,
+                in_reply_to: reply.in_reply_to,
+                format: reply.author.text_format(),
+                attachments: reply.attachments.clone(),
             },
             attempts: 0,
+            flood_waits: 0,
             next_attempt_ms: self.now,
         });
         self.change.messages.push(Message {
             conversation: self.conv.id,
             seq,
-            author,
-            text,
-            attachments: vec![],
+            author: reply.author,
+            text: reply.text,
+            attachments: reply.attachments,
             external_id: None,
             delivery: Some(Delivery {
                 outbound_id: id,
@@ -163,8 +185,9 @@ impl<'s> Draft<'s> {
                 external_id: None,
                 updated_at_ms: self.now,
             }),
-            verdict,
+            verdict: reply.verdict,
             created_at_ms: self.now,
+            edited_at_ms: None,
         });
         self.event(EventKind::MessageQueued { seq })?;
         Ok(seq)

@@ -17,7 +17,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
 use switchboard_channel::{
-    Accepted, Channel, ChannelId, InboundError, InboundEvent, InboundMessage, now_ms,
+    Accepted, Attachment, Channel, ChannelId, InboundEdit, InboundError, InboundEvent,
+    InboundMessage, now_ms,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -29,7 +30,7 @@ use crate::model::{
     EventId, EventKind, Identity, Message, Note, NoteId, Priority, Status, TransitionError,
 };
 use crate::store::{Change, ConversationWrite, Store, StoreError};
-use draft::{Draft, DraftError};
+use draft::{Draft, DraftError, Reply};
 
 /// How often a write that lost a race is rebuilt before giving up.
 const MAX_RETRIES: usize = 32;
@@ -40,6 +41,8 @@ const MAX_LABEL_CHARS: usize = 64;
 const MAX_LABELS: usize = 32;
 /// Longest agent reply or note, in bytes.
 pub const MAX_TEXT_BYTES: usize = 64 * 1024;
+/// Most files on one agent reply.
+pub const MAX_ATTACHMENTS: usize = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -72,6 +75,8 @@ pub(crate) type BotWork = (ConversationId, u64);
 pub struct EngineSettings {
     /// Said to the customer when the bot hands over.
     pub handoff_message: String,
+    /// Said when a customer opens a conversation on purpose (Telegram `/start`).
+    pub welcome_message: String,
     /// Said instead when nobody is on shift; `{when}` becomes the next shift's start.
     pub offhours_message: String,
     pub outbox: OutboxConfig,
@@ -157,6 +162,12 @@ impl Engine {
             .expect("channels lock")
             .get(id)
             .cloned()
+    }
+
+    /// Every registered channel.
+    pub fn channels(&self) -> Vec<Arc<dyn Channel>> {
+        let channels = self.channels.read().expect("channels lock");
+        channels.values().cloned().collect()
     }
 
     pub fn set_availability(&self, availability: Arc<dyn Availability>) {
@@ -290,20 +301,25 @@ impl Engine {
         Err(EngineError::Busy)
     }
 
-    /// Stores one customer message durably.
+    /// Stores one customer event durably.
     pub async fn ingest(
         &self,
         channel: &ChannelId,
         event: InboundEvent,
     ) -> Result<Accepted, InboundError> {
-        let InboundEvent::Message(msg) = event;
         if self.channel(channel).is_none() {
             return Err(InboundError::Rejected(format!("unknown channel {channel}")));
         }
+        let (msg, start) = match event {
+            InboundEvent::Message(m) => (m, false),
+            InboundEvent::Start(m) => (m, true),
+            // An edit changes an existing conversation: `update` takes its lane.
+            InboundEvent::Edit(edit) => return self.ingest_edit(channel, &edit).await,
+        };
         // Messages of one conversation are stored one after the other, in arrival order.
         let _lane = self.lane(channel, &msg.thread).lock().await;
         for _ in 0..MAX_RETRIES {
-            let outcome = match self.prepare_ingest(channel, &msg) {
+            let outcome = match self.prepare_ingest(channel, &msg, start) {
                 Ok(change) => self.commit(change).await,
                 Err(e) => return Err(unavailable(e)),
             };
@@ -326,11 +342,54 @@ impl Engine {
         ))
     }
 
+    /// A customer edited a stored message: the text changes, the original stays in the event.
+    async fn ingest_edit(
+        &self,
+        channel: &ChannelId,
+        edit: &InboundEdit,
+    ) -> Result<Accepted, InboundError> {
+        let text = edit.text.trim().to_owned();
+        let Some((conv, seq)) = self
+            .store
+            .external_message(channel, &edit.message_id)
+            .map_err(|e| unavailable(e.into()))?
+        else {
+            // Never stored (not addressed to us, or older than this store): nothing to edit.
+            return Ok(Accepted::Duplicate);
+        };
+        let changed = std::sync::atomic::AtomicBool::new(false);
+        let result = self
+            .update(conv, Actor::Customer, |d| {
+                let Some(mut message) = self.store.message(d.conv.id, seq)? else {
+                    return Ok(());
+                };
+                if message.text == text || message.author != Author::Customer {
+                    return Ok(());
+                }
+                let previous = std::mem::replace(&mut message.text, text.clone());
+                message.edited_at_ms = Some(edit.edited_at_ms.unwrap_or(d.now));
+                if d.conv.last_seq == seq {
+                    d.conv.preview = crate::model::preview_of(&text);
+                }
+                d.change.messages.push(message);
+                d.event(EventKind::MessageEdited { seq, previous })?;
+                changed.store(true, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            })
+            .await;
+        match result {
+            Ok(_) if changed.into_inner() => Ok(Accepted::Stored),
+            Ok(_) => Ok(Accepted::Duplicate),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
     /// Builds the change that stores `msg`.
     fn prepare_ingest(
         &self,
         channel: &ChannelId,
         msg: &InboundMessage,
+        start: bool,
     ) -> Result<Change, EngineError> {
         let store = self.store.as_ref();
         // Duplicates are caught when the change commits (the message id is an
@@ -381,26 +440,52 @@ impl Engine {
             draft.event(EventKind::ConversationCreated)?;
         }
         draft.transition(Action::CustomerMessage, "customer wrote")?;
+        // The customer wrote: whatever failed to reach them before may work again.
+        if let Some(reason) = draft.conv.unreachable.take() {
+            draft.event(EventKind::ReachableAgain { was: reason })?;
+        }
         let seq = draft.push_inbound(
             msg.text.clone(),
             msg.attachments.clone(),
             msg.message_id.clone(),
         )?;
-        if draft.conv.status == Status::Bot {
-            draft.change.bot_queue_put.push((draft.conv.id, seq));
+        match (start, draft.conv.status) {
+            (true, Status::Bot) => {
+                let welcome = self.settings.welcome_message.clone();
+                draft.push_outbound(Reply::bot(welcome, Some(msg.message_id.clone())))?;
+            }
+            (false, Status::Bot) => draft.change.bot_queue_put.push((draft.conv.id, seq)),
+            _ => {}
         }
         let (change, _) = draft.finish();
         Ok(change)
     }
 
-    /// An agent's reply: the agent takes the conversation if it is not theirs yet.
+    /// An agent's reply, with files already stored as blobs: the agent takes the
+    /// conversation if it is not theirs yet.
     pub async fn reply(
         &self,
         id: ConversationId,
         agent: &crate::model::Agent,
         text: &str,
+        attachments: &[Attachment],
     ) -> Result<(Conversation, u64), EngineError> {
-        let text = checked_text(text)?;
+        let text = if attachments.is_empty() {
+            checked_text(text)?
+        } else {
+            checked_text(text).unwrap_or_default()
+        };
+        if attachments.len() > MAX_ATTACHMENTS {
+            return Err(EngineError::Invalid(format!(
+                "at most {MAX_ATTACHMENTS} attachments per reply"
+            )));
+        }
+        if let Some(a) = attachments.iter().find(|a| a.blob.is_none()) {
+            return Err(EngineError::Invalid(format!(
+                "attachment {} has no stored content (upload it first)",
+                a.name
+            )));
+        }
         let seq = std::sync::atomic::AtomicU64::new(0);
         let conv = self
             .update(id, Actor::Agent(agent.id), |d| {
@@ -408,14 +493,15 @@ impl Engine {
                     d.transition(Action::Assign(agent.id), "agent replied")?;
                 }
                 let in_reply_to = self.last_customer_external_id(d.conv.id, d.conv.last_seq)?;
-                let s = d.push_outbound(
-                    Author::Agent(agent.id),
-                    Some(agent.name.clone()),
-                    text.clone(),
-                    vec![],
+                let s = d.push_outbound(Reply {
+                    author: Author::Agent(agent.id),
+                    author_name: Some(agent.name.clone()),
+                    text: text.clone(),
+                    buttons: vec![],
+                    attachments: attachments.to_vec(),
                     in_reply_to,
-                    None,
-                )?;
+                    verdict: None,
+                })?;
                 seq.store(s, std::sync::atomic::Ordering::Relaxed);
                 Ok(())
             })

@@ -109,8 +109,10 @@ pub(crate) fn requeue(
             buttons: vec![],
             in_reply_to: None,
             format: message.author.text_format(),
+            attachments: message.attachments.clone(),
         },
         attempts: 0,
+        flood_waits: 0,
         next_attempt_ms: now,
     }
 }
@@ -243,7 +245,9 @@ async fn record(
         .ok_or(EngineError::NotFound("message"))?;
     let now = now_ms();
     let attempts = item.attempts + 1;
+    let tries = attempts + item.flood_waits;
     let mut change = crate::store::Change::default();
+    let mut unreachable = None;
     let delivery = message.delivery.get_or_insert_with(|| Delivery {
         outbound_id: item.outbound.id.clone(),
         state: DeliveryState::Queued,
@@ -252,7 +256,7 @@ async fn record(
         external_id: None,
         updated_at_ms: now,
     });
-    delivery.attempts = attempts;
+    delivery.attempts = tries;
     delivery.updated_at_ms = now;
     let event = match result {
         Ok(external_id) => {
@@ -267,13 +271,26 @@ async fn record(
                 error: None,
             })
         }
-        Err(ChannelError::Retryable { reason, after })
-            if attempts < engine.outbox.config.max_attempts =>
-        {
-            let delay = engine
-                .outbox
-                .backoff(item.attempts)
-                .max(after.unwrap_or_default());
+        // Flood control (the network named its own wait) is waited out as often as it
+        // comes: it says "later", not "failed", so it does not use up attempts.
+        Err(ChannelError::Retryable {
+            reason,
+            after: Some(after),
+        }) => {
+            let delay = after.max(Duration::from_millis(engine.outbox.config.base_delay_ms));
+            tracing::info!(conversation = %item.conversation, seq = item.seq, ?delay, %reason, "flood control: delivery waits");
+            delivery.last_error = Some(reason);
+            let mut retry = item.clone();
+            retry.flood_waits += 1;
+            retry.next_attempt_ms = now + delay.as_millis() as i64;
+            change.outbox_put.push(retry);
+            None
+        }
+        Err(ChannelError::Retryable {
+            reason,
+            after: None,
+        }) if attempts < engine.outbox.config.max_attempts => {
+            let delay = engine.outbox.backoff(item.attempts);
             tracing::info!(conversation = %item.conversation, seq = item.seq, attempts, ?delay, %reason, "delivery will be retried");
             delivery.last_error = Some(reason);
             let mut retry = item.clone();
@@ -283,6 +300,9 @@ async fn record(
             None
         }
         Err(e) => {
+            if let ChannelError::Unreachable(reason) = &e {
+                unreachable = Some(reason.clone());
+            }
             tracing::warn!(conversation = %item.conversation, seq = item.seq, attempts, error = %e, "delivery failed for good");
             let error = e.to_string();
             delivery.state = DeliveryState::Failed;
@@ -307,5 +327,21 @@ async fn record(
         });
     }
     // Recorded durably before the next item of this conversation is sent.
-    Ok(engine.commit(change).await?)
+    engine.commit(change).await?;
+    if let Some(reason) = unreachable {
+        // Shown on the conversation until the customer writes again.
+        engine
+            .update(item.conversation, Actor::System, |d| {
+                if d.conv.unreachable.as_deref() != Some(reason.as_str()) {
+                    d.conv.unreachable = Some(reason.clone());
+                    d.event(EventKind::ChannelUnreachable {
+                        seq: item.seq,
+                        reason: reason.clone(),
+                    })?;
+                }
+                Ok(())
+            })
+            .await?;
+    }
+    Ok(())
 }

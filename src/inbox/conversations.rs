@@ -159,6 +159,17 @@ pub struct TextBody {
     text: String,
 }
 
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplyBody {
+    /// May be empty when files are attached.
+    #[serde(default)]
+    text: String,
+    /// Files uploaded with `POST /attachments`, sent after the text.
+    #[serde(default)]
+    attachments: Vec<super::files::FileRef>,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct ReplyQueued {
     conversation: Conversation,
@@ -168,16 +179,20 @@ pub struct ReplyQueued {
 
 /// Replies to the customer on their channel; the agent takes the conversation.
 #[utoipa::path(post, path = "/conversations/{id}/messages", tag = "conversations",
-    params(("id" = u64, Path, description = "Conversation id")), request_body = TextBody,
+    params(("id" = u64, Path, description = "Conversation id")), request_body = ReplyBody,
     responses((status = 201, body = ReplyQueued), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn reply(
     State(state): State<ApiState>,
     AuthAgent(me): AuthAgent,
     Path(id): Path<u64>,
-    ApiJson(body): ApiJson<TextBody>,
+    ApiJson(body): ApiJson<ReplyBody>,
 ) -> Result<(StatusCode, Json<ReplyQueued>), ApiError> {
     let id = ConversationId(id);
-    let (conversation, seq) = state.engine.reply(id, &me, &body.text).await?;
+    let attachments = super::files::attachments(&state, &body.attachments)?;
+    let (conversation, seq) = state
+        .engine
+        .reply(id, &me, &body.text, &attachments)
+        .await?;
     let message = state
         .engine
         .store()

@@ -8,6 +8,7 @@ pub mod auth;
 mod conversations;
 pub mod error;
 mod events;
+mod files;
 mod kb;
 mod people;
 
@@ -36,6 +37,8 @@ pub struct ApiState {
     pub ready: Arc<AtomicBool>,
     /// Fires when the daemon stops: long-lived responses (event streams) end.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Attachment bytes (uploads for replies, files customers sent).
+    pub blobs: Arc<crate::store::blobs::FileBlobs>,
 }
 
 #[derive(OpenApi)]
@@ -52,7 +55,11 @@ pub struct ApiState {
 struct ApiDoc;
 
 /// The `/api/v1` routes and their OpenAPI document.
-pub fn api(state: ApiState, max_body_bytes: usize) -> (axum::Router, utoipa::openapi::OpenApi) {
+pub fn api(
+    state: ApiState,
+    http: &crate::config::HttpConfig,
+) -> (axum::Router, utoipa::openapi::OpenApi) {
+    let (max_body_bytes, max_upload_bytes) = (http.max_body_bytes, http.max_upload_bytes);
     let v1 = OpenApiRouter::new()
         .routes(routes!(conversations::list_conversations))
         .routes(routes!(conversations::get_conversation))
@@ -84,7 +91,14 @@ pub fn api(state: ApiState, max_body_bytes: usize) -> (axum::Router, utoipa::ope
         .routes(routes!(kb::reload))
         .routes(routes!(kb::propose, kb::list_proposals))
         .routes(routes!(kb::approve))
-        .routes(routes!(kb::reject));
+        .routes(routes!(kb::reject))
+        .routes(routes!(files::download))
+        .routes(routes!(files::channels))
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(files::upload))
+                .layer(DefaultBodyLimit::max(max_upload_bytes)),
+        );
     let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", v1)
         .split_for_parts();

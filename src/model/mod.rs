@@ -104,6 +104,10 @@ pub struct Conversation {
     pub updated_at_ms: i64,
     /// Optimistic-concurrency counter; the store refuses a write based on a stale copy.
     pub version: u64,
+    /// Why the channel cannot reach the customer any more (they blocked the bot, left the
+    /// chat); cleared when they write again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreachable: Option<String>,
 }
 
 impl Conversation {
@@ -133,6 +137,7 @@ impl Conversation {
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
             version: 0,
+            unreachable: None,
         }
     }
 
@@ -248,6 +253,9 @@ pub struct Message {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verdict: Option<BotVerdict>,
     pub created_at_ms: i64,
+    /// When the customer last edited it (the text is the edited one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_at_ms: Option<i64>,
 }
 
 /// An agent-only note on a conversation; never sent to the customer.
@@ -324,6 +332,20 @@ pub enum EventKind {
     NoteAdded {
         note: NoteId,
     },
+    /// The customer changed a message; `previous` is the text before.
+    MessageEdited {
+        seq: u64,
+        previous: String,
+    },
+    /// A delivery found the customer unreachable on this channel.
+    ChannelUnreachable {
+        seq: u64,
+        reason: String,
+    },
+    /// The customer wrote again after being unreachable.
+    ReachableAgain {
+        was: String,
+    },
     LabelsChanged {
         labels: BTreeSet<String>,
     },
@@ -363,6 +385,9 @@ impl EventKind {
             Self::AssigneeChanged { .. } => "assignee_changed",
             Self::BotDecided { .. } => "bot_decided",
             Self::NoteAdded { .. } => "note_added",
+            Self::MessageEdited { .. } => "message_edited",
+            Self::ChannelUnreachable { .. } => "channel_unreachable",
+            Self::ReachableAgain { .. } => "reachable_again",
             Self::LabelsChanged { .. } => "labels_changed",
             Self::PriorityChanged { .. } => "priority_changed",
             Self::ContactsMerged { .. } => "contacts_merged",
@@ -389,7 +414,11 @@ pub struct OutboxItem {
     pub channel: ChannelId,
     pub thread: ExternalThread,
     pub outbound: Outbound,
+    /// Failed tries so far (these count towards `max_attempts`).
     pub attempts: u32,
+    /// Tries the network answered with flood control; waited out, never given up on.
+    #[serde(default)]
+    pub flood_waits: u32,
     /// Not before this time (unix ms): backoff and the channel's retry-after.
     pub next_attempt_ms: i64,
 }

@@ -10,6 +10,7 @@
 //! batches concurrent commits into one atomic write and one flush (group commit), see
 //! [`sled_store`].
 
+pub mod blobs;
 pub mod keys;
 pub mod sled_store;
 

@@ -96,6 +96,26 @@ pub struct Attachment {
     /// Where the network serves the file, if it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// The stored bytes ([`Blobs`]), when they were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob: Option<BlobId>,
+    /// Why the bytes were not kept (over the size limit, download failed), if they were not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_kept: Option<String>,
+}
+
+impl Attachment {
+    /// Metadata only: nothing stored yet.
+    pub fn new(name: impl Into<String>, content_type: impl Into<String>, size: u64) -> Self {
+        Attachment {
+            name: name.into(),
+            content_type: content_type.into(),
+            size,
+            url: None,
+            blob: None,
+            not_kept: None,
+        }
+    }
 }
 
 /// A customer identity as seen on the network.
@@ -119,10 +139,35 @@ pub struct InboundMessage {
     pub sent_at_ms: Option<i64>,
 }
 
+/// The customer changed a message they sent earlier.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboundEdit {
+    pub thread: ExternalThread,
+    /// The network's id of the edited message (as first delivered).
+    pub message_id: ExternalMessageId,
+    /// The whole new text.
+    pub text: String,
+    /// When the customer edited it (unix milliseconds), if the network says.
+    pub edited_at_ms: Option<i64>,
+}
+
 /// Everything a connector can report to the engine.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum InboundEvent {
     Message(InboundMessage),
+    /// The customer opened the conversation on purpose (Telegram `/start`): stored like a
+    /// message, and the bot greets with the configured welcome instead of answering it.
+    Start(InboundMessage),
+    Edit(InboundEdit),
+}
+
+impl InboundEvent {
+    pub fn thread(&self) -> &ExternalThread {
+        match self {
+            Self::Message(m) | Self::Start(m) => &m.thread,
+            Self::Edit(e) => &e.thread,
+        }
+    }
 }
 
 /// What the engine answered for an accepted event.
@@ -130,7 +175,8 @@ pub enum InboundEvent {
 pub enum Accepted {
     /// Stored now, durably.
     Stored,
-    /// Already stored earlier (duplicate delivery); nothing changed.
+    /// Nothing to change: already stored earlier (duplicate delivery), or an edit of a
+    /// message that was never stored or already says that.
     Duplicate,
 }
 
@@ -188,6 +234,9 @@ pub struct Outbound {
     /// How `text` is written; connectors render it for their network ([`markup`]).
     #[serde(default, skip_serializing_if = "TextFormat::is_plain")]
     pub format: TextFormat,
+    /// Files to send after the text; each has a `blob` to read from [`Blobs`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
 }
 
 impl Outbound {
@@ -217,9 +266,14 @@ pub enum ChannelError {
         reason: String,
         after: Option<Duration>,
     },
-    /// Retrying cannot help (blocked by the user, thread gone, bad credentials).
+    /// Retrying cannot help (malformed request, bad credentials).
     #[error("permanent failure: {0}")]
     Permanent(String),
+    /// The customer cannot be reached on this thread any more (they blocked the bot, left
+    /// the chat, deleted the account). The conversation is marked unreachable until they
+    /// write again.
+    #[error("customer unreachable: {0}")]
+    Unreachable(String),
 }
 
 impl ChannelError {
@@ -260,12 +314,75 @@ pub trait ChannelState: Send + Sync + 'static {
     async fn sync(&self) -> Result<(), StateError>;
 }
 
+opaque_id!(
+    /// The name of stored file bytes: the SHA-256 of the content, in hex.
+    BlobId
+);
+
+/// Stored file bytes (attachments in and out), content-addressed and durable once `put`
+/// returns.
+#[async_trait::async_trait]
+pub trait Blobs: Send + Sync + 'static {
+    async fn put(&self, bytes: &[u8]) -> Result<BlobId, StateError>;
+    async fn get(&self, id: &BlobId) -> Result<Option<Vec<u8>>, StateError>;
+}
+
 /// What a connector is built with (its factory input, like Vector's `SourceContext`).
 #[derive(Clone)]
 pub struct ChannelContext {
     pub id: ChannelId,
     pub inbound: Arc<dyn Inbound>,
     pub state: Arc<dyn ChannelState>,
+    pub blobs: Arc<dyn Blobs>,
+}
+
+/// How a connection is doing, for `/readyz`, the API and metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelHealth {
+    /// The last network call succeeded.
+    pub ok: bool,
+    /// When a network call last succeeded (a poll, a send), unix milliseconds.
+    pub last_ok_ms: Option<i64>,
+    /// Failed network calls since start.
+    pub errors: u64,
+    pub last_error: Option<String>,
+    /// Received events and sent messages since start.
+    pub received: u64,
+    pub sent: u64,
+}
+
+/// Thread-safe counters behind [`ChannelHealth`].
+#[derive(Debug, Default)]
+pub struct HealthTracker(std::sync::Mutex<ChannelHealth>);
+
+impl HealthTracker {
+    fn with(&self, f: impl FnOnce(&mut ChannelHealth)) {
+        f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+    /// A network call succeeded.
+    pub fn ok(&self) {
+        self.with(|h| {
+            h.ok = true;
+            h.last_ok_ms = Some(now_ms());
+        });
+    }
+    /// A network call failed.
+    pub fn error(&self, error: impl fmt::Display) {
+        self.with(|h| {
+            h.ok = false;
+            h.errors += 1;
+            h.last_error = Some(error.to_string());
+        });
+    }
+    pub fn received(&self, n: u64) {
+        self.with(|h| h.received += n);
+    }
+    pub fn sent(&self) {
+        self.with(|h| h.sent += 1);
+    }
+    pub fn snapshot(&self) -> ChannelHealth {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// One connection to one chat network.
@@ -286,6 +403,20 @@ pub trait Channel: Send + Sync + 'static {
         to: &ExternalThread,
         outbound: &Outbound,
     ) -> Result<ExternalMessageId, ChannelError>;
+
+    /// Shows the customer that a reply is being prepared ("typing…"), where the network can.
+    async fn typing(&self, _to: &ExternalThread) -> Result<(), ChannelError> {
+        Ok(())
+    }
+
+    /// How the connection is doing. Connectors without a connection of their own report
+    /// the default.
+    fn health(&self) -> ChannelHealth {
+        ChannelHealth {
+            ok: true,
+            ..Default::default()
+        }
+    }
 
     /// Routes this connector serves on the daemon's HTTP listener (web hooks, web chat).
     /// Paths must be absolute and unique to the channel id.

@@ -237,6 +237,9 @@ pub fn classify_failure(status: StatusCode, headers: &HeaderMap) -> ChannelError
         || status.is_server_error()
     {
         ChannelError::Retryable { reason, after }
+    } else if status == StatusCode::GONE {
+        // The receiver says this thread is gone for good (the customer left).
+        ChannelError::Unreachable(reason)
     } else {
         ChannelError::Permanent(reason)
     }

@@ -1,0 +1,175 @@
+//! `/api/v1/attachments` and `/api/v1/channels`: file bytes for replies and from customers,
+//! and how each channel's connection is doing.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use switchboard_channel::{Attachment, BlobId, Blobs, Capabilities, ChannelHealth};
+use utoipa::{IntoParams, ToSchema};
+
+use super::ApiState;
+use super::auth::AuthAgent;
+use super::error::{ApiError, ErrorBody};
+
+#[derive(Deserialize, IntoParams)]
+pub struct UploadQuery {
+    /// File name shown to the customer.
+    name: String,
+}
+
+/// A stored file, to attach to replies (`attachments` of a reply).
+#[derive(Serialize, ToSchema)]
+pub struct StoredFile {
+    name: String,
+    content_type: String,
+    size: u64,
+    /// SHA-256 of the content: the file's id.
+    blob: String,
+}
+
+/// Stores a file (the raw request body, with its `Content-Type`) for a reply.
+#[utoipa::path(post, path = "/attachments", tag = "attachments", params(UploadQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 201, body = StoredFile), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn upload(
+    State(state): State<ApiState>,
+    _agent: AuthAgent,
+    Query(query): Query<UploadQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<StoredFile>), ApiError> {
+    let name = query.name.trim();
+    if name.is_empty() || name.len() > 255 || name.contains(['/', '\\', '\0']) {
+        return Err(ApiError::invalid(
+            "name must be 1-255 bytes without slashes",
+        ));
+    }
+    if body.is_empty() {
+        return Err(ApiError::invalid("the file is empty"));
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_owned();
+    let blob = state.blobs.put(&body).await.map_err(|e| {
+        tracing::error!(error = %e, "storing an upload failed");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the file could not be stored; try again",
+        )
+    })?;
+    Ok((
+        StatusCode::CREATED,
+        Json(StoredFile {
+            name: name.to_owned(),
+            content_type,
+            size: body.len() as u64,
+            blob: blob.0,
+        }),
+    ))
+}
+
+/// A stored file's bytes, always as a download (never rendered in the inbox's origin).
+#[utoipa::path(get, path = "/attachments/{blob}", tag = "attachments",
+    params(("blob" = String, Path, description = "SHA-256 of the content")),
+    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>), (status = 404, body = ErrorBody)))]
+pub async fn download(
+    State(state): State<ApiState>,
+    _agent: AuthAgent,
+    Path(blob): Path<String>,
+) -> Result<Response, ApiError> {
+    let bytes = state
+        .blobs
+        .get(&BlobId(blob))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "reading a blob failed");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the file cannot be read now",
+            )
+        })?
+        .ok_or_else(|| ApiError::not_found("attachment"))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream"),
+            (header::CONTENT_DISPOSITION, "attachment"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+/// A reference to an uploaded file, in a reply.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileRef {
+    pub blob: String,
+    pub name: String,
+    #[serde(default = "octet_stream")]
+    pub content_type: String,
+    /// Ignored (the stored size counts), so an upload's answer can be passed as it is.
+    #[serde(default, rename = "size")]
+    pub _size: Option<u64>,
+}
+
+fn octet_stream() -> String {
+    "application/octet-stream".into()
+}
+
+/// Resolves uploaded files for a reply: each must exist.
+pub fn attachments(state: &ApiState, files: &[FileRef]) -> Result<Vec<Attachment>, ApiError> {
+    files
+        .iter()
+        .map(|f| {
+            let blob = BlobId(f.blob.clone());
+            let size = state.blobs.size(&blob).ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "no uploaded file {} (POST /attachments first)",
+                    f.blob
+                ))
+            })?;
+            Ok(Attachment {
+                blob: Some(blob),
+                ..Attachment::new(f.name.clone(), f.content_type.clone(), size)
+            })
+        })
+        .collect()
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ChannelStatus {
+    id: String,
+    #[schema(value_type = Object)]
+    capabilities: Capabilities,
+    #[schema(value_type = Object)]
+    health: ChannelHealth,
+}
+
+/// Every configured channel with its connection health.
+#[utoipa::path(get, path = "/channels", tag = "channels",
+    responses((status = 200, body = Vec<ChannelStatus>)))]
+pub async fn channels(
+    State(state): State<ApiState>,
+    _agent: AuthAgent,
+) -> Json<Vec<ChannelStatus>> {
+    let mut list: Vec<ChannelStatus> = state
+        .engine
+        .channels()
+        .into_iter()
+        .map(|c| ChannelStatus {
+            id: c.id().to_string(),
+            capabilities: c.capabilities(),
+            health: c.health(),
+        })
+        .collect();
+    list.sort_by(|a, b| a.id.cmp(&b.id));
+    Json(list)
+}
