@@ -22,6 +22,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod markup;
 pub use markup::TextFormat;
 

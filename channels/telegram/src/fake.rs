@@ -36,6 +36,8 @@ pub enum Fault {
     Slow(Duration),
     /// Starts an answer and cuts the connection.
     Reset,
+    /// HTTP 403 `Forbidden: bot was blocked by the user`.
+    Blocked,
     /// `getUpdates` only: every update in the answer comes twice.
     Duplicate,
 }
@@ -369,6 +371,13 @@ async fn api(
             );
         }
         Some(Fault::Reset) => return reset(),
+        Some(Fault::Blocked) => {
+            return fail(
+                StatusCode::FORBIDDEN,
+                "Forbidden: bot was blocked by the user",
+                None,
+            );
+        }
         Some(Fault::Slow(d)) => {
             tokio::time::sleep(d).await;
             false
