@@ -93,6 +93,9 @@ enum Bench {
     },
     /// One bot decision on a large knowledge base: words only and with the model.
     Bot(switchboard::bench::bot::BotArgs),
+    /// Telegram through the fake Bot API: inbound end to end, outbound sends.
+    #[cfg(feature = "fakes")]
+    Telegram(switchboard::bench::telegram::TelegramArgs),
 }
 
 fn load(path: Option<&PathBuf>) -> Result<Config, String> {
@@ -158,6 +161,8 @@ fn main() -> ExitCode {
                         keep,
                     } => switchboard::bench::inbox(conversations, messages, cache_mb, keep).await,
                     Bench::Bot(args) => switchboard::bench::bot::bot(args),
+                    #[cfg(feature = "fakes")]
+                    Bench::Telegram(args) => switchboard::bench::telegram::telegram(args).await,
                 }
             });
             match result {

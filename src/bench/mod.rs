@@ -7,10 +7,14 @@
 //! - `inbox`: fills a data directory with M messages in C conversations through the engine,
 //!   then starts the real daemon binary on it and reports restart-to-ready, inbox list latency
 //!   (50 rows filtered by status) and the daemon's resident memory.
+//! - `telegram` (`telegram`, feature `fakes`): updates through the fake Bot API, stored,
+//!   decided and answered; raw outbound sends through the connector.
 //! - `bot` ([`bot`]): one bot decision on a 10,000-variant knowledge base, words only and
 //!   with the model; index build time and memory.
 
 pub mod bot;
+#[cfg(feature = "fakes")]
+pub mod telegram;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -147,7 +151,7 @@ fn hook_body(i: usize, conversations: usize) -> String {
 }
 
 /// The bench's own config: everything on loopback in `dir`.
-fn bench_config(dir: &Path, callback: &str, cache_mb: u64) -> String {
+fn bench_config(dir: &Path, callback: &str, cache_mb: u64, extra: &str) -> String {
     // The group-commit linger can be tried without editing code.
     let linger = std::env::var("SWITCHBOARD_BENCH_LINGER_US")
         .ok()
@@ -172,6 +176,7 @@ kb_dir = "{kb}"
 type = "webhook"
 secret = "{SECRET}"
 callback_url = "{callback}"
+{extra}
 "#,
         data = dir.join("data").display(),
         kb = kb.display(),
@@ -215,12 +220,13 @@ async fn start_daemon(
     dir: &Path,
     callback: &str,
     cache_mb: u64,
+    extra: &str,
 ) -> anyhow::Result<(
     SocketAddr,
     CancellationToken,
     tokio::task::JoinHandle<anyhow::Result<()>>,
 )> {
-    let text = bench_config(dir, callback, cache_mb);
+    let text = bench_config(dir, callback, cache_mb, extra);
     let config = Config::parse(&text, "<bench>").map_err(|e| anyhow::anyhow!("{e}"))?;
     // SAFETY: set before any thread of ours reads the environment concurrently.
     unsafe { std::env::set_var("SWITCHBOARD_BENCH_ADMIN_TOKEN", ADMIN_TOKEN) };
@@ -268,7 +274,7 @@ pub async fn ingest(
     let (base_addr, base_store) = baseline_server(&tmp.join("baseline")).await?;
     let base_url = format!("http://{base_addr}/insert");
     let callback = sink().await?;
-    let (addr, stop, handle) = start_daemon(&tmp.join("daemon"), &callback, 64).await?;
+    let (addr, stop, handle) = start_daemon(&tmp.join("daemon"), &callback, 64, "").await?;
     let hook_url = format!("http://{addr}/hooks/hook/messages");
 
     let baseline_round = |_round: usize| {
@@ -441,7 +447,7 @@ pub async fn inbox(
     std::fs::create_dir_all(&dir)?;
     let config_path = dir.join("bench.toml");
     let callback = sink().await?;
-    std::fs::write(&config_path, bench_config(&dir, &callback, cache_mb))?;
+    std::fs::write(&config_path, bench_config(&dir, &callback, cache_mb, ""))?;
     let http = client(64)?;
     if !dir.join("data").exists() {
         println!(
