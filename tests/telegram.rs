@@ -270,6 +270,20 @@ async fn customer_bot_agent_groups_files_and_edits() {
     );
     assert_eq!(fake.callback_answers(), ["cbq-1"]);
 
+    // A voice note alone: the bot cannot read it and hands over at once.
+    let voice = fake.add_file("voice/file_2.oga", b"OggS voice");
+    let mut m = fake::private_message(6006, "Vi", 1, "");
+    m.as_object_mut().unwrap().remove("text");
+    m["voice"] = json!({"file_id": voice, "file_unique_id": "v1", "duration": 3, "mime_type": "audio/ogg", "file_size": 10});
+    fake.push_update("message", m);
+    let sent = wait_chat(&fake, 6006, 1).await;
+    assert!(
+        sent[0].text.as_ref().unwrap().contains("person"),
+        "{sent:?}"
+    );
+    let conv = conversation(&c, "6006").await;
+    assert_eq!(conv["escalation"]["reason"], "files_only", "{conv}");
+
     // Health shows the connection.
     let (_, channels) = c.get("/api/v1/channels").await;
     let tg = channels

@@ -42,6 +42,8 @@ pub enum EscalationReason {
     Sensitive,
     Frustrated,
     BotError,
+    /// The customer sent only files (a photo, a voice note): the bot reads words only.
+    FilesOnly,
 }
 
 impl EscalationReason {
@@ -52,6 +54,7 @@ impl EscalationReason {
             Self::Sensitive => "sensitive",
             Self::Frustrated => "frustrated",
             Self::BotError => "bot_error",
+            Self::FilesOnly => "files_only",
         }
     }
 }

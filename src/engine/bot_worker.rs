@@ -119,7 +119,25 @@ async fn handle(engine: &Arc<Engine>, conv: ConversationId, seq: u64) -> Result<
     let text = message.text.clone();
     let misses = current.bot_misses;
     let last_entry = current.bot_last_entry.clone();
-    let decision = {
+    let decision = if text.trim().is_empty() && !message.attachments.is_empty() {
+        Decision::Escalate {
+            reason: EscalationReason::FilesOnly,
+            detail: format!(
+                "the customer sent {} without words: {}",
+                if message.attachments.len() == 1 {
+                    "a file"
+                } else {
+                    "files"
+                },
+                message
+                    .attachments
+                    .iter()
+                    .map(|a| a.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    } else {
         let d = tokio::task::spawn_blocking(move || {
             responder.decide(&BotInput {
                 text: &text,
