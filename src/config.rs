@@ -351,6 +351,7 @@ pub enum ChannelConfig {
     Webhook(WebhookConfig),
     Webchat(WebchatConfig),
     Telegram(switchboard_telegram::TelegramConfig),
+    Email(switchboard_email::EmailConfig),
 }
 
 /// One problem found in a config file.
@@ -430,6 +431,7 @@ impl Config {
             let inline = match ch {
                 ChannelConfig::Webhook(h) => h.secret.is_some(),
                 ChannelConfig::Telegram(t) => t.token.is_some() || t.webhook_secret.is_some(),
+                ChannelConfig::Email(e) => e.imap.password.is_some() || e.smtp.password.is_some(),
                 ChannelConfig::Webchat(_) => false,
             };
             if inline {
@@ -643,10 +645,13 @@ impl<'a> Parser<'a> {
                 format!("channel id `{id}` may use only letters, digits, - and _"),
             );
         }
-        if let ChannelConfig::Telegram(t) = ch {
-            for p in t.problems(id) {
-                self.problem(Some(span.clone()), p);
-            }
+        let problems = match ch {
+            ChannelConfig::Telegram(t) => t.problems(id),
+            ChannelConfig::Email(e) => e.problems(id),
+            _ => vec![],
+        };
+        for p in problems {
+            self.problem(Some(span.clone()), p);
         }
         if let ChannelConfig::Webhook(h) = ch {
             if let Err(e) = switchboard_channel::resolve_secret(

@@ -83,6 +83,7 @@ fn message(thread: &str, id: &str, text: &str) -> InboundEvent {
         text: text.into(),
         attachments: vec![],
         sent_at_ms: None,
+        automated: None,
     })
 }
 

@@ -50,6 +50,15 @@ pub(crate) fn outbound_id(conv: &Conversation, seq: u64) -> String {
     format!("sb-{}-{}", conv.id, seq)
 }
 
+/// The conversation and message of an id made by [`outbound_id`].
+pub(crate) fn parse_outbound_id(id: &str) -> Option<(crate::model::ConversationId, u64)> {
+    let (conv, seq) = id.strip_prefix("sb-")?.split_once('-')?;
+    Some((
+        crate::model::ConversationId(conv.parse().ok()?),
+        seq.parse().ok()?,
+    ))
+}
+
 impl<'s> Draft<'s> {
     pub fn new(
         store: &'s dyn Store,

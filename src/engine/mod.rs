@@ -313,8 +313,13 @@ impl Engine {
         let (msg, start) = match event {
             InboundEvent::Message(m) => (m, false),
             InboundEvent::Start(m) => (m, true),
-            // An edit changes an existing conversation: `update` takes its lane.
+            // These change an existing conversation: `update` takes its lane.
             InboundEvent::Edit(edit) => return self.ingest_edit(channel, &edit).await,
+            InboundEvent::DeliveryFailed {
+                outbound_id,
+                reason,
+                ..
+            } => return self.delivery_failed(&outbound_id, &reason).await,
         };
         // Messages of one conversation are stored one after the other, in arrival order.
         let _lane = self.lane(channel, &msg.thread).lock().await;
@@ -340,6 +345,51 @@ impl Engine {
         Err(InboundError::Unavailable(
             "too much contention; retry".into(),
         ))
+    }
+
+    /// A reply the network accepted turned out undelivered (a bounce): the message shows
+    /// as failed, with the reason, where agents look for failed deliveries.
+    async fn delivery_failed(
+        &self,
+        outbound_id: &str,
+        reason: &str,
+    ) -> Result<Accepted, InboundError> {
+        let Some((conv, seq)) = draft::parse_outbound_id(outbound_id) else {
+            return Ok(Accepted::Duplicate);
+        };
+        let changed = std::sync::atomic::AtomicBool::new(false);
+        let result = self
+            .update(conv, Actor::System, |d| {
+                let Some(mut message) = self.store.message(d.conv.id, seq)? else {
+                    return Ok(());
+                };
+                let Some(delivery) = message.delivery.as_mut() else {
+                    return Ok(());
+                };
+                if delivery.outbound_id != outbound_id
+                    || delivery.state == crate::model::DeliveryState::Failed
+                {
+                    return Ok(());
+                }
+                delivery.state = crate::model::DeliveryState::Failed;
+                delivery.last_error = Some(reason.to_owned());
+                delivery.updated_at_ms = d.now;
+                d.change.messages.push(message);
+                d.change.failed_put.push((d.conv.id, seq));
+                d.event(EventKind::DeliveryChanged {
+                    seq,
+                    state: crate::model::DeliveryState::Failed,
+                    error: Some(reason.to_owned()),
+                })?;
+                changed.store(true, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            })
+            .await;
+        match result {
+            Ok(_) if changed.into_inner() => Ok(Accepted::Stored),
+            Ok(_) | Err(EngineError::NotFound(_)) => Ok(Accepted::Duplicate),
+            Err(e) => Err(unavailable(e)),
+        }
     }
 
     /// A customer edited a stored message: the text changes, the original stays in the event.
@@ -454,7 +504,10 @@ impl Engine {
                 let welcome = self.settings.welcome_message.clone();
                 draft.push_outbound(Reply::bot(welcome, Some(msg.message_id.clone())))?;
             }
-            (false, Status::Bot) => draft.change.bot_queue_put.push((draft.conv.id, seq)),
+            // Machines (auto-replies, lists) are stored for people, never answered.
+            (false, Status::Bot) if msg.automated.is_none() => {
+                draft.change.bot_queue_put.push((draft.conv.id, seq))
+            }
             _ => {}
         }
         let (change, _) = draft.finish();

@@ -137,6 +137,9 @@ pub(crate) async fn run(engine: Arc<Engine>, shutdown: CancellationToken) {
         }
     }
     let permits = Arc::new(Semaphore::new(outbox.config.concurrency.max(1)));
+    // Deliveries under way; on shutdown each may finish its send and record the outcome, so a
+    // reply the network took is not sent again after the restart.
+    let mut deliveries = tokio::task::JoinSet::new();
     loop {
         let now = now_ms();
         let mut due = Vec::new();
@@ -160,30 +163,51 @@ pub(crate) async fn run(engine: Arc<Engine>, shutdown: CancellationToken) {
         for conv in due {
             let permit = tokio::select! {
                 p = permits.clone().acquire_owned() => p.expect("semaphore open"),
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => return finish(deliveries).await,
             };
             let engine = engine.clone();
-            tokio::spawn(async move {
-                deliver_conversation(&engine, conv).await;
+            let stop = shutdown.clone();
+            deliveries.spawn(async move {
+                deliver_conversation(&engine, conv, &stop).await;
                 drop(permit);
                 engine.outbox.wake.notify_one();
             });
         }
+        while deliveries.try_join_next().is_some() {}
         let sleep = next_ms
             .map(|n| Duration::from_millis((n - now).max(1) as u64))
             .unwrap_or(IDLE_SLEEP)
             .min(IDLE_SLEEP);
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return finish(deliveries).await,
             _ = outbox.wake.notified() => {}
             _ = tokio::time::sleep(sleep) => {}
         }
     }
 }
 
-/// Delivers one conversation's items head first until none is due.
-async fn deliver_conversation(engine: &Arc<Engine>, conv: ConversationId) {
+/// Longest shutdown waits for deliveries under way.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(8);
+
+async fn finish(mut deliveries: tokio::task::JoinSet<()>) {
+    let all = async { while deliveries.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_WAIT, all).await.is_err() {
+        tracing::warn!(
+            "deliveries still under way at shutdown; they are retried after the restart"
+        );
+    }
+}
+
+/// Delivers one conversation's items head first until none is due, or shutdown.
+async fn deliver_conversation(
+    engine: &Arc<Engine>,
+    conv: ConversationId,
+    stop: &CancellationToken,
+) {
     let next = loop {
+        if stop.is_cancelled() {
+            break Some(now_ms());
+        }
         let item = match engine.store.outbox_head(conv) {
             Ok(Some(item)) => item,
             Ok(None) => break None,

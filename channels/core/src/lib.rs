@@ -139,6 +139,10 @@ pub struct InboundMessage {
     pub attachments: Vec<Attachment>,
     /// When the customer sent it (unix milliseconds), if the network says.
     pub sent_at_ms: Option<i64>,
+    /// Why a machine sent it (an auto-reply, a mailing list), if one did: stored for people,
+    /// never answered by the bot, so two robots cannot talk in a loop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub automated: Option<String>,
 }
 
 /// The customer changed a message they sent earlier.
@@ -161,6 +165,13 @@ pub enum InboundEvent {
     /// message, and the bot greets with the configured welcome instead of answering it.
     Start(InboundMessage),
     Edit(InboundEdit),
+    /// The network reported, later, that a reply it had accepted was not delivered (an
+    /// email bounce). `outbound_id` is the [`Outbound::id`] the reply was sent with.
+    DeliveryFailed {
+        thread: ExternalThread,
+        outbound_id: String,
+        reason: String,
+    },
 }
 
 impl InboundEvent {
@@ -168,6 +179,7 @@ impl InboundEvent {
         match self {
             Self::Message(m) | Self::Start(m) => &m.thread,
             Self::Edit(e) => &e.thread,
+            Self::DeliveryFailed { thread, .. } => thread,
         }
     }
 }

@@ -32,6 +32,8 @@ pub struct Me {
 }
 
 /// What one update asks of the connector.
+// Short-lived, one per update: boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Action {
     /// Store this event; `files` are to be fetched first and `callback` answered after.
@@ -235,6 +237,7 @@ fn message(msg: &Message, me: &Me, groups: GroupPolicy, topics: bool) -> Action 
         text: text.clone(),
         attachments: vec![],
         sent_at_ms: Some(msg.date.timestamp_millis()),
+        automated: None,
     };
     let is_start = text == "/start" || text.starts_with("/start ");
     Action::Submit {
@@ -282,6 +285,7 @@ fn callback(q: &CallbackQuery, topics: bool) -> Action {
             text: data.clone(),
             attachments: vec![],
             sent_at_ms: None,
+            automated: None,
         }),
         files: vec![],
         callback: Some(q.id.0.clone()),

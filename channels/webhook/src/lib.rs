@@ -397,6 +397,7 @@ async fn receive(
         text: msg.text,
         attachments: msg.attachments,
         sent_at_ms: msg.sent_at,
+        automated: None,
     });
     Ok(accepted(
         hook.ctx.inbound.submit(&hook.ctx.id, event).await?,

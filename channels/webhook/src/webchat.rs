@@ -345,6 +345,7 @@ async fn customer_message(
         text: msg.text.clone(),
         attachments: vec![],
         sent_at_ms: None,
+        automated: None,
     });
     let outcome = chat.ctx.inbound.submit(&chat.ctx.id, event).await?;
     let entry = Entry {

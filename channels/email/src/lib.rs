@@ -1,0 +1,820 @@
+//! `switchboard-email`: customers reaching Switchboard by email.
+//!
+//! # Layout
+//! - [`EmailChannel`] (this file): IMAP in (IDLE, or polling where the server lacks it), SMTP
+//!   out through lettre; the channel state remembers UIDVALIDITY, the last stored UID and what
+//!   threading needs.
+//! - [`mime`]: one raw mail parsed (charsets, encoded words, HTML-only mail, quoted history
+//!   and signatures cut for the bot, auto-replies and bounces recognised).
+//! - [`threading`]: which conversation a mail joins (headers, then subject within a window).
+//!
+//! # Guarantees
+//! - In: the last stored UID moves only past mail the engine has stored durably; after a
+//!   restart or reconnect the search starts after it. A new UIDVALIDITY re-reads the folder
+//!   and the engine's dedupe on Message-ID drops what was stored before.
+//! - Out: each reply carries `Message-ID: <{outbound id}@{domain}>`, the same on every retry,
+//!   plus `In-Reply-To` and `References`, so it threads in the customer's client and their
+//!   answer threads back here. Bot replies say `Auto-Submitted: auto-replied`.
+
+pub mod mime;
+pub mod threading;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use lettre::message::{Attachment as MailAttachment, Mailbox, MultiPart, SinglePart, header};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use serde::{Deserialize, Serialize};
+use switchboard_channel::{
+    Attachment, Capabilities, Channel, ChannelContext, ChannelError, ChannelHealth, ChannelId,
+    ExternalMessageId, ExternalThread, ExternalUser, HealthTracker, InboundError, InboundEvent,
+    InboundMessage, Outbound, OutboundAuthor, Sender,
+};
+use tokio_util::sync::CancellationToken;
+
+/// Longest wait between reconnects.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Servers drop IDLE after 30 minutes (RFC 2177); re-issue before.
+const MAX_IDLE: Duration = Duration::from_secs(29 * 60);
+/// Mails fetched per round trip.
+const FETCH_BATCH: usize = 25;
+/// How many Message-IDs a reply's `References` carries at most.
+const MAX_REFERENCES: usize = 20;
+
+/// Transport security.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Security {
+    /// Plain text: only for a server on the same machine.
+    None,
+    /// STARTTLS on the plain port (SMTP submission, 587).
+    Starttls,
+    /// TLS from the first byte (IMAPS 993, SMTPS 465).
+    #[default]
+    Tls,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImapConfig {
+    pub host: String,
+    /// Default: 993 with TLS, 143 without.
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub security: Security,
+    pub user: String,
+    pub password: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+    #[serde(default = "default_folder")]
+    pub folder: String,
+    /// Polling interval when the server has no IDLE.
+    #[serde(default = "default_poll")]
+    pub poll_secs: u64,
+    /// Re-issue IDLE after this long (at most 29 minutes).
+    #[serde(default = "default_idle")]
+    pub idle_secs: u64,
+    /// Mark stored mail `\Seen`.
+    #[serde(default)]
+    pub mark_seen: bool,
+    /// Move stored mail to this folder (it must exist).
+    pub move_to: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    /// Default: 465 with TLS, 587 with STARTTLS, 25 without.
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub security: Security,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+    #[serde(default = "default_smtp_timeout")]
+    pub timeout_secs: u64,
+}
+
+/// One mailbox (`type = "email"` under `[channels.NAME]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    /// The support address customers write to; replies come from it.
+    pub address: String,
+    /// Shown as the sender's name, e.g. "Shop Support".
+    pub display_name: Option<String>,
+    /// Agent replies show "Ana (Shop Support)" as the sender's name.
+    #[serde(default = "yes")]
+    pub agent_names: bool,
+    /// Domain of our Message-IDs; default: the address's domain.
+    pub message_id_domain: Option<String>,
+    /// A reply without usable headers joins the sender's conversation with the same subject
+    /// within this many days.
+    #[serde(default = "default_window")]
+    pub thread_window_days: u64,
+    /// Larger attachments are listed but not kept.
+    #[serde(default = "default_max_attachment")]
+    pub max_attachment_bytes: u64,
+    pub imap: ImapConfig,
+    pub smtp: SmtpConfig,
+}
+
+fn default_folder() -> String {
+    "INBOX".into()
+}
+fn default_poll() -> u64 {
+    60
+}
+fn default_idle() -> u64 {
+    25 * 60
+}
+fn default_smtp_timeout() -> u64 {
+    30
+}
+fn yes() -> bool {
+    true
+}
+fn default_window() -> u64 {
+    14
+}
+fn default_max_attachment() -> u64 {
+    10 * 1024 * 1024
+}
+
+impl EmailConfig {
+    /// Every problem of this section, for `check-config`.
+    pub fn problems(&self, id: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.address.parse::<lettre::Address>().is_err() {
+            out.push(format!(
+                "[channels.{id}] address `{}` is not an email address",
+                self.address
+            ));
+        }
+        if let Err(e) = switchboard_channel::resolve_secret(
+            &format!("[channels.{id}.imap] password"),
+            self.imap.password.as_deref(),
+            self.imap.password_env.as_deref(),
+            self.imap.password_file.as_deref(),
+        ) {
+            out.push(e);
+        }
+        if self.imap.security == Security::Starttls {
+            out.push(format!(
+                "[channels.{id}.imap] security = \"starttls\" is not supported; use \"tls\" (port 993)"
+            ));
+        }
+        if self.smtp.user.is_some()
+            && let Err(e) = switchboard_channel::resolve_secret(
+                &format!("[channels.{id}.smtp] password"),
+                self.smtp.password.as_deref(),
+                self.smtp.password_env.as_deref(),
+                self.smtp.password_file.as_deref(),
+            )
+        {
+            out.push(e);
+        }
+        out
+    }
+
+    fn domain(&self) -> String {
+        self.message_id_domain.clone().unwrap_or_else(|| {
+            self.address
+                .rsplit_once('@')
+                .map(|(_, d)| d.to_owned())
+                .unwrap_or_else(|| "switchboard.invalid".into())
+        })
+    }
+}
+
+/// What the channel keeps about one conversation (`t/{thread}`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct ThreadInfo {
+    owner: String,
+    owner_name: Option<String>,
+    subject: String,
+    /// Message-IDs of the conversation, oldest first, capped.
+    refs: Vec<String>,
+}
+
+/// The email connector.
+pub struct EmailChannel {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    ctx: ChannelContext,
+    config: EmailConfig,
+    imap_password: String,
+    smtp: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+    domain: String,
+    health: HealthTracker,
+}
+
+/// The IMAP connection, plain or TLS.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + std::fmt::Debug {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + std::fmt::Debug> Stream
+    for T
+{
+}
+type Session = async_imap::Session<Box<dyn Stream>>;
+
+#[derive(Debug, thiserror::Error)]
+enum LoopError {
+    #[error("IMAP: {0}")]
+    Imap(#[from] async_imap::error::Error),
+    #[error("IMAP: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("IMAP: timed out")]
+    Timeout,
+    #[error("storing failed: {0}")]
+    Store(InboundError),
+    #[error("channel state: {0}")]
+    State(String),
+}
+
+impl EmailChannel {
+    pub fn build(config: EmailConfig, ctx: ChannelContext) -> Result<Self, String> {
+        if let Some(p) = config.problems(ctx.id.as_str()).into_iter().next() {
+            return Err(p);
+        }
+        let imap_password = switchboard_channel::resolve_secret(
+            "imap password",
+            config.imap.password.as_deref(),
+            config.imap.password_env.as_deref(),
+            config.imap.password_file.as_deref(),
+        )?;
+        let smtp_config = &config.smtp;
+        let mut builder = match smtp_config.security {
+            Security::None => {
+                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp_config.host)
+                    .port(smtp_config.port.unwrap_or(25))
+            }
+            Security::Starttls => {
+                AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&smtp_config.host)
+                    .map_err(|e| format!("smtp: {e}"))?
+                    .port(smtp_config.port.unwrap_or(587))
+            }
+            Security::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&smtp_config.host)
+                .map_err(|e| format!("smtp: {e}"))?
+                .port(smtp_config.port.unwrap_or(465)),
+        }
+        .timeout(Some(Duration::from_secs(smtp_config.timeout_secs)));
+        if let Some(user) = &smtp_config.user {
+            let password = switchboard_channel::resolve_secret(
+                "smtp password",
+                smtp_config.password.as_deref(),
+                smtp_config.password_env.as_deref(),
+                smtp_config.password_file.as_deref(),
+            )?;
+            builder = builder.credentials(
+                lettre::transport::smtp::authentication::Credentials::new(user.clone(), password),
+            );
+        }
+        let address: lettre::Address = config
+            .address
+            .parse()
+            .map_err(|e| format!("address: {e}"))?;
+        let from = Mailbox::new(config.display_name.clone(), address);
+        let domain = config.domain();
+        Ok(EmailChannel {
+            inner: Arc::new(Inner {
+                ctx,
+                smtp: builder.build(),
+                from,
+                domain,
+                imap_password,
+                config,
+                health: HealthTracker::default(),
+            }),
+        })
+    }
+}
+
+async fn pause(stop: &CancellationToken, d: Duration) -> bool {
+    tokio::select! {
+        _ = stop.cancelled() => false,
+        _ = tokio::time::sleep(d) => true,
+    }
+}
+
+async fn timed<T, E: Into<LoopError>>(
+    d: Duration,
+    f: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, LoopError> {
+    match tokio::time::timeout(d, f).await {
+        Ok(r) => r.map_err(Into::into),
+        Err(_) => Err(LoopError::Timeout),
+    }
+}
+
+const IO_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Inner {
+    fn state_get<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Option<T> {
+        let bytes = self.ctx.state.get(key.as_bytes()).ok()??;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    fn state_put(&self, pairs: &[(String, Vec<u8>)]) -> Result<(), LoopError> {
+        let refs: Vec<(&[u8], &[u8])> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_bytes(), v.as_slice()))
+            .collect();
+        self.ctx
+            .state
+            .put_all(&refs)
+            .map_err(|e| LoopError::State(e.to_string()))
+    }
+
+    async fn connect(&self) -> Result<Session, LoopError> {
+        let c = &self.config.imap;
+        let tls = c.security == Security::Tls;
+        let port = c.port.unwrap_or(if tls { 993 } else { 143 });
+        let tcp = timed(
+            IO_TIMEOUT,
+            tokio::net::TcpStream::connect((c.host.as_str(), port)),
+        )
+        .await?;
+        let stream: Box<dyn Stream> = if tls {
+            let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            let config = tokio_rustls::rustls::ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            let name = tokio_rustls::rustls::pki_types::ServerName::try_from(c.host.clone())
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+            let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+            Box::new(timed(IO_TIMEOUT, connector.connect(name, tcp)).await?)
+        } else {
+            Box::new(tcp)
+        };
+        let mut client = async_imap::Client::new(stream);
+        // The greeting must be read before the first command.
+        timed(IO_TIMEOUT, client.read_response()).await?;
+        let session = timed(IO_TIMEOUT, async {
+            client
+                .login(&c.user, &self.imap_password)
+                .await
+                .map_err(|(e, _)| LoopError::Imap(e))
+        })
+        .await?;
+        Ok(session)
+    }
+
+    /// Receives until `stop` fires, reconnecting with backoff.
+    async fn receive(&self, stop: &CancellationToken) {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let result = match self.connect().await {
+                Ok(session) => {
+                    backoff = Duration::from_secs(1);
+                    self.serve(session, stop).await
+                }
+                Err(e) => Err(e),
+            };
+            if stop.is_cancelled() {
+                return;
+            }
+            if let Err(e) = result {
+                self.health.error(&e);
+                tracing::warn!(channel = %self.ctx.id, error = %e, ?backoff, "mailbox connection lost; reconnecting");
+            }
+            if !pause(stop, backoff).await {
+                return;
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    async fn serve(&self, mut session: Session, stop: &CancellationToken) -> Result<(), LoopError> {
+        let folder = self.config.imap.folder.clone();
+        let mailbox = timed(IO_TIMEOUT, session.select(&folder)).await?;
+        let validity = mailbox.uid_validity.unwrap_or(0);
+        let stored: Option<u32> = self.state_get("uidvalidity");
+        if stored != Some(validity) {
+            if stored.is_some() {
+                tracing::warn!(channel = %self.ctx.id, "UIDVALIDITY changed: reading the folder again (mail stored before is recognised by Message-ID)");
+            }
+            self.state_put(&[
+                (
+                    "uidvalidity".into(),
+                    serde_json::to_vec(&validity).expect("u32"),
+                ),
+                ("last_uid".into(), b"0".to_vec()),
+            ])?;
+        }
+        let idle = timed(IO_TIMEOUT, session.capabilities())
+            .await?
+            .has_str("IDLE");
+        self.health.ok();
+        loop {
+            self.sync(&mut session).await?;
+            if stop.is_cancelled() {
+                let _ = timed(Duration::from_secs(5), session.logout()).await;
+                return Ok(());
+            }
+            if idle {
+                let mut handle = session.idle();
+                timed(IO_TIMEOUT, handle.init()).await?;
+                let wait = Duration::from_secs(self.config.imap.idle_secs).min(MAX_IDLE);
+                let (waiting, interrupt) = handle.wait_with_timeout(wait);
+                tokio::select! {
+                    r = waiting => { r?; }
+                    _ = stop.cancelled() => {}
+                }
+                drop(interrupt);
+                session = timed(Duration::from_secs(10), handle.done()).await?;
+            } else if !pause(stop, Duration::from_secs(self.config.imap.poll_secs)).await {
+                let _ = timed(Duration::from_secs(5), session.logout()).await;
+                return Ok(());
+            }
+        }
+    }
+
+    /// Stores every mail after the last stored UID, in UID order.
+    async fn sync(&self, session: &mut Session) -> Result<(), LoopError> {
+        let last: u32 = self.state_get("last_uid").unwrap_or(0);
+        let found = timed(
+            IO_TIMEOUT,
+            session.uid_search(format!("UID {}:*", last + 1)),
+        )
+        .await?;
+        // "n:*" always includes the highest UID, even when it is below n.
+        let mut uids: Vec<u32> = found.into_iter().filter(|u| *u > last).collect();
+        uids.sort_unstable();
+        self.health.ok();
+        for chunk in uids.chunks(FETCH_BATCH) {
+            let set = chunk
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            let mut fetched: Vec<(u32, Vec<u8>)> = timed(IO_TIMEOUT, async {
+                let stream = session.uid_fetch(&set, "(UID BODY.PEEK[])").await?;
+                let all: Vec<_> = stream.try_collect().await?;
+                Ok::<_, async_imap::error::Error>(
+                    all.iter()
+                        .filter_map(|f| Some((f.uid?, f.body()?.to_vec())))
+                        .collect(),
+                )
+            })
+            .await?;
+            fetched.sort_by_key(|(uid, _)| *uid);
+            for (uid, raw) in fetched {
+                self.import(&raw).await.map_err(LoopError::Store)?;
+                self.state_put(&[("last_uid".into(), uid.to_string().into_bytes())])?;
+                self.after_import(session, uid).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn after_import(&self, session: &mut Session, uid: u32) {
+        let c = &self.config.imap;
+        let result = async {
+            if c.mark_seen {
+                let s = session
+                    .uid_store(uid.to_string(), "+FLAGS (\\Seen)")
+                    .await?;
+                let _: Vec<_> = s.try_collect().await?;
+            }
+            if let Some(folder) = &c.move_to {
+                session.uid_mv(uid.to_string(), folder).await?;
+            }
+            Ok::<_, async_imap::error::Error>(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(channel = %self.ctx.id, uid, error = %e, "could not flag or move a stored mail");
+        }
+    }
+
+    /// Stores one raw mail (or reports the bounce it is).
+    async fn import(&self, raw: &[u8]) -> Result<(), InboundError> {
+        let Some(mail) = mime::parse(raw) else {
+            tracing::warn!(channel = %self.ctx.id, "not a mail; skipped");
+            return Ok(());
+        };
+        self.health.received(1);
+        if let Some((id, reason)) = &mail.bounce {
+            return self.bounced(id, reason).await;
+        }
+        let index = StateIndex(self);
+        let now = switchboard_channel::now_ms();
+        let headers = threading::Headers {
+            message_id: mail.message_id.clone(),
+            in_reply_to: mail.in_reply_to.clone(),
+            references: mail.references.clone(),
+            from: mail.from.clone(),
+            subject: mail.subject.clone(),
+            date_ms: mail.date_ms.unwrap_or(now),
+        };
+        let window = self.config.thread_window_days as i64 * 86_400_000;
+        let placement = threading::place(&headers, &index, window);
+        let thread = placement.thread().to_owned();
+        let mut attachments = Vec::new();
+        for (name, content_type, bytes) in &mail.files {
+            attachments.push(self.keep(name, content_type, bytes).await);
+        }
+        if mail.new_text != mail.full_text || !mail.files.is_empty() {
+            // The whole mail, for people: quoted history, signature, every part.
+            attachments.push(self.keep("original.eml", "message/rfc822", raw).await);
+        }
+        let text = if mail.new_text.is_empty() && mail.files.is_empty() {
+            mail.subject.clone()
+        } else {
+            mail.new_text.clone()
+        };
+        let event = InboundEvent::Message(InboundMessage {
+            thread: ExternalThread(thread.clone()),
+            sender: Sender {
+                id: ExternalUser(mail.from.clone()),
+                name: mail.from_name.clone(),
+            },
+            message_id: ExternalMessageId(mail.message_id.clone()),
+            text,
+            attachments,
+            sent_at_ms: mail.date_ms,
+            automated: mail.automated.clone(),
+        });
+        match self.ctx.inbound.submit(&self.ctx.id, event).await {
+            Ok(_) => {}
+            Err(InboundError::Rejected(reason)) => {
+                tracing::warn!(channel = %self.ctx.id, message_id = %mail.message_id, %reason, "mail rejected; skipped");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+        // Remember what threading needs. Lost on a crash just here, it is written again when
+        // the mail is read again (stored once by the engine's dedupe).
+        let mut info: ThreadInfo =
+            self.state_get(&format!("t/{thread}"))
+                .unwrap_or_else(|| ThreadInfo {
+                    owner: mail.from.clone(),
+                    owner_name: mail.from_name.clone(),
+                    subject: mail.subject.clone(),
+                    refs: vec![],
+                });
+        push_ref(&mut info.refs, &mail.message_id);
+        let (key, _) = threading::subject_key(&mail.subject);
+        let known = threading::Known {
+            thread: thread.clone(),
+            owner: mail.from.clone(),
+        };
+        let by_subject = threading::BySubject {
+            thread: thread.clone(),
+            at_ms: headers.date_ms,
+        };
+        self.state_put(&[
+            (format!("m/{}", mail.message_id), json(&known)),
+            (format!("s/{}\n{key}", mail.from), json(&by_subject)),
+            (format!("t/{thread}"), json(&info)),
+        ])
+        .map_err(|e| InboundError::Unavailable(e.to_string()))?;
+        Ok(())
+    }
+
+    /// A bounce of one of our mails marks that reply failed.
+    async fn bounced(&self, message_id: &str, reason: &str) -> Result<(), InboundError> {
+        let suffix = format!("@{}", self.domain);
+        let Some(outbound_id) = message_id.strip_suffix(&suffix) else {
+            tracing::info!(channel = %self.ctx.id, %message_id, "a bounce of a mail we did not send; ignored");
+            return Ok(());
+        };
+        let thread = self
+            .state_get::<threading::Known>(&format!("m/{message_id}"))
+            .map(|k| k.thread)
+            .unwrap_or_default();
+        let event = InboundEvent::DeliveryFailed {
+            thread: ExternalThread(thread),
+            outbound_id: outbound_id.to_owned(),
+            reason: format!("bounced: {reason}"),
+        };
+        match self.ctx.inbound.submit(&self.ctx.id, event).await {
+            Ok(_) | Err(InboundError::Rejected(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn keep(&self, name: &str, content_type: &str, bytes: &[u8]) -> Attachment {
+        let mut a = Attachment::new(name, content_type, bytes.len() as u64);
+        let limit = self.config.max_attachment_bytes;
+        if bytes.len() as u64 > limit {
+            a.not_kept = Some(format!("larger than the {limit}-byte limit"));
+            return a;
+        }
+        match self.ctx.blobs.put(bytes).await {
+            Ok(blob) => a.blob = Some(blob),
+            Err(e) => a.not_kept = Some(e.to_string()),
+        }
+        a
+    }
+}
+
+fn json<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("plain data serialises")
+}
+
+fn push_ref(refs: &mut Vec<String>, id: &str) {
+    if !refs.iter().any(|r| r == id) {
+        refs.push(id.to_owned());
+    }
+    if refs.len() > MAX_REFERENCES {
+        // Keep the root and the newest.
+        refs.remove(1);
+    }
+}
+
+/// Threading's view of the channel state.
+struct StateIndex<'a>(&'a Inner);
+
+impl threading::Index for StateIndex<'_> {
+    fn message(&self, id: &str) -> Option<threading::Known> {
+        self.0.state_get(&format!("m/{id}"))
+    }
+    fn subject(&self, owner: &str, key: &str) -> Option<threading::BySubject> {
+        self.0.state_get(&format!("s/{owner}\n{key}"))
+    }
+}
+
+/// An SMTP failure for the outbox.
+fn classify(e: lettre::transport::smtp::Error) -> ChannelError {
+    if e.is_permanent() {
+        let text = e.to_string();
+        // 550/551/553: the mailbox does not exist or takes no mail.
+        let unreachable = ["550", "551", "553"].iter().any(|c| text.contains(c));
+        if unreachable {
+            ChannelError::Unreachable(format!("SMTP: {text}"))
+        } else {
+            ChannelError::Permanent(format!("SMTP: {text}"))
+        }
+    } else {
+        ChannelError::retryable(format!("SMTP: {e}"))
+    }
+}
+
+#[async_trait::async_trait]
+impl Channel for EmailChannel {
+    fn id(&self) -> &ChannelId {
+        &self.inner.ctx.id
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            threading: true,
+            attachments: true,
+            ..Capabilities::default()
+        }
+    }
+
+    async fn run(&self, shutdown: CancellationToken) -> Result<(), ChannelError> {
+        self.inner.receive(&shutdown).await;
+        Ok(())
+    }
+
+    async fn send(
+        &self,
+        to: &ExternalThread,
+        outbound: &Outbound,
+    ) -> Result<ExternalMessageId, ChannelError> {
+        let inner = &self.inner;
+        let info: ThreadInfo = inner
+            .state_get(&format!("t/{}", to.0))
+            .ok_or_else(|| ChannelError::Permanent(format!("no mail conversation {to}")))?;
+        let recipient: lettre::Address = info.owner.parse().map_err(|e| {
+            ChannelError::Unreachable(format!("customer address {}: {e}", info.owner))
+        })?;
+        let message_id = format!("{}@{}", outbound.id, inner.domain);
+        let from = match (&outbound.author, inner.config.agent_names) {
+            (OutboundAuthor::Agent(name), true) => Mailbox::new(
+                Some(match &inner.config.display_name {
+                    Some(team) => format!("{name} ({team})"),
+                    None => name.clone(),
+                }),
+                inner.from.email.clone(),
+            ),
+            _ => inner.from.clone(),
+        };
+        let (_, already_reply) = threading::subject_key(&info.subject);
+        let subject = if already_reply || info.subject.is_empty() {
+            if info.subject.is_empty() {
+                "Re: your message".into()
+            } else {
+                info.subject.clone()
+            }
+        } else {
+            format!("Re: {}", info.subject)
+        };
+        let in_reply_to = outbound
+            .in_reply_to
+            .as_ref()
+            .map(|m| m.0.clone())
+            .or_else(|| info.refs.last().cloned());
+        let mut builder = lettre::Message::builder()
+            .from(from)
+            .to(Mailbox::new(info.owner_name.clone(), recipient))
+            .subject(subject)
+            .message_id(Some(format!("<{message_id}>")));
+        if let Some(irt) = &in_reply_to {
+            builder = builder.in_reply_to(format!("<{irt}>"));
+        }
+        if !info.refs.is_empty() {
+            let refs = info
+                .refs
+                .iter()
+                .map(|r| format!("<{r}>"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            builder = builder.references(refs);
+        }
+        if matches!(
+            outbound.author,
+            OutboundAuthor::Bot | OutboundAuthor::System
+        ) {
+            builder = builder.header(AutoSubmitted("auto-replied".into()));
+        }
+        let html = format!(
+            "<!doctype html><html><body><div style=\"font-family:sans-serif\">{}</div></body></html>",
+            outbound.html("<br>")
+        );
+        let alternative = MultiPart::alternative()
+            .singlepart(SinglePart::plain(outbound.plain_text()))
+            .singlepart(SinglePart::html(html));
+        let body = if outbound.attachments.is_empty() {
+            alternative
+        } else {
+            let mut mixed = MultiPart::mixed().multipart(alternative);
+            for a in &outbound.attachments {
+                let Some(blob) = &a.blob else { continue };
+                let bytes = inner
+                    .ctx
+                    .blobs
+                    .get(blob)
+                    .await
+                    .map_err(|e| ChannelError::retryable(e.to_string()))?
+                    .ok_or_else(|| {
+                        ChannelError::Permanent(format!("{}: content is gone", a.name))
+                    })?;
+                let content_type = header::ContentType::parse(&a.content_type).unwrap_or(
+                    header::ContentType::parse("application/octet-stream").expect("valid"),
+                );
+                mixed =
+                    mixed.singlepart(MailAttachment::new(a.name.clone()).body(bytes, content_type));
+            }
+            mixed
+        };
+        let mail = builder
+            .multipart(body)
+            .map_err(|e| ChannelError::Permanent(format!("building the mail: {e}")))?;
+        match inner.smtp.send(mail).await {
+            Ok(_) => {
+                inner.health.ok();
+                inner.health.sent();
+            }
+            Err(e) => {
+                inner.health.error(&e);
+                return Err(classify(e));
+            }
+        }
+        // The customer's answer will name this id: it belongs to this conversation.
+        let mut info = info;
+        push_ref(&mut info.refs, &message_id);
+        let known = threading::Known {
+            thread: to.0.clone(),
+            owner: info.owner.clone(),
+        };
+        if let Err(e) = inner.state_put(&[
+            (format!("m/{message_id}"), json(&known)),
+            (format!("t/{}", to.0), json(&info)),
+        ]) {
+            tracing::warn!(channel = %inner.ctx.id, error = %e, "cannot remember a sent mail for threading");
+        }
+        Ok(ExternalMessageId(message_id))
+    }
+
+    fn health(&self) -> ChannelHealth {
+        self.inner.health.snapshot()
+    }
+}
+
+/// `Auto-Submitted` (RFC 3834).
+#[derive(Clone)]
+struct AutoSubmitted(String);
+
+impl header::Header for AutoSubmitted {
+    fn name() -> header::HeaderName {
+        header::HeaderName::new_from_ascii_str("Auto-Submitted")
+    }
+    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(AutoSubmitted(s.to_owned()))
+    }
+    fn display(&self) -> header::HeaderValue {
+        header::HeaderValue::new(Self::name(), self.0.clone())
+    }
+}

@@ -1,0 +1,345 @@
+//! One raw mail, parsed into what Switchboard needs: who, threading headers, the new words
+//! for the bot, the whole text for people, files, and whether it is automated or a bounce.
+
+use mail_parser::{HeaderValue, MessageParser, MimeHeaders};
+
+/// A parsed inbound mail.
+#[derive(Debug, Clone, Default)]
+pub struct Mail {
+    /// Message-ID without angle brackets; made up from the content when missing.
+    pub message_id: String,
+    pub in_reply_to: Vec<String>,
+    pub references: Vec<String>,
+    /// Sender address, lower case; display name.
+    pub from: String,
+    pub from_name: Option<String>,
+    pub subject: String,
+    pub date_ms: Option<i64>,
+    /// What the customer wrote this time: quoted history and signature removed.
+    pub new_text: String,
+    /// The whole text body (text/plain, or the HTML converted to text).
+    pub full_text: String,
+    /// Files: name, content type, bytes.
+    pub files: Vec<(String, String, Vec<u8>)>,
+    /// Why this mail must not be answered automatically, if it must not.
+    pub automated: Option<String>,
+    /// A delivery status notification about one of our mails: its Message-ID and the reason.
+    pub bounce: Option<(String, String)>,
+}
+
+fn ids(v: &HeaderValue<'_>) -> Vec<String> {
+    match v {
+        HeaderValue::Text(t) => vec![clean_id(t)],
+        HeaderValue::TextList(l) => l.iter().map(|t| clean_id(t)).collect(),
+        _ => vec![],
+    }
+    .into_iter()
+    .filter(|s| !s.is_empty())
+    .collect()
+}
+
+/// A Message-ID as we key it: no angle brackets or whitespace.
+pub fn clean_id(s: &str) -> String {
+    s.trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .trim()
+        .to_owned()
+}
+
+/// Parses `raw`; `None` when it is not a mail at all.
+pub fn parse(raw: &[u8]) -> Option<Mail> {
+    let m = MessageParser::default().parse(raw)?;
+    let from = m.from().and_then(|a| a.first());
+    let address = from
+        .and_then(|a| a.address())
+        .unwrap_or_default()
+        .trim()
+        .to_lowercase();
+    let message_id = match m.message_id() {
+        Some(id) if !clean_id(id).is_empty() => clean_id(id),
+        // Stable for the same bytes, so a redelivery is still recognised.
+        _ => {
+            use sha2::Digest;
+            format!(
+                "{}@no-message-id.invalid",
+                &hex::encode(sha2::Sha256::digest(raw))[..32]
+            )
+        }
+    };
+    let full_text = m
+        .body_text(0)
+        .map(|t| t.replace("\r\n", "\n"))
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let new_text = match strip_quotes(&full_text) {
+        t if t.trim().is_empty() => full_text.clone(),
+        t => t,
+    };
+    let mut files = Vec::new();
+    for part in m.attachments() {
+        if part.is_message() {
+            continue;
+        }
+        let content_type = part
+            .content_type()
+            .map(|c| match c.subtype() {
+                Some(s) => format!("{}/{}", c.ctype(), s),
+                None => c.ctype().to_owned(),
+            })
+            .unwrap_or_else(|| "application/octet-stream".into());
+        let name = part
+            .attachment_name()
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("attachment-{}", files.len() + 1));
+        files.push((name, content_type, part.contents().to_vec()));
+    }
+    let mut mail = Mail {
+        in_reply_to: ids(m.in_reply_to()),
+        references: ids(m.references()),
+        from_name: from.and_then(|a| a.name()).map(str::to_owned),
+        subject: m.subject().unwrap_or_default().trim().to_owned(),
+        date_ms: m.date().map(|d| d.to_timestamp() * 1000),
+        automated: automated(&m, &address),
+        bounce: bounce(&m),
+        from: address,
+        message_id,
+        new_text,
+        full_text,
+        files,
+    };
+    if mail.bounce.is_some() {
+        mail.automated = Some("delivery status notification".into());
+    }
+    Some(mail)
+}
+
+/// RFC 3834 and common practice: mail that must not get an automatic answer.
+fn automated(m: &mail_parser::Message<'_>, from: &str) -> Option<String> {
+    let header = |name: &str| m.header_raw(name).map(|v| v.trim().to_ascii_lowercase());
+    if let Some(v) = header("Auto-Submitted")
+        && v != "no"
+    {
+        return Some(format!("Auto-Submitted: {v}"));
+    }
+    if let Some(v) = header("Precedence")
+        && matches!(v.as_str(), "bulk" | "list" | "junk")
+    {
+        return Some(format!("Precedence: {v}"));
+    }
+    if m.header_raw("List-Id").is_some() {
+        return Some("mailing list (List-Id)".into());
+    }
+    if header("X-Autoreply").is_some() || header("X-Autorespond").is_some() {
+        return Some("auto-reply header".into());
+    }
+    let local = from.split('@').next().unwrap_or_default();
+    if matches!(
+        local,
+        "mailer-daemon" | "postmaster" | "noreply" | "no-reply" | ""
+    ) {
+        return Some(format!("sender {from}"));
+    }
+    None
+}
+
+/// A DSN (multipart/report; report-type=delivery-status) names the mail it is about in the
+/// returned headers; the first Diagnostic-Code or Status says why.
+fn bounce(m: &mail_parser::Message<'_>) -> Option<(String, String)> {
+    let report = m.root_part().content_type().is_some_and(|c| {
+        c.ctype().eq_ignore_ascii_case("multipart")
+            && c.subtype()
+                .is_some_and(|s| s.eq_ignore_ascii_case("report"))
+            && c.attribute("report-type")
+                .is_some_and(|r| r.eq_ignore_ascii_case("delivery-status"))
+    });
+    if !report {
+        return None;
+    }
+    let mut original = None;
+    let mut reason = String::from("the mail could not be delivered");
+    for part in m.parts.iter() {
+        let Some(ct) = part.content_type() else {
+            continue;
+        };
+        let sub = ct.subtype().unwrap_or_default().to_ascii_lowercase();
+        match (ct.ctype().to_ascii_lowercase().as_str(), sub.as_str()) {
+            ("message", "delivery-status") => {
+                let text = String::from_utf8_lossy(part.contents());
+                for line in text.lines() {
+                    let lower = line.to_ascii_lowercase();
+                    if lower.starts_with("diagnostic-code:") || lower.starts_with("status:") {
+                        reason = line.trim().to_owned();
+                        if lower.starts_with("diagnostic-code:") {
+                            break;
+                        }
+                    }
+                }
+            }
+            ("message" | "text", "rfc822" | "rfc822-headers") => {
+                let headers = match part.message() {
+                    Some(inner) => inner.message_id().map(clean_id),
+                    None => find_header(&String::from_utf8_lossy(part.contents()), "message-id")
+                        .map(|v| clean_id(&v)),
+                };
+                if original.is_none() {
+                    original = headers;
+                }
+            }
+            _ => {}
+        }
+    }
+    original.map(|id| (id, reason))
+}
+
+fn find_header(text: &str, name: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_owned())
+    })
+}
+
+/// The new part of a reply: stops at the quoted history ("On ... wrote:", "在 ... 写道：",
+/// "-----Original Message-----", an Outlook header block, `>` lines) and at a signature
+/// ("-- " line).
+pub fn strip_quotes(text: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        let t = line.trim();
+        let lower = t.to_lowercase();
+        let attribution = (lower.starts_with("on ") && lower.ends_with("wrote:"))
+            || (t.starts_with('在') && (t.ends_with("写道：") || t.ends_with("写道:")))
+            || (lower.starts_with("le ") && lower.ends_with("a écrit :"))
+            || (lower.starts_with("am ") && lower.ends_with("schrieb:"));
+        // "On Mon, ... <x@y>\nwrote:" split over two lines.
+        let split_attribution = lower.starts_with("on ")
+            && lines
+                .get(i + 1)
+                .is_some_and(|n| n.trim().eq_ignore_ascii_case("wrote:"));
+        let original = lower.contains("original message") && t.starts_with('-');
+        let outlook =
+            (lower.starts_with("from:") || t.starts_with("发件人:") || t.starts_with("发件人："))
+                && lines[i + 1..].iter().take(4).any(|n| {
+                    let n = n.trim().to_lowercase();
+                    n.starts_with("sent:")
+                        || n.starts_with("date:")
+                        || n.starts_with("发送时间")
+                        || n.starts_with("subject:")
+                        || n.starts_with("主题")
+                });
+        if attribution || split_attribution || original || outlook || *line == "-- " || t == "--" {
+            break;
+        }
+        if t.starts_with('>') {
+            continue;
+        }
+        out.push(line);
+    }
+    out.join("\n").trim().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_history_and_signatures_are_cut() {
+        let cases = [
+            (
+                "Thanks, that worked!\n\nOn Tue, 3 Nov 2026 at 10:00, Support <s@x.test> wrote:\n> Try this\n",
+                "Thanks, that worked!",
+            ),
+            ("Still broken.\n\n-- \nAnn Smith\nACME", "Still broken."),
+            (
+                "好的，谢谢\n\n在 2026年11月3日 10:00，客服 <s@x.test> 写道：\n> 请重试",
+                "好的，谢谢",
+            ),
+            (
+                "See below\n-----Original Message-----\nFrom: x\n",
+                "See below",
+            ),
+            (
+                "Yes please\n\nFrom: Support <s@x.test>\nSent: Monday\nSubject: Re: order\n\nold text",
+                "Yes please",
+            ),
+            (
+                "> quoted first\nmy answer inline\n> more quote",
+                "my answer inline",
+            ),
+            (
+                "On my way home I saw the parcel.",
+                "On my way home I saw the parcel.",
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(strip_quotes(input), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn chinese_charsets_and_encoded_words() {
+        // "订单在哪里" in GBK, quoted-printable; subject as an RFC 2047 GB2312 base64 word.
+        let gbk = b"From: =?GB2312?B?1cXI/Q==?= <zhang@example.cn>\r\n\
+Subject: =?GB2312?B?tqm1pc7KzOI=?=\r\n\
+Message-ID: <gbk-1@example.cn>\r\n\
+Content-Type: text/plain; charset=GBK\r\n\
+Content-Transfer-Encoding: quoted-printable\r\n\r\n\
+=B6=A9=B5=A5=D4=DA=C4=C4=C0=EF\r\n";
+        let m = parse(gbk).unwrap();
+        assert_eq!(m.subject, "订单问题");
+        assert_eq!(m.from_name.as_deref(), Some("张三"));
+        assert_eq!(m.new_text, "订单在哪里");
+        assert_eq!(m.message_id, "gbk-1@example.cn");
+
+        // "退貨" in Big5.
+        let big5 = b"From: chen@example.tw\r\nSubject: =?Big5?Q?=B0h=B3f?=\r\nContent-Type: text/plain; charset=Big5\r\n\r\n\xb0\x68\xb3\x66\r\n";
+        let m = parse(big5).unwrap();
+        assert_eq!(m.subject, "退貨");
+        assert_eq!(m.new_text, "退貨");
+        assert!(m.message_id.ends_with("@no-message-id.invalid"));
+        assert_eq!(parse(big5).unwrap().message_id, m.message_id, "stable");
+    }
+
+    #[test]
+    fn html_only_automated_and_bounces() {
+        let html = b"From: a@x.test\r\nSubject: hi\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>Where is <b>my order</b>?</p><script>x()</script>\r\n";
+        let m = parse(html).unwrap();
+        assert!(
+            m.full_text.contains("Where is my order?"),
+            "{:?}",
+            m.full_text
+        );
+        assert!(!m.full_text.contains("x()"), "{:?}", m.full_text);
+        assert_eq!(m.automated, None);
+
+        let ooo = b"From: a@x.test\r\nAuto-Submitted: auto-replied\r\nSubject: Out of office\r\n\r\nAway\r\n";
+        assert_eq!(
+            parse(ooo).unwrap().automated.as_deref(),
+            Some("Auto-Submitted: auto-replied")
+        );
+        let list = b"From: news@x.test\r\nList-Id: <news.x.test>\r\n\r\nNews\r\n";
+        assert!(parse(list).unwrap().automated.is_some());
+        let bulk = b"From: a@x.test\r\nPrecedence: bulk\r\n\r\nx\r\n";
+        assert!(parse(bulk).unwrap().automated.is_some());
+
+        let dsn = b"From: MAILER-DAEMON@mx.test\r\nTo: support@shop.test\r\nSubject: Undelivered Mail\r\n\
+Content-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\r\n\r\n\
+--B\r\nContent-Type: text/plain\r\n\r\nYour mail could not be delivered.\r\n\
+--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.test\r\n\r\nFinal-Recipient: rfc822; ann@gone.test\r\nAction: failed\r\nStatus: 5.1.1\r\nDiagnostic-Code: smtp; 550 5.1.1 user unknown\r\n\
+--B\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: <sb-7-3@shop.test>\r\nSubject: Re: order\r\n\
+--B--\r\n";
+        let m = parse(dsn).unwrap();
+        assert_eq!(
+            m.bounce,
+            Some((
+                "sb-7-3@shop.test".into(),
+                "Diagnostic-Code: smtp; 550 5.1.1 user unknown".into()
+            ))
+        );
+        assert!(m.automated.is_some());
+    }
+}

@@ -1,0 +1,560 @@
+//! The email channel through the whole daemon, against a real mail server on 127.0.0.1:
+//! Dovecot (IMAP, IDLE) and an SMTP listener that drops mail into Maildirs
+//! (`../shared/testing/mail-server.sh`, started by `scripts/test`). Users `bridge` (the support
+//! mailbox), `alice` and `bob`, password `secret`. These tests share the server and run one at
+//! a time (`.config/nextest.toml`, group `mail`).
+
+mod support;
+
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use serde_json::{Value, json};
+use support::{Client, Daemon, eventually, write_config};
+
+const SMTP_PORT: u16 = 2525;
+const IMAP_PORT: u16 = 1143;
+const SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../shared/testing/mail-server.sh"
+);
+
+fn mail_server(action: &str) {
+    // The server outlives the test: it must not hold the test's output open.
+    let status = std::process::Command::new("sh")
+        .args([SCRIPT, action])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run mail-server.sh");
+    assert!(status.success(), "mail-server.sh {action} failed");
+}
+
+type Session = async_imap::Session<tokio::net::TcpStream>;
+
+async fn imap(user: &str) -> Session {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", IMAP_PORT))
+        .await
+        .expect("IMAP server (run scripts/test, which starts it)");
+    let mut client = async_imap::Client::new(tcp);
+    client.read_response().await.unwrap();
+    client
+        .login(user, "secret")
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap()
+}
+
+/// Empties a user's INBOX (if it exists yet).
+async fn clear(user: &str) {
+    let mut s = imap(user).await;
+    if s.select("INBOX").await.is_ok() {
+        let uids = s.uid_search("ALL").await.unwrap();
+        if !uids.is_empty() {
+            let _: Vec<_> = s
+                .uid_store("1:*", "+FLAGS (\\Deleted)")
+                .await
+                .unwrap()
+                .try_collect()
+                .await
+                .unwrap();
+            let _: Vec<_> = s.expunge().await.unwrap().try_collect().await.unwrap();
+        }
+    }
+    let _ = s.logout().await;
+}
+
+/// Every mail in a user's INBOX, raw, in UID order.
+async fn inbox(user: &str) -> Vec<Vec<u8>> {
+    let mut s = imap(user).await;
+    if s.select("INBOX").await.is_err() {
+        return vec![];
+    }
+    let mut uids: Vec<u32> = s.uid_search("ALL").await.unwrap().into_iter().collect();
+    uids.sort_unstable();
+    let mut out = Vec::new();
+    for uid in uids {
+        let f: Vec<_> = s
+            .uid_fetch(uid.to_string(), "(UID BODY.PEEK[])")
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        if let Some(b) = f.first().and_then(|f| f.body()) {
+            out.push(b.to_vec());
+        }
+    }
+    let _ = s.logout().await;
+    out
+}
+
+async fn wait_inbox(user: &str, n: usize) -> Vec<Vec<u8>> {
+    eventually(30, &format!("{n} mails for {user}"), async || {
+        let mails = inbox(user).await;
+        (mails.len() >= n).then_some(mails)
+    })
+    .await
+}
+
+fn header(raw: &[u8], name: &str) -> Option<String> {
+    let m = mail_parser::MessageParser::default().parse(raw)?;
+    m.header_raw(name).map(|v| v.trim().to_owned())
+}
+
+fn text(raw: &[u8]) -> String {
+    let m = mail_parser::MessageParser::default().parse(raw).unwrap();
+    m.body_text(0).unwrap_or_default().into_owned()
+}
+
+/// Sends raw mail bytes from `from` to the support mailbox.
+async fn send_raw(from: &str, raw: &[u8]) {
+    let smtp = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
+        .port(SMTP_PORT)
+        .build();
+    let envelope = lettre::address::Envelope::new(
+        Some(from.parse().unwrap()),
+        vec!["bridge@example.test".parse().unwrap()],
+    )
+    .unwrap();
+    smtp.send_raw(&envelope, raw).await.unwrap();
+}
+
+/// A plain customer mail.
+fn mail(from: &str, id: &str, subject: &str, body: &str, in_reply_to: Option<&str>) -> Vec<u8> {
+    let mut m = format!(
+        "From: Customer <{from}>\r\nTo: bridge@example.test\r\nSubject: {subject}\r\nMessage-ID: <{id}>\r\n\
+         Date: {}\r\nContent-Type: text/plain; charset=utf-8\r\n",
+        "Thu, 26 Nov 2026 10:00:00 +0000"
+    );
+    if let Some(irt) = in_reply_to {
+        m.push_str(&format!("In-Reply-To: <{irt}>\r\nReferences: <{irt}>\r\n"));
+    }
+    m.push_str(&format!("\r\n{body}\r\n"));
+    m.into_bytes()
+}
+
+async fn started() -> (tempfile::TempDir, Daemon, Client) {
+    if tokio::net::TcpStream::connect(("127.0.0.1", IMAP_PORT))
+        .await
+        .is_err()
+    {
+        mail_server("start");
+    }
+    for u in ["bridge", "alice", "bob"] {
+        clear(u).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("imap.pw"), "secret").unwrap();
+    let section = format!(
+        r#"
+[channels.mail]
+type = "email"
+address = "bridge@shop.test"
+display_name = "Shop Support"
+max_attachment_bytes = 8000000
+[channels.mail.imap]
+host = "127.0.0.1"
+port = {IMAP_PORT}
+security = "none"
+user = "bridge"
+password_file = "{pw}"
+idle_secs = 30
+[channels.mail.smtp]
+host = "127.0.0.1"
+port = {SMTP_PORT}
+security = "none"
+timeout_secs = 5
+"#,
+        pw = dir.path().join("imap.pw").display()
+    );
+    write_config(dir.path(), "http://127.0.0.1:9/unused", &section);
+    let daemon = Daemon::start(dir.path());
+    let client = Client::new(&daemon);
+    (dir, daemon, client)
+}
+
+async fn conversation(c: &Client, thread: &str) -> Value {
+    eventually(30, &format!("conversation {thread}"), async || {
+        let (_, page) = c.get("/api/v1/conversations?channel=mail&limit=200").await;
+        page["items"]
+            .as_array()?
+            .iter()
+            .find(|c| c["thread"] == thread)
+            .cloned()
+    })
+    .await
+}
+
+async fn customer_messages(c: &Client, id: u64) -> Vec<Value> {
+    let (_, d) = c.get(&format!("/api/v1/conversations/{id}")).await;
+    d["messages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| m["author"]["kind"] == "customer")
+        .collect()
+}
+
+async fn mail_conversations(c: &Client) -> Vec<Value> {
+    let (_, page) = c.get("/api/v1/conversations?channel=mail&limit=200").await;
+    page["items"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_in_bot_answers_threaded_customer_replies_agent_answers() {
+    let (_dir, daemon, c) = started().await;
+
+    send_raw(
+        "alice@example.test",
+        &mail(
+            "alice@example.test",
+            "a1@example.test",
+            "Order 4411",
+            "Where is my order?",
+            None,
+        ),
+    )
+    .await;
+    let got = wait_inbox("alice", 1).await;
+    let answer = &got[0];
+    assert!(text(answer).contains("Orders"), "{}", text(answer));
+    assert_eq!(
+        header(answer, "In-Reply-To").as_deref(),
+        Some("<a1@example.test>")
+    );
+    assert!(
+        header(answer, "References")
+            .unwrap()
+            .contains("<a1@example.test>")
+    );
+    assert_eq!(header(answer, "Subject").as_deref(), Some("Re: Order 4411"));
+    assert_eq!(
+        header(answer, "Auto-Submitted").as_deref(),
+        Some("auto-replied")
+    );
+    let bot_id = header(answer, "Message-ID").unwrap();
+    assert!(bot_id.ends_with("@shop.test>"), "{bot_id}");
+
+    // The customer answers from a mail client: same conversation, and a person is asked for.
+    let bot_id = bot_id.trim_matches(['<', '>']).to_owned();
+    send_raw(
+        "alice@example.test",
+        &mail(
+            "alice@example.test",
+            "a2@example.test",
+            "Re: Order 4411",
+            "I need a human please\r\n\r\nOn Thu, Support wrote:\r\n> Where is my order",
+            Some(&bot_id),
+        ),
+    )
+    .await;
+    let got = wait_inbox("alice", 2).await;
+    assert!(text(&got[1]).contains("person"), "{}", text(&got[1]));
+    let conv = conversation(&c, "a1@example.test").await;
+    assert_eq!(conv["status"], "queued", "{conv}");
+    let id = conv["id"].as_u64().unwrap();
+    let msgs = customer_messages(&c, id).await;
+    assert_eq!(msgs.len(), 2);
+    assert_eq!(
+        msgs[1]["text"], "I need a human please",
+        "quoted history cut"
+    );
+    assert_eq!(
+        msgs[1]["attachments"][0]["name"], "original.eml",
+        "the whole mail kept"
+    );
+
+    // The agent answers: threaded, with the agent's name.
+    let (status, body) = c
+        .post(
+            &format!("/api/v1/conversations/{id}/messages"),
+            json!({"text": "Hi Alice, I am on it."}),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 201, "{body}");
+    let got = wait_inbox("alice", 3).await;
+    let reply = &got[2];
+    assert_eq!(
+        header(reply, "In-Reply-To").as_deref(),
+        Some("<a2@example.test>")
+    );
+    let refs = header(reply, "References").unwrap();
+    assert!(
+        refs.contains("<a1@example.test>") && refs.contains("<a2@example.test>"),
+        "{refs}"
+    );
+    let parsed = mail_parser::MessageParser::default()
+        .parse(reply.as_slice())
+        .unwrap();
+    let from = parsed.from().and_then(|a| a.first()).unwrap();
+    assert_eq!(from.name(), Some("admin (Shop Support)"));
+    assert_eq!(from.address(), Some("bridge@shop.test"));
+    assert_eq!(header(reply, "Auto-Submitted"), None);
+    assert!(text(reply).contains("I am on it."));
+
+    // A reply with no usable headers but "回复:" joins by subject; a new subject is new.
+    send_raw(
+        "alice@example.test",
+        &mail(
+            "alice@example.test",
+            "a3@example.test",
+            "回复: Order 4411",
+            "thanks",
+            None,
+        ),
+    )
+    .await;
+    send_raw(
+        "alice@example.test",
+        &mail(
+            "alice@example.test",
+            "a4@example.test",
+            "Invoice please",
+            "Can I get an invoice?",
+            None,
+        ),
+    )
+    .await;
+    eventually(30, "both stored", async || {
+        (customer_messages(&c, id).await.len() == 3).then_some(())
+    })
+    .await;
+    conversation(&c, "a4@example.test").await;
+
+    // Chinese charsets and encoded-word subjects, from bob.
+    let gbk = b"From: =?GB2312?B?1cXI/Q==?= <bob@example.test>\r\nTo: bridge@example.test\r\n\
+Subject: =?GB2312?B?tqm1pc7KzOI=?=\r\nMessage-ID: <gbk-1@example.test>\r\n\
+Content-Type: text/plain; charset=GBK\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n\
+=B6=A9=B5=A5=D4=DA=C4=C4=C0=EF\r\n";
+    send_raw("bob@example.test", gbk).await;
+    let big5 = b"From: bob@example.test\r\nTo: bridge@example.test\r\nSubject: =?Big5?Q?=B0h=B3f?=\r\n\
+Message-ID: <big5-1@example.test>\r\nContent-Type: text/plain; charset=Big5\r\n\r\n\xb0\x68\xb3\x66\r\n";
+    send_raw("bob@example.test", big5).await;
+    let gbk_conv = conversation(&c, "gbk-1@example.test").await;
+    let m = customer_messages(&c, gbk_conv["id"].as_u64().unwrap()).await;
+    assert_eq!(m[0]["text"], "订单在哪里");
+    let (_, contact) = c
+        .get(&format!("/api/v1/contacts/{}", gbk_conv["contact"]))
+        .await;
+    assert_eq!(contact["name"], "张三", "{contact}");
+    let big5_conv = conversation(&c, "big5-1@example.test").await;
+    let m = customer_messages(&c, big5_conv["id"].as_u64().unwrap()).await;
+    assert_eq!(m[0]["text"], "退貨");
+
+    // HTML only, and a 5 MB attachment.
+    let html = b"From: bob@example.test\r\nTo: bridge@example.test\r\nSubject: html\r\nMessage-ID: <html-1@example.test>\r\n\
+Content-Type: text/html; charset=utf-8\r\n\r\n<p>How much is <b>shipping</b>?</p>\r\n";
+    send_raw("bob@example.test", html).await;
+    let html_conv = conversation(&c, "html-1@example.test").await;
+    let m = customer_messages(&c, html_conv["id"].as_u64().unwrap()).await;
+    assert!(
+        m[0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("How much is shipping?"),
+        "{m:?}"
+    );
+
+    let big: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
+    let mut att = String::from(
+        "From: bob@example.test\r\nTo: bridge@example.test\r\nSubject: photo\r\nMessage-ID: <att-1@example.test>\r\n\
+MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"XX\"\r\n\r\n--XX\r\nContent-Type: text/plain\r\n\r\n\
+see attached\r\n--XX\r\nContent-Type: application/octet-stream; name=\"scan.bin\"\r\n\
+Content-Disposition: attachment; filename=\"scan.bin\"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    )
+    .into_bytes();
+    let b64 = base64_lines(&big);
+    att.extend_from_slice(b64.as_bytes());
+    att.extend_from_slice(b"\r\n--XX--\r\n");
+    send_raw("bob@example.test", &att).await;
+    let att_conv = conversation(&c, "att-1@example.test").await;
+    let m = customer_messages(&c, att_conv["id"].as_u64().unwrap()).await;
+    let file = m[0]["attachments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "scan.bin")
+        .cloned()
+        .unwrap();
+    assert_eq!(file["size"], 5_000_000);
+    let r = c
+        .http
+        .get(format!(
+            "{}/api/v1/attachments/{}",
+            c.base,
+            file["blob"].as_str().unwrap()
+        ))
+        .bearer_auth(&c.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap().to_vec(), big);
+
+    // An auto-reply is stored, never answered; a bounce of our mail marks it failed.
+    let ooo = b"From: bob@example.test\r\nTo: bridge@example.test\r\nSubject: Out of office\r\n\
+Message-ID: <ooo-1@example.test>\r\nAuto-Submitted: auto-replied\r\n\r\nI am away.\r\n";
+    send_raw("bob@example.test", ooo).await;
+    let ooo_conv = conversation(&c, "ooo-1@example.test").await;
+    assert_eq!(ooo_conv["status"], "bot");
+    let bounced_id = bot_id.clone();
+    let dsn = format!(
+        "From: MAILER-DAEMON@example.test\r\nTo: bridge@example.test\r\nSubject: Undelivered Mail Returned to Sender\r\n\
+Message-ID: <dsn-1@example.test>\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/report; report-type=delivery-status; boundary=\"R\"\r\n\r\n\
+--R\r\nContent-Type: text/plain\r\n\r\nDelivery failed.\r\n\
+--R\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; example.test\r\n\r\n\
+Final-Recipient: rfc822; alice@example.test\r\nAction: failed\r\nStatus: 5.2.2\r\n\
+Diagnostic-Code: smtp; 552 5.2.2 mailbox full\r\n\
+--R\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: <{bounced_id}>\r\nSubject: Re: Order 4411\r\n--R--\r\n"
+    );
+    send_raw("mailer-daemon@example.test", dsn.as_bytes()).await;
+    let failed = eventually(30, "bounce recorded", async || {
+        let (_, d) = c.get(&format!("/api/v1/conversations/{id}")).await;
+        d["messages"]
+            .as_array()?
+            .iter()
+            .find(|m| m["delivery"]["state"] == "failed")
+            .cloned()
+    })
+    .await;
+    assert!(
+        failed["delivery"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("mailbox full"),
+        "{failed}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !inbox("bob")
+            .await
+            .iter()
+            .any(|m| header(m, "In-Reply-To").as_deref() == Some("<ooo-1@example.test>")),
+        "no answer to the auto-reply"
+    );
+    assert!(
+        !mail_conversations(&c)
+            .await
+            .iter()
+            .any(|c| c["thread"] == "dsn-1@example.test"),
+        "a bounce is not a conversation"
+    );
+    daemon.stop();
+}
+
+fn base64_lines(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len() * 4 / 3 + bytes.len() / 38);
+    for (i, chunk) in bytes.chunks(3).enumerate() {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        out.push(T[(n >> 18) as usize & 63] as char);
+        out.push(T[(n >> 12) as usize & 63] as char);
+        out.push(if chunk.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if chunk.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
+        if i % 19 == 18 {
+            out.push_str("\r\n");
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_and_daemon_restarts_lose_and_duplicate_nothing() {
+    let (dir, daemon, c) = started().await;
+    for i in 1..=3 {
+        send_raw(
+            "bob@example.test",
+            &mail(
+                "bob@example.test",
+                &format!("r{i}@example.test"),
+                &format!("question {i}"),
+                "How much is shipping?",
+                None,
+            ),
+        )
+        .await;
+    }
+    eventually(30, "three stored", async || {
+        (mail_conversations(&c).await.len() == 3).then_some(())
+    })
+    .await;
+
+    // The mail server goes away and comes back while the daemon runs.
+    mail_server("stop");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    mail_server("start");
+    send_raw(
+        "bob@example.test",
+        &mail(
+            "bob@example.test",
+            "r4@example.test",
+            "question 4",
+            "How much is shipping?",
+            None,
+        ),
+    )
+    .await;
+    eventually(60, "stored after the server came back", async || {
+        (mail_conversations(&c).await.len() == 4).then_some(())
+    })
+    .await;
+
+    // The daemon stops; mail arrives meanwhile; it starts again.
+    daemon.stop();
+    for i in 5..=6 {
+        send_raw(
+            "bob@example.test",
+            &mail(
+                "bob@example.test",
+                &format!("r{i}@example.test"),
+                &format!("question {i}"),
+                "How much is shipping?",
+                None,
+            ),
+        )
+        .await;
+    }
+    let daemon = Daemon::start(dir.path());
+    let c = Client::new(&daemon);
+    let convs = eventually(30, "six conversations", async || {
+        let all = mail_conversations(&c).await;
+        (all.len() >= 6).then_some(all)
+    })
+    .await;
+    assert_eq!(convs.len(), 6);
+    for conv in &convs {
+        assert_eq!(
+            customer_messages(&c, conv["id"].as_u64().unwrap())
+                .await
+                .len(),
+            1,
+            "{conv}"
+        );
+    }
+    // Every customer got exactly one answer each.
+    let answers = wait_inbox("bob", 6).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let all = inbox("bob").await;
+    let replied: Vec<String> = all
+        .iter()
+        .map(|m| header(m, "In-Reply-To").unwrap_or_default())
+        .collect();
+    assert_eq!(all.len(), 6, "{} answers, to {replied:?}", answers.len());
+    daemon.stop();
+}
