@@ -522,6 +522,12 @@ impl Inner {
         for (name, content_type, bytes) in &mail.files {
             attachments.push(self.keep(name, content_type, bytes).await);
         }
+        if let Some(html) = &mail.html {
+            attachments.push(
+                self.keep("message.html", "text/html", html.as_bytes())
+                    .await,
+            );
+        }
         if mail.new_text != mail.full_text || !mail.files.is_empty() {
             // The whole mail, for people: quoted history, signature, every part.
             attachments.push(self.keep("original.eml", "message/rfc822", raw).await);

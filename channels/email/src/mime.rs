@@ -19,6 +19,9 @@ pub struct Mail {
     pub new_text: String,
     /// The whole text body (text/plain, or the HTML converted to text).
     pub full_text: String,
+    /// The HTML body, sanitised (no scripts, styles, event handlers or remote content), for
+    /// people to see it as sent.
+    pub html: Option<String>,
     /// Files: name, content type, bytes.
     pub files: Vec<(String, String, Vec<u8>)>,
     /// Why this mail must not be answered automatically, if it must not.
@@ -77,6 +80,11 @@ pub fn parse(raw: &[u8]) -> Option<Mail> {
         t if t.trim().is_empty() => full_text.clone(),
         t => t,
     };
+    // Only a real HTML part (for plain mail, mail-parser would make HTML from the text).
+    let html = match m.html_part(0) {
+        Some(part) if part.is_text_html() => m.body_html(0).map(|h| sanitize(&h)),
+        _ => None,
+    };
     let mut files = Vec::new();
     for part in m.attachments() {
         if part.is_message() {
@@ -107,12 +115,24 @@ pub fn parse(raw: &[u8]) -> Option<Mail> {
         message_id,
         new_text,
         full_text,
+        html,
         files,
     };
     if mail.bounce.is_some() {
         mail.automated = Some("delivery status notification".into());
     }
     Some(mail)
+}
+
+/// Safe HTML: formatting and links kept; scripts, styles, forms, event handlers and images
+/// from elsewhere (tracking pixels) dropped.
+fn sanitize(html: &str) -> String {
+    ammonia::Builder::default()
+        .url_schemes(["http", "https", "mailto"].into())
+        .link_rel(Some("noopener noreferrer nofollow"))
+        .rm_tags(["img"])
+        .clean(html)
+        .to_string()
 }
 
 /// RFC 3834 and common practice: mail that must not get an automatic answer.
@@ -314,6 +334,11 @@ Content-Transfer-Encoding: quoted-printable\r\n\r\n\
             m.full_text
         );
         assert!(!m.full_text.contains("x()"), "{:?}", m.full_text);
+        let kept = m.html.unwrap();
+        assert!(
+            kept.contains("<b>my order</b>") && !kept.contains("script"),
+            "{kept}"
+        );
         assert_eq!(m.automated, None);
 
         let ooo = b"From: a@x.test\r\nAuto-Submitted: auto-replied\r\nSubject: Out of office\r\n\r\nAway\r\n";
