@@ -1,8 +1,8 @@
 //! The email channel through the whole daemon, against a real mail server on 127.0.0.1:
 //! Dovecot (IMAP, IDLE) and an SMTP listener that drops mail into Maildirs
-//! (`../shared/testing/mail-server.sh`, started by `scripts/test`). Users `bridge` (the support
-//! mailbox), `alice` and `bob`, password `secret`. These tests share the server and run one at
-//! a time (`.config/nextest.toml`, group `mail`).
+//! (`scripts/mail-server`, a copy of `../shared/testing/mail-server.sh`, started by
+//! `scripts/test`). Users `bridge` (the support mailbox), `alice` and `bob`, password `secret`.
+//! These tests share the server and run one at a time (`.config/nextest.toml`, group `mail`).
 
 mod support;
 
@@ -15,10 +15,7 @@ use support::{Client, Daemon, eventually, write_config};
 
 const SMTP_PORT: u16 = 2525;
 const IMAP_PORT: u16 = 1143;
-const SCRIPT: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/testing/mail-server.sh"
-);
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/mail-server");
 
 fn mail_server(action: &str) {
     // The server outlives the test: it must not hold the test's output open.
@@ -27,8 +24,8 @@ fn mail_server(action: &str) {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()
-        .expect("run mail-server.sh");
-    assert!(status.success(), "mail-server.sh {action} failed");
+        .expect("run scripts/mail-server");
+    assert!(status.success(), "scripts/mail-server {action} failed");
 }
 
 type Session = async_imap::Session<tokio::net::TcpStream>;
@@ -135,7 +132,8 @@ fn mail(from: &str, id: &str, subject: &str, body: &str, in_reply_to: Option<&st
     m.into_bytes()
 }
 
-async fn started() -> (tempfile::TempDir, Daemon, Client) {
+/// A daemon on the support mailbox; `imap` adds keys to its `[channels.mail.imap]`.
+async fn started(imap: &str) -> (tempfile::TempDir, Daemon, Client) {
     if tokio::net::TcpStream::connect(("127.0.0.1", IMAP_PORT))
         .await
         .is_err()
@@ -161,6 +159,7 @@ security = "none"
 user = "bridge"
 password_file = "{pw}"
 idle_secs = 30
+{imap}
 [channels.mail.smtp]
 host = "127.0.0.1"
 port = {SMTP_PORT}
@@ -176,26 +175,23 @@ timeout_secs = 5
 }
 
 async fn conversation(c: &Client, thread: &str) -> Value {
-    eventually(30, &format!("conversation {thread}"), async || {
-        let (_, page) = c.get("/api/v1/conversations?channel=mail&limit=200").await;
-        page["items"]
-            .as_array()?
-            .iter()
-            .find(|c| c["thread"] == thread)
-            .cloned()
-    })
-    .await
+    c.conversation_on("mail", thread).await
 }
 
 async fn customer_messages(c: &Client, id: u64) -> Vec<Value> {
-    let (_, d) = c.get(&format!("/api/v1/conversations/{id}")).await;
-    d["messages"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|m| m["author"]["kind"] == "customer")
-        .collect()
+    c.customer_messages(id).await
+}
+
+/// bob asks question `i` in a mail of its own.
+async fn bob_asks(i: u32) {
+    let raw = mail(
+        "bob@example.test",
+        &format!("r{i}@example.test"),
+        &format!("question {i}"),
+        "How much is shipping?",
+        None,
+    );
+    send_raw("bob@example.test", &raw).await;
 }
 
 async fn mail_conversations(c: &Client) -> Vec<Value> {
@@ -205,7 +201,7 @@ async fn mail_conversations(c: &Client) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mail_in_bot_answers_threaded_customer_replies_agent_answers() {
-    let (_dir, daemon, c) = started().await;
+    let (_dir, daemon, c) = started("").await;
 
     send_raw(
         "alice@example.test",
@@ -476,19 +472,10 @@ fn base64_lines(bytes: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_and_daemon_restarts_lose_and_duplicate_nothing() {
-    let (dir, daemon, c) = started().await;
+    // Polling instead of IDLE here, and stored mail marked \Seen.
+    let (dir, daemon, c) = started("idle = false\npoll_secs = 1\nmark_seen = true").await;
     for i in 1..=3 {
-        send_raw(
-            "bob@example.test",
-            &mail(
-                "bob@example.test",
-                &format!("r{i}@example.test"),
-                &format!("question {i}"),
-                "How much is shipping?",
-                None,
-            ),
-        )
-        .await;
+        bob_asks(i).await;
     }
     eventually(30, "three stored", async || {
         (mail_conversations(&c).await.len() == 3).then_some(())
@@ -499,17 +486,7 @@ async fn server_and_daemon_restarts_lose_and_duplicate_nothing() {
     mail_server("stop");
     tokio::time::sleep(Duration::from_secs(2)).await;
     mail_server("start");
-    send_raw(
-        "bob@example.test",
-        &mail(
-            "bob@example.test",
-            "r4@example.test",
-            "question 4",
-            "How much is shipping?",
-            None,
-        ),
-    )
-    .await;
+    bob_asks(4).await;
     eventually(60, "stored after the server came back", async || {
         (mail_conversations(&c).await.len() == 4).then_some(())
     })
@@ -518,17 +495,7 @@ async fn server_and_daemon_restarts_lose_and_duplicate_nothing() {
     // The daemon stops; mail arrives meanwhile; it starts again.
     daemon.stop();
     for i in 5..=6 {
-        send_raw(
-            "bob@example.test",
-            &mail(
-                "bob@example.test",
-                &format!("r{i}@example.test"),
-                &format!("question {i}"),
-                "How much is shipping?",
-                None,
-            ),
-        )
-        .await;
+        bob_asks(i).await;
     }
     let daemon = Daemon::start(dir.path());
     let c = Client::new(&daemon);
@@ -556,5 +523,35 @@ async fn server_and_daemon_restarts_lose_and_duplicate_nothing() {
         .map(|m| header(m, "In-Reply-To").unwrap_or_default())
         .collect();
     assert_eq!(all.len(), 6, "{} answers, to {replied:?}", answers.len());
+    // Stored mail is marked \Seen.
+    let mut s = imap("bridge").await;
+    s.select("INBOX").await.unwrap();
+    let unseen = s.uid_search("UNSEEN").await.unwrap();
+    assert!(unseen.is_empty(), "unseen: {unseen:?}");
+    let _ = s.logout().await;
+
+    // The server renumbers the folder (a new UIDVALIDITY): everything is read again and
+    // recognised; nothing is stored or answered twice.
+    daemon.stop();
+    let maildir = std::path::Path::new(
+        &std::env::var("MAILTEST_DIR").unwrap_or_else(|_| "/tmp/switchboard-mail".into()),
+    )
+    .join("mail/bridge/Maildir");
+    for entry in std::fs::read_dir(&maildir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("dovecot") {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+    let daemon = Daemon::start(dir.path());
+    let c = Client::new(&daemon);
+    eventually(30, "re-read after UIDVALIDITY changed", async || {
+        daemon.log().contains("UIDVALIDITY changed").then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(mail_conversations(&c).await.len(), 6);
+    assert_eq!(inbox("bob").await.len(), 6, "no answer twice");
     daemon.stop();
 }

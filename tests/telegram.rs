@@ -54,15 +54,7 @@ async fn wait_chat(fake: &FakeTelegram, chat: i64, n: usize) -> Vec<Sent> {
 }
 
 async fn conversation(c: &Client, thread: &str) -> Value {
-    eventually(20, &format!("conversation {thread}"), async || {
-        let (_, page) = c.get("/api/v1/conversations?channel=tg&limit=200").await;
-        page["items"]
-            .as_array()?
-            .iter()
-            .find(|c| c["thread"] == thread)
-            .cloned()
-    })
-    .await
+    c.conversation_on("tg", thread).await
 }
 
 async fn messages(c: &Client, id: u64) -> Vec<Value> {
@@ -71,10 +63,9 @@ async fn messages(c: &Client, id: u64) -> Vec<Value> {
 }
 
 async fn customer_texts(c: &Client, id: u64) -> Vec<String> {
-    messages(c, id)
+    c.customer_messages(id)
         .await
         .iter()
-        .filter(|m| m["author"]["kind"] == "customer")
         .map(|m| m["text"].as_str().unwrap_or_default().to_owned())
         .collect()
 }

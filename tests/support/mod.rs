@@ -276,6 +276,36 @@ impl Client {
         session["token"].as_str().unwrap().to_owned()
     }
 
+    /// The conversation of `thread` on `channel`, once it exists (up to 30 s).
+    pub async fn conversation_on(&self, channel: &str, thread: &str) -> Value {
+        let path = format!("/api/v1/conversations?channel={channel}&limit=200");
+        eventually(
+            30,
+            &format!("conversation {channel}/{thread}"),
+            async || {
+                let (_, page) = self.get(&path).await;
+                page["items"]
+                    .as_array()?
+                    .iter()
+                    .find(|c| c["thread"] == thread)
+                    .cloned()
+            },
+        )
+        .await
+    }
+
+    /// The customer's messages of conversation `id`, oldest first.
+    pub async fn customer_messages(&self, id: u64) -> Vec<Value> {
+        let (_, d) = self.get(&format!("/api/v1/conversations/{id}")).await;
+        d["messages"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| m["author"]["kind"] == "customer")
+            .collect()
+    }
+
     /// The one conversation of web hook user `user`.
     pub async fn conversation_of(&self, user: &str) -> Value {
         let (_, page) = self

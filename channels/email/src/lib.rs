@@ -70,7 +70,10 @@ pub struct ImapConfig {
     pub password_file: Option<PathBuf>,
     #[serde(default = "default_folder")]
     pub folder: String,
-    /// Polling interval when the server has no IDLE.
+    /// Use IDLE when the server offers it; `false` polls (for servers whose IDLE is broken).
+    #[serde(default = "yes")]
+    pub idle: bool,
+    /// Polling interval without IDLE.
     #[serde(default = "default_poll")]
     pub poll_secs: u64,
     /// Re-issue IDLE after this long (at most 29 minutes).

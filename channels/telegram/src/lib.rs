@@ -369,7 +369,7 @@ impl Inner {
                 Ok(updates) => {
                     self.health.ok();
                     backoff = Duration::from_secs(1);
-                    let (next, failed) = self.process_batch(&updates, me).await;
+                    let (next, failed) = self.process_batch(&updates, me, offset).await;
                     if next != offset {
                         offset = next;
                         if let Err(e) = self
@@ -402,9 +402,9 @@ impl Inner {
     /// Stores a batch of updates: conversations concurrently, each in order. Returns the
     /// offset to confirm (past everything stored, up to the first update that could not be)
     /// and whether one could not be stored.
-    async fn process_batch(&self, updates: &[Update], me: &Me) -> (i32, bool) {
+    async fn process_batch(&self, updates: &[Update], me: &Me, offset: i32) -> (i32, bool) {
         let Some(last) = updates.last() else {
-            return (self.saved_offset_or_zero(), false);
+            return (offset, false);
         };
         let mut lanes: Vec<(Option<ExternalThread>, Vec<usize>)> = Vec::new();
         let actions: Vec<Action> = updates
@@ -445,10 +445,6 @@ impl Inner {
             Some(i) => (updates[i].id.0 as i32, true),
             None => (last.id.0 as i32 + 1, false),
         }
-    }
-
-    fn saved_offset_or_zero(&self) -> i32 {
-        self.saved_offset()
     }
 
     /// Stores one update's event; `Err` when storage is unavailable (retry the update later).
