@@ -105,7 +105,10 @@ async fn handle(engine: &Arc<Engine>, conv: ConversationId, seq: u64) -> Result<
         engine.commit(change).await?;
         return Ok(());
     }
-    if let Some(channel) = engine.channel(&current.channel) {
+    if let Some(channel) = engine
+        .channel(&current.channel)
+        .filter(|c| c.capabilities().typing)
+    {
         // "typing…" while the bot decides; best effort, never in the way of the answer.
         let thread = current.thread.clone();
         tokio::spawn(async move {

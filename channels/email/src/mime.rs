@@ -315,6 +315,16 @@ Content-Transfer-Encoding: quoted-printable\r\n\r\n\
         assert_eq!(m.new_text, "订单在哪里");
         assert_eq!(m.message_id, "gbk-1@example.cn");
 
+        // The same bytes declared as the other GB charsets decode the same.
+        for charset in ["GB2312", "GB18030", "gbk"] {
+            // (The message is all ASCII: quoted-printable body, encoded-word headers.)
+            let raw = std::str::from_utf8(gbk)
+                .unwrap()
+                .replace("charset=GBK", &format!("charset={charset}"));
+            let m = parse(raw.as_bytes()).unwrap();
+            assert_eq!(m.new_text, "订单在哪里", "{charset}");
+        }
+
         // "退貨" in Big5.
         let big5 = b"From: chen@example.tw\r\nSubject: =?Big5?Q?=B0h=B3f?=\r\nContent-Type: text/plain; charset=Big5\r\n\r\n\xb0\x68\xb3\x66\r\n";
         let m = parse(big5).unwrap();
