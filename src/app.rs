@@ -223,6 +223,11 @@ pub async fn serve(
             bot_workers: 32,
         },
     )?;
+    if let Some(h) = &config.hours {
+        let hours =
+            crate::routing::hours::BusinessHours::from_config(h).map_err(anyhow::Error::msg)?;
+        engine.set_availability(Arc::new(hours));
+    }
     bootstrap_admin(&engine, &config).await?;
     let blobs = Arc::new(FileBlobs::open(&config.data_dir.join("blobs"))?);
 

@@ -32,6 +32,8 @@ pub struct Config {
     pub outbox: OutboxConfig,
     /// Channel instances by id (the TOML table key).
     pub channels: BTreeMap<String, ChannelConfig>,
+    /// Business hours; without them someone is always on.
+    pub hours: Option<crate::routing::hours::HoursConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -231,8 +233,8 @@ fn default_urgency_phrases() -> Vec<String> {
     .to_vec()
 }
 fn default_offhours() -> String {
-    "Our team is offline right now; a person will reply here {when}. \
-     / 人工客服目前不在线，{when} 会有专人回复您。"
+    "Our team is offline right now; a person will reply here after {when}. \
+     / 人工客服目前不在线，{when} 之后会有专人回复您。"
         .into()
 }
 
@@ -519,13 +521,13 @@ impl<'a> Parser<'a> {
                         data_dir = d;
                     }
                 }
-                "store" | "http" | "admin" | "bot" | "outbox" | "channels" => {
+                "store" | "http" | "admin" | "bot" | "outbox" | "channels" | "hours" => {
                     sections.insert(k, value);
                 }
                 other => self.problem(
                     Some(key.span()),
                     format!(
-                        "unknown key `{other}` (expected data_dir, store, http, admin, bot, outbox, channels)"
+                        "unknown key `{other}` (expected data_dir, store, http, admin, bot, outbox, channels, hours)"
                     ),
                 ),
             }
@@ -535,6 +537,16 @@ impl<'a> Parser<'a> {
         let admin: AdminConfig = self.section(sections.get("admin").copied(), "admin");
         let bot: BotConfig = self.section(sections.get("bot").copied(), "bot");
         let outbox: OutboxConfig = self.section(sections.get("outbox").copied(), "outbox");
+        let hours = sections.get("hours").and_then(|v| {
+            let h: crate::routing::hours::HoursConfig = self.value(v, "hours")?;
+            match crate::routing::hours::BusinessHours::from_config(&h) {
+                Ok(_) => Some(h),
+                Err(e) => {
+                    self.problem(Some(v.span()), format!("[hours] {e}"));
+                    None
+                }
+            }
+        });
         let mut channels = BTreeMap::new();
         if let Some(v) = sections.get("channels") {
             match v.get_ref() {
@@ -631,6 +643,7 @@ impl<'a> Parser<'a> {
             bot,
             outbox,
             channels,
+            hours,
         })
     }
 

@@ -8,6 +8,7 @@
 //!   workers and the outbox. Knows channels only through the `Channel` trait.
 //! - [`bot`]: the `Responder` seam, the knowledge base and the responder of this build.
 //! - [`inbox`]: the agent HTTP API (axum): thin handlers, auth extractors, SSE, OpenAPI.
+//! - [`routing`]: business hours (when people work, when they open next).
 //! - [`config`]: the typed configuration file.
 //! - [`app`]: wiring and lifecycle. `main.rs` is only the command line.
 //! - [`bench`]: the load generators behind `switchboard bench`.
@@ -23,4 +24,5 @@ pub mod engine;
 pub mod inbox;
 pub mod kb_cli;
 pub mod model;
+pub mod routing;
 pub mod store;

@@ -351,3 +351,39 @@ async fn activity_survives_sigkill_right_after_messages() {
     );
     daemon.stop();
 }
+
+/// Outside business hours the hand-over tells the customer when people are back, and the API
+/// says the team is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn off_hours_hand_over_names_the_next_opening() {
+    let receiver = support::Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Open every day, all day, except today (UTC): the next opening is tomorrow 00:00.
+    let today = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date();
+    let tomorrow = today.tomorrow().unwrap();
+    let all_day = r#"["00:00-24:00"]"#;
+    support::write_config(
+        dir.path(),
+        &receiver.url,
+        &format!(
+            "[hours]\ntime_zone = \"UTC\"\nmon = {all_day}\ntue = {all_day}\nwed = {all_day}\n\
+             thu = {all_day}\nfri = {all_day}\nsat = {all_day}\nsun = {all_day}\nclosed = [\"{today}\"]\n"
+        ),
+    );
+    let daemon = Daemon::start(dir.path());
+    let c = Client::new(&daemon);
+    let (_, hours) = c.get("/api/v1/hours").await;
+    let when = format!("{tomorrow} 00:00 (UTC)");
+    assert_eq!(hours, json!({"open": false, "next_opening": when}));
+
+    c.hook("olga", "o1", "I want to talk to a person").await;
+    let replies = receiver.wait_for("olga", 1).await;
+    assert!(
+        replies[0].text.contains(&format!("after {when}")),
+        "{}",
+        replies[0].text
+    );
+    daemon.stop();
+}

@@ -174,11 +174,16 @@ impl Engine {
         *self.availability.write().expect("availability lock") = availability;
     }
 
+    /// `None` when people are at work at `now_ms`; otherwise when they are next, in words.
+    pub fn next_shift(&self, now_ms: i64) -> Option<String> {
+        let availability = self.availability.read().expect("availability lock").clone();
+        availability.next_shift(now_ms)
+    }
+
     /// What the customer is told when the bot hands over: a person will reply soon, or,
     /// off hours, when.
     pub fn handoff_message(&self, now_ms: i64) -> String {
-        let availability = self.availability.read().expect("availability lock").clone();
-        match availability.next_shift(now_ms) {
+        match self.next_shift(now_ms) {
             None => self.settings.handoff_message.clone(),
             Some(when) => self.settings.offhours_message.replace("{when}", &when),
         }

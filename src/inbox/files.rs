@@ -1,5 +1,5 @@
-//! `/api/v1/attachments` and `/api/v1/channels`: file bytes for replies and from customers,
-//! and how each channel's connection is doing.
+//! `/api/v1/attachments`, `/api/v1/channels` and `/api/v1/hours`: file bytes for replies and
+//! from customers, how each channel's connection is doing, and whether people are at work.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -142,6 +142,24 @@ pub fn attachments(state: &ApiState, files: &[FileRef]) -> Result<Vec<Attachment
             })
         })
         .collect()
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Hours {
+    /// People are at work now.
+    open: bool,
+    /// When they are next, as customers are told (`2026-11-30 09:00 (Europe/Berlin)`).
+    next_opening: Option<String>,
+}
+
+/// Whether the team is at work now, and when it opens next (`[hours]` in the config).
+#[utoipa::path(get, path = "/hours", tag = "channels", responses((status = 200, body = Hours)))]
+pub async fn hours(State(state): State<ApiState>, _agent: AuthAgent) -> Json<Hours> {
+    let next = state.engine.next_shift(switchboard_channel::now_ms());
+    Json(Hours {
+        open: next.is_none(),
+        next_opening: next,
+    })
 }
 
 #[derive(Serialize, ToSchema)]

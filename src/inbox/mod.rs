@@ -94,6 +94,7 @@ pub fn api(
         .routes(routes!(kb::reject))
         .routes(routes!(files::download))
         .routes(routes!(files::channels))
+        .routes(routes!(files::hours))
         .merge(
             OpenApiRouter::new()
                 .routes(routes!(files::upload))
