@@ -23,6 +23,7 @@ use crate::config::{ChannelConfig, Config};
 use crate::engine::{Engine, EngineSettings};
 use crate::inbox::ApiState;
 use crate::model::Role;
+use crate::notify::Notifier;
 use crate::store::blobs::FileBlobs;
 use crate::store::sled_store::SledOptions;
 use crate::store::{SledStore, Store};
@@ -190,6 +191,29 @@ fn build_channel(
     Ok(channel)
 }
 
+/// Pings the systemd watchdog while the store's writer and flusher answer: a wedged store
+/// stops the pings and systemd restarts the service.
+async fn watchdog(
+    notifier: Notifier,
+    engine: Arc<Engine>,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    let every = interval / 2;
+    loop {
+        let alive = tokio::time::timeout(every, engine.store().durable()).await;
+        match alive {
+            Ok(Ok(())) => notifier.notify("WATCHDOG=1"),
+            Ok(Err(e)) => tracing::error!(error = %e, "store failing: no watchdog ping"),
+            Err(_) => tracing::error!("store did not answer in time: no watchdog ping"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
 /// Runs the daemon on `listener` until `shutdown` fires.
 /// Opening a large store and building the bot's index allocate and free a lot; glibc keeps
 /// freed memory at the top of the heap. Handing it back at startup cut resident memory by
@@ -276,6 +300,16 @@ pub async fn serve(
     release_startup_memory();
     ready.store(true, Ordering::Relaxed);
     tracing::info!(%addr, "switchboard listening");
+    let notifier = Notifier::from_env();
+    notifier.notify(&format!("READY=1\nSTATUS=serving on {addr}"));
+    if let Some(interval) = Notifier::watchdog() {
+        tasks.push(tokio::spawn(watchdog(
+            notifier.clone(),
+            engine.clone(),
+            interval,
+            tasks_stop.clone(),
+        )));
+    }
     let stop_http = shutdown.clone();
     let server = axum::serve(listener, router)
         .with_graceful_shutdown(async move { stop_http.cancelled().await });
@@ -288,6 +322,7 @@ pub async fn serve(
     }
 
     ready.store(false, Ordering::Relaxed);
+    notifier.notify("STOPPING=1\nSTATUS=stopping: finishing deliveries under way");
     tracing::info!("shutting down");
     tasks_stop.cancel();
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, futures::future::join_all(tasks)).await;

@@ -10,7 +10,7 @@
 //! - [`inbox`]: the agent HTTP API (axum): thin handlers, auth extractors, SSE, OpenAPI.
 //! - [`routing`]: business hours (when people work, when they open next).
 //! - [`config`]: the typed configuration file.
-//! - [`app`]: wiring and lifecycle. `main.rs` is only the command line.
+//! - [`app`]: wiring and lifecycle ([`notify`]: systemd readiness and watchdog). `main.rs` is only the command line.
 //! - [`bench`]: the load generators behind `switchboard bench`.
 //!
 //! Connectors live in their own crates under `channels/` and depend only on
@@ -24,5 +24,6 @@ pub mod engine;
 pub mod inbox;
 pub mod kb_cli;
 pub mod model;
+pub mod notify;
 pub mod routing;
 pub mod store;

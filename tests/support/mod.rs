@@ -77,10 +77,16 @@ type = "webchat"
 
 impl Daemon {
     pub fn start(dir: &Path) -> Daemon {
+        Self::start_with_env(dir, &[])
+    }
+
+    /// Starts with extra environment variables.
+    pub fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> Daemon {
         let config = dir.join("switchboard.toml");
         let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
             .args(["run", "--config"])
             .arg(&config)
+            .envs(env.iter().copied())
             .env("SB_TEST_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("SB_TEST_HOOK_SECRET", HOOK_SECRET)
             .env("RUST_LOG", "info")
@@ -130,9 +136,19 @@ impl Daemon {
     }
 
     /// SIGTERM and wait for a clean exit.
-    pub fn stop(mut self) {
+    pub fn stop(self) {
+        self.terminate();
+        self.wait_exit();
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    }
+
+    /// Waits (up to 20 s) for the daemon to exit, cleanly.
+    pub fn wait_exit(mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
