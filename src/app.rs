@@ -191,6 +191,25 @@ fn build_channel(
     Ok(channel)
 }
 
+/// Request latency by status class, for `/metrics`.
+async fn track_requests(
+    axum::extract::State(metrics): axum::extract::State<Arc<crate::metrics::Metrics>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let class = match response.status().as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    metrics.http(class, started.elapsed());
+    response
+}
+
 /// Pings the systemd watchdog while the store's writer and flusher answer: a wedged store
 /// stops the pings and systemd restarts the service.
 async fn watchdog(
@@ -292,6 +311,10 @@ pub async fn serve(
         tasks_stop.clone(),
     )));
 
+    let router = router.layer(axum::middleware::from_fn_with_state(
+        engine.metrics().clone(),
+        track_requests,
+    ));
     let router = router.layer(TimeoutLayer::with_status_code(
         axum::http::StatusCode::REQUEST_TIMEOUT,
         Duration::from_secs(config.http.request_timeout_secs),

@@ -23,6 +23,7 @@ pub mod config;
 pub mod engine;
 pub mod inbox;
 pub mod kb_cli;
+pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod routing;

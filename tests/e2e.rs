@@ -387,3 +387,73 @@ async fn off_hours_hand_over_names_the_next_opening() {
     );
     daemon.stop();
 }
+
+/// `/metrics` speaks the Prometheus text format, needs a token, and its counters move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_and_move() {
+    let (receiver, _dir, daemon, c) = started().await;
+    let scrape = async |c: &Client| {
+        let r = c
+            .http
+            .get(format!("{}/metrics", c.base))
+            .bearer_auth(&c.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let text = r.text().await.unwrap();
+        let lines = text.lines().map(|l| Ok(l.to_owned()));
+        let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text format");
+        let value = |name: &str, label: (&str, &str)| {
+            scrape
+                .samples
+                .iter()
+                .filter(|s| s.metric == name && s.labels.get(label.0) == Some(label.1))
+                .map(|s| match s.value {
+                    prometheus_parse::Value::Counter(v)
+                    | prometheus_parse::Value::Gauge(v)
+                    | prometheus_parse::Value::Untyped(v) => v,
+                    _ => 0.0,
+                })
+                .sum::<f64>()
+        };
+        (
+            value("switchboard_inbound_messages_total", ("channel", "hook")),
+            value("switchboard_bot_decisions_total", ("decision", "answer")),
+            value("switchboard_outbound_deliveries_total", ("result", "sent")),
+            value("switchboard_escalations_total", ("reason", "asked_for_human")),
+            scrape
+                .samples
+                .iter()
+                .filter(|s| {
+                    s.metric == "switchboard_http_request_duration_seconds"
+                        && matches!(&s.value, prometheus_parse::Value::Histogram(h) if !h.is_empty())
+                })
+                .count(),
+        )
+    };
+    let unauthorized = c
+        .http
+        .get(format!("{}/metrics", c.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthorized.status(), 401);
+    let before = scrape(&c).await;
+    c.hook("mia", "m1", "Where is my order?").await;
+    c.hook("mia", "m2", "I want to talk to a person").await;
+    receiver.wait_for("mia", 2).await;
+    let after = eventually(10, "counters moved", async || {
+        let a = scrape(&c).await;
+        (a.2 >= before.2 + 2.0).then_some(a)
+    })
+    .await;
+    assert_eq!(after.0 - before.0, 2.0, "{after:?}");
+    assert_eq!(after.1 - before.1, 1.0, "{after:?}");
+    assert_eq!(after.3 - before.3, 1.0, "{after:?}");
+    assert!(
+        after.4 >= 1,
+        "the request latency histogram is there: {after:?}"
+    );
+    daemon.stop();
+}

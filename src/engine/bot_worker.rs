@@ -157,6 +157,21 @@ async fn handle(engine: &Arc<Engine>, conv: ConversationId, seq: u64) -> Result<
             },
         }
     };
+    engine.metrics.bot(
+        match &decision {
+            Decision::Answer { .. } => "answer",
+            Decision::Clarify { .. } => "clarify",
+            Decision::Escalate { .. } => "escalate",
+        },
+        match &decision {
+            Decision::Escalate { reason, .. } => Some(reason.as_str()),
+            Decision::Answer {
+                escalate_after: true,
+                ..
+            } => Some(EscalationReason::Sensitive.as_str()),
+            _ => None,
+        },
+    );
     let handoff = engine.handoff_message(switchboard_channel::now_ms());
     let in_reply_to = message.external_id.clone();
     engine

@@ -117,6 +117,7 @@ pub struct Engine {
     outbox: outbox::Outbox,
     /// Key of the keyed hash under which API tokens are stored.
     token_key: Vec<u8>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Engine {
@@ -142,11 +143,16 @@ impl Engine {
             bot_outstanding: Default::default(),
             lanes: (0..LANES).map(|_| tokio::sync::Mutex::new(())).collect(),
             token_key,
+            metrics: Default::default(),
         }))
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
     }
 
     pub fn register_channel(&self, channel: Arc<dyn Channel>) {
@@ -334,13 +340,17 @@ impl Engine {
                 Err(e) => return Err(unavailable(e)),
             };
             match outcome {
-                Ok(()) => return Ok(Accepted::Stored),
+                Ok(()) => {
+                    self.metrics.inbound(channel.as_str(), false);
+                    return Ok(Accepted::Stored);
+                }
                 Err(StoreError::Exists("message id")) => {
                     // Stored before; make sure that earlier write is durable before saying so.
                     self.store
                         .durable()
                         .await
                         .map_err(|e| unavailable(e.into()))?;
+                    self.metrics.inbound(channel.as_str(), true);
                     return Ok(Accepted::Duplicate);
                 }
                 Err(StoreError::Conflict(_) | StoreError::Exists(_)) => continue,
@@ -545,12 +555,18 @@ impl Engine {
             )));
         }
         let seq = std::sync::atomic::AtomicU64::new(0);
+        let first_response = std::sync::atomic::AtomicI64::new(-1);
         let conv = self
             .update(id, Actor::Agent(agent.id), |d| {
                 if d.conv.status != Status::Assigned || d.conv.assignee != Some(agent.id) {
                     d.transition(Action::Assign(agent.id), "agent replied")?;
                 }
                 let in_reply_to = self.last_customer_external_id(d.conv.id, d.conv.last_seq)?;
+                first_response.store(
+                    self.waited_for_first_response(&d.conv, d.now)?
+                        .unwrap_or(-1),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 let s = d.push_outbound(Reply {
                     author: Author::Agent(agent.id),
                     author_name: Some(agent.name.clone()),
@@ -564,7 +580,30 @@ impl Engine {
                 Ok(())
             })
             .await?;
+        let waited = first_response.into_inner();
+        if waited >= 0 {
+            self.metrics
+                .first_response(std::time::Duration::from_millis(waited as u64));
+        }
         Ok((conv, seq.into_inner()))
+    }
+
+    /// Milliseconds since the hand-over when no person has replied since; `None` otherwise.
+    fn waited_for_first_response(
+        &self,
+        conv: &Conversation,
+        now: i64,
+    ) -> Result<Option<i64>, EngineError> {
+        let Some(escalation) = &conv.escalation else {
+            return Ok(None);
+        };
+        let recent = self
+            .store
+            .messages(conv.id, conv.last_seq.saturating_sub(50), 50)?;
+        let answered = recent
+            .iter()
+            .any(|m| matches!(m.author, Author::Agent(_)) && m.created_at_ms >= escalation.at_ms);
+        Ok((!answered).then(|| (now - escalation.at_ms).max(0)))
     }
 
     fn last_customer_external_id(

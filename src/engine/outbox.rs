@@ -282,6 +282,15 @@ async fn record(
     });
     delivery.attempts = tries;
     delivery.updated_at_ms = now;
+    let outcome = match &result {
+        Ok(_) => "sent",
+        Err(ChannelError::Retryable { .. }) if attempts < engine.outbox.config.max_attempts => {
+            "retry"
+        }
+        Err(ChannelError::Retryable { after: Some(_), .. }) => "retry",
+        Err(_) => "failed",
+    };
+    engine.metrics.outbound(item.channel.as_str(), outcome);
     let event = match result {
         Ok(external_id) => {
             delivery.state = DeliveryState::Sent;

@@ -115,12 +115,52 @@ pub fn api(
     let health = axum::Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(state);
     (router.merge(health), doc)
 }
 
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+/// Prometheus metrics, for any agent token (a scraper gets its own agent).
+async fn metrics(
+    State(state): State<ApiState>,
+    _agent: auth::AuthAgent,
+) -> Result<Response, ApiError> {
+    let engine = &state.engine;
+    let store = engine.store();
+    let [bot, queued, assigned, snoozed, resolved] = store.status_counts();
+    let gauges = crate::metrics::Gauges {
+        statuses: vec![
+            ("bot", bot),
+            ("queued", queued),
+            ("assigned", assigned),
+            ("snoozed", snoozed),
+            ("resolved", resolved),
+        ],
+        outbox_conversations: store.outbox_conversations()?.len() as u64,
+        failed_deliveries: store.failed_deliveries(100_000)?.len() as u64,
+        store_bytes: store.size_on_disk()?,
+        channels: engine
+            .channels()
+            .iter()
+            .map(|c| {
+                let h = c.health();
+                (c.id().to_string(), h.ok, h.errors)
+            })
+            .collect(),
+    };
+    let body = engine.metrics().render(&gauges);
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response())
 }
 
 /// Alive: the process answers.

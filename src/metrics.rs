@@ -1,0 +1,307 @@
+//! Counters and histograms for `GET /metrics` (Prometheus text format 0.0.4).
+//!
+//! The engine counts as things happen (messages in and out per channel, bot decisions,
+//! escalation reasons, first responses); gauges (conversations per status, outbox depth,
+//! channel health, store size) are read when scraped.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Upper bounds of the latency buckets, in seconds.
+const HTTP_BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
+/// First response by a person, in seconds: a minute to a day.
+const RESPONSE_BUCKETS: [f64; 8] = [
+    60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0, 28800.0, 86400.0,
+];
+
+#[derive(Debug, Clone)]
+struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            counts: vec![0; bounds.len()],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    fn observe(&mut self, v: f64) {
+        for (i, b) in self.bounds.iter().enumerate() {
+            if v <= *b {
+                self.counts[i] += 1;
+            }
+        }
+        self.sum += v;
+        self.count += 1;
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (b, c) in self.bounds.iter().zip(&self.counts) {
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {c}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+            self.count
+        );
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{braces} {}", self.count);
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    inbound: BTreeMap<String, u64>,
+    duplicates: BTreeMap<String, u64>,
+    outbound: BTreeMap<(String, &'static str), u64>,
+    bot: BTreeMap<&'static str, u64>,
+    escalations: BTreeMap<String, u64>,
+    http: BTreeMap<&'static str, Histogram>,
+    first_response: Option<Histogram>,
+}
+
+/// What the engine and the HTTP layer count.
+#[derive(Debug, Default)]
+pub struct Metrics(Mutex<Counts>);
+
+/// Gauges read at scrape time.
+pub struct Gauges {
+    /// Conversations per status, in `Status` order.
+    pub statuses: Vec<(&'static str, u64)>,
+    pub outbox_conversations: u64,
+    pub failed_deliveries: u64,
+    pub store_bytes: u64,
+    /// `(channel, ok, errors)`.
+    pub channels: Vec<(String, bool, u64)>,
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl Metrics {
+    fn with(&self, f: impl FnOnce(&mut Counts)) {
+        f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// A customer message was stored (or recognised as a duplicate).
+    pub fn inbound(&self, channel: &str, duplicate: bool) {
+        self.with(|c| {
+            let map = if duplicate {
+                &mut c.duplicates
+            } else {
+                &mut c.inbound
+            };
+            *map.entry(channel.to_owned()).or_default() += 1;
+        });
+    }
+
+    /// A delivery attempt ended: `sent`, `retry`, `failed`.
+    pub fn outbound(&self, channel: &str, result: &'static str) {
+        self.with(|c| *c.outbound.entry((channel.to_owned(), result)).or_default() += 1);
+    }
+
+    /// The bot decided: `answer`, `clarify`, `escalate`; with the reason when it escalated.
+    pub fn bot(&self, decision: &'static str, escalation: Option<&str>) {
+        self.with(|c| {
+            *c.bot.entry(decision).or_default() += 1;
+            if let Some(r) = escalation {
+                *c.escalations.entry(r.to_owned()).or_default() += 1;
+            }
+        });
+    }
+
+    /// A person answered for the first time since the hand-over, `waited` after it.
+    pub fn first_response(&self, waited: Duration) {
+        self.with(|c| {
+            c.first_response
+                .get_or_insert_with(|| Histogram::new(&RESPONSE_BUCKETS))
+                .observe(waited.as_secs_f64())
+        });
+    }
+
+    /// An HTTP request finished with status class `class` (`2xx`, `4xx`...).
+    pub fn http(&self, class: &'static str, took: Duration) {
+        self.with(|c| {
+            c.http
+                .entry(class)
+                .or_insert_with(|| Histogram::new(&HTTP_BUCKETS))
+                .observe(took.as_secs_f64())
+        });
+    }
+
+    /// Everything, in the Prometheus text format.
+    pub fn render(&self, g: &Gauges) -> String {
+        let c = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = String::with_capacity(4096);
+        let family = |out: &mut String, name: &str, kind: &str, help: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        };
+        family(
+            &mut out,
+            "switchboard_inbound_messages_total",
+            "counter",
+            "Customer messages stored, per channel.",
+        );
+        for (ch, n) in &c.inbound {
+            let _ = writeln!(
+                out,
+                "switchboard_inbound_messages_total{{channel=\"{}\"}} {n}",
+                escape(ch)
+            );
+        }
+        family(
+            &mut out,
+            "switchboard_inbound_duplicates_total",
+            "counter",
+            "Customer messages delivered again and stored once, per channel.",
+        );
+        for (ch, n) in &c.duplicates {
+            let _ = writeln!(
+                out,
+                "switchboard_inbound_duplicates_total{{channel=\"{}\"}} {n}",
+                escape(ch)
+            );
+        }
+        family(
+            &mut out,
+            "switchboard_outbound_deliveries_total",
+            "counter",
+            "Delivery attempts by outcome (sent, retry, failed), per channel.",
+        );
+        for ((ch, result), n) in &c.outbound {
+            let _ = writeln!(
+                out,
+                "switchboard_outbound_deliveries_total{{channel=\"{}\",result=\"{result}\"}} {n}",
+                escape(ch)
+            );
+        }
+        family(
+            &mut out,
+            "switchboard_bot_decisions_total",
+            "counter",
+            "Bot decisions: answer, clarify, escalate.",
+        );
+        for (d, n) in &c.bot {
+            let _ = writeln!(
+                out,
+                "switchboard_bot_decisions_total{{decision=\"{d}\"}} {n}"
+            );
+        }
+        family(
+            &mut out,
+            "switchboard_escalations_total",
+            "counter",
+            "Hand-overs to people by reason.",
+        );
+        for (r, n) in &c.escalations {
+            let _ = writeln!(
+                out,
+                "switchboard_escalations_total{{reason=\"{}\"}} {n}",
+                escape(r)
+            );
+        }
+        family(
+            &mut out,
+            "switchboard_first_response_seconds",
+            "histogram",
+            "From hand-over to the first reply by a person.",
+        );
+        c.first_response
+            .clone()
+            .unwrap_or_else(|| Histogram::new(&RESPONSE_BUCKETS))
+            .render(&mut out, "switchboard_first_response_seconds", "");
+        family(
+            &mut out,
+            "switchboard_http_request_duration_seconds",
+            "histogram",
+            "HTTP request latency by status class.",
+        );
+        for (class, h) in &c.http {
+            h.render(
+                &mut out,
+                "switchboard_http_request_duration_seconds",
+                &format!("class=\"{class}\""),
+            );
+        }
+        family(
+            &mut out,
+            "switchboard_conversations",
+            "gauge",
+            "Conversations by status (queued is the queue length).",
+        );
+        for (s, n) in &g.statuses {
+            let _ = writeln!(out, "switchboard_conversations{{status=\"{s}\"}} {n}");
+        }
+        family(
+            &mut out,
+            "switchboard_outbox_conversations",
+            "gauge",
+            "Conversations with replies waiting for delivery.",
+        );
+        let _ = writeln!(
+            out,
+            "switchboard_outbox_conversations {}",
+            g.outbox_conversations
+        );
+        family(
+            &mut out,
+            "switchboard_failed_deliveries",
+            "gauge",
+            "Replies that failed for good and wait for an agent.",
+        );
+        let _ = writeln!(out, "switchboard_failed_deliveries {}", g.failed_deliveries);
+        family(
+            &mut out,
+            "switchboard_store_bytes",
+            "gauge",
+            "Size of the store on disk.",
+        );
+        let _ = writeln!(out, "switchboard_store_bytes {}", g.store_bytes);
+        family(
+            &mut out,
+            "switchboard_channel_up",
+            "gauge",
+            "1 when the channel's last network call succeeded.",
+        );
+        for (ch, ok, _) in &g.channels {
+            let _ = writeln!(
+                out,
+                "switchboard_channel_up{{channel=\"{}\"}} {}",
+                escape(ch),
+                u8::from(*ok)
+            );
+        }
+        family(
+            &mut out,
+            "switchboard_channel_errors_total",
+            "counter",
+            "Failed network calls per channel.",
+        );
+        for (ch, _, errors) in &g.channels {
+            let _ = writeln!(
+                out,
+                "switchboard_channel_errors_total{{channel=\"{}\"}} {errors}",
+                escape(ch)
+            );
+        }
+        out
+    }
+}
