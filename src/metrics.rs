@@ -151,157 +151,129 @@ impl Metrics {
     pub fn render(&self, g: &Gauges) -> String {
         let c = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = String::with_capacity(4096);
-        let family = |out: &mut String, name: &str, kind: &str, help: &str| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        };
+        let per = |label: &str, v: &str| format!("{label}=\"{}\"", escape(v));
         family(
             &mut out,
-            "switchboard_inbound_messages_total",
-            "counter",
+            ("switchboard_inbound_messages_total", "counter"),
             "Customer messages stored, per channel.",
+            c.inbound
+                .iter()
+                .map(|(ch, n)| (per("channel", ch), *n as f64)),
         );
-        for (ch, n) in &c.inbound {
-            let _ = writeln!(
-                out,
-                "switchboard_inbound_messages_total{{channel=\"{}\"}} {n}",
-                escape(ch)
-            );
-        }
         family(
             &mut out,
-            "switchboard_inbound_duplicates_total",
-            "counter",
+            ("switchboard_inbound_duplicates_total", "counter"),
             "Customer messages delivered again and stored once, per channel.",
+            c.duplicates
+                .iter()
+                .map(|(ch, n)| (per("channel", ch), *n as f64)),
         );
-        for (ch, n) in &c.duplicates {
-            let _ = writeln!(
-                out,
-                "switchboard_inbound_duplicates_total{{channel=\"{}\"}} {n}",
-                escape(ch)
-            );
-        }
         family(
             &mut out,
-            "switchboard_outbound_deliveries_total",
-            "counter",
+            ("switchboard_outbound_deliveries_total", "counter"),
             "Delivery attempts by outcome (sent, retry, failed), per channel.",
+            c.outbound.iter().map(|((ch, result), n)| {
+                (
+                    format!("{},{}", per("channel", ch), per("result", result)),
+                    *n as f64,
+                )
+            }),
         );
-        for ((ch, result), n) in &c.outbound {
-            let _ = writeln!(
-                out,
-                "switchboard_outbound_deliveries_total{{channel=\"{}\",result=\"{result}\"}} {n}",
-                escape(ch)
-            );
-        }
         family(
             &mut out,
-            "switchboard_bot_decisions_total",
-            "counter",
+            ("switchboard_bot_decisions_total", "counter"),
             "Bot decisions: answer, clarify, escalate.",
+            c.bot.iter().map(|(d, n)| (per("decision", d), *n as f64)),
         );
-        for (d, n) in &c.bot {
-            let _ = writeln!(
-                out,
-                "switchboard_bot_decisions_total{{decision=\"{d}\"}} {n}"
-            );
-        }
         family(
             &mut out,
-            "switchboard_escalations_total",
-            "counter",
+            ("switchboard_escalations_total", "counter"),
             "Hand-overs to people by reason.",
+            c.escalations
+                .iter()
+                .map(|(r, n)| (per("reason", r), *n as f64)),
         );
-        for (r, n) in &c.escalations {
-            let _ = writeln!(
-                out,
-                "switchboard_escalations_total{{reason=\"{}\"}} {n}",
-                escape(r)
-            );
-        }
+        let name = "switchboard_first_response_seconds";
         family(
             &mut out,
-            "switchboard_first_response_seconds",
-            "histogram",
+            (name, "histogram"),
             "From hand-over to the first reply by a person.",
+            std::iter::empty(),
         );
         c.first_response
             .clone()
             .unwrap_or_else(|| Histogram::new(&RESPONSE_BUCKETS))
-            .render(&mut out, "switchboard_first_response_seconds", "");
+            .render(&mut out, name, "");
+        let name = "switchboard_http_request_duration_seconds";
         family(
             &mut out,
-            "switchboard_http_request_duration_seconds",
-            "histogram",
+            (name, "histogram"),
             "HTTP request latency by status class.",
+            std::iter::empty(),
         );
         for (class, h) in &c.http {
-            h.render(
-                &mut out,
-                "switchboard_http_request_duration_seconds",
-                &format!("class=\"{class}\""),
-            );
+            h.render(&mut out, name, &per("class", class));
         }
         family(
             &mut out,
-            "switchboard_conversations",
-            "gauge",
+            ("switchboard_conversations", "gauge"),
             "Conversations by status (queued is the queue length).",
+            g.statuses
+                .iter()
+                .map(|(s, n)| (per("status", s), *n as f64)),
         );
-        for (s, n) in &g.statuses {
-            let _ = writeln!(out, "switchboard_conversations{{status=\"{s}\"}} {n}");
-        }
+        let single = |v: u64| std::iter::once((String::new(), v as f64));
         family(
             &mut out,
-            "switchboard_outbox_conversations",
-            "gauge",
+            ("switchboard_outbox_conversations", "gauge"),
             "Conversations with replies waiting for delivery.",
-        );
-        let _ = writeln!(
-            out,
-            "switchboard_outbox_conversations {}",
-            g.outbox_conversations
+            single(g.outbox_conversations),
         );
         family(
             &mut out,
-            "switchboard_failed_deliveries",
-            "gauge",
+            ("switchboard_failed_deliveries", "gauge"),
             "Replies that failed for good and wait for an agent.",
+            single(g.failed_deliveries),
         );
-        let _ = writeln!(out, "switchboard_failed_deliveries {}", g.failed_deliveries);
         family(
             &mut out,
-            "switchboard_store_bytes",
-            "gauge",
+            ("switchboard_store_bytes", "gauge"),
             "Size of the store on disk.",
+            single(g.store_bytes),
         );
-        let _ = writeln!(out, "switchboard_store_bytes {}", g.store_bytes);
         family(
             &mut out,
-            "switchboard_channel_up",
-            "gauge",
+            ("switchboard_channel_up", "gauge"),
             "1 when the channel's last network call succeeded.",
+            g.channels
+                .iter()
+                .map(|(ch, ok, _)| (per("channel", ch), f64::from(u8::from(*ok)))),
         );
-        for (ch, ok, _) in &g.channels {
-            let _ = writeln!(
-                out,
-                "switchboard_channel_up{{channel=\"{}\"}} {}",
-                escape(ch),
-                u8::from(*ok)
-            );
-        }
         family(
             &mut out,
-            "switchboard_channel_errors_total",
-            "counter",
+            ("switchboard_channel_errors_total", "counter"),
             "Failed network calls per channel.",
+            g.channels
+                .iter()
+                .map(|(ch, _, e)| (per("channel", ch), *e as f64)),
         );
-        for (ch, _, errors) in &g.channels {
-            let _ = writeln!(
-                out,
-                "switchboard_channel_errors_total{{channel=\"{}\"}} {errors}",
-                escape(ch)
-            );
-        }
         out
+    }
+}
+
+/// One metric family: its HELP and TYPE lines, then a sample per `(labels, value)`.
+fn family(
+    out: &mut String,
+    (name, kind): (&str, &str),
+    help: &str,
+    samples: impl Iterator<Item = (String, f64)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {value}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
     }
 }

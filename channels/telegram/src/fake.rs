@@ -624,9 +624,15 @@ fn visible_units(text: &str, parse_mode: Option<&str>) -> usize {
     if parse_mode != Some("HTML") {
         return text.encode_utf16().count();
     }
-    let mut visible = String::with_capacity(text.len());
+    visible_text(text).encode_utf16().count()
+}
+
+/// What a customer sees of a message sent in Telegram's HTML mode: tags dropped, entities
+/// decoded.
+pub fn visible_text(html: &str) -> String {
+    let mut visible = String::with_capacity(html.len());
     let mut in_tag = false;
-    for c in text.chars() {
+    for c in html.chars() {
         match c {
             '<' => in_tag = true,
             '>' if in_tag => in_tag = false,
@@ -634,12 +640,11 @@ fn visible_units(text: &str, parse_mode: Option<&str>) -> usize {
             _ => {}
         }
     }
-    let visible = visible
+    visible
         .replace("&lt;", "<")
         .replace("&gt;", ">")
         .replace("&quot;", "\"")
-        .replace("&amp;", "&");
-    visible.encode_utf16().count()
+        .replace("&amp;", "&")
 }
 
 async fn file(State(shared): State<Shared>, Path((bot, path)): Path<(String, String)>) -> Response {

@@ -4,30 +4,12 @@ use std::sync::Arc;
 
 use switchboard_channel::conformance::{self, Failure, Harness};
 use switchboard_channel::{Channel, ChannelContext, ExternalThread};
-use switchboard_telegram::fake::{FakeTelegram, Fault};
+use switchboard_telegram::fake::{FakeTelegram, Fault, visible_text};
 use switchboard_telegram::{TelegramChannel, TelegramConfig};
 
 const TOKEN: &str = "777:conformance";
 
 struct Telegram(FakeTelegram);
-
-/// What a customer sees of Telegram HTML: the text without tags, entities decoded.
-fn visible(html: &str) -> String {
-    let mut out = String::new();
-    let mut in_tag = false;
-    for c in html.chars() {
-        match c {
-            '<' => in_tag = true,
-            '>' if in_tag => in_tag = false,
-            _ if !in_tag => out.push(c),
-            _ => {}
-        }
-    }
-    out.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&amp;", "&")
-}
 
 #[async_trait::async_trait]
 impl Harness for Telegram {
@@ -51,7 +33,7 @@ impl Harness for Telegram {
             .sent()
             .into_iter()
             .filter(|s| s.chat_id.to_string() == thread.0)
-            .filter_map(|s| s.text.map(|t| visible(&t)))
+            .filter_map(|s| s.text.map(|t| visible_text(&t)))
             .collect()
     }
 
