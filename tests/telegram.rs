@@ -291,7 +291,7 @@ async fn customer_bot_agent_groups_files_and_edits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flood_control_and_faults_lose_nothing_and_keep_order() {
     let (fake, _dir, daemon, c) = started("").await;
-    // Polling survives a server error, a cut connection, a slow answer and a duplicate batch.
+    // Polling survives a cut connection, a slow answer and a duplicate batch.
     fake.fault("getUpdates", Fault::Reset);
     fake.fault("getUpdates", Fault::Slow(Duration::from_millis(1500)));
     fake.fault("getUpdates", Fault::Duplicate);

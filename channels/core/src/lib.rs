@@ -479,6 +479,14 @@ pub fn http_error(
     (status, axum::Json(body)).into_response()
 }
 
+/// Sleeps `d` unless `stop` fires first; `false` when it did (connectors' retry loops).
+pub async fn sleep_or_stop(stop: &CancellationToken, d: Duration) -> bool {
+    tokio::select! {
+        _ = stop.cancelled() => false,
+        _ = tokio::time::sleep(d) => true,
+    }
+}
+
 /// Unix time in milliseconds.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

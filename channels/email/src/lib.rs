@@ -299,13 +299,6 @@ impl EmailChannel {
     }
 }
 
-async fn pause(stop: &CancellationToken, d: Duration) -> bool {
-    tokio::select! {
-        _ = stop.cancelled() => false,
-        _ = tokio::time::sleep(d) => true,
-    }
-}
-
 async fn timed<T, E: Into<LoopError>>(
     d: Duration,
     f: impl std::future::Future<Output = Result<T, E>>,
@@ -388,7 +381,7 @@ impl Inner {
                 self.health.error(&e);
                 tracing::warn!(channel = %self.ctx.id, error = %e, ?backoff, "mailbox connection lost; reconnecting");
             }
-            if !pause(stop, backoff).await {
+            if !switchboard_channel::sleep_or_stop(stop, backoff).await {
                 return;
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -433,7 +426,12 @@ impl Inner {
                 }
                 drop(interrupt);
                 session = timed(Duration::from_secs(10), handle.done()).await?;
-            } else if !pause(stop, Duration::from_secs(self.config.imap.poll_secs)).await {
+            } else if !switchboard_channel::sleep_or_stop(
+                stop,
+                Duration::from_secs(self.config.imap.poll_secs),
+            )
+            .await
+            {
                 let _ = timed(Duration::from_secs(5), session.logout()).await;
                 return Ok(());
             }
@@ -711,14 +709,10 @@ impl Channel for EmailChannel {
             _ => inner.from.clone(),
         };
         let (_, already_reply) = threading::subject_key(&info.subject);
-        let subject = if already_reply || info.subject.is_empty() {
-            if info.subject.is_empty() {
-                "Re: your message".into()
-            } else {
-                info.subject.clone()
-            }
-        } else {
-            format!("Re: {}", info.subject)
+        let subject = match (info.subject.as_str(), already_reply) {
+            ("", _) => "Re: your message".to_owned(),
+            (s, true) => s.to_owned(),
+            (s, false) => format!("Re: {s}"),
         };
         let in_reply_to = outbound
             .in_reply_to

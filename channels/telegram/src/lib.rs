@@ -262,14 +262,6 @@ impl TelegramChannel {
     }
 }
 
-/// Sleeps `d` unless `stop` fires first; false when it did.
-async fn pause(stop: &CancellationToken, d: Duration) -> bool {
-    tokio::select! {
-        _ = stop.cancelled() => false,
-        _ = tokio::time::sleep(d) => true,
-    }
-}
-
 impl Inner {
     fn me(&self) -> Option<Me> {
         self.me.read().unwrap_or_else(|e| e.into_inner()).clone()
@@ -298,7 +290,7 @@ impl Inner {
                     }
                 }
             }
-            if !pause(stop, backoff).await {
+            if !switchboard_channel::sleep_or_stop(stop, backoff).await {
                 return None;
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -328,7 +320,7 @@ impl Inner {
                     tracing::warn!(channel = %self.ctx.id, error = %e, "setting up update delivery failed; retrying");
                 }
             }
-            if !pause(stop, backoff).await {
+            if !switchboard_channel::sleep_or_stop(stop, backoff).await {
                 return false;
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -392,7 +384,7 @@ impl Inner {
                 }
             };
             if let Some(wait) = wait
-                && !pause(stop, wait).await
+                && !switchboard_channel::sleep_or_stop(stop, wait).await
             {
                 return;
             }
