@@ -284,6 +284,11 @@ pub async fn serve(
             ready: ready.clone(),
             shutdown: shutdown.clone(),
             blobs: blobs.clone(),
+            sessions: Arc::new(crate::inbox::auth::Sessions::new(
+                store.kv("sessions")?,
+                config.http.session_hours,
+                config.http.secure_cookies,
+            )),
         },
         &config.http,
     );

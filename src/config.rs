@@ -86,6 +86,13 @@ pub struct HttpConfig {
     /// A request taking longer than this is answered 408.
     #[serde(default = "default_request_timeout")]
     pub request_timeout_secs: u64,
+    /// Mark the inbox's sign-in cookie `Secure` (set when agents reach the daemon over HTTPS,
+    /// e.g. behind a TLS proxy).
+    #[serde(default)]
+    pub secure_cookies: bool,
+    /// How long an inbox sign-in lasts, in hours.
+    #[serde(default = "default_session_hours")]
+    pub session_hours: u64,
 }
 
 fn default_listen() -> String {
@@ -100,6 +107,9 @@ fn default_max_upload() -> usize {
 fn default_request_timeout() -> u64 {
     30
 }
+fn default_session_hours() -> u64 {
+    7 * 24
+}
 
 impl Default for HttpConfig {
     fn default() -> Self {
@@ -108,6 +118,8 @@ impl Default for HttpConfig {
             max_body_bytes: default_max_body(),
             max_upload_bytes: default_max_upload(),
             request_timeout_secs: default_request_timeout(),
+            secure_cookies: false,
+            session_hours: default_session_hours(),
         }
     }
 }

@@ -229,7 +229,12 @@ async fn every_documented_route_exists_and_requires_a_token() {
     for (path, ops) in paths {
         let concrete = path.replace("{id}", "1").replace("{seq}", "1");
         for method in ops.as_object().unwrap().keys() {
-            let body = (method != "get").then(|| json!({}));
+            // Signing in is the one route without a credential: a wrong token is refused.
+            let body = match (method.as_str(), path.as_str()) {
+                ("get", _) => None,
+                ("post", "/api/v1/session") => Some(json!({"token": "sbt_wrong"})),
+                _ => Some(json!({})),
+            };
             let (status, b) = nobody.send(&method.to_uppercase(), &concrete, body).await;
             assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}: {b}");
             checked += 1;
@@ -616,4 +621,319 @@ async fn sigterm_with_open_event_streams_stops_cleanly_and_quickly() {
         started.elapsed()
     );
     drop((agent_stream, chat_stream));
+}
+
+/// Signs in as the page does; returns the session cookie (`sb_session=...`) and CSRF token.
+async fn sign_in(c: &support::Client, token: &str) -> (String, String) {
+    let r = c
+        .http
+        .post(format!("{}/api/v1/session", c.base))
+        .json(&json!({ "token": token }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set.contains(attr), "{set}");
+    }
+    let body: Value = r.json().await.unwrap();
+    assert!(body["agent"].get("token_hash").is_none(), "{body}");
+    let cookie = set.split(';').next().unwrap().to_owned();
+    (cookie, body["csrf"].as_str().unwrap().to_owned())
+}
+
+/// A request with the session cookie (and a CSRF header when given).
+async fn with_cookie(
+    c: &support::Client,
+    method: &str,
+    path: &str,
+    cookie: &str,
+    csrf: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut req = c
+        .http
+        .request(method, format!("{}{path}", c.base))
+        .header("cookie", cookie);
+    if let Some(t) = csrf {
+        req = req.header("x-csrf-token", t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbox_sessions_need_csrf_for_changes_and_end_on_sign_out_or_rotation() {
+    let (_receiver, _dir, daemon, c) = started().await;
+    let (s, _) = c
+        .http
+        .post(daemon.url("/api/v1/session"))
+        .json(&json!({"token": "sbt_wrong_token_0000000000000000000000000000"}))
+        .send()
+        .await
+        .map(|r| (r.status(), ()))
+        .unwrap();
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    let (cookie, csrf) = sign_in(&c, support::ADMIN_TOKEN).await;
+    let (s, me) = with_cookie(&c, "GET", "/api/v1/me", &cookie, None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(me["name"], "admin");
+    assert!(me.get("token_hash").is_none(), "{me}");
+    let (s, again) = with_cookie(&c, "GET", "/api/v1/session", &cookie, None, None).await;
+    assert_eq!(
+        (s, again["csrf"].as_str()),
+        (StatusCode::OK, Some(csrf.as_str()))
+    );
+
+    // A change with the cookie alone, or with a wrong token, is refused and changes nothing.
+    let online = json!({"presence": "online"});
+    for token in [None, Some("0".repeat(64).as_str())] {
+        let (s, _) = with_cookie(
+            &c,
+            "PUT",
+            "/api/v1/me/presence",
+            &cookie,
+            token,
+            Some(online.clone()),
+        )
+        .await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+    }
+    let (_, team) = c.get("/api/v1/team").await;
+    assert_eq!(team[0]["presence"], "offline", "{team}");
+    let (s, me) = with_cookie(
+        &c,
+        "PUT",
+        "/api/v1/me/presence",
+        &cookie,
+        Some(&csrf),
+        Some(online),
+    )
+    .await;
+    assert_eq!((s, &me["presence"]), (StatusCode::OK, &json!("online")));
+    let (_, team) = c.get("/api/v1/team").await;
+    assert_eq!(team[0]["presence"], "online", "{team}");
+    let (s, _) = c
+        .send(
+            "PUT",
+            "/api/v1/me/presence",
+            Some(json!({"presence": "asleep"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Rotating an agent's token ends that agent's sessions.
+    let (_, grace) = c.post("/api/v1/agents", json!({"name": "Grace"})).await;
+    let grace_token = grace["token"].as_str().unwrap();
+    let grace_id = grace["agent"]["id"].as_u64().unwrap();
+    assert!(grace["agent"].get("token_hash").is_none(), "{grace}");
+    let (grace_cookie, _) = sign_in(&c, grace_token).await;
+    let me_as_grace = with_cookie(&c, "GET", "/api/v1/me", &grace_cookie, None, None).await;
+    assert_eq!(me_as_grace.1["name"], "Grace");
+    let (s, _) = c
+        .post(&format!("/api/v1/agents/{grace_id}/token"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = with_cookie(&c, "GET", "/api/v1/me", &grace_cookie, None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    // Signing out ends the session and clears the cookie.
+    let r = c
+        .http
+        .delete(daemon.url("/api/v1/session"))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert!(
+        r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    let (s, _) = with_cookie(&c, "GET", "/api/v1/me", &cookie, None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    daemon.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canned_responses_are_kept_and_conversations_found_by_text_or_contact() {
+    let (_receiver, _dir, daemon, c) = started().await;
+    let body = |shortcut: &str| json!({"shortcut": shortcut, "title": "Refund timing", "text": "Refunds take 5 days."});
+    let (s, refund) = c.post("/api/v1/canned", body("/Refund")).await;
+    assert_eq!(s, StatusCode::CREATED, "{refund}");
+    assert_eq!(refund["shortcut"], "refund");
+    let (s, _) = c.post("/api/v1/canned", body("refund")).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "taken");
+    let (s, _) = c.post("/api/v1/canned", body("two words")).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (s, _) = c.post("/api/v1/canned", body("hello")).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let id = refund["id"].as_u64().unwrap();
+    let (s, edited) = c
+        .send(
+            "PUT",
+            &format!("/api/v1/canned/{id}"),
+            Some(json!({"shortcut": "refund", "title": "Refunds", "text": "Refunds take 5 working days."})),
+        )
+        .await;
+    assert_eq!((s, &edited["title"]), (StatusCode::OK, &json!("Refunds")));
+    let (_, all) = c.get("/api/v1/canned").await;
+    let shortcuts: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["shortcut"].as_str().unwrap())
+        .collect();
+    assert_eq!(shortcuts, ["hello", "refund"]);
+    assert_eq!(
+        c.send("DELETE", &format!("/api/v1/canned/{id}"), None)
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        c.send("DELETE", &format!("/api/v1/canned/{id}"), None)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(c.get("/api/v1/canned").await.1.as_array().unwrap().len(), 1);
+
+    // Search: every word must appear in the contact, labels or messages.
+    c.hook("alice", "a1", "My parcel is lost").await;
+    c.hook("alice", "a2", "It was a blue teapot").await;
+    c.hook("bob", "b1", "Where is my refund?").await;
+    let alice = c.conversation_of("alice").await["id"].as_u64().unwrap();
+    let bob = c.conversation_of("bob").await["id"].as_u64().unwrap();
+    let found = async |q: &str| -> Vec<u64> {
+        let (s, page) = c.get(&format!("/api/v1/conversations?q={q}")).await;
+        assert_eq!(s, StatusCode::OK, "{page}");
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["id"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(found("PARCEL").await, [alice]);
+    assert_eq!(
+        found("teapot%20lost").await,
+        [alice],
+        "words from two messages"
+    );
+    assert_eq!(found("bob").await, [bob], "the contact's identity");
+    assert_eq!(found("parcel%20refund").await, Vec::<u64>::new());
+    let (_, page) = c.get("/api/v1/conversations?q=my&limit=1").await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+    let next = page["next_cursor"].as_str().expect("more to search");
+    let (_, rest) = c
+        .get(&format!("/api/v1/conversations?q=my&limit=1&cursor={next}"))
+        .await;
+    assert_eq!(rest["items"].as_array().unwrap().len(), 1, "{rest}");
+    assert_ne!(rest["items"][0]["id"], page["items"][0]["id"]);
+    daemon.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_chat_serves_its_widget_and_page_and_answers_allowed_origins() {
+    let dir = tempfile::tempdir().unwrap();
+    support::write_config(
+        dir.path(),
+        "http://127.0.0.1:9/unused",
+        "title = \"Shop & <Support>\"\nallowed_origins = [\"https://shop.example\"]",
+    );
+    let daemon = support::Daemon::start(dir.path());
+    let c = support::Client::new(&daemon);
+
+    let r = c
+        .http
+        .get(daemon.url("/chat/chat/widget.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    let page = c.http.get(daemon.url("/chat/chat")).send().await.unwrap();
+    assert!(page.headers().contains_key("content-security-policy"));
+    let page = page.text().await.unwrap();
+    assert!(page.contains("data-channel=\"chat\""), "{page}");
+    assert!(
+        page.contains("Shop &amp; &lt;Support&gt;"),
+        "escaped: {page}"
+    );
+
+    // A preflight from the shop is answered; one from elsewhere gets no CORS grant.
+    let preflight = |origin: &'static str| {
+        c.http
+            .request(reqwest::Method::OPTIONS, daemon.url("/chat/chat/messages"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type",
+            )
+            .send()
+    };
+    let ok = preflight("https://shop.example").await.unwrap();
+    assert_eq!(ok.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        ok.headers()["access-control-allow-origin"],
+        "https://shop.example"
+    );
+    assert!(
+        ok.headers()["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .contains("authorization")
+    );
+    let other = preflight("https://evil.example").await.unwrap();
+    assert!(!other.headers().contains_key("access-control-allow-origin"));
+
+    // A button press: the engine gets the payload, the customer's transcript the label.
+    let token = c.chat_session().await;
+    let r = c
+        .http
+        .post(daemon.url("/chat/chat/messages"))
+        .bearer_auth(&token)
+        .header("origin", "https://shop.example")
+        .json(&json!({"text": "kb:refund-time-en", "label": "When do I get my refund?"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://shop.example"
+    );
+    let transcript: Value = c
+        .http
+        .get(daemon.url("/chat/chat/transcript"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(transcript["entries"][0]["text"], "When do I get my refund?");
+    let (_, list) = c.get("/api/v1/conversations?channel=chat").await;
+    let id = list["items"][0]["id"].as_u64().unwrap();
+    let said = c.customer_messages(id).await;
+    assert_eq!(said[0]["text"], "kb:refund-time-en");
+    daemon.stop();
 }

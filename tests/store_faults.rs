@@ -214,6 +214,11 @@ async fn a_failing_store_answers_503_and_loses_nothing_accepted() {
         ready: Arc::new(AtomicBool::new(true)),
         shutdown: Default::default(),
         blobs,
+        sessions: Arc::new(switchboard::inbox::auth::Sessions::new(
+            store.kv("sessions").unwrap(),
+            1,
+            false,
+        )),
     };
     let (api, _) = switchboard::inbox::api(state, &Default::default());
     let router = api.merge(channel.http_routes().unwrap());

@@ -10,7 +10,7 @@ use sha2::Sha256;
 use switchboard_channel::now_ms;
 
 use super::{Engine, EngineError};
-use crate::model::{Actor, Agent, AgentId, Event, EventId, EventKind, Role};
+use crate::model::{Actor, Agent, AgentId, Event, EventId, EventKind, Presence, Role};
 use crate::store::{Change, Store};
 
 const KEY_META: &str = "token_key";
@@ -96,6 +96,7 @@ impl Engine {
             role,
             disabled: false,
             created_at_ms: now_ms(),
+            presence: Presence::Offline,
             token_hash: self.hash_token(&token),
         };
         self.save_agent(&agent, by, "created").await?;
@@ -120,6 +121,24 @@ impl Engine {
                 if disabled { "disabled" } else { "enabled" },
             )
             .await?;
+        }
+        Ok(agent)
+    }
+
+    /// An agent marks themself online, away or offline.
+    pub async fn set_presence(
+        &self,
+        id: AgentId,
+        presence: Presence,
+    ) -> Result<Agent, EngineError> {
+        let mut agent = self
+            .store
+            .agent(id)?
+            .ok_or(EngineError::NotFound("agent"))?;
+        if agent.presence != presence {
+            agent.presence = presence;
+            let what = format!("presence {}", presence.name());
+            self.save_agent(&agent, Some(id), &what).await?;
         }
         Ok(agent)
     }

@@ -10,8 +10,11 @@
 mod agents;
 pub use agents::{MIN_TOKEN_LEN, TOKEN_PREFIX};
 pub(crate) mod bot_worker;
+mod canned;
+pub use canned::CannedResponse;
 pub(crate) mod draft;
 pub(crate) mod outbox;
+mod search;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
@@ -197,6 +200,49 @@ impl Engine {
 
     pub fn responder(&self) -> Arc<dyn Responder> {
         self.responder.read().expect("responder lock").clone()
+    }
+
+    /// Knowledge-base answers for what the customer asked lately: each of their last few
+    /// messages matched on its own, best score per entry, best first. Returns the latest
+    /// customer message's seq with them. CPU work: call off the async threads.
+    pub fn suggestions(
+        &self,
+        id: ConversationId,
+        n: usize,
+    ) -> Result<(Option<u64>, Vec<crate::bot::Suggestion>), EngineError> {
+        /// Messages looked through, and customer messages matched.
+        const LOOK_BACK: u64 = 50;
+        const ASKED: usize = 3;
+        let conv = self
+            .store
+            .conversation(id)?
+            .ok_or(EngineError::NotFound("conversation"))?;
+        let mut asked = Vec::new();
+        for seq in (conv.last_seq.saturating_sub(LOOK_BACK).max(1)..=conv.last_seq).rev() {
+            if let Some(m) = self.store.message(id, seq)?
+                && m.author == Author::Customer
+                && !m.text.trim().is_empty()
+            {
+                asked.push(m);
+                if asked.len() == ASKED {
+                    break;
+                }
+            }
+        }
+        let responder = self.responder();
+        let mut best: Vec<crate::bot::Suggestion> = Vec::new();
+        for m in &asked {
+            for s in responder.suggest(&m.text, n) {
+                match best.iter_mut().find(|b| b.entry == s.entry) {
+                    Some(b) if b.score < s.score => *b = s,
+                    Some(_) => {}
+                    None => best.push(s),
+                }
+            }
+        }
+        best.sort_by(|a, b| b.score.total_cmp(&a.score));
+        best.truncate(n);
+        Ok((asked.first().map(|m| m.seq), best))
     }
 
     pub fn set_responder(&self, responder: Arc<dyn Responder>) {
@@ -553,6 +599,21 @@ impl Engine {
                 "attachment {} has no stored content (upload it first)",
                 a.name
             )));
+        }
+        if !attachments.is_empty() {
+            let conv = self
+                .store
+                .conversation(id)?
+                .ok_or(EngineError::NotFound("conversation"))?;
+            if self
+                .channel(&conv.channel)
+                .is_some_and(|c| !c.capabilities().attachments)
+            {
+                return Err(EngineError::Invalid(format!(
+                    "the {} channel cannot carry files; send the text alone",
+                    conv.channel
+                )));
+            }
         }
         let seq = std::sync::atomic::AtomicU64::new(0);
         let first_response = std::sync::atomic::AtomicI64::new(-1);

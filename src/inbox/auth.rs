@@ -1,17 +1,56 @@
-//! Who is calling: the bearer token is the agent. Extractors, so handlers cannot forget.
+//! Who is calling. Two credentials, one extractor, so handlers cannot forget:
+//!
+//! - `Authorization: Bearer <agent token>`, for scripts and integrations;
+//! - the inbox page's session cookie (`sb_session`, HttpOnly, SameSite=Strict), got by
+//!   signing in with a token at `POST /api/v1/session`. A request that changes anything
+//!   (not GET/HEAD) with the cookie must also carry the session's CSRF token in
+//!   `X-CSRF-Token`, which only the page itself can read.
+//!
+//! Sessions are kept in the store under a hash of their id (a copied database holds no
+//! usable session), bound to the agent's token at sign-in: rotating the token or disabling
+//! the agent ends every session at once.
 
 use axum::extract::FromRequestParts;
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, header};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use switchboard_channel::{ChannelState, now_ms};
 
 use super::{ApiError, ApiState};
-use crate::model::{Agent, Role};
+use crate::model::{Agent, AgentId, Role};
 
-/// An enabled agent, from `Authorization: Bearer <token>`.
+/// An enabled agent, from a bearer token or a session cookie.
 pub struct AuthAgent(pub Agent);
 
 /// An enabled admin.
 pub struct AdminAgent(pub Agent);
+
+/// The session cookie's name.
+pub const COOKIE: &str = "sb_session";
+/// The header carrying the CSRF token with cookie-authenticated changes.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+/// The session id in the request's cookies, if any.
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+        .filter(|v| !v.is_empty())
+}
 
 impl FromRequestParts<ApiState> for AuthAgent {
     type Rejection = ApiError;
@@ -20,17 +59,36 @@ impl FromRequestParts<ApiState> for AuthAgent {
         parts: &mut Parts,
         state: &ApiState,
     ) -> Result<Self, Self::Rejection> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .ok_or_else(ApiError::unauthorized)?;
-        match state.engine.authenticate(token)? {
-            Some(agent) => Ok(AuthAgent(agent)),
-            None => Err(ApiError::unauthorized()),
+        if let Some(token) = bearer(&parts.headers) {
+            return match state.engine.authenticate(token)? {
+                Some(agent) => Ok(AuthAgent(agent)),
+                None => Err(ApiError::unauthorized()),
+            };
         }
+        let id = session_cookie(&parts.headers).ok_or_else(ApiError::unauthorized)?;
+        let session = state
+            .sessions
+            .lookup(id)?
+            .ok_or_else(ApiError::unauthorized)?;
+        if !matches!(parts.method, Method::GET | Method::HEAD) {
+            let sent = parts
+                .headers
+                .get(CSRF_HEADER)
+                .map(|v| v.as_bytes())
+                .unwrap_or_default();
+            if !bool::from(sent.ct_eq(session.csrf.as_bytes())) {
+                return Err(ApiError::forbidden(
+                    "a change made with the session cookie needs its X-CSRF-Token",
+                ));
+            }
+        }
+        let agent = state
+            .engine
+            .store()
+            .agent(session.agent)?
+            .filter(|a| !a.disabled && a.token_hash == session.token_hash)
+            .ok_or_else(ApiError::unauthorized)?;
+        Ok(AuthAgent(agent))
     }
 }
 
@@ -47,4 +105,94 @@ impl FromRequestParts<ApiState> for AdminAgent {
         }
         Ok(AdminAgent(agent))
     }
+}
+
+/// A signed-in browser, as stored.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Session {
+    pub agent: AgentId,
+    /// Sent back in `X-CSRF-Token` with every change.
+    pub csrf: String,
+    /// The agent's token hash at sign-in; a rotated token ends the session.
+    token_hash: String,
+    expires_ms: i64,
+}
+
+/// The inbox page's sign-ins, kept in the store.
+pub struct Sessions {
+    kv: std::sync::Arc<dyn ChannelState>,
+    ttl_ms: i64,
+    /// Mark the cookie `Secure` (HTTPS in front).
+    secure: bool,
+}
+
+fn random_hex() -> String {
+    let mut raw = [0u8; 32];
+    rand::rng().fill_bytes(&mut raw);
+    hex::encode(raw)
+}
+
+fn key(id: &str) -> Vec<u8> {
+    hex::encode(Sha256::digest(id.as_bytes())).into_bytes()
+}
+
+impl Sessions {
+    pub fn new(kv: std::sync::Arc<dyn ChannelState>, hours: u64, secure: bool) -> Sessions {
+        Sessions {
+            kv,
+            ttl_ms: (hours as i64).saturating_mul(3_600_000),
+            secure,
+        }
+    }
+
+    /// The `Set-Cookie` value carrying a session id (or clearing it, for `None`).
+    pub fn cookie(&self, id: Option<&str>) -> String {
+        let (value, age) = match id {
+            Some(id) => (id, self.ttl_ms / 1000),
+            None => ("", 0),
+        };
+        let secure = if self.secure { "; Secure" } else { "" };
+        format!("{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={age}{secure}")
+    }
+
+    /// Starts a session for an agent; returns its id (the cookie) and the stored record.
+    pub fn create(&self, agent: &Agent) -> Result<(String, Session), ApiError> {
+        let id = random_hex();
+        let session = Session {
+            agent: agent.id,
+            csrf: random_hex(),
+            token_hash: agent.token_hash.clone(),
+            expires_ms: now_ms().saturating_add(self.ttl_ms),
+        };
+        let value = serde_json::to_vec(&session).expect("sessions serialise");
+        self.kv
+            .put_all(&[(&key(&id), &value)])
+            .map_err(unavailable)?;
+        Ok((id, session))
+    }
+
+    /// The live session with this id.
+    pub fn lookup(&self, id: &str) -> Result<Option<Session>, ApiError> {
+        let Some(value) = self.kv.get(&key(id)).map_err(unavailable)? else {
+            return Ok(None);
+        };
+        // A signed-out session is an empty record.
+        Ok(serde_json::from_slice::<Session>(&value)
+            .ok()
+            .filter(|s| s.expires_ms > now_ms()))
+    }
+
+    /// Ends a session.
+    pub fn revoke(&self, id: &str) -> Result<(), ApiError> {
+        self.kv.put_all(&[(&key(id), b"")]).map_err(unavailable)
+    }
+}
+
+fn unavailable(e: switchboard_channel::StateError) -> ApiError {
+    tracing::error!(error = %e, "session store failed");
+    ApiError::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "sign-in is unavailable; try again",
+    )
 }

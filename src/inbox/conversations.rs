@@ -34,6 +34,9 @@ pub struct ListParams {
     limit: Option<usize>,
     /// `newest` (default) or `oldest` first, by last update.
     order: Option<String>,
+    /// Words that must all appear in the contact (name, identities), labels or messages.
+    /// A search scans up to 2,000 conversations per call; follow `next_cursor` for more.
+    q: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -52,6 +55,8 @@ pub struct ConversationPage {
     next_cursor: Option<String>,
     /// Conversations per status, over the whole inbox.
     counts: StatusCounts,
+    /// Display names of the listed conversations' contacts, by contact id (those with one).
+    contacts: std::collections::BTreeMap<u64, String>,
 }
 
 /// Lists conversations, newest activity first.
@@ -94,7 +99,7 @@ pub async fn list_conversations(
         return Err(ApiError::invalid(format!("limit must be 1 to {MAX_LIMIT}")));
     }
     let store = state.engine.store();
-    let page = store.list_conversations(&ConversationQuery {
+    let query = ConversationQuery {
         status,
         assignee,
         channel: p.channel.filter(|c| !c.is_empty()).map(ChannelId),
@@ -102,9 +107,22 @@ pub async fn list_conversations(
         order,
         after,
         limit,
-    })?;
+    };
+    let page = match p.q.as_deref().map(str::trim) {
+        Some(q) if !q.is_empty() => state.engine.search(&query, q)?,
+        _ => store.list_conversations(&query)?,
+    };
+    let mut contacts = std::collections::BTreeMap::new();
+    for conv in &page.items {
+        if let std::collections::btree_map::Entry::Vacant(slot) = contacts.entry(conv.contact.0)
+            && let Some(name) = state.engine.contact(conv.contact)?.and_then(|c| c.name)
+        {
+            slot.insert(name);
+        }
+    }
     let [bot, queued, assigned, snoozed, resolved] = store.status_counts();
     Ok(Json(ConversationPage {
+        contacts,
         items: page.items,
         next_cursor: page.next.map(|c| c.encode()),
         counts: StatusCounts {

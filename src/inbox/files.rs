@@ -74,14 +74,26 @@ pub async fn upload(
     ))
 }
 
-/// A stored file's bytes, always as a download (never rendered in the inbox's origin).
+#[derive(Deserialize, IntoParams)]
+pub struct DownloadQuery {
+    /// `html`: show the file as an inert HTML page (an email's sanitised body), under a
+    /// sandbox policy: no scripts, no forms, no remote loads, an origin of its own.
+    view: Option<String>,
+}
+
+/// What an inline HTML view may do: nothing but lay out text and inline images.
+const SANDBOX_POLICY: &str =
+    "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'";
+
+/// A stored file's bytes: a download, or an inert HTML view (never run in the inbox's origin).
 #[utoipa::path(get, path = "/attachments/{blob}", tag = "attachments",
-    params(("blob" = String, Path, description = "SHA-256 of the content")),
+    params(("blob" = String, Path, description = "SHA-256 of the content"), DownloadQuery),
     responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>), (status = 404, body = ErrorBody)))]
 pub async fn download(
     State(state): State<ApiState>,
     _agent: AuthAgent,
     Path(blob): Path<String>,
+    Query(query): Query<DownloadQuery>,
 ) -> Result<Response, ApiError> {
     let bytes = state
         .blobs
@@ -96,6 +108,22 @@ pub async fn download(
             )
         })?
         .ok_or_else(|| ApiError::not_found("attachment"))?;
+    match query.view.as_deref() {
+        None => {}
+        Some("html") => {
+            return Ok((
+                [
+                    (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                    (header::CONTENT_SECURITY_POLICY, SANDBOX_POLICY),
+                    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                    (header::REFERRER_POLICY, "no-referrer"),
+                ],
+                bytes,
+            )
+                .into_response());
+        }
+        Some(other) => return Err(ApiError::invalid(format!("unknown view `{other}`"))),
+    }
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream"),

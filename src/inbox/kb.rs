@@ -13,10 +13,7 @@ use super::error::{ApiError, ApiJson, ErrorBody};
 use crate::bot::Suggestion;
 use crate::bot::kb::Entry;
 use crate::bot::live::{LiveError, NewProposal, Proposal, ProposalStatus};
-use crate::model::{Author, ConversationId};
-
-/// How many messages back to look for the customer's latest one.
-const LOOK_BACK: u64 = 50;
+use crate::model::ConversationId;
 
 impl From<LiveError> for ApiError {
     fn from(e: LiveError) -> Self {
@@ -39,7 +36,9 @@ pub struct Suggestions {
     pub suggestions: Vec<Suggestion>,
 }
 
-/// The top knowledge-base answers for the conversation's latest customer message.
+/// The top knowledge-base answers for what the customer asked lately (the last few
+/// customer messages, each matched on its own: "talk to a person" after a question still
+/// suggests answers to the question).
 #[utoipa::path(get, path = "/conversations/{id}/suggestions", tag = "knowledge base",
     params(("id" = u64, Path, description = "Conversation id")),
     responses((status = 200, body = Suggestions), (status = 404, body = ErrorBody)))]
@@ -48,33 +47,13 @@ pub async fn suggestions(
     AuthAgent(_me): AuthAgent,
     Path(id): Path<u64>,
 ) -> Result<Json<Suggestions>, ApiError> {
-    let id = ConversationId(id);
-    let store = state.engine.store();
-    let conv = store
-        .conversation(id)?
-        .ok_or_else(|| ApiError::not_found("conversation"))?;
-    let mut latest = None;
-    for seq in (conv.last_seq.saturating_sub(LOOK_BACK).max(1)..=conv.last_seq).rev() {
-        if let Some(m) = store.message(id, seq)?
-            && m.author == Author::Customer
-        {
-            latest = Some(m);
-            break;
-        }
-    }
-    let Some(message) = latest else {
-        return Ok(Json(Suggestions {
-            for_seq: None,
-            suggestions: Vec::new(),
-        }));
-    };
-    let responder = state.engine.responder();
-    let text = message.text.clone();
-    let suggestions = tokio::task::spawn_blocking(move || responder.suggest(&text, 3))
-        .await
-        .unwrap_or_default();
+    let engine = state.engine.clone();
+    let (for_seq, suggestions) =
+        tokio::task::spawn_blocking(move || engine.suggestions(ConversationId(id), 3))
+            .await
+            .map_err(|e| ApiError::invalid(e.to_string()))??;
     Ok(Json(Suggestions {
-        for_seq: Some(message.seq),
+        for_seq,
         suggestions,
     }))
 }

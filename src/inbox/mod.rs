@@ -1,16 +1,19 @@
-//! The HTTP face of the daemon for agents: `/api/v1` (JSON), its OpenAPI document, the event
-//! stream, and `/healthz` + `/readyz`. Handlers are thin: parse, call the engine, answer.
+//! The HTTP face of the daemon for agents: the inbox page (`/`), `/api/v1` (JSON), its
+//! OpenAPI document, the event stream, and `/healthz` + `/readyz` + `/metrics`. Handlers are thin: parse, call the engine, answer.
 //!
 //! Routes and the OpenAPI document are built from the same list (`utoipa-axum`), so the
 //! document cannot drift from the routes that exist.
 
 pub mod auth;
+mod canned;
 mod conversations;
 pub mod error;
 mod events;
 mod files;
 mod kb;
+mod page;
 mod people;
+mod session;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,17 +42,20 @@ pub struct ApiState {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Attachment bytes (uploads for replies, files customers sent).
     pub blobs: Arc<crate::store::blobs::FileBlobs>,
+    /// The inbox page's sign-ins.
+    pub sessions: Arc<auth::Sessions>,
 }
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Switchboard agent API", description = "The shared inbox: conversations, contacts, agents and the live event stream. Authenticate with `Authorization: Bearer <agent token>`."),
+    info(title = "Switchboard agent API", description = "The shared inbox: conversations, contacts, agents and the live event stream. Authenticate with `Authorization: Bearer <agent token>`, or (the inbox page) with the session cookie from `POST /session` plus its `X-CSRF-Token` on changes."),
     tags(
         (name = "conversations", description = "The shared inbox"),
         (name = "contacts", description = "Customers across channels"),
         (name = "agents", description = "The team"),
         (name = "events", description = "Live event stream"),
         (name = "knowledge base", description = "Suggested answers, teach-back, import and reload"),
+        (name = "canned responses", description = "The team's saved replies"),
     )
 )]
 struct ApiDoc;
@@ -79,7 +85,14 @@ pub fn api(
         .routes(routes!(people::get_contact))
         .routes(routes!(people::contact_history))
         .routes(routes!(people::merge_contacts))
+        .routes(routes!(
+            session::sign_in,
+            session::current,
+            session::sign_out
+        ))
         .routes(routes!(people::me))
+        .routes(routes!(people::set_presence))
+        .routes(routes!(people::team))
         .routes(routes!(people::list_agents, people::create_agent))
         .routes(routes!(people::disable_agent))
         .routes(routes!(people::enable_agent))
@@ -92,6 +105,8 @@ pub fn api(
         .routes(routes!(kb::propose, kb::list_proposals))
         .routes(routes!(kb::approve))
         .routes(routes!(kb::reject))
+        .routes(routes!(canned::list, canned::create))
+        .routes(routes!(canned::update, canned::delete))
         .routes(routes!(files::download))
         .routes(routes!(files::channels))
         .routes(routes!(files::hours))
@@ -117,7 +132,7 @@ pub fn api(
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state);
-    (router.merge(health), doc)
+    (router.merge(health).merge(page::routes()), doc)
 }
 
 async fn not_found() -> ApiError {

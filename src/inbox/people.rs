@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use super::ApiState;
 use super::auth::{AdminAgent, AuthAgent};
 use super::error::{ApiError, ApiJson, ErrorBody};
-use crate::model::{Agent, AgentId, Contact, ContactId, Conversation, Role};
+use crate::model::{Agent, AgentId, Contact, ContactId, Conversation, Presence, Role};
 
 /// A contact (merged contacts resolve to the one they were merged into).
 #[utoipa::path(get, path = "/contacts/{id}", tag = "contacts",
@@ -77,7 +77,59 @@ pub async fn merge_contacts(
 /// The calling agent.
 #[utoipa::path(get, path = "/me", tag = "agents", responses((status = 200, body = Agent), (status = 401, body = ErrorBody)))]
 pub async fn me(AuthAgent(me): AuthAgent) -> Json<Agent> {
-    Json(me)
+    Json(me.redacted())
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceBody {
+    /// `online`, `away` or `offline`.
+    presence: String,
+}
+
+/// Sets the calling agent's presence.
+#[utoipa::path(put, path = "/me/presence", tag = "agents", request_body = PresenceBody,
+    responses((status = 200, body = Agent), (status = 422, body = ErrorBody)))]
+pub async fn set_presence(
+    State(state): State<ApiState>,
+    AuthAgent(me): AuthAgent,
+    ApiJson(body): ApiJson<PresenceBody>,
+) -> Result<Json<Agent>, ApiError> {
+    let presence = Presence::parse(&body.presence)
+        .ok_or_else(|| ApiError::invalid("presence must be online, away or offline"))?;
+    Ok(Json(
+        state.engine.set_presence(me.id, presence).await?.redacted(),
+    ))
+}
+
+/// A colleague, as every agent sees them.
+#[derive(Serialize, ToSchema)]
+pub struct Teammate {
+    id: AgentId,
+    name: String,
+    presence: Presence,
+}
+
+/// The enabled agents with their presence, for assigning and showing names.
+#[utoipa::path(get, path = "/team", tag = "agents",
+    responses((status = 200, body = Vec<Teammate>), (status = 401, body = ErrorBody)))]
+pub async fn team(
+    State(state): State<ApiState>,
+    _agent: AuthAgent,
+) -> Result<Json<Vec<Teammate>>, ApiError> {
+    let team = state
+        .engine
+        .store()
+        .agents()?
+        .into_iter()
+        .filter(|a| !a.disabled)
+        .map(|a| Teammate {
+            id: a.id,
+            name: a.name,
+            presence: a.presence,
+        })
+        .collect();
+    Ok(Json(team))
 }
 
 /// All agents (admin).
@@ -87,7 +139,15 @@ pub async fn list_agents(
     State(state): State<ApiState>,
     _admin: AdminAgent,
 ) -> Result<Json<Vec<Agent>>, ApiError> {
-    Ok(Json(state.engine.store().agents()?))
+    Ok(Json(
+        state
+            .engine
+            .store()
+            .agents()?
+            .into_iter()
+            .map(Agent::redacted)
+            .collect(),
+    ))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -121,6 +181,7 @@ pub async fn create_agent(
         .engine
         .create_agent(&body.name, body.role, Some(admin.id), None)
         .await?;
+    let agent = agent.redacted();
     Ok((StatusCode::CREATED, Json(AgentWithToken { agent, token })))
 }
 
@@ -140,7 +201,8 @@ pub async fn disable_agent(
         state
             .engine
             .set_agent_disabled(AgentId(id), true, admin.id)
-            .await?,
+            .await?
+            .redacted(),
     ))
 }
 
@@ -157,7 +219,8 @@ pub async fn enable_agent(
         state
             .engine
             .set_agent_disabled(AgentId(id), false, admin.id)
-            .await?,
+            .await?
+            .redacted(),
     ))
 }
 
@@ -179,5 +242,6 @@ pub async fn rotate_token(
         .engine
         .rotate_token(AgentId(id), Some(me.id), None)
         .await?;
+    let agent = agent.redacted();
     Ok(Json(AgentWithToken { agent, token }))
 }

@@ -275,6 +275,35 @@ pub enum Role {
     Agent,
 }
 
+/// Whether an agent is at work, as they set it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Presence {
+    Online,
+    Away,
+    #[default]
+    Offline,
+}
+
+impl Presence {
+    pub fn parse(s: &str) -> Option<Presence> {
+        match s {
+            "online" => Some(Self::Online),
+            "away" => Some(Self::Away),
+            "offline" => Some(Self::Offline),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Online => "online",
+            Self::Away => "away",
+            Self::Offline => "offline",
+        }
+    }
+}
+
 /// A person who works the inbox.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Agent {
@@ -283,10 +312,20 @@ pub struct Agent {
     pub role: Role,
     pub disabled: bool,
     pub created_at_ms: i64,
+    #[serde(default)]
+    pub presence: Presence,
     /// Keyed hash of the current API token; the token itself is never stored.
     #[serde(skip_serializing_if = "String::is_empty", default)]
     #[schema(ignore)]
     pub token_hash: String,
+}
+
+impl Agent {
+    /// The agent as the API shows it: without the token hash.
+    pub fn redacted(mut self) -> Agent {
+        self.token_hash.clear();
+        self
+    }
 }
 
 /// Who caused an event.

@@ -395,7 +395,16 @@ async fn receive(
         },
         message_id: ExternalMessageId(msg.message_id),
         text: msg.text,
-        attachments: msg.attachments,
+        // The caller describes files (name, type, size, url); stored bytes are ours to name.
+        attachments: msg
+            .attachments
+            .into_iter()
+            .map(|a| Attachment {
+                blob: None,
+                not_kept: None,
+                ..a
+            })
+            .collect(),
         sent_at_ms: msg.sent_at,
         automated: None,
     });

@@ -5,6 +5,11 @@
 //! - `GET /chat/{channel}/transcript` (bearer or `?token=`) returns the session's transcript.
 //! - `GET /chat/{channel}/events?token=` streams new transcript entries as Server-Sent Events,
 //!   resuming after `Last-Event-ID`.
+//! - `GET /chat/{channel}/widget.js` is the embeddable widget; `GET /chat/{channel}` a page
+//!   that is nothing but the widget, for links and mobile apps.
+//!
+//! Sessions are bearer tokens, never cookies, so the API answers any origin listed in
+//! `allowed_origins` (default: any) with CORS headers: the widget runs on the shop's pages.
 //!
 //! The transcript lives in this channel's own durable state, so a reload shows the whole
 //! conversation and a reply counts as delivered once it is in the transcript.
@@ -45,6 +50,19 @@ pub struct WebchatConfig {
     /// Longest accepted customer message, in characters.
     #[serde(default = "default_max_text")]
     pub max_text_chars: usize,
+    /// Origins (`https://shop.example`) whose pages may embed the widget; `*` allows any.
+    #[serde(default = "any_origin")]
+    pub allowed_origins: Vec<String>,
+    /// Header of the widget and title of the chat page.
+    #[serde(default = "default_title")]
+    pub title: String,
+}
+
+fn any_origin() -> Vec<String> {
+    vec!["*".into()]
+}
+fn default_title() -> String {
+    "Chat with us".into()
 }
 
 fn default_max_body() -> usize {
@@ -236,6 +254,12 @@ impl Channel for WebchatChannel {
             .route(&format!("{base}/transcript"), get(transcript))
             .route(&format!("{base}/events"), get(events))
             .layer(DefaultBodyLimit::max(self.inner.config.max_body_bytes))
+            .layer(axum::middleware::from_fn_with_state(
+                self.inner.clone(),
+                cors,
+            ))
+            .route(&format!("{base}/widget.js"), get(widget))
+            .route(&base, get(page))
             .with_state(self.inner.clone());
         Some(router)
     }
@@ -297,6 +321,10 @@ struct CustomerMessage {
     /// Display name the customer gave, if any.
     #[serde(default)]
     name: Option<String>,
+    /// For a button press: the button's label, shown in the transcript instead of `text`
+    /// (which carries the button's payload).
+    #[serde(default)]
+    label: Option<String>,
 }
 
 async fn customer_message(
@@ -352,7 +380,10 @@ async fn customer_message(
         seq: 0,
         from: "customer".into(),
         name: None,
-        text: msg.text,
+        text: msg
+            .label
+            .map(|l| l.chars().take(200).collect())
+            .unwrap_or(msg.text),
         html: None,
         buttons: vec![],
         at_ms: now_ms(),
@@ -409,6 +440,103 @@ async fn events(
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+const WIDGET: &str = include_str!("../assets/widget.js");
+
+async fn widget() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        WIDGET,
+    )
+        .into_response()
+}
+
+/// Escapes text for an HTML attribute or element.
+fn escape_html(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+/// The chat on a page of its own.
+async fn page(State(chat): State<Arc<Inner>>) -> Response {
+    let id = escape_html(chat.ctx.id.as_str());
+    let title = escape_html(&chat.config.title);
+    let html = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{title}</title><link rel=\"icon\" href=\"data:,\"></head><body>\
+         <script src=\"/chat/{id}/widget.js\" data-channel=\"{id}\" data-title=\"{title}\" \
+         data-mode=\"page\"></script></body></html>\n"
+    );
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+                 connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'",
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        html,
+    )
+        .into_response()
+}
+
+/// CORS for the widget's API calls from the shop's origin; preflights answered here.
+async fn cors(
+    State(chat): State<Arc<Inner>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let allowed = origin.as_deref().and_then(|o| {
+        let list = &chat.config.allowed_origins;
+        if list.iter().any(|a| a == "*") {
+            Some("*".to_owned())
+        } else {
+            list.iter().any(|a| a == o).then(|| o.to_owned())
+        }
+    });
+    let preflight = request.method() == axum::http::Method::OPTIONS;
+    let mut response = if preflight {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        next.run(request).await
+    };
+    if let Some(allowed) = allowed.and_then(|a| header::HeaderValue::from_str(&a).ok()) {
+        let h = response.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
+        h.insert(header::VARY, header::HeaderValue::from_static("Origin"));
+        if preflight {
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                header::HeaderValue::from_static("GET, POST"),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                header::HeaderValue::from_static("authorization, content-type, last-event-id"),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                header::HeaderValue::from_static("600"),
+            );
+        }
+    }
+    response
 }
 
 fn to_sse(entry: Entry) -> Result<Event, Infallible> {

@@ -1,0 +1,76 @@
+//! `/api/v1/canned`: the team's saved replies.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::ApiState;
+use super::auth::AuthAgent;
+use super::error::{ApiError, ApiJson, ErrorBody};
+use crate::engine::CannedResponse;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CannedBody {
+    /// One word, typed after `/` in the reply box.
+    shortcut: String,
+    title: String,
+    text: String,
+}
+
+/// Every saved reply, by shortcut.
+#[utoipa::path(get, path = "/canned", tag = "canned responses",
+    responses((status = 200, body = Vec<CannedResponse>), (status = 401, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<ApiState>,
+    _agent: AuthAgent,
+) -> Result<Json<Vec<CannedResponse>>, ApiError> {
+    Ok(Json(state.engine.canned_responses()?))
+}
+
+/// Saves a new reply.
+#[utoipa::path(post, path = "/canned", tag = "canned responses", request_body = CannedBody,
+    responses((status = 201, body = CannedResponse), (status = 422, body = ErrorBody)))]
+pub async fn create(
+    State(state): State<ApiState>,
+    _agent: AuthAgent,
+    ApiJson(body): ApiJson<CannedBody>,
+) -> Result<(StatusCode, Json<CannedResponse>), ApiError> {
+    let saved = state
+        .engine
+        .save_canned(None, &body.shortcut, &body.title, &body.text)?;
+    Ok((StatusCode::CREATED, Json(saved)))
+}
+
+/// Replaces a saved reply.
+#[utoipa::path(put, path = "/canned/{id}", tag = "canned responses", request_body = CannedBody,
+    params(("id" = u64, Path, description = "Canned response id")),
+    responses((status = 200, body = CannedResponse), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn update(
+    State(state): State<ApiState>,
+    _agent: AuthAgent,
+    Path(id): Path<u64>,
+    ApiJson(body): ApiJson<CannedBody>,
+) -> Result<Json<CannedResponse>, ApiError> {
+    Ok(Json(state.engine.save_canned(
+        Some(id),
+        &body.shortcut,
+        &body.title,
+        &body.text,
+    )?))
+}
+
+/// Deletes a saved reply.
+#[utoipa::path(delete, path = "/canned/{id}", tag = "canned responses",
+    params(("id" = u64, Path, description = "Canned response id")),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn delete(
+    State(state): State<ApiState>,
+    _agent: AuthAgent,
+    Path(id): Path<u64>,
+) -> Result<StatusCode, ApiError> {
+    state.engine.delete_canned(id)?;
+    Ok(StatusCode::NO_CONTENT)
+}
