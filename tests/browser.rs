@@ -127,13 +127,6 @@ async fn customer_and_agents_in_a_real_browser() {
     let ana_token = agent(&admin, "Ana").await;
     let grace_token = agent(&admin, "Grace").await;
     let ana = admin.with_token(&ana_token);
-    let (s, body) = admin
-        .post(
-            "/api/v1/canned",
-            json!({"shortcut": "thanks", "title": "Thanks for waiting", "text": "Thank you for your patience!"}),
-        )
-        .await;
-    assert_eq!(s, 201, "{body}");
     hostile_html(&admin, &ana, &site.origin).await;
 
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser-output");
@@ -195,5 +188,17 @@ async fn customer_and_agents_in_a_real_browser() {
         e["type"] == "status_changed" && e["to"] == "resolved" && e["reason"] == "resolved by Ana"
     });
     assert!(resolved_by_ana, "{detail}");
+    let (_, proposals) = admin.get("/api/v1/kb/proposals").await;
+    let taught = proposals
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["conversation"] == id)
+        .unwrap_or_else(|| panic!("no proposal from conversation {id}: {proposals}"));
+    assert_eq!(taught["proposed_by"], "Ana");
+    assert_eq!(
+        taught["question"],
+        "My refund has not arrived after two weeks"
+    );
     daemon.stop();
 }

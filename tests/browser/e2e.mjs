@@ -62,6 +62,16 @@ try {
   await signIn(agent, ANA);
   await agent.selectOption("#presence", "online");
   const grace = await newPage({ width: 1280, height: 800 });
+  // Grace has granted notifications and is looking at another window: record what she'd see.
+  await grace.addInitScript(() => {
+    window.__notes = [];
+    window.Notification = class {
+      static permission = "granted";
+      static requestPermission() { return Promise.resolve("granted"); }
+      constructor(title, options) { window.__notes.push(`${title}: ${options && options.body}`); }
+    };
+    document.hasFocus = () => false;
+  });
   await signIn(grace, GRACE);
   // The session cookie is HttpOnly: the page's script cannot read it.
   assert.equal(await agent.evaluate(() => document.cookie), "");
@@ -87,6 +97,7 @@ try {
   await item.locator(".tag.waiting").waitFor();
   await agent.locator('[data-count="queued"]', { hasText: "1" }).waitFor();
   assert.match(await agent.title(), /^\(1\) Switchboard/);
+  await grace.waitForFunction(() => window.__notes.some((n) => n.includes("asked_for_human")));
 
   step("Ana opens it: the escalation reason and the bot's transcript are there");
   await item.click();
@@ -117,7 +128,14 @@ try {
   assert.equal(await reply.locator(".name").textContent(), "Ana");
   await customer.screenshot({ path: `${OUT}/widget.png` });
 
-  step("a canned response goes in with /shortcut; a private note stays inside");
+  step("Ana saves a canned response and inserts it with /shortcut; a private note stays inside");
+  await agent.click("#manage-canned");
+  await agent.fill("#cr-shortcut", "thanks");
+  await agent.fill("#cr-title", "Thanks for waiting");
+  await agent.fill("#cr-text", "Thank you for your patience!");
+  await agent.click("#cr-save");
+  await agent.locator("#canned-list li", { hasText: "/thanks" }).waitFor();
+  await agent.click("#cr-close");
   await agent.locator("#reply").focus();
   await agent.keyboard.type("/than");
   await agent.locator("#canned-menu li", { hasText: "/thanks" }).waitFor();
@@ -136,6 +154,24 @@ try {
   await customer.reload();
   await customer.locator("li.agent", { hasText: "asked the warehouse to hurry" }).waitFor();
   assert.equal(await customer.locator("li", { hasText: "WH-42" }).count(), 0);
+
+  step("Ana teaches the bot from the resolved exchange");
+  await agent.click("#a-teach");
+  assert.match(await agent.inputValue("#t-question"), /talk to a person about my refund/);
+  assert.match(await agent.inputValue("#t-answer"), /asked the warehouse to hurry/);
+  await agent.fill("#t-question", "My refund has not arrived after two weeks");
+  await agent.click("#t-submit");
+  await agent.locator("#send-error", { hasText: "Proposed" }).waitFor();
+
+  step("the bot's clarification buttons work: 'talk to a person' hands over again");
+  assert.equal(await customer.locator(".launcher").isVisible(), false, "the chat reopens itself");
+  await customer.locator("textarea").fill("xyzzy plugh");
+  await customer.keyboard.press("Enter");
+  const person = customer.locator(".buttons button", { hasText: "Talk to a person" });
+  await person.waitFor();
+  await person.click();
+  await customer.locator("li.customer:not(.pending)", { hasText: "转人工" }).waitFor();
+  await agent.locator('[data-count="queued"]', { hasText: "1" }).waitFor();
 
   // --- hostile input stays inert -------------------------------------------------------
   step("markup in a customer message is shown as text");

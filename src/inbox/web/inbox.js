@@ -603,6 +603,36 @@ function onReplyKey(ev) {
   }
 }
 
+function openCannedManager() {
+  const list = $("canned-list");
+  list.replaceChildren(...state.canned.map((c) => el("li", {},
+    el("strong", { text: "/" + c.shortcut }),
+    el("span", { text: c.title }),
+    el("button", { type: "button", class: "quiet", text: "Delete", "aria-label": "Delete /" + c.shortcut,
+      onclick: async () => {
+        await api("DELETE", "/canned/" + c.id);
+        state.canned = await api("GET", "/canned");
+        openCannedManager();
+      } }))));
+  if (!state.canned.length) list.append(el("li", { class: "muted", text: "None yet." }));
+  $("canned-error").textContent = "";
+  if (!$("canned").open) $("canned").showModal();
+}
+
+async function saveCanned(ev) {
+  ev.preventDefault();
+  try {
+    await api("POST", "/canned", {
+      shortcut: $("cr-shortcut").value, title: $("cr-title").value, text: $("cr-text").value,
+    });
+    for (const id of ["cr-shortcut", "cr-title", "cr-text"]) $(id).value = "";
+    state.canned = await api("GET", "/canned");
+    openCannedManager();
+  } catch (e) {
+    $("canned-error").textContent = e.message;
+  }
+}
+
 // ---- wiring --------------------------------------------------------------------------
 
 function wire() {
@@ -656,6 +686,9 @@ function wire() {
   $("teach-form").addEventListener("submit", submitTeach);
   $("t-cancel").addEventListener("click", () => $("teach").close());
 
+  $("manage-canned").addEventListener("click", openCannedManager);
+  $("canned-form").addEventListener("submit", saveCanned);
+  $("cr-close").addEventListener("click", () => $("canned").close());
   $("composer").addEventListener("submit", send);
   $("reply").addEventListener("keydown", onReplyKey);
   $("reply").addEventListener("input", updateCanned);
