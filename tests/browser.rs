@@ -13,18 +13,22 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::{Client, Daemon, Receiver, eventually, write_config};
 
-/// A site on another origin: serves the shop page and records every other request.
+type Slot = Arc<Mutex<Option<Daemon>>>;
+
+/// A site on another origin: serves the shop page, restarts the daemon on request (the
+/// scenario's outage), and records every other request.
 struct Site {
     origin: String,
     hits: Arc<Mutex<Vec<String>>>,
 }
 
 impl Site {
-    async fn start(daemon: &str) -> Site {
+    async fn start(daemon_url: &str, daemon: Slot) -> Site {
         let hits = Arc::new(Mutex::new(Vec::new()));
         let shop = format!(
-            "<!doctype html><html><head><meta charset=\"utf-8\"><title>Shop</title><link rel=\"icon\" href=\"data:,\"></head>\
-             <body><h1>A shop</h1><script src=\"{daemon}/chat/chat/widget.js\" \
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>Shop</title>\
+             <link rel=\"icon\" href=\"data:,\"></head>\
+             <body><h1>A shop</h1><script src=\"{daemon_url}/chat/chat/widget.js\" \
              data-channel=\"chat\" data-title=\"Shop support\" async></script></body></html>"
         );
         let recorded = hits.clone();
@@ -32,6 +36,10 @@ impl Site {
             .route(
                 "/shop.html",
                 axum::routing::get(move || async move { axum::response::Html(shop) }),
+            )
+            .route(
+                "/control/restart-daemon",
+                axum::routing::post(move || restart(daemon.clone())),
             )
             .fallback(move |uri: axum::http::Uri| async move {
                 recorded.lock().unwrap().push(uri.to_string());
@@ -42,6 +50,20 @@ impl Site {
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Site { origin, hits }
     }
+}
+
+/// Stops the daemon (SIGTERM) and starts it again on the same address and data.
+async fn restart(daemon: Slot) -> axum::http::StatusCode {
+    tokio::task::spawn_blocking(move || {
+        let mut slot = daemon.lock().unwrap();
+        let old = slot.take().expect("a running daemon");
+        let dir = old.dir.clone();
+        old.stop();
+        *slot = Some(Daemon::start(&dir));
+    })
+    .await
+    .unwrap();
+    axum::http::StatusCode::NO_CONTENT
 }
 
 fn browser_dir() -> PathBuf {
@@ -119,10 +141,16 @@ async fn customer_and_agents_in_a_real_browser() {
     let chromium = check_tools();
     let receiver = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), &receiver.url, "title = \"Shop support\"");
+    let config = write_config(dir.path(), &receiver.url, "title = \"Shop support\"");
     let daemon = Daemon::start(dir.path());
+    // Restarts keep the address the pages know.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let pinned = text.replace("127.0.0.1:0", &daemon.addr.to_string());
+    std::fs::write(&config, pinned).unwrap();
     let admin = Client::new(&daemon);
-    let site = Site::start(&daemon.url("")).await;
+    let base = daemon.url("");
+    let slot: Slot = Arc::new(Mutex::new(Some(daemon)));
+    let site = Site::start(&base, slot.clone()).await;
 
     let ana_token = agent(&admin, "Ana").await;
     let grace_token = agent(&admin, "Grace").await;
@@ -132,7 +160,8 @@ async fn customer_and_agents_in_a_real_browser() {
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser-output");
     let run = tokio::process::Command::new("node")
         .arg(browser_dir().join("e2e.mjs"))
-        .env("BASE", daemon.url(""))
+        .env("BASE", &base)
+        .env("RESTART", format!("{}/control/restart-daemon", site.origin))
         .env("SHOP", format!("{}/shop.html", site.origin))
         .env("BEACON", &site.origin)
         .env("ANA", &ana_token)
@@ -145,6 +174,7 @@ async fn customer_and_agents_in_a_real_browser() {
         .await
         .expect("the browser run took over 4 minutes")
         .expect("start node");
+    let daemon = slot.lock().unwrap().take().expect("the daemon");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     println!("{stdout}");

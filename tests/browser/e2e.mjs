@@ -3,14 +3,15 @@
 //   BASE       the daemon (inbox at /, widget at /chat/chat/widget.js)
 //   SHOP       a page on another origin embedding the widget
 //   BEACON     that origin: nothing may ever be loaded from it but the shop page
+//   RESTART    POST here restarts the daemon (same address, same data)
 //   ANA, GRACE agent tokens; OUT a directory for screenshots
 // Every wait is bounded; the first failed expectation ends the run with a non-zero exit.
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { chromium } from "playwright-core";
 
-const { BASE, SHOP, BEACON, ANA, GRACE, OUT } = process.env;
-for (const [k, v] of Object.entries({ BASE, SHOP, BEACON, ANA, GRACE, OUT })) {
+const { BASE, SHOP, BEACON, RESTART, ANA, GRACE, OUT } = process.env;
+for (const [k, v] of Object.entries({ BASE, SHOP, BEACON, RESTART, ANA, GRACE, OUT })) {
   if (!v) throw new Error(`${k} is not set`);
 }
 mkdirSync(OUT, { recursive: true });
@@ -162,6 +163,11 @@ try {
   await agent.fill("#t-question", "My refund has not arrived after two weeks");
   await agent.click("#t-submit");
   await agent.locator("#send-error", { hasText: "Proposed" }).waitFor();
+
+  step("the daemon restarts; both pages reconnect by themselves and stay signed in");
+  const restarted = await fetch(RESTART, { method: "POST" });
+  assert.equal(restarted.status, 204);
+  await agent.locator("#live.on").waitFor();
 
   step("the bot's clarification buttons work: 'talk to a person' hands over again");
   assert.equal(await customer.locator(".launcher").isVisible(), false, "the chat reopens itself");

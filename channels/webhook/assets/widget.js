@@ -148,8 +148,16 @@
     if (!token || events) return;
     events = new EventSource(`${api}/events?token=${encodeURIComponent(token)}`);
     events.addEventListener("entry", (m) => show(JSON.parse(m.data)));
-    events.onopen = () => { status.textContent = ""; };
-    events.onerror = () => { status.textContent = "Reconnecting…"; };
+    const es = events;
+    es.onopen = () => { status.textContent = ""; };
+    es.onerror = () => {
+      status.textContent = "Reconnecting…";
+      // Closed for good (the server answered with an error): fetch what was missed, listen anew.
+      if (es.readyState === EventSource.CLOSED && events === es) {
+        events = null;
+        setTimeout(resume, 2000);
+      }
+    };
   }
 
   async function resume() {

@@ -31,6 +31,7 @@ const state = {
   canned: [],
   queued: 0,
   events: null,
+  lastEventId: null,
   refreshList: null,
   refreshConversation: null,
 };
@@ -96,6 +97,7 @@ const agentName = (id) => (state.team.get(id) || {}).name || "agent " + id;
 function showSignIn(message) {
   if (state.events) state.events.close();
   state.events = null;
+  state.me = null;
   $("app").hidden = true;
   $("signin").hidden = false;
   $("signin-error").textContent = message || "";
@@ -119,7 +121,6 @@ async function signOut() {
   try {
     await api("DELETE", "/session");
   } finally {
-    state.me = null;
     showSignIn("Signed out.");
   }
 }
@@ -161,12 +162,30 @@ function fillAssign() {
 
 function connectEvents() {
   if (state.events) state.events.close();
-  // EventSource resumes by itself with Last-Event-ID after a drop.
-  const es = new EventSource("/api/v1/events");
+  // EventSource resumes by itself with Last-Event-ID after a dropped connection, but gives up
+  // for good when an attempt is answered with an error (a restarting daemon): then start a
+  // new stream that resumes from the last event seen.
+  const resume = state.lastEventId ? "?last_event_id=" + encodeURIComponent(state.lastEventId) : "";
+  const es = new EventSource("/api/v1/events" + resume);
   state.events = es;
-  es.onopen = () => setLive(true);
-  es.onerror = () => setLive(false);
-  for (const type of EVENT_TYPES) es.addEventListener(type, (m) => onEvent(JSON.parse(m.data)));
+  es.onopen = () => {
+    setLive(true);
+    state.refreshList();
+    state.refreshConversation();
+  };
+  es.onerror = () => {
+    setLive(false);
+    if (es.readyState === EventSource.CLOSED && state.events === es) {
+      state.events = null;
+      setTimeout(() => { if (state.me && !state.events) connectEvents(); }, 2000);
+    }
+  };
+  for (const type of EVENT_TYPES) {
+    es.addEventListener(type, (m) => {
+      if (m.lastEventId) state.lastEventId = m.lastEventId;
+      onEvent(JSON.parse(m.data));
+    });
+  }
 }
 
 function setLive(on) {
