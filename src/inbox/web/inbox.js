@@ -177,7 +177,7 @@ function connectEvents() {
     setLive(false);
     if (es.readyState === EventSource.CLOSED && state.events === es) {
       state.events = null;
-      setTimeout(() => { if (state.me && !state.events) connectEvents(); }, 2000);
+      reconnectLater();
     }
   };
   for (const type of EVENT_TYPES) {
@@ -186,6 +186,19 @@ function connectEvents() {
       onEvent(JSON.parse(m.data));
     });
   }
+}
+
+// Retries every 2 s while the daemon is away; an ended sign-in shows the sign-in form instead.
+function reconnectLater() {
+  setTimeout(async () => {
+    if (!state.me || state.events) return;
+    try {
+      await api("GET", "/me");
+      connectEvents();
+    } catch (e) {
+      if (e.status !== 401) reconnectLater();
+    }
+  }, 2000);
 }
 
 function setLive(on) {
