@@ -310,6 +310,8 @@ pub async fn serve(
         }));
     }
     tasks.extend(engine.start(tasks_stop.clone())?);
+    let routing = crate::routing::router::Router::new(engine.clone(), config.routing.clone());
+    tasks.push(tokio::spawn(routing.run(tasks_stop.clone())));
     tasks.push(tokio::spawn(reload_on_hangup(
         kb,
         engine.clone(),

@@ -34,6 +34,8 @@ pub struct Config {
     pub channels: BTreeMap<String, ChannelConfig>,
     /// Business hours; without them someone is always on.
     pub hours: Option<crate::routing::hours::HoursConfig>,
+    /// Teams, capacity, automatic assignment and presence.
+    pub routing: crate::routing::assign::RoutingConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -533,13 +535,14 @@ impl<'a> Parser<'a> {
                         data_dir = d;
                     }
                 }
-                "store" | "http" | "admin" | "bot" | "outbox" | "channels" | "hours" => {
+                "store" | "http" | "admin" | "bot" | "outbox" | "channels" | "hours"
+                | "routing" => {
                     sections.insert(k, value);
                 }
                 other => self.problem(
                     Some(key.span()),
                     format!(
-                        "unknown key `{other}` (expected data_dir, store, http, admin, bot, outbox, channels, hours)"
+                        "unknown key `{other}` (expected data_dir, store, http, admin, bot, outbox, channels, hours, routing)"
                     ),
                 ),
             }
@@ -559,6 +562,29 @@ impl<'a> Parser<'a> {
                 }
             }
         });
+        let routing: crate::routing::assign::RoutingConfig =
+            self.section(sections.get("routing").copied(), "routing");
+        for team in &routing.teams {
+            if team.name.trim().is_empty() {
+                self.problem(
+                    key_span(sections.get("routing").copied(), "teams"),
+                    "[[routing.teams]] every team needs a name",
+                );
+            }
+            if let Some(l) = team
+                .languages
+                .iter()
+                .find(|l| !matches!(l.as_str(), "zh" | "en"))
+            {
+                self.problem(
+                    key_span(sections.get("routing").copied(), "teams"),
+                    format!(
+                        "[[routing.teams]] {}: language `{l}` is not zh or en",
+                        team.name
+                    ),
+                );
+            }
+        }
         let mut channels = BTreeMap::new();
         if let Some(v) = sections.get("channels") {
             match v.get_ref() {
@@ -656,6 +682,7 @@ impl<'a> Parser<'a> {
             outbox,
             channels,
             hours,
+            routing,
         })
     }
 

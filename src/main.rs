@@ -93,6 +93,8 @@ enum Bench {
     },
     /// One bot decision on a large knowledge base: words only and with the model.
     Bot(switchboard::bench::bot::BotArgs),
+    /// Assignment with many agents and a long queue: decision latency and passes.
+    Routing(switchboard::bench::routing::RoutingArgs),
     /// Telegram through the fake Bot API: inbound end to end, outbound sends.
     #[cfg(feature = "fakes")]
     Telegram(switchboard::bench::telegram::TelegramArgs),
@@ -161,6 +163,7 @@ fn main() -> ExitCode {
                         keep,
                     } => switchboard::bench::inbox(conversations, messages, cache_mb, keep).await,
                     Bench::Bot(args) => switchboard::bench::bot::bot(args),
+                    Bench::Routing(args) => switchboard::bench::routing::routing(args).await,
                     #[cfg(feature = "fakes")]
                     Bench::Telegram(args) => switchboard::bench::telegram::telegram(args).await,
                 }

@@ -833,6 +833,16 @@ async fn canned_responses_are_kept_and_conversations_found_by_text_or_contact() 
     );
     assert_eq!(found("bob").await, [bob], "the contact's identity");
     assert_eq!(found("parcel%20refund").await, Vec::<u64>::new());
+    // Paging a search: once the bot has answered (answers move conversations up the list).
+    let mut seen = Value::Null;
+    eventually(10, "the bot done", async || {
+        let (_, now) = c.get("/api/v1/conversations").await;
+        let settled = now["items"] == seen["items"];
+        seen = now;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        settled.then_some(())
+    })
+    .await;
     let (_, page) = c.get("/api/v1/conversations?q=my&limit=1").await;
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
     let next = page["next_cursor"].as_str().expect("more to search");

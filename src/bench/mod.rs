@@ -13,6 +13,7 @@
 //!   with the model; index build time and memory.
 
 pub mod bot;
+pub mod routing;
 #[cfg(feature = "fakes")]
 pub mod telegram;
 

@@ -97,6 +97,7 @@ impl Engine {
             disabled: false,
             created_at_ms: now_ms(),
             presence: Presence::Offline,
+            presence_since_ms: 0,
             token_hash: self.hash_token(&token),
         };
         self.save_agent(&agent, by, "created").await?;
@@ -125,11 +126,12 @@ impl Engine {
         Ok(agent)
     }
 
-    /// An agent marks themself online, away or offline.
+    /// Sets an agent's presence: by the agent (`by` = themself) or by routing (`None`).
     pub async fn set_presence(
         &self,
         id: AgentId,
         presence: Presence,
+        by: Option<AgentId>,
     ) -> Result<Agent, EngineError> {
         let mut agent = self
             .store
@@ -137,8 +139,9 @@ impl Engine {
             .ok_or(EngineError::NotFound("agent"))?;
         if agent.presence != presence {
             agent.presence = presence;
+            agent.presence_since_ms = now_ms();
             let what = format!("presence {}", presence.name());
-            self.save_agent(&agent, Some(id), &what).await?;
+            self.save_agent(&agent, by, &what).await?;
         }
         Ok(agent)
     }

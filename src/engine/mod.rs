@@ -14,6 +14,8 @@ mod canned;
 pub use canned::CannedResponse;
 pub(crate) mod draft;
 pub(crate) mod outbox;
+mod presence;
+pub use presence::{AttachGuard, Attachments};
 mod search;
 
 use std::collections::{BTreeSet, HashMap};
@@ -121,6 +123,7 @@ pub struct Engine {
     /// Key of the keyed hash under which API tokens are stored.
     token_key: Vec<u8>,
     metrics: Arc<crate::metrics::Metrics>,
+    attachments: Arc<Attachments>,
 }
 
 impl Engine {
@@ -147,6 +150,7 @@ impl Engine {
             lanes: (0..LANES).map(|_| tokio::sync::Mutex::new(())).collect(),
             token_key,
             metrics: Default::default(),
+            attachments: Default::default(),
         }))
     }
 

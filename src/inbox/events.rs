@@ -63,7 +63,7 @@ fn to_sse(e: &Event) -> Result<SseEvent, Infallible> {
     responses((status = 200, description = "text/event-stream of Event objects"), (status = 401, body = ErrorBody)))]
 pub async fn events(
     State(state): State<ApiState>,
-    _agent: AuthAgent,
+    AuthAgent(agent): AuthAgent,
     headers: HeaderMap,
     Query(p): Query<EventParams>,
 ) -> Result<Response, ApiError> {
@@ -110,9 +110,16 @@ pub async fn events(
             };
             std::future::ready(out)
         });
+    // While the stream is open the agent counts as present (routing sets them away after
+    // their last stream has been gone a while).
+    let attached = state.engine.attachments().attach(agent.id);
     let stream = replay
         .chain(live)
-        .take_until(state.shutdown.clone().cancelled_owned());
+        .take_until(state.shutdown.clone().cancelled_owned())
+        .map(move |e| {
+            let _held = &attached;
+            e
+        });
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())

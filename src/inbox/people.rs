@@ -98,7 +98,11 @@ pub async fn set_presence(
     let presence = Presence::parse(&body.presence)
         .ok_or_else(|| ApiError::invalid("presence must be online, away or offline"))?;
     Ok(Json(
-        state.engine.set_presence(me.id, presence).await?.redacted(),
+        state
+            .engine
+            .set_presence(me.id, presence, Some(me.id))
+            .await?
+            .redacted(),
     ))
 }
 

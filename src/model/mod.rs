@@ -314,6 +314,9 @@ pub struct Agent {
     pub created_at_ms: i64,
     #[serde(default)]
     pub presence: Presence,
+    /// When `presence` last changed (0: never).
+    #[serde(default)]
+    pub presence_since_ms: i64,
     /// Keyed hash of the current API token; the token itself is never stored.
     #[serde(skip_serializing_if = "String::is_empty", default)]
     #[schema(ignore)]

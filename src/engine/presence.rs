@@ -1,0 +1,109 @@
+//! What routing needs from the engine: which agents have the inbox open, and assignment
+//! operations that act only if nothing changed meanwhile (an agent's own claim always wins).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use switchboard_channel::now_ms;
+
+use super::{Engine, EngineError};
+use crate::model::{Action, Actor, AgentId, ConversationId, Status};
+
+/// Agents' open event streams (the inbox page keeps one open while it is up).
+#[derive(Default)]
+pub struct Attachments {
+    inner: Mutex<HashMap<AgentId, Attached>>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Attached {
+    streams: u32,
+    /// When the last stream closed.
+    left_ms: i64,
+}
+
+/// Held while an agent's event stream is open.
+pub struct AttachGuard {
+    attachments: Arc<Attachments>,
+    agent: AgentId,
+}
+
+impl Drop for AttachGuard {
+    fn drop(&mut self) {
+        let mut map = self.attachments.inner.lock().expect("attachments lock");
+        if let Some(a) = map.get_mut(&self.agent) {
+            a.streams = a.streams.saturating_sub(1);
+            if a.streams == 0 {
+                a.left_ms = now_ms();
+            }
+        }
+    }
+}
+
+impl Attachments {
+    pub fn attach(self: &Arc<Self>, agent: AgentId) -> AttachGuard {
+        self.inner
+            .lock()
+            .expect("attachments lock")
+            .entry(agent)
+            .or_default()
+            .streams += 1;
+        AttachGuard {
+            attachments: self.clone(),
+            agent,
+        }
+    }
+
+    /// `None` while the agent has a stream open; otherwise since when they have had none
+    /// (`since_ms` if never during this run).
+    pub fn detached_since(&self, agent: AgentId, since_ms: i64) -> Option<i64> {
+        match self.inner.lock().expect("attachments lock").get(&agent) {
+            Some(a) if a.streams > 0 => None,
+            Some(a) => Some(a.left_ms),
+            None => Some(since_ms),
+        }
+    }
+}
+
+impl Engine {
+    /// Agents' open event streams.
+    pub fn attachments(&self) -> &Arc<Attachments> {
+        &self.attachments
+    }
+
+    /// Assigns a conversation that is still queued; `false` when it no longer was.
+    pub async fn assign_queued(
+        &self,
+        id: ConversationId,
+        agent: AgentId,
+        reason: &str,
+    ) -> Result<bool, EngineError> {
+        let conv = self
+            .update(id, Actor::System, |d| {
+                if d.conv.status == Status::Queued {
+                    d.transition(Action::Assign(agent), reason)?;
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(conv.status == Status::Assigned && conv.assignee == Some(agent))
+    }
+
+    /// Puts a conversation back in the queue if `agent` still holds it.
+    pub async fn return_to_queue(
+        &self,
+        id: ConversationId,
+        agent: AgentId,
+        reason: &str,
+    ) -> Result<bool, EngineError> {
+        let conv = self
+            .update(id, Actor::System, |d| {
+                if d.conv.status == Status::Assigned && d.conv.assignee == Some(agent) {
+                    d.transition(Action::Unassign, reason)?;
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(conv.status == Status::Queued)
+    }
+}

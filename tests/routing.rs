@@ -1,0 +1,259 @@
+//! Routing through the real daemon: escalated conversations go to online agents with room,
+//! by team; an agent coming online takes the backlog; an agent who leaves gives theirs back
+//! after the grace period (also across a restart); a reopened conversation returns to its
+//! agent; an agent whose inbox is closed is set away. Timings are shortened in the config.
+mod support;
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::{Client, Daemon, Receiver, eventually, write_config};
+
+const ROUTING: &str = r#"
+[routing]
+strategy = "least_loaded"
+capacity = 2
+away_after_secs = 1
+return_after_secs = 2
+
+[[routing.teams]]
+name = "chinese"
+members = ["Li"]
+languages = ["zh"]
+"#;
+
+async fn start(dir: &std::path::Path, receiver: &Receiver) -> (Daemon, Client) {
+    let config = write_config(dir, &receiver.url, "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}\n{ROUTING}")).unwrap();
+    let daemon = Daemon::start(dir);
+    let client = Client::new(&daemon);
+    (daemon, client)
+}
+
+/// An agent with their token.
+async fn agent(admin: &Client, name: &str) -> (u64, Client) {
+    let (s, body) = admin
+        .post("/api/v1/agents", json!({"name": name, "role": "agent"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let token = body["token"].as_str().unwrap();
+    (
+        body["agent"]["id"].as_u64().unwrap(),
+        admin.with_token(token),
+    )
+}
+
+/// Sets presence; returns the agent's open event stream (their inbox page, as routing sees it).
+async fn present(agent: &Client, presence: &str) -> reqwest::Response {
+    let (s, body) = agent
+        .send(
+            "PUT",
+            "/api/v1/me/presence",
+            Some(json!({"presence": presence})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let stream = agent
+        .http
+        .get(format!("{}/api/v1/events", agent.base))
+        .bearer_auth(&agent.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    stream
+}
+
+/// A web hook customer asks for a person; returns the conversation id once it left the bot.
+async fn escalate(c: &Client, user: &str, text: &str) -> u64 {
+    let id = format!("{user}-{}", switchboard_channel::now_ms());
+    let (s, _) = c.hook(user, &id, text).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    eventually(10, &format!("{user} escalated"), async || {
+        let conv = c.conversation_of(user).await;
+        (conv["status"] != "bot").then(|| conv["id"].as_u64().unwrap())
+    })
+    .await
+}
+
+async fn conversation(c: &Client, id: u64) -> Value {
+    c.get(&format!("/api/v1/conversations/{id}")).await.1["conversation"].clone()
+}
+
+/// Waits until conversation `id` is assigned to `agent` (or queued, for `None`).
+async fn held_by(c: &Client, id: u64, agent: Option<u64>) -> Value {
+    eventually(
+        15,
+        &format!("conversation {id} held by {agent:?}"),
+        async || {
+            let conv = conversation(c, id).await;
+            let ok = match agent {
+                Some(a) => conv["status"] == "assigned" && conv["assignee"] == a,
+                None => conv["status"] == "queued",
+            };
+            ok.then_some(conv)
+        },
+    )
+    .await
+}
+
+async fn load(c: &Client, agent: u64) -> usize {
+    let (_, page) = c
+        .get(&format!(
+            "/api/v1/conversations?status=assigned&assignee={agent}&limit=200"
+        ))
+        .await;
+    page["items"].as_array().unwrap().len()
+}
+
+async fn queued(c: &Client) -> Vec<u64> {
+    let (_, page) = c.get("/api/v1/conversations?status=queued").await;
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_u64().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escalations_reach_online_agents_of_their_team_within_capacity() {
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, admin) = start(dir.path(), &receiver).await;
+    let (ana, ana_c) = agent(&admin, "Ana").await;
+    let (bo, bo_c) = agent(&admin, "Bo").await;
+    let (li, li_c) = agent(&admin, "Li").await;
+
+    // Nobody online: the escalation waits. Ana comes online and takes the backlog.
+    let first = escalate(&admin, "u1", "I want to talk to a person").await;
+    held_by(&admin, first, None).await;
+    let _ana_page = present(&ana_c, "online").await;
+    let conv = held_by(&admin, first, Some(ana)).await;
+    assert_eq!(conv["assignee"], ana);
+    let (_, detail) = admin.get(&format!("/api/v1/conversations/{first}")).await;
+    assert!(
+        detail["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "status_changed"
+                && e["reason"] == "auto-assigned to Ana (least loaded)"),
+        "the reason is recorded: {detail}"
+    );
+
+    // A Chinese-speaking customer is for the Chinese team: Ana has room but does not get it.
+    let zh = escalate(&admin, "u2", "我要转人工").await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(conversation(&admin, zh).await["status"], "queued");
+    let _li_page = present(&li_c, "online").await;
+    held_by(&admin, zh, Some(li)).await;
+
+    // Five more: everyone fills up to capacity 2 and the fifth waits.
+    let _bo_page = present(&bo_c, "online").await;
+    let mut ids = Vec::new();
+    for u in ["u3", "u4", "u5", "u6", "u7"] {
+        ids.push(escalate(&admin, u, "I want to talk to a person").await);
+    }
+    eventually(15, "everyone at capacity", async || {
+        let loads = (
+            load(&admin, ana).await,
+            load(&admin, bo).await,
+            load(&admin, li).await,
+        );
+        (loads == (2, 2, 2)).then_some(())
+    })
+    .await;
+    assert_eq!(queued(&admin).await, [ids[4]], "the newest waits");
+
+    // A slot frees up: the waiting conversation takes it at once.
+    let (s, _) = ana_c
+        .post(&format!("/api/v1/conversations/{first}/resolve"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    held_by(&admin, ids[4], Some(ana)).await;
+    daemon.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reopened_conversation_returns_to_its_agent_and_leavers_give_theirs_back() {
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, admin) = start(dir.path(), &receiver).await;
+    let (ana, ana_c) = agent(&admin, "Ana").await;
+    let (bo, bo_c) = agent(&admin, "Bo").await;
+    let _ana_page = present(&ana_c, "online").await;
+    let bo_page = present(&bo_c, "online").await;
+    // Least loaded, ties in turn: Ana, Bo, Ana.
+    let c1 = escalate(&admin, "r1", "I want to talk to a person").await;
+    held_by(&admin, c1, Some(ana)).await;
+    let c2 = escalate(&admin, "r2", "I want to talk to a person").await;
+    held_by(&admin, c2, Some(bo)).await;
+    let c3 = escalate(&admin, "r3", "I want to talk to a person").await;
+    held_by(&admin, c3, Some(ana)).await;
+
+    // Ana resolves c1; its customer comes back: Ana again (the turn would be Bo's).
+    let (s, _) = ana_c
+        .post(&format!("/api/v1/conversations/{c1}/resolve"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    escalate(&admin, "r1", "Sorry, me again: I want to talk to a person").await;
+    held_by(&admin, c1, Some(ana)).await;
+
+    // Ana signs off: two seconds later her two return; Bo has room for one, one waits.
+    present(&ana_c, "offline").await;
+    eventually(15, "Ana's conversations returned", async || {
+        (load(&admin, ana).await == 0 && load(&admin, bo).await == 2).then_some(())
+    })
+    .await;
+    assert_eq!(queued(&admin).await.len(), 1);
+
+    // Bo closes his inbox page: a second later he is away.
+    drop(bo_page);
+    eventually(15, "Bo away", async || {
+        let (_, team) = admin.get("/api/v1/team").await;
+        let bo = team.as_array()?.iter().find(|a| a["name"] == "Bo")?.clone();
+        (bo["presence"] == "away").then_some(())
+    })
+    .await;
+    daemon.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_return_that_came_due_while_the_daemon_was_down_happens_at_start_once() {
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, admin) = start(dir.path(), &receiver).await;
+    let (ana, ana_c) = agent(&admin, "Ana").await;
+    let _page = present(&ana_c, "online").await;
+    let id = escalate(&admin, "w1", "I want to talk to a person").await;
+    held_by(&admin, id, Some(ana)).await;
+    // Ana signs off and the daemon stops before her grace period (2 s) is over.
+    present(&ana_c, "offline").await;
+    daemon.stop();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let daemon = Daemon::start(dir.path());
+    let admin = Client::new(&daemon);
+    eventually(3, "returned right after the start", async || {
+        (conversation(&admin, id).await["status"] == "queued").then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let events = admin.get(&format!("/api/v1/conversations/{id}")).await.1["events"].clone();
+    let returns = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            e["type"] == "status_changed"
+                && e["reason"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("returned to the queue: Ana is offline")
+        })
+        .count();
+    assert_eq!(returns, 1, "{events}");
+    daemon.stop();
+}
