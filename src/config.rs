@@ -196,6 +196,16 @@ pub struct BotConfig {
     /// when the next person starts.
     #[serde(default = "default_offhours")]
     pub offhours_message: String,
+    /// Said instead of `handoff_message` once recent waits are known: `{position}` is the
+    /// customer's place in the queue, `{wait_minutes}` the recent average wait for a person.
+    #[serde(default = "default_handoff_wait")]
+    pub handoff_wait_message: String,
+    /// From this expected wait on, `long_wait_message` is added.
+    #[serde(default = "default_long_wait_minutes")]
+    pub long_wait_minutes: u64,
+    /// Offers the customer another way when the wait is long.
+    #[serde(default = "default_long_wait")]
+    pub long_wait_message: String,
 }
 
 fn default_model_languages() -> Vec<String> {
@@ -245,6 +255,20 @@ fn default_urgency_phrases() -> Vec<String> {
     ]
     .map(String::from)
     .to_vec()
+}
+fn default_handoff_wait() -> String {
+    "I am passing you to a colleague. You are number {position} in line; people are \
+     answering in about {wait_minutes} min. / 已为您转接人工客服，您排在第 {position} 位，\
+     预计等待约 {wait_minutes} 分钟。"
+        .into()
+}
+fn default_long_wait_minutes() -> u64 {
+    30
+}
+fn default_long_wait() -> String {
+    "It is busy right now: you can leave your question and your email address here, and we \
+     will answer you by email. / 当前咨询较多：您可以在此留下问题和邮箱，我们会通过邮件回复您。"
+        .into()
 }
 fn default_offhours() -> String {
     "Our team is offline right now; a person will reply here after {when}. \
@@ -315,6 +339,9 @@ impl Default for BotConfig {
             complaint_phrases: default_complaint_phrases(),
             urgency_phrases: default_urgency_phrases(),
             offhours_message: default_offhours(),
+            handoff_wait_message: default_handoff_wait(),
+            long_wait_minutes: default_long_wait_minutes(),
+            long_wait_message: default_long_wait(),
         }
     }
 }

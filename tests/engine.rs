@@ -107,6 +107,9 @@ fn rig(decisions: Vec<Decision>) -> Rig {
         handoff_message: "a person will take over".into(),
         welcome_message: "welcome".into(),
         offhours_message: "nobody is here; a person replies {when}".into(),
+        handoff_wait_message: "you are number {position}, about {wait_minutes} min".into(),
+        long_wait_minutes: 30,
+        long_wait_message: "leave your email".into(),
         outbox: OutboxConfig {
             base_delay_ms: 20,
             max_delay_ms: 100,
@@ -374,5 +377,102 @@ async fn concurrent_messages_to_one_conversation_are_all_stored_in_sequence() {
         .count();
     assert_eq!(customer, 65);
     assert_eq!(conv.last_seq, messages.len() as u64);
+    rig.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_overs_tell_the_place_in_line_and_the_recent_wait_once_known() {
+    let escalate = || Decision::Escalate {
+        reason: EscalationReason::AskedForHuman,
+        detail: "scripted".into(),
+    };
+    let rig = rig((0..5).map(|_| escalate()).collect());
+    let ana = rig.agent("Ana").await;
+    // Three customers wait about 1.2 s each for Ana's first reply.
+    for t in ["w1", "w2", "w3"] {
+        rig.say(t, &format!("{t}-m"), "a person please").await;
+    }
+    for t in ["w1", "w2", "w3"] {
+        assert_eq!(rig.delivered(t, 1).await, ["a person will take over"]);
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    for t in ["w1", "w2", "w3"] {
+        let id = rig.conversation(t).id;
+        rig.engine.reply(id, &ana, "hello", &[]).await.unwrap();
+    }
+    // Two still waiting (w1 resolved, w2 and w3 stay assigned): the next is the first in line.
+    rig.say("w4", "w4-m", "a person please").await;
+    assert_eq!(
+        rig.delivered("w4", 1).await,
+        ["you are number 1, about 1 min"],
+        "recent waits round up to a minute"
+    );
+    rig.say("w5", "w5-m", "a person please").await;
+    assert_eq!(
+        rig.delivered("w5", 1).await,
+        ["you are number 2, about 1 min"]
+    );
+    rig.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_waiting_the_bot_answers_what_it_knows_and_is_silent_once_a_person_owns_it() {
+    let answer = Decision::Answer {
+        entry: "hours".into(),
+        text: "We are open 9 to 5.".into(),
+        score: 0.9,
+        escalate_after: false,
+        buttons: vec![],
+        detail: "scripted".into(),
+    };
+    let rig = rig(vec![
+        Decision::Escalate {
+            reason: EscalationReason::AskedForHuman,
+            detail: "scripted".into(),
+        },
+        answer.clone(),
+        Decision::Clarify {
+            text: "which one?".into(),
+            options: vec![],
+            score: Some(0.3),
+            detail: "scripted".into(),
+        },
+        answer,
+    ]);
+    rig.say("q1", "m1", "a person please").await;
+    assert_eq!(rig.delivered("q1", 1).await, ["a person will take over"]);
+    rig.say("q1", "m2", "when are you open?").await;
+    assert_eq!(rig.delivered("q1", 2).await[1], "We are open 9 to 5.");
+    assert_eq!(
+        rig.conversation("q1").status,
+        Status::Queued,
+        "still waiting"
+    );
+    // Not sure while waiting: no clarification, nothing sent.
+    rig.say("q1", "m3", "hmm").await;
+    let ana = rig.agent("Ana").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rig.delivered("q1", 2).await.len(), 2);
+    // Ana owns it: the bot is not asked at all.
+    let id = rig.conversation("q1").id;
+    rig.engine
+        .reply(id, &ana, "Hi, Ana here", &[])
+        .await
+        .unwrap();
+    rig.say("q1", "m4", "when are you open?").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        rig.delivered("q1", 3).await,
+        [
+            "a person will take over",
+            "We are open 9 to 5.",
+            "Hi, Ana here"
+        ]
+    );
+    assert_eq!(
+        rig.bot.asked.lock().unwrap().len(),
+        3,
+        "the fourth message went to Ana only"
+    );
     rig.stop.cancel();
 }

@@ -188,6 +188,9 @@ async fn a_failing_store_answers_503_and_loses_nothing_accepted() {
         handoff_message: "handing over".into(),
         welcome_message: "welcome".into(),
         offhours_message: "offline until {when}".into(),
+        handoff_wait_message: "you are number {position}, about {wait_minutes} min".into(),
+        long_wait_minutes: 30,
+        long_wait_message: "leave your email".into(),
         outbox: OutboxConfig::default(),
         bot_workers: 1,
     };

@@ -106,6 +106,9 @@ pub async fn routing(args: RoutingArgs) -> anyhow::Result<()> {
         handoff_message: "a person will reply".into(),
         welcome_message: "hello".into(),
         offhours_message: "later".into(),
+        handoff_wait_message: "you are number {position}, about {wait_minutes} min".into(),
+        long_wait_minutes: 30,
+        long_wait_message: "leave your email".into(),
         outbox: OutboxConfig::default(),
         bot_workers: 8,
     };

@@ -95,9 +95,8 @@ async fn handle(engine: &Arc<Engine>, conv: ConversationId, seq: u64) -> Result<
     let Some(current) = engine.store.conversation(conv)? else {
         return Ok(());
     };
-    if current.status != Status::Bot {
-        // A person owns it now (or it was escalated by an earlier message): nothing to say,
-        // only the queue entry to drop.
+    if !matches!(current.status, Status::Bot | Status::Queued) {
+        // A person owns it now: nothing to say, only the queue entry to drop.
         let change = crate::store::Change {
             bot_queue_remove: vec![(conv, seq)],
             ..Default::default()
@@ -177,11 +176,33 @@ async fn handle(engine: &Arc<Engine>, conv: ConversationId, seq: u64) -> Result<
     engine
         .update(conv, Actor::Bot, |d| {
             d.change.bot_queue_remove.push((conv, seq));
-            // A person may have taken over while the bot was thinking: then the bot is silent.
-            if d.conv.status != Status::Bot {
-                return Ok(());
-            }
             let decision = &decision;
+            match d.conv.status {
+                Status::Bot => {}
+                // Waiting for a person: the bot answers what it knows well (not sensitive
+                // topics) and is otherwise silent; the conversation stays in the queue.
+                Status::Queued => {
+                    if let Decision::Answer {
+                        text,
+                        escalate_after: false,
+                        ..
+                    } = decision
+                    {
+                        let verdict = verdict_of(decision);
+                        d.event(EventKind::BotDecided {
+                            seq,
+                            verdict: verdict.clone(),
+                        })?;
+                        d.push_outbound(Reply {
+                            verdict: Some(verdict),
+                            ..Reply::bot(text.clone(), in_reply_to.clone())
+                        })?;
+                    }
+                    return Ok(());
+                }
+                // A person took over while the bot was thinking: the bot is silent.
+                _ => return Ok(()),
+            }
             let verdict = verdict_of(decision);
             d.event(EventKind::BotDecided {
                 seq,

@@ -84,6 +84,11 @@ pub struct EngineSettings {
     pub welcome_message: String,
     /// Said instead when nobody is on shift; `{when}` becomes the next shift's start.
     pub offhours_message: String,
+    /// Said instead of `handoff_message` once recent waits are known (`{position}`,
+    /// `{wait_minutes}`), with `long_wait_message` added from `long_wait_minutes` on.
+    pub handoff_wait_message: String,
+    pub long_wait_minutes: u64,
+    pub long_wait_message: String,
     pub outbox: OutboxConfig,
     /// Parallel bot workers; a conversation always goes to the same one (ordering).
     pub bot_workers: usize,
@@ -124,6 +129,72 @@ pub struct Engine {
     token_key: Vec<u8>,
     metrics: Arc<crate::metrics::Metrics>,
     attachments: Arc<Attachments>,
+    /// How long customers waited for a person's first reply, lately.
+    recent_waits: RecentWaits,
+}
+
+/// The hand-over with a place in line and an expected wait (rounded up to whole minutes),
+/// plus the long-wait offer from `long_wait_minutes` on.
+fn handoff_text(settings: &EngineSettings, position: u64, wait_ms: i64) -> String {
+    let minutes = (wait_ms.max(0) as u64).div_ceil(60_000).max(1);
+    let mut text = settings
+        .handoff_wait_message
+        .replace("{position}", &position.to_string())
+        .replace("{wait_minutes}", &minutes.to_string());
+    if minutes >= settings.long_wait_minutes {
+        text.push_str("\n\n");
+        text.push_str(&settings.long_wait_message);
+    }
+    text
+}
+
+#[cfg(test)]
+mod handoff_tests {
+    use super::*;
+
+    #[test]
+    fn waits_round_up_and_long_ones_offer_another_way() {
+        let settings = EngineSettings {
+            handoff_message: String::new(),
+            welcome_message: String::new(),
+            offhours_message: String::new(),
+            handoff_wait_message: "#{position}, {wait_minutes} min / 第 {position} 位".into(),
+            long_wait_minutes: 30,
+            long_wait_message: "leave your email".into(),
+            outbox: OutboxConfig::default(),
+            bot_workers: 1,
+        };
+        assert_eq!(handoff_text(&settings, 3, 5_000), "#3, 1 min / 第 3 位");
+        assert_eq!(handoff_text(&settings, 1, 120_001), "#1, 3 min / 第 1 位");
+        assert_eq!(
+            handoff_text(&settings, 12, 29 * 60_000 + 1),
+            "#12, 30 min / 第 12 位\n\nleave your email"
+        );
+    }
+}
+
+/// The last few first-response waits, for what customers are told on hand-over.
+#[derive(Default)]
+struct RecentWaits(Mutex<std::collections::VecDeque<i64>>);
+
+impl RecentWaits {
+    const KEEP: usize = 20;
+    /// Fewer samples than this say nothing reliable.
+    const ENOUGH: usize = 3;
+
+    fn record(&self, ms: i64) {
+        let mut w = self.0.lock().expect("waits lock");
+        if w.len() == Self::KEEP {
+            w.pop_front();
+        }
+        w.push_back(ms);
+    }
+
+    /// The average of the recent waits, in ms.
+    fn expected(&self) -> Option<i64> {
+        let w = self.0.lock().expect("waits lock");
+        (w.len() >= Self::ENOUGH).then(|| w.iter().sum::<i64>() / w.len() as i64)
+    }
 }
 
 impl Engine {
@@ -151,6 +222,7 @@ impl Engine {
             token_key,
             metrics: Default::default(),
             attachments: Default::default(),
+            recent_waits: Default::default(),
         }))
     }
 
@@ -193,13 +265,17 @@ impl Engine {
         availability.next_shift(now_ms)
     }
 
-    /// What the customer is told when the bot hands over: a person will reply soon, or,
-    /// off hours, when.
+    /// What the customer is told when the bot hands over: off hours, when people are back;
+    /// otherwise their place in the queue and the recent wait, once waits are known.
     pub fn handoff_message(&self, now_ms: i64) -> String {
-        match self.next_shift(now_ms) {
-            None => self.settings.handoff_message.clone(),
-            Some(when) => self.settings.offhours_message.replace("{when}", &when),
+        if let Some(when) = self.next_shift(now_ms) {
+            return self.settings.offhours_message.replace("{when}", &when);
         }
+        let Some(wait_ms) = self.recent_waits.expected() else {
+            return self.settings.handoff_message.clone();
+        };
+        let position = self.store.status_counts()[Status::Queued as usize] + 1;
+        handoff_text(&self.settings, position, wait_ms)
     }
 
     pub fn responder(&self) -> Arc<dyn Responder> {
@@ -569,8 +645,9 @@ impl Engine {
                 let welcome = self.settings.welcome_message.clone();
                 draft.push_outbound(Reply::bot(welcome, Some(msg.message_id.clone())))?;
             }
-            // Machines (auto-replies, lists) are stored for people, never answered.
-            (false, Status::Bot) if msg.automated.is_none() => {
+            // Machines (auto-replies, lists) are stored for people, never answered. While the
+            // customer waits for a person the bot still answers what it knows.
+            (false, Status::Bot | Status::Queued) if msg.automated.is_none() => {
                 draft.change.bot_queue_put.push((draft.conv.id, seq))
             }
             _ => {}
@@ -649,6 +726,7 @@ impl Engine {
         if waited >= 0 {
             self.metrics
                 .first_response(std::time::Duration::from_millis(waited as u64));
+            self.recent_waits.record(waited);
         }
         Ok((conv, seq.into_inner()))
     }
