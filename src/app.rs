@@ -313,6 +313,7 @@ pub async fn serve(
         }));
     }
     tasks.extend(engine.start(tasks_stop.clone())?);
+    engine.set_sla(config.routing.sla.clone());
     let routing = crate::routing::router::Router::new(engine.clone(), config.routing.clone());
     tasks.push(tokio::spawn(routing.run(tasks_stop.clone())));
     tasks.push(tokio::spawn(reload_on_hangup(

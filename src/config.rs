@@ -612,6 +612,24 @@ impl<'a> Parser<'a> {
                 );
             }
         }
+        if let Some(sla) = &routing.sla {
+            if sla.due_soon_percent > 100 {
+                self.problem(
+                    key_span(sections.get("routing").copied(), "sla"),
+                    "[routing.sla] due_soon_percent must be at most 100",
+                );
+            }
+            if let Some(p) = sla
+                .priorities
+                .keys()
+                .find(|p| !matches!(p.as_str(), "low" | "normal" | "high" | "urgent"))
+            {
+                self.problem(
+                    key_span(sections.get("routing").copied(), "sla"),
+                    format!("[routing.sla] priority `{p}` is not low, normal, high or urgent"),
+                );
+            }
+        }
         let mut channels = BTreeMap::new();
         if let Some(v) = sections.get("channels") {
             match v.get_ref() {

@@ -71,6 +71,8 @@ struct Counts {
     outbound: BTreeMap<(String, &'static str), u64>,
     bot: BTreeMap<&'static str, u64>,
     escalations: BTreeMap<String, u64>,
+    /// `(kind, "due_soon" | "breached")`.
+    sla: BTreeMap<(&'static str, &'static str), u64>,
     http: BTreeMap<&'static str, Histogram>,
     first_response: Option<Histogram>,
 }
@@ -137,6 +139,11 @@ impl Metrics {
         });
     }
 
+    /// An SLA clock of `kind` came due soon or was missed (`event`).
+    pub fn sla(&self, kind: &'static str, event: &'static str) {
+        self.with(|c| *c.sla.entry((kind, event)).or_default() += 1);
+    }
+
     /// An HTTP request finished with status class `class` (`2xx`, `4xx`...).
     pub fn http(&self, class: &'static str, took: Duration) {
         self.with(|c| {
@@ -192,6 +199,17 @@ impl Metrics {
             c.escalations
                 .iter()
                 .map(|(r, n)| (per("reason", r), *n as f64)),
+        );
+        family(
+            &mut out,
+            ("switchboard_sla_events_total", "counter"),
+            "SLA clocks that came due soon or were missed, by target.",
+            c.sla.iter().map(|((kind, event), n)| {
+                (
+                    format!("{},{}", per("target", kind), per("event", event)),
+                    *n as f64,
+                )
+            }),
         );
         let name = "switchboard_first_response_seconds";
         family(

@@ -147,6 +147,13 @@ async fn customer_and_agents_in_a_real_browser() {
     let text = std::fs::read_to_string(&config).unwrap();
     let pinned = text.replace("127.0.0.1:0", &daemon.addr.to_string());
     std::fs::write(&config, pinned).unwrap();
+    // SLA targets from the next start on (the scenario restarts the daemon once).
+    let mut f = std::fs::OpenOptions::new().append(true).open(&config).unwrap();
+    std::io::Write::write_all(
+        &mut f,
+        b"\n[routing]\n[routing.sla]\nfirst_response = \"1h\"\nnext_response = \"4h\"\n",
+    )
+    .unwrap();
     let admin = Client::new(&daemon);
     let base = daemon.url("");
     let slot: Slot = Arc::new(Mutex::new(Some(daemon)));

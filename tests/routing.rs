@@ -24,9 +24,13 @@ languages = ["zh"]
 "#;
 
 async fn start(dir: &std::path::Path, receiver: &Receiver) -> (Daemon, Client) {
+    start_with(dir, receiver, ROUTING).await
+}
+
+async fn start_with(dir: &std::path::Path, receiver: &Receiver, routing: &str) -> (Daemon, Client) {
     let config = write_config(dir, &receiver.url, "");
     let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, format!("{text}\n{ROUTING}")).unwrap();
+    std::fs::write(&config, format!("{text}\n{routing}")).unwrap();
     let daemon = Daemon::start(dir);
     let client = Client::new(&daemon);
     (daemon, client)
@@ -255,5 +259,90 @@ async fn a_return_that_came_due_while_the_daemon_was_down_happens_at_start_once(
         })
         .count();
     assert_eq!(returns, 1, "{events}");
+    daemon.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sla_clocks_run_while_customers_wait_and_raise_due_soon_and_breached_once() {
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let routing = r#"
+[routing]
+[routing.sla]
+first_response = "2s"
+next_response = "1h"
+due_soon_percent = 50
+"#;
+    let (daemon, admin) = start_with(dir.path(), &receiver, routing).await;
+    let id = escalate(&admin, "s1", "I want to talk to a person").await;
+    let clock = conversation(&admin, id).await["sla"].clone();
+    assert_eq!(clock["kind"], "first_response", "{clock}");
+    let (started, due) = (
+        clock["started_ms"].as_i64().unwrap(),
+        clock["due_ms"].as_i64().unwrap(),
+    );
+    assert_eq!(due - started, 2000);
+
+    let events = |types: &'static str| {
+        let admin = admin.clone();
+        async move {
+            let (_, d) = admin.get(&format!("/api/v1/conversations/{id}")).await;
+            d["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["type"] == types)
+                .cloned()
+                .collect::<Vec<Value>>()
+        }
+    };
+    eventually(10, "breached", async || {
+        let sla = conversation(&admin, id).await["sla"].clone();
+        (sla["breached"] == true).then_some(())
+    })
+    .await;
+    let now = switchboard_channel::now_ms();
+    assert!(now >= due, "not before it was due");
+    let soon = events("sla_due_soon").await;
+    let breached = events("sla_breached").await;
+    assert_eq!(
+        (soon.len(), breached.len()),
+        (1, 1),
+        "{soon:?} {breached:?}"
+    );
+    assert!(soon[0]["at_ms"].as_i64().unwrap() >= started + 1000);
+    assert_eq!(breached[0]["target"], "first_response");
+    let (_, metrics) = admin.get_text("/metrics").await;
+    assert!(
+        metrics.contains(
+            r#"switchboard_sla_events_total{target="first_response",event="breached"} 1"#
+        ),
+        "{metrics}"
+    );
+    // A flagged conversation can be found: the list carries the clock.
+    let (_, queued) = admin.get("/api/v1/conversations?status=queued").await;
+    assert_eq!(queued["items"][0]["sla"]["breached"], true);
+
+    // A person answers: the clock stops. The customer writes again: the next one starts.
+    let (s, _) = admin
+        .post(
+            &format!("/api/v1/conversations/{id}/messages"),
+            json!({"text": "Sorry for the wait"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert!(conversation(&admin, id).await.get("sla").is_none());
+    admin.hook("s1", "s1-again", "Thanks, one more thing").await;
+    let clock = eventually(10, "next response clock", async || {
+        let sla = conversation(&admin, id).await["sla"].clone();
+        (sla["kind"] == "next_response").then_some(sla)
+    })
+    .await;
+    assert_eq!(
+        clock["due_ms"].as_i64().unwrap() - clock["started_ms"].as_i64().unwrap(),
+        3_600_000
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(events("sla_breached").await.len(), 1, "once");
     daemon.stop();
 }

@@ -202,6 +202,11 @@ impl<'s> Draft<'s> {
         Ok(seq)
     }
 
+    /// The status before this change (`None` for a new conversation).
+    pub fn status_before(&self) -> Option<crate::model::Status> {
+        self.original.as_ref().map(|c| c.status)
+    }
+
     /// The finished change, with the conversation record included.
     pub fn finish(mut self) -> (Change, Conversation) {
         self.change.conversations.push(ConversationWrite {

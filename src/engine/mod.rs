@@ -17,6 +17,8 @@ pub(crate) mod outbox;
 mod presence;
 pub use presence::{AttachGuard, Attachments};
 mod search;
+mod sla;
+pub use sla::SlaMark;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
@@ -100,6 +102,12 @@ pub trait Availability: Send + Sync + 'static {
     /// `None` when someone is on shift at `now_ms`; otherwise when the next shift starts,
     /// in words for the customer ("at 09:00 (UTC)").
     fn next_shift(&self, now_ms: i64) -> Option<String>;
+
+    /// When `ms` of working time have passed since `from_ms` (SLA deadlines); always-staffed
+    /// counts every millisecond.
+    fn after_working(&self, from_ms: i64, ms: i64) -> i64 {
+        from_ms.saturating_add(ms)
+    }
 }
 
 pub struct AlwaysStaffed;
@@ -129,6 +137,8 @@ pub struct Engine {
     token_key: Vec<u8>,
     metrics: Arc<crate::metrics::Metrics>,
     attachments: Arc<Attachments>,
+    /// Service-level targets, when configured.
+    sla: RwLock<Option<Arc<crate::routing::sla::SlaConfig>>>,
     /// How long customers waited for a person's first reply, lately.
     recent_waits: RecentWaits,
 }
@@ -222,6 +232,7 @@ impl Engine {
             token_key,
             metrics: Default::default(),
             attachments: Default::default(),
+            sla: RwLock::new(None),
             recent_waits: Default::default(),
         }))
     }
@@ -425,6 +436,7 @@ impl Engine {
             if draft.change.events.is_empty() && draft.change.bot_queue_remove.is_empty() {
                 return Ok(draft.conv);
             }
+            self.clock_sla(&mut draft);
             let (change, mut conv) = draft.finish();
             match self.commit(change).await {
                 Ok(()) => {
@@ -652,6 +664,7 @@ impl Engine {
             }
             _ => {}
         }
+        self.clock_sla(&mut draft);
         let (change, _) = draft.finish();
         Ok(change)
     }

@@ -73,6 +73,38 @@ pub fn preview_of(text: &str) -> String {
     text.chars().take(PREVIEW_CHARS).collect()
 }
 
+/// Which service-level target a clock measures (`routing::sla`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SlaKind {
+    FirstResponse,
+    NextResponse,
+}
+
+impl SlaKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            SlaKind::FirstResponse => "first_response",
+            SlaKind::NextResponse => "next_response",
+        }
+    }
+}
+
+/// A running SLA clock on a conversation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SlaClock {
+    pub kind: SlaKind,
+    pub started_ms: i64,
+    /// When the target is missed (wall clock, business hours already counted in).
+    pub due_ms: i64,
+    /// When it is "due soon".
+    pub warn_ms: i64,
+    #[serde(default)]
+    pub warned: bool,
+    #[serde(default)]
+    pub breached: bool,
+}
+
 /// One thread with one contact on one channel thread.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Conversation {
@@ -108,6 +140,9 @@ pub struct Conversation {
     /// chat); cleared when they write again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unreachable: Option<String>,
+    /// The service-level clock while a customer waits for a person (`routing::sla`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sla: Option<SlaClock>,
 }
 
 impl Conversation {
@@ -138,6 +173,7 @@ impl Conversation {
             updated_at_ms: now_ms,
             version: 0,
             unreachable: None,
+            sla: None,
         }
     }
 
@@ -402,6 +438,16 @@ pub enum EventKind {
         agent: AgentId,
         change: String,
     },
+    /// Most of the time to the SLA target is used.
+    SlaDueSoon {
+        target: SlaKind,
+        due_ms: i64,
+    },
+    /// The SLA target was missed.
+    SlaBreached {
+        target: SlaKind,
+        due_ms: i64,
+    },
 }
 
 impl EventKind {
@@ -434,6 +480,8 @@ impl EventKind {
             Self::PriorityChanged { .. } => "priority_changed",
             Self::ContactsMerged { .. } => "contacts_merged",
             Self::AgentChanged { .. } => "agent_changed",
+            Self::SlaDueSoon { .. } => "sla_due_soon",
+            Self::SlaBreached { .. } => "sla_breached",
         }
     }
 }

@@ -43,6 +43,9 @@ pub struct RoutingConfig {
     /// Without teams, or when none matches, every agent can take it.
     #[serde(default)]
     pub teams: Vec<TeamConfig>,
+    /// Response-time targets (`[routing.sla]`); none by default.
+    #[serde(default)]
+    pub sla: Option<super::sla::SlaConfig>,
 }
 
 fn yes() -> bool {
@@ -68,6 +71,7 @@ impl Default for RoutingConfig {
             away_after_secs: default_away_after(),
             return_after_secs: default_return_after(),
             teams: Vec::new(),
+            sla: None,
         }
     }
 }
@@ -282,6 +286,7 @@ mod tests {
             updated_at_ms: 0,
             version: 1,
             unreachable: None,
+            sla: None,
         }
     }
 

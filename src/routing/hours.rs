@@ -136,6 +136,39 @@ impl BusinessHours {
         None
     }
 
+    /// The instant when `ms` of open time have passed since `from` (closed time does not
+    /// count); `None` beyond the horizon.
+    pub fn after_open_time(&self, from: Timestamp, ms: i64) -> Option<Timestamp> {
+        let mut left = ms.max(0);
+        let first = from.to_zoned(self.tz.clone()).date();
+        for offset in 0..HORIZON_DAYS {
+            let date = first.checked_add(jiff::Span::new().days(offset)).ok()?;
+            for (start, end) in self.day(date) {
+                let at = |t: Time| date.to_datetime(t).to_zoned(self.tz.clone()).ok();
+                let open = at(*start)?.timestamp().max(from);
+                let close = match end {
+                    Some(e) => at(*e)?.timestamp(),
+                    None => date
+                        .tomorrow()
+                        .ok()?
+                        .to_datetime(Time::midnight())
+                        .to_zoned(self.tz.clone())
+                        .ok()?
+                        .timestamp(),
+                };
+                if close <= open {
+                    continue;
+                }
+                let span = close.as_millisecond() - open.as_millisecond();
+                if left <= span {
+                    return Timestamp::from_millisecond(open.as_millisecond() + left).ok();
+                }
+                left -= span;
+            }
+        }
+        None
+    }
+
     /// An opening as customers read it in any language: `2026-11-30 09:00 (Europe/Berlin)`.
     pub fn describe(&self, z: &Zoned) -> String {
         format!("{} ({})", z.strftime("%Y-%m-%d %H:%M"), self.tz_name)
@@ -143,6 +176,13 @@ impl BusinessHours {
 }
 
 impl Availability for BusinessHours {
+    fn after_working(&self, from_ms: i64, ms: i64) -> i64 {
+        Timestamp::from_millisecond(from_ms)
+            .ok()
+            .and_then(|from| self.after_open_time(from, ms))
+            .map_or(i64::MAX, |t| t.as_millisecond())
+    }
+
     fn next_shift(&self, now_ms: i64) -> Option<String> {
         let at = Timestamp::from_millisecond(now_ms).ok()?;
         if self.is_open(at) {
@@ -268,6 +308,39 @@ mod tests {
         assert_eq!(
             h.next_shift(at("2027-02-09T10:00", s).as_millisecond()),
             None
+        );
+    }
+
+    #[test]
+    fn sla_time_counts_business_hours_only() {
+        let b = "Europe/Berlin";
+        let h = hours(b, &["2026-12-25"]);
+        let after = |from: &str, minutes: i64| {
+            h.after_open_time(at(from, b), minutes * 60_000)
+                .unwrap()
+                .to_zoned(TimeZone::get(b).unwrap())
+                .strftime("%a %Y-%m-%d %H:%M")
+                .to_string()
+        };
+        // Inside a range; across lunch; from closed time; across a weekend.
+        assert_eq!(after("2026-11-30T09:00", 60), "Mon 2026-11-30 10:00");
+        assert_eq!(after("2026-11-30T11:30", 60), "Mon 2026-11-30 13:30");
+        assert_eq!(after("2026-11-30T20:00", 30), "Tue 2026-12-01 09:30");
+        assert_eq!(after("2026-12-04T14:30", 60), "Mon 2026-12-07 09:30");
+        // A holiday (Friday 25 December) is skipped.
+        assert_eq!(after("2026-12-24T17:00", 60), "Mon 2026-12-28 09:30");
+        // Across the DST change: Friday 14:00 + 2 h of work = Monday 10:00 CEST, 08:00 UTC.
+        let monday = h
+            .after_open_time(at("2026-03-27T14:00", b), 120 * 60_000)
+            .unwrap();
+        assert_eq!(monday.to_string(), "2026-03-30T08:00:00Z");
+        // Shanghai (no DST), through the engine's interface.
+        let s = hours("Asia/Shanghai", &[]);
+        let from = at("2027-02-05T14:30", "Asia/Shanghai").as_millisecond();
+        let due = s.after_working(from, 60 * 60_000);
+        assert_eq!(
+            due,
+            at("2027-02-08T09:30", "Asia/Shanghai").as_millisecond()
         );
     }
 

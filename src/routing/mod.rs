@@ -6,3 +6,4 @@
 pub mod assign;
 pub mod hours;
 pub mod router;
+pub mod sla;

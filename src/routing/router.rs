@@ -7,7 +7,9 @@
 //! 1. sets online agents whose inbox page has been closed for `away_after_secs` away;
 //! 2. gives the conversations of agents who went away or offline `return_after_secs` ago back
 //!    to the queue (agents that never set a presence, such as scripts, keep theirs);
-//! 3. assigns queued conversations, oldest first, to online agents of the matching team with
+//! 3. marks SLA clocks of queued and assigned conversations due soon or missed (events
+//!    `sla_due_soon`, `sla_breached`; once each);
+//! 4. assigns queued conversations, oldest first, to online agents of the matching team with
 //!    room under their capacity (round robin or least loaded; a reopened conversation goes
 //!    back to its previous agent when they are free).
 //!
@@ -23,7 +25,7 @@ use switchboard_channel::now_ms;
 use tokio_util::sync::CancellationToken;
 
 use super::assign::{Candidate, RoutingConfig, Strategy, choose, language_of, resolve_teams};
-use crate::engine::{Engine, EngineError};
+use crate::engine::{Engine, EngineError, SlaMark};
 use crate::model::{Actor, Agent, AgentId, Author, Conversation, EventKind, Presence, Status};
 use crate::store::{ConversationQuery, Order};
 
@@ -48,7 +50,10 @@ pub struct Pass {
     pub assigned: usize,
     pub returned: usize,
     pub set_away: usize,
-    /// When a presence timer comes due next (someone to set away, conversations to return).
+    /// SLA clocks marked due soon or missed.
+    pub sla_marked: usize,
+    /// When a timer comes due next (someone to set away, conversations to return, an SLA
+    /// clock due soon or missed).
     pub next_due_ms: Option<i64>,
 }
 
@@ -120,9 +125,8 @@ impl Router {
             secs_ms(self.config.away_after_secs),
             secs_ms(self.config.return_after_secs),
         );
-        let mut due = |at: i64| {
-            done.next_due_ms = Some(done.next_due_ms.map_or(at, |d| d.min(at)));
-        };
+        let mut next_due: Option<i64> = None;
+        let mut due = |at: i64| next_due = Some(next_due.map_or(at, |d: i64| d.min(at)));
         let mut set_away = 0;
         let mut leavers = Vec::new();
         for agent in agents {
@@ -160,8 +164,30 @@ impl Router {
         for agent in &leavers {
             done.returned += self.give_back(agent).await?;
         }
+        let queued = self.list(Status::Queued, None, MAX_QUEUED_PER_PASS)?;
+        let assigned = self.list(Status::Assigned, None, usize::MAX)?;
+        for conv in queued.iter().chain(&assigned) {
+            let Some(clock) = &conv.sla else { continue };
+            let mark = if !clock.breached && now >= clock.due_ms {
+                Some(SlaMark::Breached)
+            } else if !clock.warned && now >= clock.warn_ms {
+                Some(SlaMark::DueSoon)
+            } else {
+                None
+            };
+            match mark {
+                Some(mark) => {
+                    self.engine.mark_sla(conv.id, mark).await?;
+                    done.sla_marked += 1;
+                }
+                None if !clock.warned => due(clock.warn_ms),
+                None if !clock.breached => due(clock.due_ms),
+                None => {}
+            }
+        }
+        done.next_due_ms = next_due;
         if self.config.auto_assign && !online.is_empty() {
-            done.assigned = self.assign_queued(&online).await?;
+            done.assigned = self.assign_queued(&online, &queued, &assigned).await?;
         }
         if done != Pass::default() {
             tracing::debug!(?done, "routing pass");
@@ -190,9 +216,14 @@ impl Router {
         Ok(n)
     }
 
-    async fn assign_queued(&self, online: &[Agent]) -> Result<usize, EngineError> {
+    async fn assign_queued(
+        &self,
+        online: &[Agent],
+        queued: &[Conversation],
+        assigned: &[Conversation],
+    ) -> Result<usize, EngineError> {
         let mut load: HashMap<AgentId, u32> = online.iter().map(|a| (a.id, 0)).collect();
-        for conv in self.list(Status::Assigned, None, usize::MAX)? {
+        for conv in assigned {
             if let Some(n) = conv.assignee.and_then(|a| load.get_mut(&a)) {
                 *n += 1;
             }
@@ -210,19 +241,19 @@ impl Router {
             .collect();
         let teams = resolve_teams(&self.config.teams, &names);
         let mut assigned = 0;
-        for conv in self.list(Status::Queued, None, MAX_QUEUED_PER_PASS)? {
+        for conv in queued {
             if load
                 .iter()
                 .all(|(id, n)| online.iter().any(|a| a.id == *id && *n >= capacity(a)))
             {
                 break; // everyone is full
             }
-            let language = self.language(&conv)?;
+            let language = self.language(conv)?;
             let team = self
                 .config
                 .teams
                 .iter()
-                .position(|t| t.matches(&conv, language));
+                .position(|t| t.matches(conv, language));
             let members: Vec<&Agent> = match team {
                 Some(t) => online.iter().filter(|a| teams[t].contains(&a.id)).collect(),
                 None => online.iter().collect(),
@@ -240,7 +271,7 @@ impl Router {
             }
             let key = team.unwrap_or(self.config.teams.len());
             let last = self.last.lock().expect("router lock").get(&key).copied();
-            let preferred = self.previous_agent(&conv)?;
+            let preferred = self.previous_agent(conv)?;
             let Some(agent) = choose(self.config.strategy, &candidates, preferred, last) else {
                 continue;
             };

@@ -180,6 +180,10 @@ try {
   await person.click();
   await customer.locator("li.customer:not(.pending)", { hasText: "转人工" }).waitFor();
   await agent.locator('[data-count="queued"]', { hasText: "1" }).waitFor();
+  // Since the restart the team has a one-hour first-reply target: the queue shows the clock.
+  await agent.locator("#queues [data-view=queued]").click();
+  await agent.locator("#conversations .tag", { hasText: "first reply due in" }).waitFor();
+  await agent.locator("#queues [data-view=all]").click();
 
   // --- hostile input stays inert -------------------------------------------------------
   step("markup in a customer message is shown as text");

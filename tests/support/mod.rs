@@ -261,6 +261,19 @@ impl Client {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// A GET whose answer is text (`/metrics`).
+    pub async fn get_text(&self, path: &str) -> (StatusCode, String) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
+        (status, r.text().await.unwrap_or_default())
+    }
+
     pub async fn send(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut req = self

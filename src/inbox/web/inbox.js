@@ -18,7 +18,7 @@ const EVENT_TYPES = [
   "conversation_created", "message_received", "message_queued", "delivery_changed",
   "status_changed", "assignee_changed", "bot_decided", "note_added", "message_edited",
   "channel_unreachable", "reachable_again", "labels_changed", "priority_changed",
-  "contacts_merged", "agent_changed",
+  "contacts_merged", "agent_changed", "sla_due_soon", "sla_breached",
 ];
 
 const state = {
@@ -287,6 +287,18 @@ function who(c, contacts) {
   return contacts[c.contact] || "Customer " + c.contact;
 }
 
+function until(ms) {
+  const s = Math.round((ms - Date.now()) / 1000);
+  return s <= 0 ? "now" : "in " + ago(Date.now() - s * 1000);
+}
+
+function slaTag(sla) {
+  const what = sla.kind === "first_response" ? "first reply" : "reply";
+  if (sla.breached) return el("span", { class: "tag urgent", text: `SLA missed: ${what}` });
+  const cls = sla.warned ? "tag waiting" : "tag";
+  return el("span", { class: cls, text: `${what} due ${until(sla.due_ms)}` });
+}
+
 function listItem(c, contacts) {
   const tags = el("span", { class: "tags" });
   tags.append(el("span", { class: "tag", text: c.channel }));
@@ -297,6 +309,7 @@ function listItem(c, contacts) {
   if (c.priority !== "normal") tags.append(el("span", { class: "tag " + c.priority, text: c.priority }));
   for (const l of c.labels) tags.append(el("span", { class: "tag", text: "#" + l }));
   if (c.unreachable) tags.append(el("span", { class: "tag urgent", text: "unreachable" }));
+  if (c.sla) tags.append(slaTag(c.sla));
   const button = el("button", {
     type: "button",
     "data-id": c.id,
@@ -344,7 +357,9 @@ function renderConversation(d, first) {
   const name = (d.contact && d.contact.name) || "Customer " + c.contact;
   $("c-title").textContent = name;
   const owner = c.assignee ? " · assigned to " + agentName(c.assignee) : "";
-  $("c-meta").textContent = `#${c.id} · ${c.channel} · ${c.status}${owner} · since ${clock(c.created_at_ms)}`;
+  $("c-meta").replaceChildren(
+    `#${c.id} · ${c.channel} · ${c.status}${owner} · since ${clock(c.created_at_ms)} `,
+    c.sla ? slaTag(c.sla) : "");
   const mineOrFree = !c.assignee || c.assignee === state.me.id;
   $("a-claim").hidden = c.status === "resolved" || c.assignee === state.me.id;
   $("a-claim").textContent = mineOrFree ? "Claim" : "Take over";
@@ -395,6 +410,8 @@ function eventLine(e) {
     case "message_edited": return `the customer edited message ${e.seq} (was: “${e.previous}”)`;
     case "channel_unreachable": return "customer unreachable on this channel";
     case "reachable_again": return "customer reachable again";
+    case "sla_due_soon": return `SLA ${e.target.replace("_", " ")} due soon (${clock(e.due_ms)})`;
+    case "sla_breached": return `SLA ${e.target.replace("_", " ")} missed (was due ${clock(e.due_ms)})`;
     default: return null;
   }
 }

@@ -1,0 +1,83 @@
+//! SLA clocks on conversations: started and stopped with every change (`clock_sla`, called
+//! just before a draft is finished), marked due-soon or missed by routing (`mark_sla`).
+
+use std::sync::Arc;
+
+use super::draft::Draft;
+use super::{Engine, EngineError};
+use crate::model::{Actor, ConversationId, EventKind, SlaClock};
+use crate::routing::sla::{ClockChange, SlaConfig, clock_change};
+
+/// What routing found about a clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlaMark {
+    DueSoon,
+    Breached,
+}
+
+impl Engine {
+    /// Sets (or clears) the service-level targets.
+    pub fn set_sla(&self, sla: Option<SlaConfig>) {
+        *self.sla.write().expect("sla lock") = sla.map(Arc::new);
+    }
+
+    /// Starts or stops the conversation's clock as this change requires.
+    pub(super) fn clock_sla(&self, d: &mut Draft<'_>) {
+        let Some(sla) = self.sla.read().expect("sla lock").clone() else {
+            return;
+        };
+        match clock_change(d.status_before(), &d.conv, &d.change.messages) {
+            ClockChange::Keep => {}
+            ClockChange::Stop => d.conv.sla = None,
+            ClockChange::Start(kind) => {
+                let ms = sla.target_ms(kind, d.conv.priority);
+                let warn = ms / 100 * i64::from(sla.due_soon_percent.min(100));
+                let availability = self.availability.read().expect("availability lock").clone();
+                d.conv.sla = Some(SlaClock {
+                    kind,
+                    started_ms: d.now,
+                    due_ms: availability.after_working(d.now, ms),
+                    warn_ms: availability.after_working(d.now, warn),
+                    warned: false,
+                    breached: false,
+                });
+            }
+        }
+    }
+
+    /// Records that the conversation's clock came due soon or was missed (once each).
+    pub async fn mark_sla(&self, id: ConversationId, mark: SlaMark) -> Result<(), EngineError> {
+        let mut raised = None;
+        let raised_ref = std::sync::Mutex::new(&mut raised);
+        self.update(id, Actor::System, |d| {
+            let Some(clock) = d.conv.sla.as_mut() else {
+                return Ok(());
+            };
+            let (target, due_ms) = (clock.kind, clock.due_ms);
+            let kind = match mark {
+                SlaMark::Breached if !clock.breached => {
+                    clock.breached = true;
+                    clock.warned = true;
+                    EventKind::SlaBreached { target, due_ms }
+                }
+                SlaMark::DueSoon if !clock.warned => {
+                    clock.warned = true;
+                    EventKind::SlaDueSoon { target, due_ms }
+                }
+                _ => return Ok(()),
+            };
+            **raised_ref.lock().expect("mark lock") = Some((target, mark));
+            d.event(kind)?;
+            Ok(())
+        })
+        .await?;
+        if let Some((target, mark)) = raised {
+            let event = match mark {
+                SlaMark::DueSoon => "due_soon",
+                SlaMark::Breached => "breached",
+            };
+            self.metrics.sla(target.name(), event);
+        }
+        Ok(())
+    }
+}
