@@ -612,6 +612,14 @@ impl<'a> Parser<'a> {
                 );
             }
         }
+        for (agent, shift) in &routing.shifts {
+            if let Err(e) = crate::routing::hours::BusinessHours::from_config(shift) {
+                self.problem(
+                    key_span(sections.get("routing").copied(), "shifts"),
+                    format!("[routing.shifts.{agent}] {e}"),
+                );
+            }
+        }
         if let Some(sla) = &routing.sla {
             if sla.due_soon_percent > 100 {
                 self.problem(

@@ -148,7 +148,10 @@ async fn customer_and_agents_in_a_real_browser() {
     let pinned = text.replace("127.0.0.1:0", &daemon.addr.to_string());
     std::fs::write(&config, pinned).unwrap();
     // SLA targets from the next start on (the scenario restarts the daemon once).
-    let mut f = std::fs::OpenOptions::new().append(true).open(&config).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&config)
+        .unwrap();
     std::io::Write::write_all(
         &mut f,
         b"\n[routing]\n[routing.sla]\nfirst_response = \"1h\"\nnext_response = \"4h\"\n",

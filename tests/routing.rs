@@ -312,6 +312,11 @@ due_soon_percent = 50
     );
     assert!(soon[0]["at_ms"].as_i64().unwrap() >= started + 1000);
     assert_eq!(breached[0]["target"], "first_response");
+    let late = breached[0]["at_ms"].as_i64().unwrap() - due;
+    assert!(
+        (0..1500).contains(&late),
+        "raised {late} ms after it was due"
+    );
     let (_, metrics) = admin.get_text("/metrics").await;
     assert!(
         metrics.contains(
@@ -344,5 +349,43 @@ due_soon_percent = 50
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(events("sla_breached").await.len(), 1, "once");
+    daemon.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_outside_their_shift_are_offline_and_get_nothing() {
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Night's shift is every day, all day, except today and tomorrow (UTC).
+    let day = |offset: i64| {
+        jiff::Timestamp::now()
+            .checked_add(jiff::SignedDuration::from_hours(24 * offset))
+            .unwrap()
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .date()
+            .to_string()
+    };
+    let all = r#"["00:00-24:00"]"#;
+    let routing = format!(
+        "[routing]\n[routing.shifts.night]\ntime_zone = \"UTC\"\nmon = {all}\ntue = {all}\nwed = {all}\n\
+         thu = {all}\nfri = {all}\nsat = {all}\nsun = {all}\nclosed = [\"{}\", \"{}\"]\n",
+        day(0),
+        day(1)
+    );
+    let (daemon, admin) = start_with(dir.path(), &receiver, &routing).await;
+    let (night, night_c) = agent(&admin, "Night").await;
+    let (day_id, day_c) = agent(&admin, "Day").await;
+    let _night_page = present(&night_c, "online").await;
+    eventually(10, "Night set offline", async || {
+        let (_, team) = admin.get("/api/v1/team").await;
+        let n = team.as_array()?.iter().find(|a| a["id"] == night)?.clone();
+        (n["presence"] == "offline").then_some(())
+    })
+    .await;
+    let id = escalate(&admin, "n1", "I want to talk to a person").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(conversation(&admin, id).await["status"], "queued");
+    let _day_page = present(&day_c, "online").await;
+    held_by(&admin, id, Some(day_id)).await;
     daemon.stop();
 }

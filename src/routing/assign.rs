@@ -46,6 +46,10 @@ pub struct RoutingConfig {
     /// Response-time targets (`[routing.sla]`); none by default.
     #[serde(default)]
     pub sla: Option<super::sla::SlaConfig>,
+    /// Agents' shifts by agent name (`[routing.shifts.ana]`, laid out like `[hours]`):
+    /// outside it an agent is set offline.
+    #[serde(default)]
+    pub shifts: BTreeMap<String, super::hours::HoursConfig>,
 }
 
 fn yes() -> bool {
@@ -72,6 +76,7 @@ impl Default for RoutingConfig {
             return_after_secs: default_return_after(),
             teams: Vec::new(),
             sla: None,
+            shifts: BTreeMap::new(),
         }
     }
 }

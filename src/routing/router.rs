@@ -4,7 +4,8 @@
 //! agent's presence changes) and every few seconds regardless, so decisions missed while the
 //! daemon was down, or lost to a lagging event subscription, are made on the next tick. Each
 //! pass:
-//! 1. sets online agents whose inbox page has been closed for `away_after_secs` away;
+//! 1. sets agents outside their shift offline, and online agents whose inbox page has been
+//!    closed for `away_after_secs` away;
 //! 2. gives the conversations of agents who went away or offline `return_after_secs` ago back
 //!    to the queue (agents that never set a presence, such as scripts, keep theirs);
 //! 3. marks SLA clocks of queued and assigned conversations due soon or missed (events
@@ -25,6 +26,7 @@ use switchboard_channel::now_ms;
 use tokio_util::sync::CancellationToken;
 
 use super::assign::{Candidate, RoutingConfig, Strategy, choose, language_of, resolve_teams};
+use super::hours::BusinessHours;
 use crate::engine::{Engine, EngineError, SlaMark};
 use crate::model::{Actor, Agent, AgentId, Author, Conversation, EventKind, Presence, Status};
 use crate::store::{ConversationQuery, Order};
@@ -39,6 +41,8 @@ const MAX_QUEUED_PER_PASS: usize = 20_000;
 pub struct Router {
     engine: Arc<Engine>,
     config: RoutingConfig,
+    /// Shifts by lower-case agent name.
+    shifts: HashMap<String, BusinessHours>,
     /// Per team (index; `teams.len()` for "no team"), the agent who got the last one.
     last: std::sync::Mutex<HashMap<usize, AgentId>>,
     started_ms: i64,
@@ -50,6 +54,8 @@ pub struct Pass {
     pub assigned: usize,
     pub returned: usize,
     pub set_away: usize,
+    /// Agents set offline at the end of their shift.
+    pub set_offline: usize,
     /// SLA clocks marked due soon or missed.
     pub sla_marked: usize,
     /// When a timer comes due next (someone to set away, conversations to return, an SLA
@@ -59,9 +65,21 @@ pub struct Pass {
 
 impl Router {
     pub fn new(engine: Arc<Engine>, config: RoutingConfig) -> Arc<Router> {
+        let shifts = config
+            .shifts
+            .iter()
+            .filter_map(|(name, c)| match BusinessHours::from_config(c) {
+                Ok(h) => Some((name.to_lowercase(), h)),
+                Err(e) => {
+                    tracing::error!(agent = %name, error = %e, "shift ignored");
+                    None
+                }
+            })
+            .collect();
         Arc::new(Router {
             engine,
             config,
+            shifts,
             last: Default::default(),
             started_ms: now_ms(),
         })
@@ -131,6 +149,13 @@ impl Router {
         let mut leavers = Vec::new();
         for agent in agents {
             let mut agent = agent;
+            if agent.presence != Presence::Offline && self.off_shift(&agent.name, now) {
+                agent = self
+                    .engine
+                    .set_presence(agent.id, Presence::Offline, None)
+                    .await?;
+                done.set_offline += 1;
+            }
             let detached = self
                 .engine
                 .attachments()
@@ -179,6 +204,9 @@ impl Router {
                 Some(mark) => {
                     self.engine.mark_sla(conv.id, mark).await?;
                     done.sla_marked += 1;
+                    if mark == SlaMark::DueSoon {
+                        due(clock.due_ms);
+                    }
                 }
                 None if !clock.warned => due(clock.warn_ms),
                 None if !clock.breached => due(clock.due_ms),
@@ -193,6 +221,14 @@ impl Router {
             tracing::debug!(?done, "routing pass");
         }
         Ok(done)
+    }
+
+    /// Whether `name` has a shift and is outside it at `now`.
+    fn off_shift(&self, name: &str, now: i64) -> bool {
+        let Some(shift) = self.shifts.get(&name.to_lowercase()) else {
+            return false;
+        };
+        jiff::Timestamp::from_millisecond(now).is_ok_and(|t| !shift.is_open(t))
     }
 
     /// Returns an absent agent's assigned conversations to the queue.
