@@ -186,7 +186,7 @@ pub fn resolve_teams(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ContactId, ConversationId, Escalation, Priority, Status};
+    use crate::model::{ContactId, ConversationId, Escalation, Status};
     use switchboard_channel::{ChannelId, ExternalThread};
 
     fn cands(loads: &[(u64, u32)], capacity: u32) -> Vec<Candidate> {
@@ -268,31 +268,21 @@ mod tests {
     }
 
     fn conv(channel: &str, labels: &[&str], reason: Option<&str>) -> Conversation {
-        Conversation {
-            id: ConversationId(1),
-            contact: ContactId(1),
-            channel: ChannelId(channel.into()),
-            thread: ExternalThread("t".into()),
-            status: Status::Queued,
-            assignee: None,
-            snoozed_until_ms: None,
-            priority: Priority::Normal,
-            labels: labels.iter().map(|l| l.to_string()).collect(),
-            escalation: reason.map(|r| Escalation {
-                reason: r.into(),
-                detail: String::new(),
-                at_ms: 0,
-            }),
-            bot_misses: 0,
-            bot_last_entry: None,
-            last_seq: 1,
-            preview: String::new(),
-            created_at_ms: 0,
-            updated_at_ms: 0,
-            version: 1,
-            unreachable: None,
-            sla: None,
-        }
+        let mut c = Conversation::new(
+            ConversationId(1),
+            ContactId(1),
+            ChannelId(channel.into()),
+            ExternalThread("t".into()),
+            0,
+        );
+        c.status = Status::Queued;
+        c.labels = labels.iter().map(|l| l.to_string()).collect();
+        c.escalation = reason.map(|r| Escalation {
+            reason: r.into(),
+            detail: String::new(),
+            at_ms: 0,
+        });
+        c
     }
 
     #[test]

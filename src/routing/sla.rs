@@ -125,34 +125,23 @@ mod tests {
     use switchboard_channel::{ChannelId, ExternalThread};
 
     fn conv(status: Status, running: bool) -> Conversation {
-        Conversation {
-            id: ConversationId(1),
-            contact: ContactId(1),
-            channel: ChannelId("web".into()),
-            thread: ExternalThread("t".into()),
-            status,
-            assignee: None,
-            snoozed_until_ms: None,
-            priority: Priority::Normal,
-            labels: Default::default(),
-            escalation: None,
-            bot_misses: 0,
-            bot_last_entry: None,
-            last_seq: 1,
-            preview: String::new(),
-            created_at_ms: 0,
-            updated_at_ms: 0,
-            version: 1,
-            unreachable: None,
-            sla: running.then_some(SlaClock {
-                kind: SlaKind::FirstResponse,
-                started_ms: 0,
-                due_ms: 10,
-                warn_ms: 8,
-                warned: false,
-                breached: false,
-            }),
-        }
+        let mut c = Conversation::new(
+            ConversationId(1),
+            ContactId(1),
+            ChannelId("web".into()),
+            ExternalThread("t".into()),
+            0,
+        );
+        c.status = status;
+        c.sla = running.then_some(SlaClock {
+            kind: SlaKind::FirstResponse,
+            started_ms: 0,
+            due_ms: 10,
+            warn_ms: 8,
+            warned: false,
+            breached: false,
+        });
+        c
     }
 
     fn msg(author: Author) -> Message {
