@@ -168,7 +168,7 @@ pub struct BotConfig {
     pub human_button: String,
     /// Sent when the conversation is handed to people.
     #[serde(default = "default_handoff")]
-    pub handoff_message: String,
+    pub handoff_message: crate::engine::Localized,
     /// Sent when a customer opens a conversation on purpose (Telegram `/start`).
     #[serde(default = "default_welcome")]
     pub welcome_message: String,
@@ -195,17 +195,17 @@ pub struct BotConfig {
     /// Said instead of `handoff_message` when nobody is on shift; `{when}` is replaced by
     /// when the next person starts.
     #[serde(default = "default_offhours")]
-    pub offhours_message: String,
+    pub offhours_message: crate::engine::Localized,
     /// Said instead of `handoff_message` once recent waits are known: `{position}` is the
     /// customer's place in the queue, `{wait_minutes}` the recent average wait for a person.
     #[serde(default = "default_handoff_wait")]
-    pub handoff_wait_message: String,
+    pub handoff_wait_message: crate::engine::Localized,
     /// From this expected wait on, `long_wait_message` is added.
     #[serde(default = "default_long_wait_minutes")]
     pub long_wait_minutes: u64,
     /// Offers the customer another way when the wait is long.
     #[serde(default = "default_long_wait")]
-    pub long_wait_message: String,
+    pub long_wait_message: crate::engine::Localized,
 }
 
 fn default_model_languages() -> Vec<String> {
@@ -256,24 +256,26 @@ fn default_urgency_phrases() -> Vec<String> {
     .map(String::from)
     .to_vec()
 }
-fn default_handoff_wait() -> String {
-    "I am passing you to a colleague. You are number {position} in line; people are \
-     answering in about {wait_minutes} min. / 已为您转接人工客服，您排在第 {position} 位，\
-     预计等待约 {wait_minutes} 分钟。"
-        .into()
+fn default_handoff_wait() -> crate::engine::Localized {
+    crate::engine::Localized::PerLanguage {
+        en: "I am passing you to a colleague. You are number {position} in line; people are answering in about {wait_minutes} min.".into(),
+        zh: "已为您转接人工客服，您排在第 {position} 位，预计等待约 {wait_minutes} 分钟。".into(),
+    }
 }
 fn default_long_wait_minutes() -> u64 {
     30
 }
-fn default_long_wait() -> String {
-    "It is busy right now: you can leave your question and your email address here, and we \
-     will answer you by email. / 当前咨询较多：您可以在此留下问题和邮箱，我们会通过邮件回复您。"
-        .into()
+fn default_long_wait() -> crate::engine::Localized {
+    crate::engine::Localized::PerLanguage {
+        en: "It is busy right now: you can leave your question and your email address here, and we will answer you by email.".into(),
+        zh: "当前咨询较多：您可以在此留下问题和邮箱，我们会通过邮件回复您。".into(),
+    }
 }
-fn default_offhours() -> String {
-    "Our team is offline right now; a person will reply here after {when}. \
-     / 人工客服目前不在线，{when} 之后会有专人回复您。"
-        .into()
+fn default_offhours() -> crate::engine::Localized {
+    crate::engine::Localized::PerLanguage {
+        en: "Our team is offline right now; a person will reply here after {when}.".into(),
+        zh: "人工客服目前不在线，{when} 之后会有专人回复您。".into(),
+    }
 }
 
 fn default_kb_dir() -> PathBuf {
@@ -314,10 +316,11 @@ fn default_welcome() -> String {
     "Hello! Ask me anything; type /human to talk to a person. / 您好！请直接提问，输入 /human 转人工。".into()
 }
 
-fn default_handoff() -> String {
-    "I am passing you to a colleague; a person will reply here soon. \
-     / 已为您转接人工客服，请稍候。"
-        .into()
+fn default_handoff() -> crate::engine::Localized {
+    crate::engine::Localized::PerLanguage {
+        en: "I am passing you to a colleague; a person will reply here soon.".into(),
+        zh: "已为您转接人工客服，请稍候。".into(),
+    }
 }
 
 impl Default for BotConfig {

@@ -154,6 +154,12 @@ async fn escalations_reach_online_agents_of_their_team_within_capacity() {
     assert_eq!(conversation(&admin, zh).await["status"], "queued");
     let _li_page = present(&li_c, "online").await;
     held_by(&admin, zh, Some(li)).await;
+    // Told in Chinese (the hand-over texts are per language), the others in English.
+    assert_eq!(receiver.wait_for("u2", 1).await[0].text, "已为您转接人工客服，请稍候。");
+    assert_eq!(
+        receiver.wait_for("u1", 1).await[0].text,
+        "I am passing you to a colleague; a person will reply here soon."
+    );
 
     // Five more: everyone fills up to capacity 2 and the fifth waits.
     let _bo_page = present(&bo_c, "online").await;

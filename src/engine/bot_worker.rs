@@ -171,7 +171,8 @@ async fn handle(engine: &Arc<Engine>, conv: ConversationId, seq: u64) -> Result<
             _ => None,
         },
     );
-    let handoff = engine.handoff_message(switchboard_channel::now_ms());
+    let language = crate::routing::assign::language_of(&message.text);
+    let handoff = engine.handoff_message(switchboard_channel::now_ms(), language);
     let in_reply_to = message.external_id.clone();
     engine
         .update(conv, Actor::Bot, |d| {

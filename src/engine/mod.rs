@@ -77,20 +77,45 @@ impl From<DraftError> for EngineError {
 /// A customer message for the bot: `(conversation, seq)`.
 pub(crate) type BotWork = (ConversationId, u64);
 
+/// A message for customers: one text for everyone, or one per language (`en`, `zh`), picked
+/// by the language of the customer's latest message.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(untagged)]
+pub enum Localized {
+    One(String),
+    PerLanguage { en: String, zh: String },
+}
+
+impl Localized {
+    pub fn pick(&self, language: &str) -> &str {
+        match self {
+            Localized::One(t) => t,
+            Localized::PerLanguage { zh, .. } if language == "zh" => zh,
+            Localized::PerLanguage { en, .. } => en,
+        }
+    }
+}
+
+impl From<&str> for Localized {
+    fn from(s: &str) -> Self {
+        Localized::One(s.to_owned())
+    }
+}
+
 /// Settings the engine takes from the config.
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
     /// Said to the customer when the bot hands over.
-    pub handoff_message: String,
+    pub handoff_message: Localized,
     /// Said when a customer opens a conversation on purpose (Telegram `/start`).
     pub welcome_message: String,
     /// Said instead when nobody is on shift; `{when}` becomes the next shift's start.
-    pub offhours_message: String,
+    pub offhours_message: Localized,
     /// Said instead of `handoff_message` once recent waits are known (`{position}`,
     /// `{wait_minutes}`), with `long_wait_message` added from `long_wait_minutes` on.
-    pub handoff_wait_message: String,
+    pub handoff_wait_message: Localized,
     pub long_wait_minutes: u64,
-    pub long_wait_message: String,
+    pub long_wait_message: Localized,
     pub outbox: OutboxConfig,
     /// Parallel bot workers; a conversation always goes to the same one (ordering).
     pub bot_workers: usize,
@@ -145,15 +170,16 @@ pub struct Engine {
 
 /// The hand-over with a place in line and an expected wait (rounded up to whole minutes),
 /// plus the long-wait offer from `long_wait_minutes` on.
-fn handoff_text(settings: &EngineSettings, position: u64, wait_ms: i64) -> String {
+fn handoff_text(settings: &EngineSettings, language: &str, position: u64, wait_ms: i64) -> String {
     let minutes = (wait_ms.max(0) as u64).div_ceil(60_000).max(1);
     let mut text = settings
         .handoff_wait_message
+        .pick(language)
         .replace("{position}", &position.to_string())
         .replace("{wait_minutes}", &minutes.to_string());
     if minutes >= settings.long_wait_minutes {
         text.push_str("\n\n");
-        text.push_str(&settings.long_wait_message);
+        text.push_str(settings.long_wait_message.pick(language));
     }
     text
 }
@@ -165,20 +191,26 @@ mod handoff_tests {
     #[test]
     fn waits_round_up_and_long_ones_offer_another_way() {
         let settings = EngineSettings {
-            handoff_message: String::new(),
+            handoff_message: "".into(),
             welcome_message: String::new(),
-            offhours_message: String::new(),
-            handoff_wait_message: "#{position}, {wait_minutes} min / 第 {position} 位".into(),
+            offhours_message: "".into(),
+            handoff_wait_message: Localized::PerLanguage {
+                en: "#{position}, {wait_minutes} min".into(),
+                zh: "第 {position} 位，约 {wait_minutes} 分钟".into(),
+            },
             long_wait_minutes: 30,
             long_wait_message: "leave your email".into(),
             outbox: OutboxConfig::default(),
             bot_workers: 1,
         };
-        assert_eq!(handoff_text(&settings, 3, 5_000), "#3, 1 min / 第 3 位");
-        assert_eq!(handoff_text(&settings, 1, 120_001), "#1, 3 min / 第 1 位");
+        assert_eq!(handoff_text(&settings, "en", 3, 5_000), "#3, 1 min");
         assert_eq!(
-            handoff_text(&settings, 12, 29 * 60_000 + 1),
-            "#12, 30 min / 第 12 位\n\nleave your email"
+            handoff_text(&settings, "zh", 1, 120_001),
+            "第 1 位，约 3 分钟"
+        );
+        assert_eq!(
+            handoff_text(&settings, "en", 12, 29 * 60_000 + 1),
+            "#12, 30 min\n\nleave your email"
         );
     }
 }
@@ -278,15 +310,20 @@ impl Engine {
 
     /// What the customer is told when the bot hands over: off hours, when people are back;
     /// otherwise their place in the queue and the recent wait, once waits are known.
-    pub fn handoff_message(&self, now_ms: i64) -> String {
+    /// `language` (`en`, `zh`) picks among per-language texts.
+    pub fn handoff_message(&self, now_ms: i64, language: &str) -> String {
         if let Some(when) = self.next_shift(now_ms) {
-            return self.settings.offhours_message.replace("{when}", &when);
+            return self
+                .settings
+                .offhours_message
+                .pick(language)
+                .replace("{when}", &when);
         }
         let Some(wait_ms) = self.recent_waits.expected() else {
-            return self.settings.handoff_message.clone();
+            return self.settings.handoff_message.pick(language).to_owned();
         };
         let position = self.store.status_counts()[Status::Queued as usize] + 1;
-        handoff_text(&self.settings, position, wait_ms)
+        handoff_text(&self.settings, language, position, wait_ms)
     }
 
     pub fn responder(&self) -> Arc<dyn Responder> {
