@@ -155,7 +155,10 @@ async fn escalations_reach_online_agents_of_their_team_within_capacity() {
     let _li_page = present(&li_c, "online").await;
     held_by(&admin, zh, Some(li)).await;
     // Told in Chinese (the hand-over texts are per language), the others in English.
-    assert_eq!(receiver.wait_for("u2", 1).await[0].text, "已为您转接人工客服，请稍候。");
+    assert_eq!(
+        receiver.wait_for("u2", 1).await[0].text,
+        "已为您转接人工客服，请稍候。"
+    );
     assert_eq!(
         receiver.wait_for("u1", 1).await[0].text,
         "I am passing you to a colleague; a person will reply here soon."
@@ -219,6 +222,22 @@ async fn a_reopened_conversation_returns_to_its_agent_and_leavers_give_theirs_ba
     })
     .await;
     assert_eq!(queued(&admin).await.len(), 1);
+
+    // A colleague gives Ana the waiting one while she is away: deliberate, so it stays hers.
+    let waiting = queued(&admin).await[0];
+    let (s, _) = admin
+        .post(
+            &format!("/api/v1/conversations/{waiting}/assign"),
+            json!({"agent_id": ana}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let conv = conversation(&admin, waiting).await;
+    assert_eq!(
+        (conv["status"].as_str(), conv["assignee"].as_u64()),
+        (Some("assigned"), Some(ana))
+    );
 
     // Bo closes his inbox page: a second later he is away.
     drop(bo_page);

@@ -231,7 +231,8 @@ impl Router {
         jiff::Timestamp::from_millisecond(now).is_ok_and(|t| !shift.is_open(t))
     }
 
-    /// Returns an absent agent's assigned conversations to the queue.
+    /// Returns an absent agent's assigned conversations to the queue: those they held when
+    /// they left. One a colleague gave them while they were away stays (it was deliberate).
     async fn give_back(&self, agent: &Agent) -> Result<usize, EngineError> {
         let held = self.list(Status::Assigned, Some(agent.id), usize::MAX)?;
         let reason = format!(
@@ -241,6 +242,15 @@ impl Router {
         );
         let mut n = 0;
         for conv in held {
+            let events = self.engine.store().conversation_events(conv.id)?;
+            let assigned_at = events
+                .iter()
+                .rev()
+                .find(|e| matches!(e.kind, EventKind::AssigneeChanged { to: Some(a), .. } if a == agent.id))
+                .map_or(0, |e| e.at_ms);
+            if assigned_at > agent.presence_since_ms {
+                continue;
+            }
             if self
                 .engine
                 .return_to_queue(conv.id, agent.id, &reason)
