@@ -269,10 +269,11 @@ pub async fn serve(
             bot_workers: 32,
         },
     )?;
-    if let Some(h) = &config.hours {
-        let hours =
-            crate::routing::hours::BusinessHours::from_config(h).map_err(anyhow::Error::msg)?;
-        engine.set_availability(Arc::new(hours));
+    let schedule =
+        crate::routing::schedule::Schedule::new(config.hours.as_ref(), &config.routing.teams)
+            .map_err(anyhow::Error::msg)?;
+    if schedule.has_hours() {
+        engine.set_availability(Arc::new(schedule));
     }
     bootstrap_admin(&engine, &config).await?;
     let blobs = Arc::new(FileBlobs::open(&config.data_dir.join("blobs"))?);

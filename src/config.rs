@@ -615,6 +615,18 @@ impl<'a> Parser<'a> {
                 );
             }
         }
+        for team in &routing.teams {
+            if let Some(Err(e)) = team
+                .hours
+                .as_ref()
+                .map(crate::routing::hours::BusinessHours::from_config)
+            {
+                self.problem(
+                    key_span(sections.get("routing").copied(), "teams"),
+                    format!("[[routing.teams]] {}: hours: {e}", team.name),
+                );
+            }
+        }
         for (agent, shift) in &routing.shifts {
             if let Err(e) = crate::routing::hours::BusinessHours::from_config(shift) {
                 self.problem(

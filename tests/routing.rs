@@ -112,6 +112,26 @@ async fn load(c: &Client, agent: u64) -> usize {
     page["items"].as_array().unwrap().len()
 }
 
+/// Hours (the body of an `[hours]`-like table) open all day every day except today and
+/// tomorrow (UTC): closed now, whenever the test runs.
+fn closed_now() -> String {
+    let day = |offset: i64| {
+        jiff::Timestamp::now()
+            .checked_add(jiff::SignedDuration::from_hours(24 * offset))
+            .unwrap()
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .date()
+            .to_string()
+    };
+    let all = r#"["00:00-24:00"]"#;
+    format!(
+        "time_zone = \"UTC\"\nmon = {all}\ntue = {all}\nwed = {all}\nthu = {all}\nfri = {all}\n\
+         sat = {all}\nsun = {all}\nclosed = [\"{}\", \"{}\"]\n",
+        day(0),
+        day(1)
+    )
+}
+
 async fn queued(c: &Client) -> Vec<u64> {
     let (_, page) = c.get("/api/v1/conversations?status=queued").await;
     page["items"]
@@ -382,21 +402,7 @@ async fn agents_outside_their_shift_are_offline_and_get_nothing() {
     let receiver = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
     // Night's shift is every day, all day, except today and tomorrow (UTC).
-    let day = |offset: i64| {
-        jiff::Timestamp::now()
-            .checked_add(jiff::SignedDuration::from_hours(24 * offset))
-            .unwrap()
-            .to_zoned(jiff::tz::TimeZone::UTC)
-            .date()
-            .to_string()
-    };
-    let all = r#"["00:00-24:00"]"#;
-    let routing = format!(
-        "[routing]\n[routing.shifts.night]\ntime_zone = \"UTC\"\nmon = {all}\ntue = {all}\nwed = {all}\n\
-         thu = {all}\nfri = {all}\nsat = {all}\nsun = {all}\nclosed = [\"{}\", \"{}\"]\n",
-        day(0),
-        day(1)
-    );
+    let routing = format!("[routing]\n[routing.shifts.night]\n{}", closed_now());
     let (daemon, admin) = start_with(dir.path(), &receiver, &routing).await;
     let (night, night_c) = agent(&admin, "Night").await;
     let (day_id, day_c) = agent(&admin, "Day").await;
@@ -412,5 +418,40 @@ async fn agents_outside_their_shift_are_offline_and_get_nothing() {
     assert_eq!(conversation(&admin, id).await["status"], "queued");
     let _day_page = present(&day_c, "online").await;
     held_by(&admin, id, Some(day_id)).await;
+    daemon.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_team_with_its_own_hours_tells_its_customers_when_it_opens() {
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let routing = format!(
+        "[routing]\n[[routing.teams]]\nname = \"chinese\"\nmembers = [\"li\"]\nlanguages = [\"zh\"]\n\
+         [routing.teams.hours]\n{}",
+        closed_now()
+    );
+    let (daemon, admin) = start_with(dir.path(), &receiver, &routing).await;
+    escalate(&admin, "z1", "我要转人工").await;
+    escalate(&admin, "e1", "I want to talk to a person").await;
+    let zh = receiver.wait_for("z1", 1).await[0].text.clone();
+    assert!(
+        zh.starts_with("人工客服目前不在线，") && zh.contains("(UTC)"),
+        "{zh}"
+    );
+    assert_eq!(
+        receiver.wait_for("e1", 1).await[0].text,
+        "I am passing you to a colleague; a person will reply here soon.",
+        "everyone else: always open"
+    );
+    let (_, hours) = admin.get("/api/v1/hours").await;
+    assert_eq!(hours["open"], true, "{hours}");
+    assert_eq!(hours["teams"][0]["team"], "chinese");
+    assert_eq!(hours["teams"][0]["open"], false);
+    assert!(
+        hours["teams"][0]["next_opening"]
+            .as_str()
+            .unwrap()
+            .ends_with("(UTC)")
+    );
     daemon.stop();
 }

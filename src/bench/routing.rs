@@ -82,6 +82,7 @@ fn teams() -> Vec<TeamConfig> {
         languages: vec![],
         labels: vec![],
         reasons: vec![],
+        hours: None,
     };
     vec![
         TeamConfig {

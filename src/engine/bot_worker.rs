@@ -172,7 +172,7 @@ async fn handle(engine: &Arc<Engine>, conv: ConversationId, seq: u64) -> Result<
         },
     );
     let language = crate::routing::assign::language_of(&message.text);
-    let handoff = engine.handoff_message(switchboard_channel::now_ms(), language);
+    let handoff = engine.handoff_message(switchboard_channel::now_ms(), &current, language);
     let in_reply_to = message.external_id.clone();
     engine
         .update(conv, Actor::Bot, |d| {

@@ -133,6 +133,28 @@ pub trait Availability: Send + Sync + 'static {
     fn after_working(&self, from_ms: i64, ms: i64) -> i64 {
         from_ms.saturating_add(ms)
     }
+
+    /// `next_shift` for one conversation: its team's hours where teams keep their own
+    /// (`language`: its customer's, `en` or `zh`). By default the same for all.
+    fn next_shift_for(&self, now_ms: i64, _conv: &Conversation, _language: &str) -> Option<String> {
+        self.next_shift(now_ms)
+    }
+
+    /// `after_working` for one conversation (see `next_shift_for`).
+    fn after_working_for(
+        &self,
+        from_ms: i64,
+        ms: i64,
+        _conv: &Conversation,
+        _language: &str,
+    ) -> i64 {
+        self.after_working(from_ms, ms)
+    }
+
+    /// Teams with hours of their own: name, and their next opening when closed now.
+    fn team_openings(&self, _now_ms: i64) -> Vec<(String, Option<String>)> {
+        Vec::new()
+    }
 }
 
 pub struct AlwaysStaffed;
@@ -302,6 +324,12 @@ impl Engine {
         *self.availability.write().expect("availability lock") = availability;
     }
 
+    /// Teams with their own hours, and when each opens next if closed now.
+    pub fn team_openings(&self, now_ms: i64) -> Vec<(String, Option<String>)> {
+        let availability = self.availability.read().expect("availability lock").clone();
+        availability.team_openings(now_ms)
+    }
+
     /// `None` when people are at work at `now_ms`; otherwise when they are next, in words.
     pub fn next_shift(&self, now_ms: i64) -> Option<String> {
         let availability = self.availability.read().expect("availability lock").clone();
@@ -311,8 +339,9 @@ impl Engine {
     /// What the customer is told when the bot hands over: off hours, when people are back;
     /// otherwise their place in the queue and the recent wait, once waits are known.
     /// `language` (`en`, `zh`) picks among per-language texts.
-    pub fn handoff_message(&self, now_ms: i64, language: &str) -> String {
-        if let Some(when) = self.next_shift(now_ms) {
+    pub fn handoff_message(&self, now_ms: i64, conv: &Conversation, language: &str) -> String {
+        let availability = self.availability.read().expect("availability lock").clone();
+        if let Some(when) = availability.next_shift_for(now_ms, conv, language) {
             return self
                 .settings
                 .offhours_message

@@ -33,11 +33,15 @@ impl Engine {
                 let ms = sla.target_ms(kind, d.conv.priority);
                 let warn = ms / 100 * i64::from(sla.due_soon_percent.min(100));
                 let availability = self.availability.read().expect("availability lock").clone();
+                // The preview is the customer's latest message: its language picks the team.
+                let language = crate::routing::assign::language_of(&d.conv.preview);
+                let at = |ms| availability.after_working_for(d.now, ms, &d.conv, language);
+                let (due_ms, warn_ms) = (at(ms), at(warn));
                 d.conv.sla = Some(SlaClock {
                     kind,
                     started_ms: d.now,
-                    due_ms: availability.after_working(d.now, ms),
-                    warn_ms: availability.after_working(d.now, warn),
+                    due_ms,
+                    warn_ms,
                     warned: false,
                     breached: false,
                 });

@@ -174,19 +174,40 @@ pub fn attachments(state: &ApiState, files: &[FileRef]) -> Result<Vec<Attachment
 
 #[derive(Serialize, ToSchema)]
 pub struct Hours {
-    /// People are at work now.
+    /// People are at work now (the general `[hours]`).
     open: bool,
     /// When they are next, as customers are told (`2026-11-30 09:00 (Europe/Berlin)`).
+    next_opening: Option<String>,
+    /// Teams with hours of their own.
+    teams: Vec<TeamHours>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TeamHours {
+    team: String,
+    open: bool,
     next_opening: Option<String>,
 }
 
 /// Whether the team is at work now, and when it opens next (`[hours]` in the config).
 #[utoipa::path(get, path = "/hours", tag = "channels", responses((status = 200, body = Hours)))]
 pub async fn hours(State(state): State<ApiState>, _agent: AuthAgent) -> Json<Hours> {
-    let next = state.engine.next_shift(switchboard_channel::now_ms());
+    let now = switchboard_channel::now_ms();
+    let next = state.engine.next_shift(now);
+    let teams = state
+        .engine
+        .team_openings(now)
+        .into_iter()
+        .map(|(team, next)| TeamHours {
+            team,
+            open: next.is_none(),
+            next_opening: next,
+        })
+        .collect();
     Json(Hours {
         open: next.is_none(),
         next_opening: next,
+        teams,
     })
 }
 

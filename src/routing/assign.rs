@@ -100,6 +100,10 @@ pub struct TeamConfig {
     /// Escalation reasons (`asked_for_human`, `sensitive`, `low_confidence`, ...).
     #[serde(default)]
     pub reasons: Vec<String>,
+    /// The team's own hours (laid out like `[hours]`), for its customers' hand-over texts and
+    /// SLA deadlines; without them the general `[hours]` apply.
+    #[serde(default)]
+    pub hours: Option<super::hours::HoursConfig>,
 }
 
 impl TeamConfig {

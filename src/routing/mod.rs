@@ -6,4 +6,5 @@
 pub mod assign;
 pub mod hours;
 pub mod router;
+pub mod schedule;
 pub mod sla;
