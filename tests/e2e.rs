@@ -133,7 +133,9 @@ async fn customer_to_bot_to_agent_and_back_across_restarts() {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{reply}");
-    assert_eq!(reply["message"]["delivery"]["state"], "queued");
+    // Queued, or already sent when the outbox was quicker than this answer.
+    let state = reply["message"]["delivery"]["state"].as_str();
+    assert!(matches!(state, Some("queued" | "sent")), "{reply}");
     let replies = receiver.wait_for("alice", 4).await;
     assert_eq!(replies[3].text, "Hello Alice, I am on it.");
     assert_eq!(replies[3].author["kind"], "agent");
