@@ -378,7 +378,10 @@ async fn off_hours_hand_over_names_the_next_opening() {
     let c = Client::new(&daemon);
     let (_, hours) = c.get("/api/v1/hours").await;
     let when = format!("{tomorrow} 00:00 (UTC)");
-    assert_eq!(hours, json!({"open": false, "next_opening": when, "teams": []}));
+    assert_eq!(
+        hours,
+        json!({"open": false, "next_opening": when, "teams": []})
+    );
 
     c.hook("olga", "o1", "I want to talk to a person").await;
     let replies = receiver.wait_for("olga", 1).await;
