@@ -272,7 +272,7 @@ pub async fn serve(
     let schedule =
         crate::routing::schedule::Schedule::new(config.hours.as_ref(), &config.routing.teams)
             .map_err(anyhow::Error::msg)?;
-    if schedule.has_hours() {
+    if schedule.matters() {
         engine.set_availability(Arc::new(schedule));
     }
     bootstrap_admin(&engine, &config).await?;

@@ -642,6 +642,16 @@ impl<'a> Parser<'a> {
                     "[routing.sla] due_soon_percent must be at most 100",
                 );
             }
+            if let Some(t) = sla
+                .teams
+                .keys()
+                .find(|t| !routing.teams.iter().any(|team| &team.name == *t))
+            {
+                self.problem(
+                    key_span(sections.get("routing").copied(), "sla"),
+                    format!("[routing.sla.teams] `{t}` is not a team in [[routing.teams]]"),
+                );
+            }
             if let Some(p) = sla
                 .priorities
                 .keys()

@@ -313,10 +313,17 @@ async fn sla_clocks_run_while_customers_wait_and_raise_due_soon_and_breached_onc
     let dir = tempfile::tempdir().unwrap();
     let routing = r#"
 [routing]
+[[routing.teams]]
+name = "chinese"
+members = ["li"]
+languages = ["zh"]
 [routing.sla]
 first_response = "2s"
 next_response = "1h"
 due_soon_percent = 50
+[routing.sla.teams.chinese]
+first_response = "5m"
+next_response = "1h"
 "#;
     let (daemon, admin) = start_with(dir.path(), &receiver, routing).await;
     let id = escalate(&admin, "s1", "I want to talk to a person").await;
@@ -394,6 +401,15 @@ due_soon_percent = 50
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(events("sla_breached").await.len(), 1, "once");
+
+    // The Chinese team has its own target.
+    let zh = escalate(&admin, "s2", "我要转人工").await;
+    let clock = conversation(&admin, zh).await["sla"].clone();
+    assert_eq!(
+        clock["due_ms"].as_i64().unwrap() - clock["started_ms"].as_i64().unwrap(),
+        300_000,
+        "{clock}"
+    );
     daemon.stop();
 }
 

@@ -151,6 +151,11 @@ pub trait Availability: Send + Sync + 'static {
         self.after_working(from_ms, ms)
     }
 
+    /// The team a conversation belongs to (routing's teams), if any.
+    fn team_of(&self, _conv: &Conversation, _language: &str) -> Option<String> {
+        None
+    }
+
     /// Teams with hours of their own: name, and their next opening when closed now.
     fn team_openings(&self, _now_ms: i64) -> Vec<(String, Option<String>)> {
         Vec::new()

@@ -30,11 +30,12 @@ impl Engine {
             ClockChange::Keep => {}
             ClockChange::Stop => d.conv.sla = None,
             ClockChange::Start(kind) => {
-                let ms = sla.target_ms(kind, d.conv.priority);
-                let warn = ms / 100 * i64::from(sla.due_soon_percent.min(100));
                 let availability = self.availability.read().expect("availability lock").clone();
                 // The preview is the customer's latest message: its language picks the team.
                 let language = crate::routing::assign::language_of(&d.conv.preview);
+                let team = availability.team_of(&d.conv, language);
+                let ms = sla.target_ms(kind, d.conv.priority, team.as_deref());
+                let warn = ms / 100 * i64::from(sla.due_soon_percent.min(100));
                 let at = |ms| availability.after_working_for(d.now, ms, &d.conv, language);
                 let (due_ms, warn_ms) = (at(ms), at(warn));
                 d.conv.sla = Some(SlaClock {

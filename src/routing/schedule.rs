@@ -1,6 +1,6 @@
 //! Whose hours apply: a team's own (`hours` in `[[routing.teams]]`), else the general
-//! `[hours]`, else always open. The engine's `Availability` for hand-over texts and SLA
-//! deadlines.
+//! `[hours]`, else always open; and which team a conversation is for. The engine's
+//! `Availability` for hand-over texts and SLA deadlines and targets.
 
 use jiff::Timestamp;
 
@@ -34,6 +34,11 @@ impl Schedule {
         self.general.is_some() || self.teams.iter().any(|(_, h)| h.is_some())
     }
 
+    /// Whether it has anything to say (hours, or teams for per-team SLA targets).
+    pub fn matters(&self) -> bool {
+        self.has_hours() || !self.teams.is_empty()
+    }
+
     fn hours_for(&self, conv: &Conversation, language: &str) -> Option<&BusinessHours> {
         match self.teams.iter().find(|(t, _)| t.matches(conv, language)) {
             Some((_, Some(h))) => Some(h),
@@ -63,6 +68,13 @@ impl Availability for Schedule {
             Some(h) => h.after_working(from_ms, ms),
             None => from_ms.saturating_add(ms),
         }
+    }
+
+    fn team_of(&self, conv: &Conversation, language: &str) -> Option<String> {
+        self.teams
+            .iter()
+            .find(|(t, _)| t.matches(conv, language))
+            .map(|(t, _)| t.name.clone())
     }
 
     fn team_openings(&self, now_ms: i64) -> Vec<(String, Option<String>)> {

@@ -28,6 +28,9 @@ pub struct SlaConfig {
     /// Tighter or looser targets per priority (`urgent`, `high`, `normal`, `low`).
     #[serde(default)]
     pub priorities: std::collections::BTreeMap<String, Targets>,
+    /// Targets per team (by `[[routing.teams]]` name); a priority's targets still win.
+    #[serde(default)]
+    pub teams: std::collections::BTreeMap<String, Targets>,
 }
 
 fn default_due_soon() -> u8 {
@@ -59,16 +62,21 @@ fn duration_ms<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> 
 }
 
 impl SlaConfig {
-    /// Business time in ms for `kind` at `priority`.
-    pub fn target_ms(&self, kind: SlaKind, priority: Priority) -> i64 {
+    /// Business time in ms for `kind` at `priority`, for a conversation of `team`.
+    pub fn target_ms(&self, kind: SlaKind, priority: Priority, team: Option<&str>) -> i64 {
         let name = serde_json::to_value(priority)
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
-        let t = self.priorities.get(&name).copied().unwrap_or(Targets {
-            first_response: self.first_response,
-            next_response: self.next_response,
-        });
+        let t = self
+            .priorities
+            .get(&name)
+            .or_else(|| team.and_then(|t| self.teams.get(t)))
+            .copied()
+            .unwrap_or(Targets {
+                first_response: self.first_response,
+                next_response: self.next_response,
+            });
         match kind {
             SlaKind::FirstResponse => t.first_response,
             SlaKind::NextResponse => t.next_response,
@@ -225,18 +233,26 @@ mod tests {
         )
         .unwrap();
         let min = 60_000;
+        let (first, next) = (SlaKind::FirstResponse, SlaKind::NextResponse);
+        assert_eq!(c.target_ms(first, Priority::Normal, None), 60 * min);
+        assert_eq!(c.target_ms(next, Priority::Low, None), 240 * min);
+        assert_eq!(c.target_ms(first, Priority::Urgent, None), 10 * min);
+        assert_eq!(c.target_ms(next, Priority::Urgent, Some("vip")), 30 * min);
+        let with_team: SlaConfig = toml::from_str(
+            r#"first_response = "1h"
+               next_response = "4h"
+               [teams.vip]
+               first_response = "5m"
+               next_response = "20m""#,
+        )
+        .unwrap();
         assert_eq!(
-            c.target_ms(SlaKind::FirstResponse, Priority::Normal),
+            with_team.target_ms(first, Priority::Normal, Some("vip")),
+            5 * min
+        );
+        assert_eq!(
+            with_team.target_ms(first, Priority::Normal, Some("other")),
             60 * min
-        );
-        assert_eq!(c.target_ms(SlaKind::NextResponse, Priority::Low), 240 * min);
-        assert_eq!(
-            c.target_ms(SlaKind::FirstResponse, Priority::Urgent),
-            10 * min
-        );
-        assert_eq!(
-            c.target_ms(SlaKind::NextResponse, Priority::Urgent),
-            30 * min
         );
         assert_eq!(c.due_soon_percent, 80);
         for bad in ["soon", "10ms", "-5m"] {
