@@ -471,3 +471,30 @@ async fn a_team_with_its_own_hours_tells_its_customers_when_it_opens() {
     );
     daemon.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sensitive_topics_go_to_the_team_for_their_knowledge_base_tags() {
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let routing = r#"
+[routing]
+[[routing.teams]]
+name = "payments"
+members = ["Pam"]
+tags = ["payment"]
+"#;
+    let (daemon, admin) = start_with(dir.path(), &receiver, routing).await;
+    // Otto comes first in turn: only the tag rule sends the payment question to Pam.
+    let (otto, otto_c) = agent(&admin, "Otto").await;
+    let (pam, pam_c) = agent(&admin, "Pam").await;
+    let _otto_page = present(&otto_c, "online").await;
+    let _pam_page = present(&pam_c, "online").await;
+    // "I was charged twice": the bot answers the sensitive payment entry, then hands over.
+    let pay = escalate(&admin, "p1", "I was charged twice").await;
+    let conv = held_by(&admin, pay, Some(pam)).await;
+    assert_eq!(conv["escalation"]["reason"], "sensitive", "{conv}");
+    // Anything else goes to whoever has room; Pam already has one, so Otto.
+    let other = escalate(&admin, "p2", "I want to talk to a person").await;
+    held_by(&admin, other, Some(otto)).await;
+    daemon.stop();
+}

@@ -82,6 +82,7 @@ fn teams() -> Vec<TeamConfig> {
         languages: vec![],
         labels: vec![],
         reasons: vec![],
+        tags: vec![],
         hours: None,
     };
     vec![
@@ -211,7 +212,11 @@ pub async fn routing(args: RoutingArgs) -> anyhow::Result<()> {
             .map(|m| m.text)
             .unwrap_or_default();
         let language = language_of(&text);
-        let team = config.teams.iter().position(|t| t.matches(conv, language));
+        let topic = crate::routing::assign::Topic {
+            language,
+            tags: &[],
+        };
+        let team = config.teams.iter().position(|t| t.matches(conv, topic));
         let members = team.map(|t| &team_members[t]);
         let candidates: Vec<Candidate> = agents
             .iter()

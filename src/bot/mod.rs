@@ -104,6 +104,11 @@ pub trait Responder: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// The tags of a knowledge-base entry (routing by topic); none when unknown.
+    fn entry_tags(&self, _entry: &str) -> Vec<String> {
+        Vec::new()
+    }
+
     /// The embedding model in use, if any.
     fn model(&self) -> Option<String> {
         None

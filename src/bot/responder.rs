@@ -217,6 +217,15 @@ impl Responder for KbResponder {
         self.matcher.model_id().map(str::to_owned)
     }
 
+    fn entry_tags(&self, entry: &str) -> Vec<String> {
+        self.matcher
+            .entries()
+            .iter()
+            .find(|e| e.id == entry)
+            .map(|e| e.tags.clone())
+            .unwrap_or_default()
+    }
+
     fn suggest(&self, text: &str, n: usize) -> Vec<Suggestion> {
         let Ok(scored) = self.matcher.score(text) else {
             return Vec::new();

@@ -123,6 +123,8 @@ pub struct EngineSettings {
 
 /// Whether people are at work. Routing provides the real schedule; without it, someone
 /// always is.
+pub use crate::routing::assign::Topic;
+
 pub trait Availability: Send + Sync + 'static {
     /// `None` when someone is on shift at `now_ms`; otherwise when the next shift starts,
     /// in words for the customer ("at 09:00 (UTC)").
@@ -135,8 +137,14 @@ pub trait Availability: Send + Sync + 'static {
     }
 
     /// `next_shift` for one conversation: its team's hours where teams keep their own
-    /// (`language`: its customer's, `en` or `zh`). By default the same for all.
-    fn next_shift_for(&self, now_ms: i64, _conv: &Conversation, _language: &str) -> Option<String> {
+    /// (`topic`: its customer's language and the KB tags behind it). By default the same
+    /// for all.
+    fn next_shift_for(
+        &self,
+        now_ms: i64,
+        _conv: &Conversation,
+        _topic: Topic<'_>,
+    ) -> Option<String> {
         self.next_shift(now_ms)
     }
 
@@ -146,13 +154,13 @@ pub trait Availability: Send + Sync + 'static {
         from_ms: i64,
         ms: i64,
         _conv: &Conversation,
-        _language: &str,
+        _topic: Topic<'_>,
     ) -> i64 {
         self.after_working(from_ms, ms)
     }
 
     /// The team a conversation belongs to (routing's teams), if any.
-    fn team_of(&self, _conv: &Conversation, _language: &str) -> Option<String> {
+    fn team_of(&self, _conv: &Conversation, _topic: Topic<'_>) -> Option<String> {
         None
     }
 
@@ -329,6 +337,14 @@ impl Engine {
         *self.availability.write().expect("availability lock") = availability;
     }
 
+    /// Tags of the knowledge-base entry the bot answered last (routing by topic).
+    pub fn topic_tags(&self, conv: &Conversation) -> Vec<String> {
+        conv.bot_last_entry
+            .as_deref()
+            .map(|e| self.responder().entry_tags(e))
+            .unwrap_or_default()
+    }
+
     /// Teams with their own hours, and when each opens next if closed now.
     pub fn team_openings(&self, now_ms: i64) -> Vec<(String, Option<String>)> {
         let availability = self.availability.read().expect("availability lock").clone();
@@ -346,7 +362,12 @@ impl Engine {
     /// `language` (`en`, `zh`) picks among per-language texts.
     pub fn handoff_message(&self, now_ms: i64, conv: &Conversation, language: &str) -> String {
         let availability = self.availability.read().expect("availability lock").clone();
-        if let Some(when) = availability.next_shift_for(now_ms, conv, language) {
+        let tags = self.topic_tags(conv);
+        let topic = Topic {
+            language,
+            tags: &tags,
+        };
+        if let Some(when) = availability.next_shift_for(now_ms, conv, topic) {
             return self
                 .settings
                 .offhours_message

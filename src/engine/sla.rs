@@ -33,10 +33,15 @@ impl Engine {
                 let availability = self.availability.read().expect("availability lock").clone();
                 // The preview is the customer's latest message: its language picks the team.
                 let language = crate::routing::assign::language_of(&d.conv.preview);
-                let team = availability.team_of(&d.conv, language);
+                let tags = self.topic_tags(&d.conv);
+                let topic = super::Topic {
+                    language,
+                    tags: &tags,
+                };
+                let team = availability.team_of(&d.conv, topic);
                 let ms = sla.target_ms(kind, d.conv.priority, team.as_deref());
                 let warn = ms / 100 * i64::from(sla.due_soon_percent.min(100));
-                let at = |ms| availability.after_working_for(d.now, ms, &d.conv, language);
+                let at = |ms| availability.after_working_for(d.now, ms, &d.conv, topic);
                 let (due_ms, warn_ms) = (at(ms), at(warn));
                 d.conv.sla = Some(SlaClock {
                     kind,

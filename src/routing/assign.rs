@@ -100,14 +100,28 @@ pub struct TeamConfig {
     /// Escalation reasons (`asked_for_human`, `sensitive`, `low_confidence`, ...).
     #[serde(default)]
     pub reasons: Vec<String>,
+    /// Tags of the knowledge-base entry the bot answered last before handing over (a
+    /// sensitive topic such as `payments`).
+    #[serde(default)]
+    pub tags: Vec<String>,
     /// The team's own hours (laid out like `[hours]`), for its customers' hand-over texts and
     /// SLA deadlines; without them the general `[hours]` apply.
     #[serde(default)]
     pub hours: Option<super::hours::HoursConfig>,
 }
 
+/// What a conversation is about, for team rules beyond the conversation record.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Topic<'a> {
+    /// `en` or `zh`: the customer's latest message.
+    pub language: &'a str,
+    /// Tags of the knowledge-base entry behind the hand-over.
+    pub tags: &'a [String],
+}
+
 impl TeamConfig {
-    pub fn matches(&self, conv: &Conversation, language: &str) -> bool {
+    pub fn matches(&self, conv: &Conversation, topic: Topic<'_>) -> bool {
+        let language = topic.language;
         let any = |rule: &[String], f: &dyn Fn(&str) -> bool| {
             rule.is_empty() || rule.iter().any(|r| f(r))
         };
@@ -116,6 +130,9 @@ impl TeamConfig {
             && any(&self.labels, &|l| conv.labels.contains(&l.to_lowercase()))
             && any(&self.reasons, &|r| {
                 conv.escalation.as_ref().is_some_and(|e| e.reason == r)
+            })
+            && any(&self.tags, &|t| {
+                topic.tags.iter().any(|x| x.eq_ignore_ascii_case(t))
             })
     }
 }
@@ -289,6 +306,13 @@ mod tests {
         c
     }
 
+    fn lang(language: &str) -> Topic<'_> {
+        Topic {
+            language,
+            tags: &[],
+        }
+    }
+
     #[test]
     fn teams_match_on_every_rule_they_have() {
         let team: TeamConfig = toml::from_str(
@@ -298,9 +322,9 @@ mod tests {
                languages = ["zh"]"#,
         )
         .unwrap();
-        assert!(team.matches(&conv("telegram", &[], None), "zh"));
-        assert!(!team.matches(&conv("telegram", &[], None), "en"));
-        assert!(!team.matches(&conv("email", &[], None), "zh"));
+        assert!(team.matches(&conv("telegram", &[], None), lang("zh")));
+        assert!(!team.matches(&conv("telegram", &[], None), lang("en")));
+        assert!(!team.matches(&conv("email", &[], None), lang("zh")));
         let billing: TeamConfig = toml::from_str(
             r#"name = "billing"
                members = ["ana"]
@@ -308,10 +332,22 @@ mod tests {
                reasons = ["sensitive"]"#,
         )
         .unwrap();
-        assert!(billing.matches(&conv("email", &["billing"], Some("sensitive")), "en"));
-        assert!(!billing.matches(&conv("email", &["billing"], Some("asked_for_human")), "en"));
+        assert!(billing.matches(&conv("email", &["billing"], Some("sensitive")), lang("en")));
+        assert!(!billing.matches(
+            &conv("email", &["billing"], Some("asked_for_human")),
+            lang("en")
+        ));
         let everyone: TeamConfig = toml::from_str("name = \"all\"\nmembers = []").unwrap();
-        assert!(everyone.matches(&conv("webchat", &[], None), "en"));
+        assert!(everyone.matches(&conv("webchat", &[], None), lang("en")));
+        let payments: TeamConfig =
+            toml::from_str("name = \"payments\"\nmembers = []\ntags = [\"Payments\"]").unwrap();
+        let tagged = ["payments".to_string(), "refunds".to_string()];
+        let about = Topic {
+            language: "en",
+            tags: &tagged,
+        };
+        assert!(payments.matches(&conv("webchat", &[], Some("sensitive")), about));
+        assert!(!payments.matches(&conv("webchat", &[], Some("sensitive")), lang("en")));
     }
 
     #[test]

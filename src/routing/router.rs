@@ -25,7 +25,9 @@ use std::time::Duration;
 use switchboard_channel::now_ms;
 use tokio_util::sync::CancellationToken;
 
-use super::assign::{Candidate, RoutingConfig, Strategy, choose, language_of, resolve_teams};
+use super::assign::{
+    Candidate, RoutingConfig, Strategy, Topic, choose, language_of, resolve_teams,
+};
 use super::hours::BusinessHours;
 use crate::engine::{Engine, EngineError, SlaMark};
 use crate::model::{Actor, Agent, AgentId, Author, Conversation, EventKind, Presence, Status};
@@ -295,11 +297,16 @@ impl Router {
                 break; // everyone is full
             }
             let language = self.language(conv)?;
-            let team = self
-                .config
-                .teams
-                .iter()
-                .position(|t| t.matches(conv, language));
+            let tags = self.engine.topic_tags(conv);
+            let team = self.config.teams.iter().position(|t| {
+                t.matches(
+                    conv,
+                    Topic {
+                        language,
+                        tags: &tags,
+                    },
+                )
+            });
             let members: Vec<&Agent> = match team {
                 Some(t) => online.iter().filter(|a| teams[t].contains(&a.id)).collect(),
                 None => online.iter().collect(),

@@ -4,7 +4,7 @@
 
 use jiff::Timestamp;
 
-use super::assign::TeamConfig;
+use super::assign::{TeamConfig, Topic};
 use super::hours::{BusinessHours, HoursConfig};
 use crate::engine::Availability;
 use crate::model::Conversation;
@@ -39,8 +39,8 @@ impl Schedule {
         self.has_hours() || !self.teams.is_empty()
     }
 
-    fn hours_for(&self, conv: &Conversation, language: &str) -> Option<&BusinessHours> {
-        match self.teams.iter().find(|(t, _)| t.matches(conv, language)) {
+    fn hours_for(&self, conv: &Conversation, topic: Topic<'_>) -> Option<&BusinessHours> {
+        match self.teams.iter().find(|(t, _)| t.matches(conv, topic)) {
             Some((_, Some(h))) => Some(h),
             _ => self.general.as_ref(),
         }
@@ -59,21 +59,27 @@ impl Availability for Schedule {
         }
     }
 
-    fn next_shift_for(&self, now_ms: i64, conv: &Conversation, language: &str) -> Option<String> {
-        self.hours_for(conv, language)?.next_shift(now_ms)
+    fn next_shift_for(&self, now_ms: i64, conv: &Conversation, topic: Topic<'_>) -> Option<String> {
+        self.hours_for(conv, topic)?.next_shift(now_ms)
     }
 
-    fn after_working_for(&self, from_ms: i64, ms: i64, conv: &Conversation, language: &str) -> i64 {
-        match self.hours_for(conv, language) {
+    fn after_working_for(
+        &self,
+        from_ms: i64,
+        ms: i64,
+        conv: &Conversation,
+        topic: Topic<'_>,
+    ) -> i64 {
+        match self.hours_for(conv, topic) {
             Some(h) => h.after_working(from_ms, ms),
             None => from_ms.saturating_add(ms),
         }
     }
 
-    fn team_of(&self, conv: &Conversation, language: &str) -> Option<String> {
+    fn team_of(&self, conv: &Conversation, topic: Topic<'_>) -> Option<String> {
         self.teams
             .iter()
-            .find(|(t, _)| t.matches(conv, language))
+            .find(|(t, _)| t.matches(conv, topic))
             .map(|(t, _)| t.name.clone())
     }
 
@@ -123,24 +129,34 @@ mod tests {
             ExternalThread("t".into()),
             0,
         );
+        let (zh, en) = (
+            Topic {
+                language: "zh",
+                tags: &[],
+            },
+            Topic {
+                language: "en",
+                tags: &[],
+            },
+        );
         // Saturday 2027-02-06 12:00 in Shanghai.
         let saturday: Timestamp = "2027-02-06T04:00:00Z".parse().unwrap();
         let now = saturday.as_millisecond();
         assert_eq!(
-            s.next_shift_for(now, &conv, "zh").as_deref(),
+            s.next_shift_for(now, &conv, zh).as_deref(),
             Some("2027-02-08 09:00 (Asia/Shanghai)")
         );
         assert_eq!(
-            s.next_shift_for(now, &conv, "en"),
+            s.next_shift_for(now, &conv, en),
             None,
             "others: always open"
         );
         assert_eq!(s.next_shift(now), None);
         // Two hours of the team's time from Saturday: Monday 11:00 Shanghai.
-        let due = s.after_working_for(now, 2 * 3_600_000, &conv, "zh");
+        let due = s.after_working_for(now, 2 * 3_600_000, &conv, zh);
         let monday: Timestamp = "2027-02-08T03:00:00Z".parse().unwrap();
         assert_eq!(due, monday.as_millisecond());
-        assert_eq!(s.after_working_for(now, 1000, &conv, "en"), now + 1000);
+        assert_eq!(s.after_working_for(now, 1000, &conv, en), now + 1000);
         assert_eq!(
             s.team_openings(now),
             [(
