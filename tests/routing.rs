@@ -498,3 +498,41 @@ tags = ["payment"]
     held_by(&admin, other, Some(otto)).await;
     daemon.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shift_that_starts_with_the_inbox_open_takes_the_backlog() {
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let closed = format!("[routing]\n[routing.shifts.night]\n{}", closed_now());
+    let (daemon, admin) = start_with(dir.path(), &receiver, &closed).await;
+    let (night, night_c) = agent(&admin, "Night").await;
+    let page = present(&night_c, "online").await;
+    eventually(10, "Night set offline by her shift", async || {
+        let (_, team) = admin.get("/api/v1/team").await;
+        let n = team.as_array()?.iter().find(|a| a["id"] == night)?.clone();
+        (n["presence"] == "offline").then_some(())
+    })
+    .await;
+    let waiting = escalate(&admin, "b1", "I want to talk to a person").await;
+    drop(page);
+    daemon.stop();
+
+    // Her shift now covers the present (the config says so from this start on): with her
+    // inbox open again she is online at once and takes the waiting conversation.
+    let config = dir.path().join("switchboard.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let open_now = text.replace(&closed_now()[..], "time_zone = \"UTC\"\nmon = [\"00:00-24:00\"]\ntue = [\"00:00-24:00\"]\nwed = [\"00:00-24:00\"]\nthu = [\"00:00-24:00\"]\nfri = [\"00:00-24:00\"]\nsat = [\"00:00-24:00\"]\nsun = [\"00:00-24:00\"]\n");
+    assert_ne!(open_now, text);
+    std::fs::write(&config, open_now).unwrap();
+    let daemon = Daemon::start(dir.path());
+    let admin = Client::new(&daemon);
+    let _page = night_c
+        .http
+        .get(format!("{}/api/v1/events", admin.base))
+        .bearer_auth(&night_c.token)
+        .send()
+        .await
+        .unwrap();
+    held_by(&admin, waiting, Some(night)).await;
+    daemon.stop();
+}

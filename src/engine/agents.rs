@@ -98,6 +98,7 @@ impl Engine {
             created_at_ms: now_ms(),
             presence: Presence::Offline,
             presence_since_ms: 0,
+            presence_auto: false,
             token_hash: self.hash_token(&token),
         };
         self.save_agent(&agent, by, "created").await?;
@@ -140,6 +141,7 @@ impl Engine {
         if agent.presence != presence {
             agent.presence = presence;
             agent.presence_since_ms = now_ms();
+            agent.presence_auto = by.is_none();
             let what = format!("presence {}", presence.name());
             self.save_agent(&agent, by, &what).await?;
         }

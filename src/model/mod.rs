@@ -353,6 +353,9 @@ pub struct Agent {
     /// When `presence` last changed (0: never).
     #[serde(default)]
     pub presence_since_ms: i64,
+    /// The presence was set by routing (idle, end of shift), not by the agent.
+    #[serde(default)]
+    pub presence_auto: bool,
     /// Keyed hash of the current API token; the token itself is never stored.
     #[serde(skip_serializing_if = "String::is_empty", default)]
     #[schema(ignore)]

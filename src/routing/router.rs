@@ -4,8 +4,9 @@
 //! agent's presence changes) and every few seconds regardless, so decisions missed while the
 //! daemon was down, or lost to a lagging event subscription, are made on the next tick. Each
 //! pass:
-//! 1. sets agents outside their shift offline, and online agents whose inbox page has been
-//!    closed for `away_after_secs` away;
+//! 1. sets agents outside their shift offline (and back online when it starts with their
+//!    inbox open, if routing had set them offline), and online agents whose inbox page has
+//!    been closed for `away_after_secs` away;
 //! 2. gives the conversations of agents who went away or offline `return_after_secs` ago back
 //!    to the queue (agents that never set a presence, such as scripts, keep theirs);
 //! 3. marks SLA clocks of queued and assigned conversations due soon or missed (events
@@ -58,6 +59,8 @@ pub struct Pass {
     pub set_away: usize,
     /// Agents set offline at the end of their shift.
     pub set_offline: usize,
+    /// Agents set online when their shift began with their inbox open.
+    pub set_online: usize,
     /// SLA clocks marked due soon or missed.
     pub sla_marked: usize,
     /// When a timer comes due next (someone to set away, conversations to return, an SLA
@@ -151,17 +154,33 @@ impl Router {
         let mut leavers = Vec::new();
         for agent in agents {
             let mut agent = agent;
-            if agent.presence != Presence::Offline && self.off_shift(&agent.name, now) {
-                agent = self
-                    .engine
-                    .set_presence(agent.id, Presence::Offline, None)
-                    .await?;
-                done.set_offline += 1;
-            }
             let detached = self
                 .engine
                 .attachments()
                 .detached_since(agent.id, self.started_ms);
+            match self.on_shift(&agent.name, now) {
+                Some(false) if agent.presence != Presence::Offline => {
+                    agent = self
+                        .engine
+                        .set_presence(agent.id, Presence::Offline, None)
+                        .await?;
+                    done.set_offline += 1;
+                }
+                // The shift starts with the inbox open: back online (only if routing, not the
+                // agent, had set them offline).
+                Some(true)
+                    if agent.presence == Presence::Offline
+                        && agent.presence_auto
+                        && detached.is_none() =>
+                {
+                    agent = self
+                        .engine
+                        .set_presence(agent.id, Presence::Online, None)
+                        .await?;
+                    done.set_online += 1;
+                }
+                _ => {}
+            }
             if agent.presence == Presence::Online
                 && let Some(since) = detached
             {
@@ -225,12 +244,12 @@ impl Router {
         Ok(done)
     }
 
-    /// Whether `name` has a shift and is outside it at `now`.
-    fn off_shift(&self, name: &str, now: i64) -> bool {
-        let Some(shift) = self.shifts.get(&name.to_lowercase()) else {
-            return false;
-        };
-        jiff::Timestamp::from_millisecond(now).is_ok_and(|t| !shift.is_open(t))
+    /// Whether `name` is on shift at `now`; `None` without a shift.
+    fn on_shift(&self, name: &str, now: i64) -> Option<bool> {
+        let shift = self.shifts.get(&name.to_lowercase())?;
+        jiff::Timestamp::from_millisecond(now)
+            .ok()
+            .map(|t| shift.is_open(t))
     }
 
     /// Returns an absent agent's assigned conversations to the queue: those they held when
