@@ -95,15 +95,18 @@ impl Router {
         let mut events = self.engine.subscribe();
         // At start: whatever came due while the daemon was down happens now, once.
         let mut due = self.logged_pass().await;
+        let mut last_pass = tokio::time::Instant::now();
         loop {
-            let sleep = due
-                .map(|at| {
-                    Duration::from_millis((at - now_ms()).clamp(0, TICK.as_millis() as i64) as u64)
-                })
-                .unwrap_or(TICK);
+            // The next tick, or the next timer if sooner. Fixed instants, so a stream of
+            // events that do not matter cannot keep postponing either.
+            let tick = last_pass + TICK;
+            let wake_at = due.map_or(tick, |at| {
+                let wait = Duration::from_millis((at - now_ms()).max(0) as u64);
+                tick.min(tokio::time::Instant::now() + wait)
+            });
             let wake = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(sleep) => true,
+                _ = tokio::time::sleep_until(wake_at) => true,
                 e = events.recv() => match e {
                     Ok(e) => matters(&e.kind),
                     // Lagged: a pass catches up with whatever was missed.
@@ -119,6 +122,7 @@ impl Router {
                 events.try_recv()
             {}
             due = self.logged_pass().await;
+            last_pass = tokio::time::Instant::now();
         }
     }
 
