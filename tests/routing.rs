@@ -404,7 +404,9 @@ next_response = "1h"
         let admin = admin.clone();
         tokio::spawn(async move {
             for i in 0..60 {
-                admin.hook(&format!("chatty{i}"), "c", "Where is my order?").await;
+                admin
+                    .hook(&format!("chatty{i}"), "c", "Where is my order?")
+                    .await;
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         })
