@@ -399,13 +399,19 @@ next_response = "1h"
         clock["due_ms"].as_i64().unwrap() - clock["started_ms"].as_i64().unwrap(),
         3000
     );
-    // Missed too, with other customers' traffic going on meanwhile.
+    // A customer message starts this clock without waking routing; a steady stream of other
+    // customers' traffic (questions the bot answers) must not postpone the periodic pass
+    // that notices it (it did, before ticks were fixed instants).
     let busy = {
         let admin = admin.clone();
         tokio::spawn(async move {
             for i in 0..60 {
                 admin
-                    .hook(&format!("chatty{i}"), "c", "Where is my order?")
+                    .hook(
+                        &format!("chatty{i}"),
+                        &format!("c{i}"),
+                        "How long does a refund take?",
+                    )
                     .await;
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -418,6 +424,11 @@ next_response = "1h"
     busy.abort();
     let breached = events("sla_breached").await;
     assert_eq!(breached[1]["target"], "next_response");
+    let late = breached[1]["at_ms"].as_i64().unwrap() - clock["due_ms"].as_i64().unwrap();
+    assert!(
+        (0..5500).contains(&late),
+        "raised {late} ms after it was due"
+    );
 
     // The Chinese team has its own target.
     let zh = escalate(&admin, "s2", "我要转人工").await;
