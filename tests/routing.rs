@@ -132,6 +132,16 @@ fn closed_now() -> String {
     )
 }
 
+/// Waits until agent `id` has `presence` (as `GET /api/v1/team` shows it).
+async fn presence_becomes(admin: &Client, id: u64, presence: &str) {
+    eventually(15, &format!("agent {id} {presence}"), async || {
+        let (_, team) = admin.get("/api/v1/team").await;
+        let agent = team.as_array()?.iter().find(|a| a["id"] == id)?.clone();
+        (agent["presence"] == presence).then_some(())
+    })
+    .await;
+}
+
 async fn queued(c: &Client) -> Vec<u64> {
     let (_, page) = c.get("/api/v1/conversations?status=queued").await;
     page["items"]
@@ -261,12 +271,7 @@ async fn a_reopened_conversation_returns_to_its_agent_and_leavers_give_theirs_ba
 
     // Bo closes his inbox page: a second later he is away.
     drop(bo_page);
-    eventually(15, "Bo away", async || {
-        let (_, team) = admin.get("/api/v1/team").await;
-        let bo = team.as_array()?.iter().find(|a| a["name"] == "Bo")?.clone();
-        (bo["presence"] == "away").then_some(())
-    })
-    .await;
+    presence_becomes(&admin, bo, "away").await;
     daemon.stop();
 }
 
@@ -451,12 +456,7 @@ async fn agents_outside_their_shift_are_offline_and_get_nothing() {
     let (night, night_c) = agent(&admin, "Night").await;
     let (day_id, day_c) = agent(&admin, "Day").await;
     let _night_page = present(&night_c, "online").await;
-    eventually(10, "Night set offline", async || {
-        let (_, team) = admin.get("/api/v1/team").await;
-        let n = team.as_array()?.iter().find(|a| a["id"] == night)?.clone();
-        (n["presence"] == "offline").then_some(())
-    })
-    .await;
+    presence_becomes(&admin, night, "offline").await;
     let id = escalate(&admin, "n1", "I want to talk to a person").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(conversation(&admin, id).await["status"], "queued");
@@ -535,12 +535,7 @@ async fn a_shift_that_starts_with_the_inbox_open_takes_the_backlog() {
     let (daemon, admin) = start_with(dir.path(), &receiver, &closed).await;
     let (night, night_c) = agent(&admin, "Night").await;
     let page = present(&night_c, "online").await;
-    eventually(10, "Night set offline by her shift", async || {
-        let (_, team) = admin.get("/api/v1/team").await;
-        let n = team.as_array()?.iter().find(|a| a["id"] == night)?.clone();
-        (n["presence"] == "offline").then_some(())
-    })
-    .await;
+    presence_becomes(&admin, night, "offline").await;
     let waiting = escalate(&admin, "b1", "I want to talk to a person").await;
     drop(page);
     daemon.stop();
