@@ -108,14 +108,33 @@ fn load(path: Option<&PathBuf>) -> Result<Config, String> {
     }
 }
 
-/// Logs to stderr at `default` level unless RUST_LOG says otherwise.
+/// Logs to stderr at `default` level unless RUST_LOG says otherwise, in the form that suits
+/// where they go: colours on a terminal; no timestamps and no colours under systemd (the
+/// journal stamps every line itself; `JOURNAL_STREAM` tells); one JSON object per line with
+/// `SWITCHBOARD_LOG_FORMAT=json` (or `journal`, `text` to choose by hand).
 fn init_logging(default: &str) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let chosen = std::env::var("SWITCHBOARD_LOG_FORMAT").ok();
+    let format = match chosen.as_deref() {
+        Some(f @ ("json" | "journal" | "text")) => f,
+        Some(other) => {
+            eprintln!("SWITCHBOARD_LOG_FORMAT `{other}` is not json, journal or text; using text");
+            "text"
+        }
+        None if std::env::var_os("JOURNAL_STREAM").is_some() => "journal",
+        None => "text",
+    };
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        "json" => builder.json().flatten_event(true).init(),
+        "journal" => builder.without_time().with_ansi(false).init(),
+        _ => builder.with_ansi(ansi).init(),
+    }
 }
 
 async fn wait_for_signal(shutdown: CancellationToken) {

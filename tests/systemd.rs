@@ -98,3 +98,81 @@ fn ready_watchdog_and_stopping_are_notified() {
     read_until(&|g| g.iter().any(|m| m.starts_with("STOPPING=1")), &mut got);
     daemon.wait_exit();
 }
+
+/// The daemon's first log lines in a given environment (until it says it listens).
+fn startup_log(env: &[(&str, &str)]) -> Vec<String> {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "http://127.0.0.1:9/unused", "");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("SWITCHBOARD_LOG_FORMAT")
+        .envs(env.iter().copied())
+        .env("SB_TEST_ADMIN_TOKEN", support::ADMIN_TOKEN)
+        .env("SB_TEST_HOOK_SECRET", support::HOOK_SECRET)
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = Vec::new();
+    for line in BufReader::new(child.stderr.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .take(50)
+    {
+        let done = line.contains("switchboard listening");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        lines.iter().any(|l| l.contains("switchboard listening")),
+        "{lines:#?}"
+    );
+    lines
+}
+
+#[test]
+fn logs_suit_the_journal_json_collectors_and_terminals() {
+    // Under systemd: no timestamp (the journal adds its own), no colour codes.
+    for line in startup_log(&[("JOURNAL_STREAM", "8:12345")]) {
+        assert!(!line.contains('\x1b'), "{line}");
+        assert!(!line.starts_with("20"), "no timestamp: {line}");
+        assert!(
+            line.trim_start().starts_with("INFO") || line.trim_start().starts_with("WARN"),
+            "{line}"
+        );
+    }
+    // JSON: one object per line, fields flattened, the listen address a field of its own.
+    let json = startup_log(&[("SWITCHBOARD_LOG_FORMAT", "json")]);
+    for line in &json {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            v["timestamp"].is_string() && v["level"].is_string(),
+            "{line}"
+        );
+    }
+    let listening: serde_json::Value = serde_json::from_str(json.last().unwrap()).unwrap();
+    assert_eq!(listening["message"], "switchboard listening");
+    assert!(
+        listening["addr"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    // Elsewhere (not a terminal here): plain text with a timestamp.
+    let text = startup_log(&[]);
+    assert!(
+        text.iter()
+            .all(|l| l.starts_with("20") && !l.contains('\x1b')),
+        "{text:#?}"
+    );
+}
