@@ -250,19 +250,17 @@ impl Client {
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap();
-        let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
+        let (status, r) = self.get_response(path).await;
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
     /// A GET whose answer is text (`/metrics`).
     pub async fn get_text(&self, path: &str) -> (StatusCode, String) {
+        let (status, r) = self.get_response(path).await;
+        (status, r.text().await.unwrap_or_default())
+    }
+
+    async fn get_response(&self, path: &str) -> (StatusCode, reqwest::Response) {
         let r = self
             .http
             .get(format!("{}{path}", self.base))
@@ -270,8 +268,7 @@ impl Client {
             .send()
             .await
             .unwrap();
-        let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
-        (status, r.text().await.unwrap_or_default())
+        (StatusCode::from_u16(r.status().as_u16()).unwrap(), r)
     }
 
     pub async fn send(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
