@@ -140,6 +140,21 @@ impl Store for FlakyStore {
     fn size_on_disk(&self) -> Result<u64> {
         self.inner.size_on_disk()
     }
+    fn records(&self, visit: &mut dyn FnMut(records::Record) -> Result<()>) -> Result<()> {
+        self.inner.records(visit)
+    }
+    fn restore(&self, records: Vec<records::Record>) -> Pending<()> {
+        self.inner.restore(records)
+    }
+    fn snapshot(&self, dest: &std::path::Path) -> Pending<u64> {
+        self.inner.snapshot(dest)
+    }
+    fn erase_contact(&self, contact: ContactId, at_ms: i64) -> Pending<Erased> {
+        self.inner.erase_contact(contact, at_ms)
+    }
+    fn stats(&self) -> Result<StoreStats> {
+        self.inner.stats()
+    }
 }
 
 const SECRET: &str = "s3cret";

@@ -212,6 +212,7 @@ impl<'s> Draft<'s> {
         self.change.conversations.push(ConversationWrite {
             record: self.conv.clone(),
             previous: self.original,
+            restored: false,
         });
         (self.change, self.conv)
     }

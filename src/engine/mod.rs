@@ -703,6 +703,7 @@ impl Engine {
                         user: msg.sender.id.clone(),
                     }],
                     merged_into: None,
+                    forgotten_at_ms: None,
                     created_at_ms: now,
                 });
                 change

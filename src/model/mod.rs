@@ -30,6 +30,9 @@ pub struct Contact {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merged_into: Option<ContactId>,
     pub created_at_ms: i64,
+    /// Set when the contact's personal data was erased on request; only this record remains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forgotten_at_ms: Option<i64>,
 }
 
 /// A customer's id on one channel.
@@ -437,6 +440,12 @@ pub enum EventKind {
         from: ContactId,
         into: ContactId,
     },
+    /// A contact's personal data was erased on request: the audit record of what went.
+    ContactForgotten {
+        contact: ContactId,
+        conversations: u64,
+        messages: u64,
+    },
     AgentChanged {
         agent: AgentId,
         change: String,
@@ -482,6 +491,7 @@ impl EventKind {
             Self::LabelsChanged { .. } => "labels_changed",
             Self::PriorityChanged { .. } => "priority_changed",
             Self::ContactsMerged { .. } => "contacts_merged",
+            Self::ContactForgotten { .. } => "contact_forgotten",
             Self::AgentChanged { .. } => "agent_changed",
             Self::SlaDueSoon { .. } => "sla_due_soon",
             Self::SlaBreached { .. } => "sla_breached",

@@ -31,6 +31,19 @@ fn push_str(k: &mut Vec<u8>, s: &str) {
     k.extend_from_slice(s.as_bytes());
 }
 
+/// The two strings of a [`two_strings`] key.
+pub fn read_two_strings(k: &[u8]) -> Option<(String, String)> {
+    let (a, rest) = read_str(k)?;
+    let (b, rest) = read_str(rest)?;
+    rest.is_empty().then_some((a, b))
+}
+
+fn read_str(k: &[u8]) -> Option<(String, &[u8])> {
+    let len = u16::from_be_bytes([*k.first()?, *k.get(1)?]) as usize;
+    let s = k.get(2..2 + len)?;
+    Some((String::from_utf8(s.to_vec()).ok()?, &k[2 + len..]))
+}
+
 /// `(conversation, seq)` from a `pair` key.
 pub fn conversation_seq(key: &[u8]) -> (crate::model::ConversationId, u64) {
     (

@@ -12,9 +12,11 @@
 
 pub mod blobs;
 pub mod keys;
+pub mod records;
 pub mod sled_store;
 
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -64,6 +66,8 @@ pub struct ConversationWrite {
     /// The record as the writer read it, `None` for a new conversation. The store refuses the
     /// write with [`StoreError::Conflict`] unless this is still the stored version.
     pub previous: Option<Conversation>,
+    /// A record brought back from an export: written new, keeping its `version`.
+    pub restored: bool,
 }
 
 impl ConversationWrite {
@@ -71,6 +75,7 @@ impl ConversationWrite {
         ConversationWrite {
             record,
             previous: None,
+            restored: false,
         }
     }
 
@@ -78,6 +83,15 @@ impl ConversationWrite {
         ConversationWrite {
             record,
             previous: Some(previous),
+            restored: false,
+        }
+    }
+
+    pub fn restored(record: Conversation) -> Self {
+        ConversationWrite {
+            record,
+            previous: None,
+            restored: true,
         }
     }
 }
@@ -165,6 +179,34 @@ pub type Durable = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
 /// A future that resolves once a change is applied and durable, giving the change back.
 pub type Commit = Pin<Box<dyn Future<Output = Result<Change>> + Send>>;
 
+/// A store operation that finishes later.
+pub type Pending<T> = Pin<Box<dyn Future<Output = Result<T>> + Send>>;
+
+/// What erasing a contact removed.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Erased {
+    /// The contact and every contact merged into it.
+    pub contacts: Vec<ContactId>,
+    pub conversations: Vec<ConversationId>,
+    pub messages: u64,
+    pub notes: u64,
+    /// Attachment files no remaining message refers to: the caller deletes them.
+    #[serde(skip)]
+    pub orphan_blobs: Vec<switchboard_channel::BlobId>,
+}
+
+/// Record counts and sizes, for `switchboard stats`.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct StoreStats {
+    /// Records per kind (`conversations`, `messages`, ...).
+    pub records: std::collections::BTreeMap<String, u64>,
+    /// Conversations per status.
+    pub statuses: std::collections::BTreeMap<String, u64>,
+    /// Pairs per private space (`channel/ID`, `kv/NAME`).
+    pub spaces: std::collections::BTreeMap<String, u64>,
+    pub bytes_on_disk: u64,
+}
+
 /// The narrow persistence interface the engine and the API use.
 pub trait Store: Send + Sync + 'static {
     /// Applies `change` atomically and resolves once it is durable. Readers see it from then.
@@ -244,4 +286,26 @@ pub trait Store: Send + Sync + 'static {
 
     /// Bytes on disk, for health and metrics.
     fn size_on_disk(&self) -> Result<u64>;
+
+    /// Every record, in a stable order (agents, contacts, identities, conversations, threads,
+    /// messages, network ids, notes, events, outbox, queues, private spaces, meta), the first
+    /// being a [`records::Record::Header`]. Not a snapshot: use it on a store nobody else
+    /// writes to (a stopped daemon's, or a [`Store::snapshot`]).
+    fn records(&self, visit: &mut dyn FnMut(records::Record) -> Result<()>) -> Result<()>;
+
+    /// Writes records read from an export, indexes included; ids handed out later do not
+    /// collide with theirs. Meant for an empty store.
+    fn restore(&self, records: Vec<records::Record>) -> Pending<()>;
+
+    /// Writes a consistent copy of everything into a new database at `dest` (absent or empty).
+    /// Writes wait while it runs; reads go on. Resolves to the number of pairs copied.
+    fn snapshot(&self, dest: &Path) -> Pending<u64>;
+
+    /// Erases a contact (and every contact merged into it): identities, conversations,
+    /// messages, notes, events, queued deliveries. The contact stays as a tombstone. The bytes
+    /// leave the files when the store is next opened (it rewrites itself then).
+    fn erase_contact(&self, contact: ContactId, at_ms: i64) -> Pending<Erased>;
+
+    /// Counts records; reads every key, so it takes a moment on a large store.
+    fn stats(&self) -> Result<StoreStats>;
 }

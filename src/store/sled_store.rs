@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -22,7 +23,11 @@ use switchboard_channel::{
 };
 
 use super::keys;
-use super::{Change, Commit, ConversationQuery, Cursor, Durable, Page, Result, Store, StoreError};
+use super::records::Record;
+use super::{
+    Change, Commit, ConversationQuery, Cursor, Durable, Erased, Page, Pending, Result, Store,
+    StoreError, StoreStats,
+};
 use crate::model::{
     Agent, AgentId, Contact, ContactId, Conversation, ConversationId, Event, EventId, Message,
     Note, OutboxItem, Status,
@@ -131,10 +136,19 @@ pub struct SledStore {
     /// Hot reads, kept current by the writer.
     caches: Arc<Caches>,
     writer: Writer,
+    /// Ids handed out are above this (see `admin::ID_FLOOR`).
+    id_floor: Arc<AtomicU64>,
 }
 
 pub(super) fn io(e: impl std::fmt::Display) -> StoreError {
     StoreError::Io(e.to_string())
+}
+
+fn in_use(path: &Path) -> StoreError {
+    StoreError::Io(format!(
+        "{} is in use by another process (is the daemon running?)",
+        path.display()
+    ))
 }
 
 pub(super) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -150,19 +164,32 @@ pub(super) fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> R
 
 impl SledStore {
     pub fn open(path: &Path, options: &SledOptions) -> Result<Self> {
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(options.cache_bytes)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(ref ioe) if ioe.kind() == std::io::ErrorKind::WouldBlock => {
-                    StoreError::Io(format!(
-                        "{} is in use by another process (is the daemon running?)",
-                        path.display()
-                    ))
+        let compacted = admin::compact_if_pending(path).map_err(|e| match e {
+            StoreError::Io(m) if m.contains("temporarily unavailable") => in_use(path),
+            other => other,
+        })?;
+        // After a rewrite the copy's handle may hold the lock a moment longer (its background
+        // thread winds down): wait for it, bounded.
+        let mut attempts = if compacted { 100 } else { 1 };
+        let db = loop {
+            attempts -= 1;
+            match sled::Config::new()
+                .path(path)
+                .cache_capacity(options.cache_bytes)
+                .open()
+            {
+                Ok(db) => break db,
+                Err(sled::Error::Io(ref ioe))
+                    if ioe.kind() == std::io::ErrorKind::WouldBlock && attempts > 0 =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
                 }
-                other => io(other),
-            })?;
+                Err(sled::Error::Io(ref ioe)) if ioe.kind() == std::io::ErrorKind::WouldBlock => {
+                    return Err(in_use(path));
+                }
+                Err(other) => return Err(io(other)),
+            }
+        };
         let meta = db.open_tree("meta").map_err(io)?;
         match meta.get(SCHEMA_KEY).map_err(io)? {
             None => {
@@ -190,6 +217,7 @@ impl SledStore {
             }
         }
         let data = db.open_tree("data").map_err(io)?;
+        let id_floor = Arc::new(AtomicU64::new(admin::read_floor(&meta)?));
         let space = |i: usize| Space {
             tree: &data,
             prefix: PREFIXES[i],
@@ -244,6 +272,7 @@ impl SledStore {
             meta,
             data,
             index,
+            id_floor,
         })
     }
 
@@ -329,7 +358,8 @@ impl Store for SledStore {
 
     fn next_id(&self) -> Result<u64> {
         // Start at 1 so that 0 can mean "none" in cursors.
-        self.db.generate_id().map(|i| i + 1).map_err(io)
+        let floor = self.id_floor.load(Ordering::SeqCst);
+        self.db.generate_id().map(|i| i + 1 + floor).map_err(io)
     }
 
     fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>> {
@@ -585,6 +615,37 @@ impl Store for SledStore {
     fn size_on_disk(&self) -> Result<u64> {
         self.db.size_on_disk().map_err(io)
     }
+
+    fn records(&self, visit: &mut dyn FnMut(Record) -> Result<()>) -> Result<()> {
+        self.visit_records(visit)
+    }
+
+    fn restore(&self, records: Vec<Record>) -> Pending<()> {
+        let change = self.restore_records(records);
+        let writer = self.writer.clone();
+        Box::pin(async move {
+            writer.commit(change?).await?;
+            writer.sync().await
+        })
+    }
+
+    fn snapshot(&self, dest: &Path) -> Pending<u64> {
+        let dest = dest.to_owned();
+        let floor = self.id_floor.clone();
+        self.writer.exclusive(move |x| {
+            let next = x.db.generate_id().map_err(io)? + 1 + floor.load(Ordering::SeqCst);
+            admin::copy_into(x.db, &dest, next)
+        })
+    }
+
+    fn erase_contact(&self, contact: ContactId, at_ms: i64) -> Pending<Erased> {
+        self.writer
+            .exclusive(move |x| admin::erase(x, contact, at_ms))
+    }
+
+    fn stats(&self) -> Result<StoreStats> {
+        self.count()
+    }
 }
 
 impl SledStore {
@@ -594,6 +655,7 @@ impl SledStore {
             tree,
             db: self.db.clone(),
             writer: self.writer.clone(),
+            id_floor: self.id_floor.clone(),
         }))
     }
 }
@@ -603,6 +665,7 @@ struct SledChannelState {
     tree: Tree,
     db: sled::Db,
     writer: Writer,
+    id_floor: Arc<AtomicU64>,
 }
 
 fn state_err(e: impl std::fmt::Display) -> StateError {
@@ -619,6 +682,14 @@ impl ChannelState for SledChannelState {
         let mut batch = sled::Batch::default();
         for (k, v) in pairs {
             batch.insert(*k, *v);
+        }
+        self.tree.apply_batch(batch).map_err(state_err)
+    }
+
+    fn remove_all(&self, keys: &[&[u8]]) -> std::result::Result<(), StateError> {
+        let mut batch = sled::Batch::default();
+        for k in keys {
+            batch.remove(*k);
         }
         self.tree.apply_batch(batch).map_err(state_err)
     }
@@ -648,7 +719,11 @@ impl ChannelState for SledChannelState {
     }
 
     fn next_id(&self) -> std::result::Result<u64, StateError> {
-        self.db.generate_id().map(|i| i + 1).map_err(state_err)
+        let floor = self.id_floor.load(Ordering::SeqCst);
+        self.db
+            .generate_id()
+            .map(|i| i + 1 + floor)
+            .map_err(state_err)
     }
 
     async fn sync(&self) -> std::result::Result<(), StateError> {
@@ -665,6 +740,7 @@ impl Drop for SledStore {
     }
 }
 
+mod admin;
 mod cache;
 mod index;
 pub(super) mod space;

@@ -151,6 +151,13 @@ impl ChannelState for MemoryState {
         }
         Ok(())
     }
+    fn remove_all(&self, keys: &[&[u8]]) -> Result<(), StateError> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        for k in keys {
+            map.remove(*k);
+        }
+        Ok(())
+    }
     fn scan(
         &self,
         prefix: &[u8],

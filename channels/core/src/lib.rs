@@ -315,6 +315,8 @@ pub trait ChannelState: Send + Sync + 'static {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError>;
     /// Writes all pairs atomically.
     fn put_all(&self, pairs: &[(&[u8], &[u8])]) -> Result<(), StateError>;
+    /// Removes all keys atomically (absent keys are fine).
+    fn remove_all(&self, keys: &[&[u8]]) -> Result<(), StateError>;
     /// All pairs whose key starts with `prefix`, after `after` (exclusive) when given, in key
     /// order, at most `limit`.
     fn scan(
@@ -436,6 +438,13 @@ pub trait Channel: Send + Sync + 'static {
     /// Paths must be absolute and unique to the channel id.
     fn http_routes(&self) -> Option<axum::Router> {
         None
+    }
+
+    /// Erases what the connector keeps of one conversation in its own state (transcripts,
+    /// copies of messages): the customer asked to be forgotten. The store's records are erased
+    /// separately.
+    async fn forget(&self, _thread: &ExternalThread) -> Result<(), ChannelError> {
+        Ok(())
     }
 }
 

@@ -246,6 +246,20 @@ impl Channel for WebchatChannel {
         Ok(ExternalMessageId(format!("{}:{seq}", to.0)))
     }
 
+    async fn forget(&self, thread: &ExternalThread) -> Result<(), ChannelError> {
+        let state = &self.inner.ctx.state;
+        let prefix = transcript_prefix(&thread.0);
+        loop {
+            let rows = state.scan(&prefix, None, 1_000).map_err(state_err)?;
+            if rows.is_empty() {
+                break;
+            }
+            let keys: Vec<&[u8]> = rows.iter().map(|(k, _)| k.as_slice()).collect();
+            state.remove_all(&keys).map_err(state_err)?;
+        }
+        state.sync().await.map_err(state_err)
+    }
+
     fn http_routes(&self) -> Option<axum::Router> {
         let base = format!("/chat/{}", self.inner.ctx.id);
         let router = axum::Router::new()

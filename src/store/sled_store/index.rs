@@ -44,25 +44,34 @@ fn entries(c: &Conversation) -> Vec<(IndexKind, Status)> {
     kinds.into_iter().map(|k| (k, c.status)).collect()
 }
 
+fn remove_from(runs: &mut HashMap<(IndexKind, Status), Run>, old: &Conversation) {
+    let sort = (old.updated_at_ms, old.id);
+    for key in entries(old) {
+        if let Some(run) = runs.get_mut(&key) {
+            run.remove(&sort);
+            if run.is_empty() {
+                runs.remove(&key);
+            }
+        }
+    }
+}
+
 impl ConvIndex {
     /// Moves a conversation from its old place (if any) to its new one.
     pub fn update(&self, old: Option<&Conversation>, new: &Conversation) {
         let mut runs = self.runs.write().expect("index lock");
         if let Some(old) = old {
-            let sort = (old.updated_at_ms, old.id);
-            for key in entries(old) {
-                if let Some(run) = runs.get_mut(&key) {
-                    run.remove(&sort);
-                    if run.is_empty() {
-                        runs.remove(&key);
-                    }
-                }
-            }
+            remove_from(&mut runs, old);
         }
         let sort = (new.updated_at_ms, new.id);
         for key in entries(new) {
             runs.entry(key).or_default().insert(sort);
         }
+    }
+
+    /// Drops a conversation (erased).
+    pub fn remove(&self, old: &Conversation) {
+        remove_from(&mut self.runs.write().expect("index lock"), old);
     }
 
     /// Conversations per status, in [`Status::ALL`] order.

@@ -1,7 +1,7 @@
-use switchboard_channel::{ChannelId, ExternalMessageId, ExternalThread};
+use switchboard_channel::{ChannelId, ExternalMessageId, ExternalThread, ExternalUser};
 
 use super::*;
-use crate::model::Status;
+use crate::model::{Actor, EventKind, Identity, NoteId, Status};
 use crate::store::{Change, ConversationQuery, ConversationWrite, Order};
 
 /// Opens the store; a reopen in the same process can find the dropped handle's background
@@ -423,5 +423,217 @@ fn new_messages_do_not_rewrite_the_record_and_a_crash_is_repaired() {
     assert_eq!(
         newest.items[0].updated_at_ms, 205,
         "the index uses the repaired time"
+    );
+}
+
+/// A contact with one conversation: an identity, a thread, two messages (one with a network
+/// id), a note, an event in the conversation's log and a bot queue entry.
+fn populated(store: &SledStore, id: u64, text: &str) -> Conversation {
+    let c = conv(id, "web", Status::Queued, 10);
+    let channel = ChannelId::new("web");
+    let note = Note {
+        id: NoteId(id + 500),
+        conversation: c.id,
+        author: AgentId(7),
+        text: format!("note about {text}"),
+        created_at_ms: 11,
+    };
+    let mut first = customer_message(c.id, 1, text, 10);
+    first.external_id = Some(ExternalMessageId::new(format!("ext-{id}")));
+    apply(
+        store,
+        &Change {
+            conversations: vec![ConversationWrite::new(c.clone())],
+            contacts: vec![Contact {
+                id: c.contact,
+                name: Some(format!("Name {id}")),
+                identities: vec![Identity {
+                    channel: channel.clone(),
+                    user: ExternalUser::new(format!("user-{id}")),
+                }],
+                merged_into: None,
+                created_at_ms: 1,
+                forgotten_at_ms: None,
+            }],
+            new_identities: vec![(
+                channel.clone(),
+                ExternalUser::new(format!("user-{id}")),
+                c.contact,
+            )],
+            new_threads: vec![(channel.clone(), c.thread.clone(), c.id)],
+            new_external_ids: vec![(
+                channel,
+                ExternalMessageId::new(format!("ext-{id}")),
+                c.id,
+                1,
+            )],
+            messages: vec![first, customer_message(c.id, 2, text, 12)],
+            notes: vec![note.clone()],
+            events: vec![Event {
+                id: EventId(id + 600),
+                conversation: Some(c.id),
+                actor: Actor::System,
+                at_ms: 12,
+                kind: EventKind::MessageEdited {
+                    seq: 1,
+                    previous: text.to_owned(),
+                },
+            }],
+            bot_queue_put: vec![(c.id, 2)],
+            ..Change::default()
+        },
+    )
+    .unwrap();
+    c
+}
+
+fn all_records(store: &SledStore) -> Vec<crate::store::records::Record> {
+    use crate::store::records::Record;
+    let mut out = Vec::new();
+    store
+        .records(&mut |r| {
+            if !matches!(r, Record::Header { .. }) {
+                out.push(r);
+            }
+            Ok(())
+        })
+        .unwrap();
+    out
+}
+
+#[test]
+fn records_restore_into_an_empty_store_and_read_back_the_same() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let source = open(a.path());
+    populated(&source, 1, "first words");
+    populated(&source, 2, "second words");
+    source
+        .kv("canned")
+        .unwrap()
+        .put_all(&[(b"k", &[0xff, 0x00][..])])
+        .unwrap();
+    source
+        .kv("sessions")
+        .unwrap()
+        .put_all(&[(b"s", b"secret")])
+        .unwrap();
+    let mut exported = Vec::new();
+    source
+        .records(&mut |r| {
+            exported.push(r);
+            Ok(())
+        })
+        .unwrap();
+    let last_id = source.next_id().unwrap();
+
+    let target = open(b.path());
+    futures::executor::block_on(target.restore(exported)).unwrap();
+    assert_eq!(all_records(&target), all_records(&source));
+    assert!(target.next_id().unwrap() > last_id, "ids never collide");
+    assert!(
+        target.kv("sessions").unwrap().get(b"s").unwrap().is_none(),
+        "sign-in sessions are secrets: not exported"
+    );
+    // Indexes came back too.
+    let c = target.conversation(ConversationId(1)).unwrap().unwrap();
+    assert_eq!(target.contact_conversations(c.contact).unwrap(), [c.id]);
+    assert_eq!(target.status_counts()[Status::Queued as usize], 2);
+    assert_eq!(
+        target
+            .external_message(&ChannelId::new("web"), &ExternalMessageId::new("ext-2"))
+            .unwrap(),
+        Some((ConversationId(2), 1))
+    );
+    assert_eq!(target.conversation_events(c.id).unwrap().len(), 1);
+    assert_eq!(target.stats().unwrap().records["messages"], 4);
+}
+
+/// Whether any file under `dir` contains `needle`.
+fn files_contain(dir: &Path, needle: &[u8]) -> bool {
+    let finder = memchr::memmem::Finder::new(needle);
+    walk(dir).iter().any(|f| {
+        std::fs::read(f)
+            .map(|bytes| finder.find(&bytes).is_some())
+            .unwrap_or(false)
+    })
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn an_erased_contact_leaves_no_bytes_in_the_files_after_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let store = open(&path);
+    let gone = populated(&store, 1, "ZEBRA-PRIVATE-4411");
+    let kept = populated(&store, 2, "kept words");
+    let erased = futures::executor::block_on(store.erase_contact(gone.contact, 99)).unwrap();
+    assert_eq!(erased.conversations, [gone.id]);
+    assert_eq!((erased.messages, erased.notes), (2, 1));
+    // Gone from reads at once.
+    assert!(store.conversation(gone.id).unwrap().is_none());
+    assert!(store.messages(gone.id, 0, 10).unwrap().is_empty());
+    assert!(
+        store
+            .identity(&ChannelId::new("web"), &ExternalUser::new("user-1"))
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .thread(&ChannelId::new("web"), &gone.thread)
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(store.status_counts()[Status::Queued as usize], 1);
+    let tomb = store.contact(gone.contact).unwrap().unwrap();
+    assert_eq!((tomb.name, tomb.forgotten_at_ms), (None, Some(99)));
+    drop(store);
+    assert!(
+        files_contain(&path, b"ZEBRA-PRIVATE-4411"),
+        "sled keeps removed values in its log until the files are rewritten"
+    );
+
+    // The next open rewrites the files; the other contact is intact.
+    let store = open(&path);
+    drop(store);
+    assert!(!files_contain(&path, b"ZEBRA-PRIVATE-4411"));
+    assert!(!files_contain(&path, b"Name 1"));
+    let store = open(&path);
+    assert_eq!(store.messages(kept.id, 0, 10).unwrap().len(), 2);
+    assert!(
+        store.next_id().unwrap() > 600,
+        "ids keep growing across the rewrite"
+    );
+}
+
+#[test]
+fn a_snapshot_opens_as_a_store_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("db"));
+    let c = populated(&store, 1, "snap words");
+    let copied = futures::executor::block_on(store.snapshot(&dir.path().join("copy"))).unwrap();
+    assert!(copied >= 10, "{copied}");
+    let last = store.next_id().unwrap();
+    // Writes go on after the snapshot; the copy is the state at its moment.
+    populated(&store, 2, "later");
+    let copy = open(&dir.path().join("copy"));
+    assert_eq!(copy.messages(c.id, 0, 10).unwrap().len(), 2);
+    assert!(copy.conversation(ConversationId(2)).unwrap().is_none());
+    assert!(copy.next_id().unwrap() > last);
+    assert!(
+        futures::executor::block_on(store.snapshot(&dir.path().join("copy"))).is_err(),
+        "never over an existing database"
     );
 }

@@ -47,6 +47,18 @@ enum Request {
     Sync {
         reply: oneshot::Sender<Result<()>>,
     },
+    /// A job that needs every write held off while it runs (snapshots, erasure).
+    Exclusive(Box<dyn FnOnce(Exclusive<'_>) + Send>),
+}
+
+/// What an exclusive job may touch: everything the writer owns. Records lagging on disk
+/// (see [`Live`]) are written back before the job starts.
+pub(super) struct Exclusive<'a> {
+    pub db: &'a sled::Db,
+    pub data: &'a Tree,
+    pub index: &'a ConvIndex,
+    pub caches: &'a Caches,
+    pub live: &'a mut LiveMap,
 }
 
 /// A change with its values encoded (by the caller's thread, not the writer's).
@@ -70,7 +82,11 @@ impl Prepared {
             .iter()
             .map(|w| {
                 let mut record = w.record.clone();
-                record.version = w.previous.as_ref().map_or(1, |p| p.version + 1);
+                record.version = match &w.previous {
+                    Some(p) => p.version + 1,
+                    None if w.restored => record.version,
+                    None => 1,
+                };
                 let activity_only = w
                     .previous
                     .as_ref()
@@ -363,7 +379,7 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
 /// Writes back every conversation record that only changed in memory (see [`Live`]). Runs on
 /// the writer thread between rounds, so nothing changes under it. Durable with the next flush;
 /// until then the `active` markers cover a crash.
-fn checkpoint(data: &Tree, caches: &Caches, live: &mut LiveMap) {
+pub(super) fn checkpoint(data: &Tree, caches: &Caches, live: &mut LiveMap) {
     let dirty: Vec<Conversation> = caches
         .activity
         .read()
@@ -497,11 +513,27 @@ impl Writer {
                             .iter()
                             .filter(|r| matches!(r, Request::Commit { .. }))
                             .count();
+                        let (jobs, requests): (Vec<Request>, Vec<Request>) = requests
+                            .into_iter()
+                            .partition(|r| matches!(r, Request::Exclusive(_)));
                         let applied = round(&data, &index, &caches, &mut versions, requests);
                         if let Err(std::sync::mpsc::SendError(applied)) = applied_tx.send(applied) {
                             // The flusher is gone (it panicked): flush here.
                             let flushed = db.flush().map(|_| ()).map_err(io);
                             answer(applied.requests, applied.outcomes, &flushed);
+                        }
+                        for job in jobs {
+                            let Request::Exclusive(job) = job else {
+                                continue;
+                            };
+                            checkpoint(&data, &caches, &mut versions);
+                            job(Exclusive {
+                                db: &db,
+                                data: &data,
+                                index: &index,
+                                caches: &caches,
+                                live: &mut versions,
+                            });
                         }
                     }
                     if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
@@ -558,6 +590,25 @@ impl Writer {
         })
     }
 
+    /// Runs `job` on the writer thread with every write held off, after everything sent
+    /// before it has been applied.
+    pub fn exclusive<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(Exclusive<'_>) -> Result<T> + Send + 'static,
+    ) -> super::super::Pending<T> {
+        let (reply, rx) = oneshot::channel();
+        let sent = self.send(Request::Exclusive(Box::new(move |x| {
+            let _ = reply.send(job(x));
+        })));
+        Box::pin(async move {
+            if !sent {
+                return Err(StoreError::Io("store is closed".into()));
+            }
+            rx.await
+                .map_err(|_| StoreError::Io("store writer stopped".into()))?
+        })
+    }
+
     /// Finishes what is queued, stops the thread and releases its database handle.
     pub fn close(&self) {
         self.inner.requests.lock().expect("writer lock").take();
@@ -587,7 +638,7 @@ fn round(
         .iter()
         .filter_map(|r| match r {
             Request::Commit { change, .. } => Some(&**change),
-            Request::Sync { .. } => None,
+            Request::Sync { .. } | Request::Exclusive(_) => None,
         })
         .collect();
     let outcomes = if prepared.is_empty() {
@@ -649,6 +700,7 @@ fn answer(requests: Vec<Request>, outcomes: Vec<Outcome>, flushed: &Result<()>) 
             Request::Sync { reply } => {
                 let _ = reply.send(flushed.clone());
             }
+            Request::Exclusive(_) => {}
         }
     }
 }

@@ -1,0 +1,546 @@
+//! Whole-store operations: records out and back in (export/import), consistent copies
+//! (backup), erasing a contact, rewriting the files afterwards, and counting.
+//!
+//! sled is log-structured: a removed value stays in the files until its segment is reused.
+//! So erasure sets [`COMPACT_PENDING`], and the next open copies the live data into a fresh
+//! database and swaps it in ([`compact_if_pending`]): only then are erased bytes gone.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use sled::Tree;
+use switchboard_channel::{BlobId, ChannelId, ExternalMessageId, ExternalThread, ExternalUser};
+
+use super::space::Space;
+use super::writer::Exclusive;
+use super::{
+    ACTIVE, AGENTS, BOT_QUEUE, CONTACT_CONVS, CONTACTS, CONV_EVENTS, CONVERSATIONS, EVENTS,
+    EXTERNAL_IDS, FAILED, IDENTITIES, MESSAGES, NOTES, OUTBOX, PREFIXES, SledStore, THREADS, TREES,
+    decode, io,
+};
+use crate::model::{Agent, Contact, ContactId, Conversation, ConversationId, Message};
+use crate::store::keys;
+use crate::store::records::{
+    Bytes, FORMAT, FORMAT_VERSION, PRIVATE_META, Record, SECRET_SPACES, SpaceOwner,
+};
+use crate::store::{Erased, Result, StoreError, StoreStats};
+
+/// Meta key: every id handed out from now on is above this (raised by imports and copies,
+/// whose ids come from another database's generator).
+pub(super) const ID_FLOOR: &str = "id_floor";
+/// Meta key: something was erased; rewrite the files at the next open.
+pub(super) const COMPACT_PENDING: &str = "compact_pending";
+const CHANNEL_SPACE: &str = "channel/";
+const DAEMON_SPACE: &str = "kv/";
+/// Pairs per sled batch when copying.
+const COPY_BATCH: usize = 10_000;
+
+pub(super) fn read_floor(meta: &Tree) -> Result<u64> {
+    Ok(meta
+        .get(ID_FLOOR)
+        .map_err(io)?
+        .filter(|v| v.len() == 8)
+        .map_or(0, |v| keys::read_u64(&v)))
+}
+
+fn space(data: &Tree, i: usize) -> Space<'_> {
+    Space {
+        tree: data,
+        prefix: PREFIXES[i],
+    }
+}
+
+fn two_strings(key: &[u8]) -> Result<(String, String)> {
+    keys::read_two_strings(key).ok_or_else(|| StoreError::Corrupt {
+        tree: "keys",
+        detail: "malformed two-string key".into(),
+    })
+}
+
+impl SledStore {
+    pub(super) fn visit_records(&self, visit: &mut dyn FnMut(Record) -> Result<()>) -> Result<()> {
+        visit(Record::Header {
+            format: FORMAT.into(),
+            version: FORMAT_VERSION,
+            schema: super::SCHEMA_VERSION,
+            exported_at_ms: switchboard_channel::now_ms(),
+            next_id: crate::store::Store::next_id(self)?,
+        })?;
+        let values = |i: usize,
+                      visit: &mut dyn FnMut(Record) -> Result<()>,
+                      make: &dyn Fn(&[u8]) -> Result<Record>|
+         -> Result<()> {
+            for kv in self.tree(i).scan_prefix([]) {
+                visit(make(&kv.map_err(io)?.1)?)?;
+            }
+            Ok(())
+        };
+        values(AGENTS, visit, &|v| {
+            let mut record: Agent = decode(TREES[AGENTS], v)?;
+            record.token_hash.clear();
+            Ok(Record::Agent { record })
+        })?;
+        values(CONTACTS, visit, &|v| {
+            Ok(Record::Contact {
+                record: decode(TREES[CONTACTS], v)?,
+            })
+        })?;
+        for kv in self.tree(IDENTITIES).scan_prefix([]) {
+            let (k, v) = kv.map_err(io)?;
+            let (channel, user) = two_strings(&k)?;
+            visit(Record::Identity {
+                channel: ChannelId(channel),
+                user: ExternalUser(user),
+                contact: ContactId(keys::read_u64(&v)),
+            })?;
+        }
+        for k in self.tree(CONVERSATIONS).keys([]) {
+            let id = ConversationId(keys::read_u64(&k.map_err(io)?));
+            if let Some(record) = crate::store::Store::conversation(self, id)? {
+                visit(Record::Conversation { record })?;
+            }
+        }
+        for kv in self.tree(THREADS).scan_prefix([]) {
+            let (k, v) = kv.map_err(io)?;
+            let (channel, thread) = two_strings(&k)?;
+            visit(Record::Thread {
+                channel: ChannelId(channel),
+                thread: ExternalThread(thread),
+                conversation: ConversationId(keys::read_u64(&v)),
+            })?;
+        }
+        values(MESSAGES, visit, &|v| {
+            Ok(Record::Message {
+                record: decode(TREES[MESSAGES], v)?,
+            })
+        })?;
+        for kv in self.tree(EXTERNAL_IDS).scan_prefix([]) {
+            let (k, v) = kv.map_err(io)?;
+            let (channel, id) = two_strings(&k)?;
+            let (conversation, seq) = keys::conversation_seq(&v);
+            visit(Record::ExternalId {
+                channel: ChannelId(channel),
+                id: ExternalMessageId(id),
+                conversation,
+                seq,
+            })?;
+        }
+        values(NOTES, visit, &|v| {
+            Ok(Record::Note {
+                record: decode(TREES[NOTES], v)?,
+            })
+        })?;
+        values(EVENTS, visit, &|v| {
+            Ok(Record::Event {
+                record: decode(TREES[EVENTS], v)?,
+            })
+        })?;
+        values(OUTBOX, visit, &|v| {
+            Ok(Record::Outbox {
+                record: decode(TREES[OUTBOX], v)?,
+            })
+        })?;
+        for (i, make) in [
+            (
+                BOT_QUEUE,
+                (|conversation, seq| Record::BotQueue { conversation, seq }) as fn(_, _) -> _,
+            ),
+            (FAILED, |conversation, seq| Record::Failed {
+                conversation,
+                seq,
+            }),
+        ] {
+            for k in self.tree(i).keys([]) {
+                let (conversation, seq) = keys::conversation_seq(&k.map_err(io)?);
+                visit(make(conversation, seq))?;
+            }
+        }
+        for name in self.db.tree_names() {
+            let name = String::from_utf8_lossy(&name).into_owned();
+            let (owner, space) = if let Some(s) = name.strip_prefix(CHANNEL_SPACE) {
+                (SpaceOwner::Channel, s)
+            } else if let Some(s) = name.strip_prefix(DAEMON_SPACE) {
+                (SpaceOwner::Daemon, s)
+            } else {
+                continue;
+            };
+            if owner == SpaceOwner::Daemon && SECRET_SPACES.contains(&space) {
+                continue;
+            }
+            for kv in self.db.open_tree(&name).map_err(io)?.iter() {
+                let (k, v) = kv.map_err(io)?;
+                visit(Record::State {
+                    owner: owner.clone(),
+                    space: space.to_owned(),
+                    key: Bytes::new(&k),
+                    value: Bytes::new(&v),
+                })?;
+            }
+        }
+        for kv in self.meta.iter() {
+            let (k, v) = kv.map_err(io)?;
+            let key = String::from_utf8_lossy(&k).into_owned();
+            if !PRIVATE_META.contains(&key.as_str()) {
+                visit(Record::Meta {
+                    key,
+                    value: Bytes::new(&v),
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Splits records into one change for the writer and the private pairs written here.
+    pub(super) fn restore_records(&self, records: Vec<Record>) -> Result<crate::store::Change> {
+        use crate::store::ConversationWrite;
+        let mut c = crate::store::Change::default();
+        let mut floor = 0;
+        let bad = |detail: String| StoreError::Corrupt {
+            tree: "import",
+            detail,
+        };
+        for r in records {
+            floor = floor.max(r.max_id());
+            match r {
+                Record::Header { next_id, .. } => floor = floor.max(next_id),
+                Record::Agent { mut record } => {
+                    // Tokens are not exported: until rotated, the agent has none that works.
+                    record.token_hash =
+                        format!("imported:{}", hex::encode(rand::random::<[u8; 16]>()));
+                    c.agents.push(record);
+                }
+                Record::Contact { record } => c.contacts.push(record),
+                Record::Identity {
+                    channel,
+                    user,
+                    contact,
+                } => c.new_identities.push((channel, user, contact)),
+                Record::Conversation { record } => {
+                    c.conversations.push(ConversationWrite::restored(record))
+                }
+                Record::Thread {
+                    channel,
+                    thread,
+                    conversation,
+                } => c.new_threads.push((channel, thread, conversation)),
+                Record::Message { record } => c.messages.push(record),
+                Record::ExternalId {
+                    channel,
+                    id,
+                    conversation,
+                    seq,
+                } => c.new_external_ids.push((channel, id, conversation, seq)),
+                Record::Note { record } => c.notes.push(record),
+                Record::Event { record } => c.events.push(record),
+                Record::Outbox { record } => c.outbox_put.push(record),
+                Record::BotQueue { conversation, seq } => c.bot_queue_put.push((conversation, seq)),
+                Record::Failed { conversation, seq } => c.failed_put.push((conversation, seq)),
+                Record::State {
+                    owner,
+                    space,
+                    key,
+                    value,
+                } => {
+                    let prefix = match owner {
+                        SpaceOwner::Channel => CHANNEL_SPACE,
+                        SpaceOwner::Daemon => DAEMON_SPACE,
+                    };
+                    self.db
+                        .open_tree(format!("{prefix}{space}"))
+                        .map_err(io)?
+                        .insert(key.to_vec().map_err(bad)?, value.to_vec().map_err(bad)?)
+                        .map_err(io)?;
+                }
+                Record::Meta { key, value } => {
+                    if !PRIVATE_META.contains(&key.as_str()) {
+                        self.meta
+                            .insert(key, value.to_vec().map_err(bad)?)
+                            .map_err(io)?;
+                    }
+                }
+            }
+        }
+        if floor > self.id_floor.load(Ordering::SeqCst) {
+            self.id_floor.fetch_max(floor, Ordering::SeqCst);
+            self.meta
+                .insert(ID_FLOOR, &floor.to_be_bytes())
+                .map_err(io)?;
+        }
+        Ok(c)
+    }
+
+    pub(super) fn count(&self) -> Result<StoreStats> {
+        let mut stats = StoreStats::default();
+        for (i, name) in TREES.iter().enumerate() {
+            let n = self.tree(i).keys([]).count() as u64;
+            stats.records.insert((*name).to_owned(), n);
+        }
+        for (status, n) in crate::model::Status::ALL.iter().zip(self.index.counts()) {
+            stats.statuses.insert(status.as_str().to_owned(), n);
+        }
+        for name in self.db.tree_names() {
+            let name = String::from_utf8_lossy(&name).into_owned();
+            if name.starts_with(CHANNEL_SPACE) || name.starts_with(DAEMON_SPACE) {
+                let n = self.db.open_tree(&name).map_err(io)?.len() as u64;
+                stats.spaces.insert(name, n);
+            }
+        }
+        stats.bytes_on_disk = self.db.size_on_disk().map_err(io)?;
+        Ok(stats)
+    }
+}
+
+/// Copies every tree of `db` into a new database at `dest`; ids it hands out start above
+/// `next_id`. Returns the pairs copied.
+pub(super) fn copy_into(db: &sled::Db, dest: &Path, next_id: u64) -> Result<u64> {
+    if dest.exists() && std::fs::read_dir(dest).map_err(io)?.next().is_some() {
+        return Err(StoreError::Io(format!(
+            "{} exists and is not empty",
+            dest.display()
+        )));
+    }
+    let out = sled::Config::new()
+        .path(dest)
+        .cache_capacity(32 * 1024 * 1024)
+        .open()
+        .map_err(io)?;
+    let mut copied = 0;
+    for name in db.tree_names() {
+        let (src, dst) = (
+            db.open_tree(&name).map_err(io)?,
+            out.open_tree(&name).map_err(io)?,
+        );
+        let mut batch = sled::Batch::default();
+        let mut pending = 0;
+        for kv in src.iter() {
+            let (k, v) = kv.map_err(io)?;
+            batch.insert(k, v);
+            pending += 1;
+            if pending == COPY_BATCH {
+                dst.apply_batch(std::mem::take(&mut batch)).map_err(io)?;
+                copied += pending as u64;
+                pending = 0;
+            }
+        }
+        dst.apply_batch(batch).map_err(io)?;
+        copied += pending as u64;
+    }
+    let meta = out.open_tree("meta").map_err(io)?;
+    meta.insert(ID_FLOOR, &next_id.to_be_bytes()).map_err(io)?;
+    meta.remove(COMPACT_PENDING).map_err(io)?;
+    out.flush().map_err(io)?;
+    Ok(copied)
+}
+
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+/// Rewrites the database at `path` when an erasure asked for it: copies the live data into a
+/// fresh database and swaps it in, so erased values are gone from the files. Also finishes a
+/// swap that a crash interrupted. Returns whether it rewrote.
+pub(super) fn compact_if_pending(path: &Path) -> Result<bool> {
+    let (old, fresh) = (sibling(path, ".old"), sibling(path, ".compacting"));
+    if old.exists() {
+        if !path.exists() && fresh.exists() {
+            std::fs::rename(&fresh, path).map_err(io)?;
+        }
+        std::fs::remove_dir_all(&old).map_err(io)?;
+    }
+    if !path.exists() {
+        return Ok(false);
+    }
+    let before;
+    {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(32 * 1024 * 1024)
+            .open()
+            .map_err(io)?;
+        let meta = db.open_tree("meta").map_err(io)?;
+        if meta.get(COMPACT_PENDING).map_err(io)?.is_none() {
+            return Ok(false);
+        }
+        if fresh.exists() {
+            std::fs::remove_dir_all(&fresh).map_err(io)?;
+        }
+        before = db.size_on_disk().map_err(io)?;
+        let next_id = db.generate_id().map_err(io)? + 1 + read_floor(&meta)?;
+        copy_into(&db, &fresh, next_id)?;
+    }
+    std::fs::rename(path, &old).map_err(io)?;
+    std::fs::rename(&fresh, path).map_err(io)?;
+    std::fs::remove_dir_all(&old).map_err(io)?;
+    tracing::info!(
+        bytes_before = before,
+        "store rewritten after an erasure: erased data is gone from its files"
+    );
+    Ok(true)
+}
+
+/// The erasure itself, on the writer thread (see [`crate::store::Store::erase_contact`]).
+pub(super) fn erase(x: Exclusive<'_>, contact: ContactId, at_ms: i64) -> Result<Erased> {
+    let contacts = space(x.data, CONTACTS);
+    let Some(main) = contacts.get(contact.to_be_bytes()).map_err(io)? else {
+        return Ok(Erased::default());
+    };
+    let main: Contact = decode(TREES[CONTACTS], &main)?;
+    let mut family = vec![main];
+    for kv in contacts.scan_prefix([]) {
+        let c: Contact = decode(TREES[CONTACTS], &kv.map_err(io)?.1)?;
+        if c.merged_into == Some(contact) {
+            family.push(c);
+        }
+    }
+    let ids: HashSet<u64> = family.iter().map(|c| c.id.0).collect();
+    let mut out = Erased::default();
+    let mut batch = sled::Batch::default();
+    let mut blobs: HashSet<BlobId> = HashSet::new();
+    let mut gone: Vec<Conversation> = Vec::new();
+    let mut forgotten_keys: Vec<Vec<u8>> = Vec::new();
+
+    let identities = space(x.data, IDENTITIES);
+    for kv in identities.scan_prefix([]) {
+        let (k, v) = kv.map_err(io)?;
+        if ids.contains(&keys::read_u64(&v)) {
+            batch.remove(identities.key(&k));
+            forgotten_keys.push(k.to_vec());
+        }
+    }
+    for c in &family {
+        let convs = space(x.data, CONTACT_CONVS);
+        for k in convs.keys(c.id.to_be_bytes()) {
+            let k = k.map_err(io)?;
+            batch.remove(convs.key(&k));
+            let id = ConversationId(keys::read_u64(&k[8..]));
+            let fresh = x
+                .caches
+                .activity
+                .read()
+                .expect("activity lock")
+                .get(&id)
+                .cloned();
+            let record = match fresh {
+                Some(r) => Some(r),
+                None => space(x.data, CONVERSATIONS)
+                    .get(id.to_be_bytes())
+                    .map_err(io)?
+                    .map(|v| decode::<Conversation>(TREES[CONVERSATIONS], &v))
+                    .transpose()?,
+            };
+            if let Some(record) = record {
+                erase_conversation(x.data, &mut batch, &record, &mut out, &mut blobs)?;
+                gone.push(record);
+            }
+        }
+        let tombstone = Contact {
+            id: c.id,
+            name: None,
+            identities: Vec::new(),
+            merged_into: c.merged_into,
+            created_at_ms: c.created_at_ms,
+            forgotten_at_ms: Some(at_ms),
+        };
+        batch.insert(contacts.key(&c.id.to_be_bytes()), super::encode(&tombstone));
+        out.contacts.push(c.id);
+    }
+    x.data.apply_batch(batch).map_err(io)?;
+    x.db.open_tree("meta")
+        .map_err(io)?
+        .insert(COMPACT_PENDING, &[1u8])
+        .map_err(io)?;
+    x.db.flush().map_err(io)?;
+
+    for k in forgotten_keys {
+        x.caches.identities.forget(&k);
+    }
+    for c in &gone {
+        x.index.remove(c);
+        x.live.remove(&c.id);
+        x.caches.conversations.forget(&c.id);
+        x.caches
+            .activity
+            .write()
+            .expect("activity lock")
+            .remove(&c.id);
+        x.caches
+            .threads
+            .forget(&keys::two_strings(c.channel.as_str(), c.thread.as_str()));
+        out.conversations.push(c.id);
+    }
+    // Files other messages still use stay.
+    let finders: Vec<(BlobId, memchr::memmem::Finder<'static>)> = blobs
+        .into_iter()
+        .map(|b| {
+            let f = memchr::memmem::Finder::new(b.as_str().as_bytes()).into_owned();
+            (b, f)
+        })
+        .collect();
+    let mut used = HashSet::new();
+    for kv in space(x.data, MESSAGES).scan_prefix([]) {
+        let (_, v) = kv.map_err(io)?;
+        for (b, f) in &finders {
+            if f.find(&v).is_some() {
+                used.insert(b.clone());
+            }
+        }
+    }
+    out.orphan_blobs = finders
+        .into_iter()
+        .map(|(b, _)| b)
+        .filter(|b| !used.contains(b))
+        .collect();
+    Ok(out)
+}
+
+/// Stages the removal of one conversation and everything under it.
+fn erase_conversation(
+    data: &Tree,
+    batch: &mut sled::Batch,
+    c: &Conversation,
+    out: &mut Erased,
+    blobs: &mut HashSet<BlobId>,
+) -> Result<()> {
+    let id = c.id.to_be_bytes();
+    for i in [CONVERSATIONS, ACTIVE] {
+        batch.remove(space(data, i).key(&id));
+    }
+    let threads = space(data, THREADS);
+    batch.remove(threads.key(&keys::two_strings(c.channel.as_str(), c.thread.as_str())));
+    let external = space(data, EXTERNAL_IDS);
+    let messages = space(data, MESSAGES);
+    for kv in messages.scan_prefix(id) {
+        let (k, v) = kv.map_err(io)?;
+        batch.remove(messages.key(&k));
+        let m: Message = decode(TREES[MESSAGES], &v)?;
+        let network_ids = m
+            .external_id
+            .iter()
+            .chain(m.delivery.as_ref().and_then(|d| d.external_id.as_ref()));
+        for ext in network_ids {
+            batch.remove(external.key(&keys::two_strings(c.channel.as_str(), ext.as_str())));
+        }
+        blobs.extend(m.attachments.iter().filter_map(|a| a.blob.clone()));
+        out.messages += 1;
+    }
+    for i in [NOTES, OUTBOX, BOT_QUEUE, FAILED] {
+        let s = space(data, i);
+        for k in s.keys(id) {
+            let k = k.map_err(io)?;
+            batch.remove(s.key(&k));
+            if i == NOTES {
+                out.notes += 1;
+            }
+        }
+    }
+    let (log, events) = (space(data, CONV_EVENTS), space(data, EVENTS));
+    for k in log.keys(id) {
+        let k = k.map_err(io)?;
+        batch.remove(log.key(&k));
+        batch.remove(events.key(&k[8..]));
+    }
+    Ok(())
+}
