@@ -46,6 +46,20 @@ pub fn open_store(config: &Config) -> anyhow::Result<Arc<SledStore>> {
     Ok(Arc::new(store))
 }
 
+/// The engine's settings from the config.
+pub fn engine_settings(config: &Config) -> EngineSettings {
+    EngineSettings {
+        handoff_message: config.bot.handoff_message.clone(),
+        welcome_message: config.bot.welcome_message.clone(),
+        offhours_message: config.bot.offhours_message.clone(),
+        handoff_wait_message: config.bot.handoff_wait_message.clone(),
+        long_wait_minutes: config.bot.long_wait_minutes,
+        long_wait_message: config.bot.long_wait_message.clone(),
+        outbox: config.outbox.clone(),
+        bot_workers: 32,
+    }
+}
+
 /// The bot: the live knowledge base (files + store), with the model when one is configured.
 pub fn build_bot(
     config: &Config,
@@ -144,7 +158,7 @@ async fn bootstrap_admin(engine: &Engine, config: &Config) -> anyhow::Result<()>
     Ok(())
 }
 
-fn write_secret_file(path: &Path, secret: &str) -> anyhow::Result<()> {
+pub(crate) fn write_secret_file(path: &Path, secret: &str) -> anyhow::Result<()> {
     use std::io::Write;
     #[cfg(unix)]
     use std::os::unix::fs::OpenOptionsExt;
@@ -160,7 +174,7 @@ fn write_secret_file(path: &Path, secret: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn build_channel(
+pub(crate) fn build_channel(
     id: &str,
     config: &ChannelConfig,
     engine: &Arc<Engine>,
@@ -255,20 +269,7 @@ pub async fn serve(
     }
     let store = open_store(&config)?;
     let (kb, responder) = build_bot(&config, store.as_ref())?;
-    let engine = Engine::new(
-        store.clone(),
-        responder,
-        EngineSettings {
-            handoff_message: config.bot.handoff_message.clone(),
-            welcome_message: config.bot.welcome_message.clone(),
-            offhours_message: config.bot.offhours_message.clone(),
-            handoff_wait_message: config.bot.handoff_wait_message.clone(),
-            long_wait_minutes: config.bot.long_wait_minutes,
-            long_wait_message: config.bot.long_wait_message.clone(),
-            outbox: config.outbox.clone(),
-            bot_workers: 32,
-        },
-    )?;
+    let engine = Engine::new(store.clone(), responder, engine_settings(&config))?;
     let schedule =
         crate::routing::schedule::Schedule::new(config.hours.as_ref(), &config.routing.teams)
             .map_err(anyhow::Error::msg)?;

@@ -126,7 +126,7 @@ impl Default for HttpConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// Name of the first admin agent, created on first start.
@@ -140,6 +140,16 @@ pub struct AdminConfig {
 
 fn default_admin_name() -> String {
     "admin".into()
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            name: default_admin_name(),
+            token_env: None,
+            token_file: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -50,7 +50,7 @@ pub fn vector_cache(
     Ok((Some(store), cache))
 }
 
-fn progress_bar(len: usize, what: &str) -> indicatif::ProgressBar {
+pub(crate) fn progress_bar(len: usize, what: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(len as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -216,7 +216,7 @@ fn print_report(r: &eval::Report) {
 }
 
 /// The config given, or the embedded default.
-fn config_or_default(path: Option<&Path>) -> anyhow::Result<Config> {
+pub(crate) fn config_or_default(path: Option<&Path>) -> anyhow::Result<Config> {
     match path {
         Some(p) => Config::load(p).map_err(|e| anyhow::anyhow!("{e}")),
         None => Config::parse(

@@ -16,6 +16,7 @@
 //! Connectors live in their own crates under `channels/` and depend only on
 //! `switchboard-channel`.
 
+pub mod admin;
 pub mod app;
 pub mod bench;
 pub mod bot;

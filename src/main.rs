@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use switchboard::admin::cli::{AgentCommand, ContactCommand};
 use switchboard::config::{Config, DEFAULT_CONFIG};
 use tokio_util::sync::CancellationToken;
 
@@ -37,6 +38,46 @@ enum Command {
     /// Knowledge-base tools.
     #[command(subcommand)]
     Kb(Kb),
+    /// Agents and their tokens.
+    Agent {
+        #[command(subcommand)]
+        command: AgentCommand,
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+    },
+    /// Customers: erase one's personal data.
+    Contact {
+        #[command(subcommand)]
+        command: ContactCommand,
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+    },
+    /// Write everything as JSON Lines (stdout, or --output FILE).
+    Export {
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Read an export into an empty data directory (daemon stopped); `-` reads stdin.
+    Import {
+        file: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Write a consistent copy of the data directory to DEST, also while the daemon runs.
+    Backup {
+        dest: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Counts of what the store holds.
+    Stats {
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -98,6 +139,47 @@ enum Bench {
     /// Telegram through the fake Bot API: inbound end to end, outbound sends.
     #[cfg(feature = "fakes")]
     Telegram(switchboard::bench::telegram::TelegramArgs),
+}
+
+/// The admin commands (see `switchboard::admin::cli`).
+fn admin(command: Command) -> ExitCode {
+    use switchboard::admin::cli;
+    init_logging("warn");
+    let config_path = match &command {
+        Command::Agent { config, .. }
+        | Command::Contact { config, .. }
+        | Command::Export { config, .. }
+        | Command::Import { config, .. }
+        | Command::Backup { config, .. }
+        | Command::Stats { config, .. } => config.clone(),
+        _ => None,
+    };
+    let config = match load(config_path.as_ref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let result = runtime.block_on(async {
+        match command {
+            Command::Agent { command, .. } => cli::agent(&config, command).await,
+            Command::Contact { command, .. } => cli::contact(&config, command).await,
+            Command::Export { output, .. } => cli::export(&config, output.as_deref()).await,
+            Command::Import { file, .. } => cli::import(&config, &file).await,
+            Command::Backup { dest, .. } => cli::backup(&config, &dest).await,
+            Command::Stats { json, .. } => cli::stats(&config, json).await,
+            _ => unreachable!("only admin commands come here"),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchboard: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn load(path: Option<&PathBuf>) -> Result<Config, String> {
@@ -219,6 +301,12 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Agent { .. }
+        | Command::Contact { .. }
+        | Command::Export { .. }
+        | Command::Import { .. }
+        | Command::Backup { .. }
+        | Command::Stats { .. } => admin(cli.command),
         Command::Run { config } => {
             init_logging("info");
             let config = match load(config.as_ref()) {

@@ -416,6 +416,35 @@ impl LiveKb {
         Ok(p)
     }
 
+    /// Drops what proposals keep of erased conversations: pending and rejected proposals from
+    /// them go; an approved one keeps its question (reviewed, it is knowledge now) without the
+    /// link. Returns how many proposals went.
+    pub fn forget_conversations(&self, ids: &[u64]) -> Result<usize, LiveError> {
+        let _w = self.write.lock().expect("kb write lock");
+        let mut gone = Vec::new();
+        let mut unlinked = Vec::new();
+        for mut p in self.scan::<Proposal>(b"p/")? {
+            if !p.conversation.is_some_and(|c| ids.contains(&c)) {
+                continue;
+            }
+            if p.status == ProposalStatus::Approved {
+                p.conversation = None;
+                unlinked.push((
+                    Self::proposal_key(p.id),
+                    serde_json::to_vec(&p).map_err(storage)?,
+                ));
+            } else {
+                gone.push(Self::proposal_key(p.id));
+            }
+        }
+        if !unlinked.is_empty() {
+            self.put(unlinked)?;
+        }
+        let keys: Vec<&[u8]> = gone.iter().map(Vec::as_slice).collect();
+        self.kv.remove_all(&keys).map_err(storage)?;
+        Ok(gone.len())
+    }
+
     /// Makes the knowledge-base writes so far durable.
     pub async fn sync(&self) -> Result<(), LiveError> {
         self.kv.sync().await.map_err(storage)

@@ -109,7 +109,7 @@ impl Engine {
         &self,
         id: AgentId,
         disabled: bool,
-        by: AgentId,
+        by: Option<AgentId>,
     ) -> Result<Agent, EngineError> {
         let mut agent = self
             .store
@@ -117,12 +117,8 @@ impl Engine {
             .ok_or(EngineError::NotFound("agent"))?;
         if agent.disabled != disabled {
             agent.disabled = disabled;
-            self.save_agent(
-                &agent,
-                Some(by),
-                if disabled { "disabled" } else { "enabled" },
-            )
-            .await?;
+            self.save_agent(&agent, by, if disabled { "disabled" } else { "enabled" })
+                .await?;
         }
         Ok(agent)
     }

@@ -11,6 +11,7 @@ mod agents;
 pub use agents::{MIN_TOKEN_LEN, TOKEN_PREFIX};
 pub(crate) mod bot_worker;
 mod canned;
+mod erase;
 pub use canned::CannedResponse;
 pub(crate) mod draft;
 pub(crate) mod outbox;

@@ -85,7 +85,7 @@ impl From<StoreError> for ApiError {
                     "internal error",
                 )
             }
-            StoreError::Io(_) => {
+            StoreError::Io(_) | StoreError::InUse(_) => {
                 tracing::error!(error = %e, "storage unavailable");
                 Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,

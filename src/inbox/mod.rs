@@ -4,6 +4,7 @@
 //! Routes and the OpenAPI document are built from the same list (`utoipa-axum`), so the
 //! document cannot drift from the routes that exist.
 
+mod admin;
 pub mod auth;
 mod canned;
 mod conversations;
@@ -85,6 +86,9 @@ pub fn api(
         .routes(routes!(people::get_contact))
         .routes(routes!(people::contact_history))
         .routes(routes!(people::merge_contacts))
+        .routes(routes!(admin::forget_contact))
+        .routes(routes!(admin::backup))
+        .routes(routes!(admin::stats))
         .routes(routes!(
             session::sign_in,
             session::current,

@@ -204,7 +204,7 @@ pub async fn disable_agent(
     Ok(Json(
         state
             .engine
-            .set_agent_disabled(AgentId(id), true, admin.id)
+            .set_agent_disabled(AgentId(id), true, Some(admin.id))
             .await?
             .redacted(),
     ))
@@ -222,7 +222,7 @@ pub async fn enable_agent(
     Ok(Json(
         state
             .engine
-            .set_agent_disabled(AgentId(id), false, admin.id)
+            .set_agent_disabled(AgentId(id), false, Some(admin.id))
             .await?
             .redacted(),
     ))

@@ -36,6 +36,46 @@ impl FileBlobs {
         std::fs::metadata(path).ok().map(|m| m.len())
     }
 
+    /// Deletes a blob (its customer was forgotten). Absent is fine.
+    pub fn remove(&self, id: &BlobId) -> std::io::Result<()> {
+        let Some(path) = self.path(id) else {
+            return Ok(());
+        };
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Puts every blob into `dest` (a new directory): hard links where the file system allows
+    /// (blobs never change once written), copies otherwise. Returns the number of files.
+    pub fn copy_to(&self, dest: &Path) -> std::io::Result<u64> {
+        let mut n = 0;
+        for shard in std::fs::read_dir(&self.dir)? {
+            let shard = shard?;
+            if shard.file_name() == "tmp" || !shard.file_type()?.is_dir() {
+                continue;
+            }
+            let to = dest.join(shard.file_name());
+            std::fs::create_dir_all(&to)?;
+            for file in std::fs::read_dir(shard.path())? {
+                let file = file?;
+                let target = to.join(file.file_name());
+                if std::fs::hard_link(file.path(), &target).is_err() {
+                    std::fs::copy(file.path(), &target)?;
+                }
+                n += 1;
+            }
+        }
+        std::fs::create_dir_all(dest.join("tmp"))?;
+        Ok(n)
+    }
+
+    /// The directory the blobs live in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn put_blocking(&self, bytes: &[u8]) -> std::io::Result<BlobId> {
         let id = BlobId(hex::encode(Sha256::digest(bytes)));
         let path = self.path(&id).expect("a digest is a valid id");

@@ -39,6 +39,9 @@ pub enum StoreError {
     /// An insert-if-absent key already exists.
     #[error("already exists: {0}")]
     Exists(&'static str),
+    /// Another process (a running daemon) holds the database.
+    #[error("{0} is in use by another process (is the daemon running?)")]
+    InUse(String),
     /// The disk or the database failed; nothing of this change was applied.
     #[error("storage failure: {0}")]
     Io(String),

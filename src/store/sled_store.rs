@@ -145,10 +145,7 @@ pub(super) fn io(e: impl std::fmt::Display) -> StoreError {
 }
 
 fn in_use(path: &Path) -> StoreError {
-    StoreError::Io(format!(
-        "{} is in use by another process (is the daemon running?)",
-        path.display()
-    ))
+    StoreError::InUse(path.display().to_string())
 }
 
 pub(super) fn encode<T: Serialize>(v: &T) -> Vec<u8> {

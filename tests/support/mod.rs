@@ -143,8 +143,16 @@ impl Daemon {
 
     /// Sends SIGTERM.
     pub fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends a signal by name (`HUP`, `TERM`).
+    pub fn signal(&self, name: &str) {
         let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap();
     }
 
     /// Waits (up to 20 s) for the daemon to exit, cleanly.
@@ -345,6 +353,29 @@ impl Client {
             .cloned()
             .unwrap_or_else(|| panic!("no conversation for {user}: {page}"))
     }
+}
+
+/// Runs `switchboard ARGS` (an admin command) to the end: `(success, stdout, stderr)`.
+pub fn admin_command(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(args)
+        .env("SB_TEST_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("SB_TEST_HOOK_SECRET", HOOK_SECRET)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run switchboard");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A free port on 127.0.0.1 for a daemon that admin commands must find from its config.
+pub fn free_listen_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
 }
 
 /// A callback receiver, a config pointing at it, the daemon on it, and an admin client.

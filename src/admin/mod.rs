@@ -1,0 +1,125 @@
+//! Operations on a whole installation, shared by the admin API and the `switchboard` admin
+//! commands: forgetting a customer, consistent backups, export and import.
+
+pub mod cli;
+pub mod transfer;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::bot::live::LiveKb;
+use crate::engine::{Engine, EngineError};
+use crate::model::{AgentId, ContactId};
+use crate::store::Store;
+use crate::store::blobs::FileBlobs;
+
+/// What forgetting a contact removed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct ForgetReport {
+    /// The contact and any contacts merged into it; they remain as empty tombstones.
+    pub contacts: Vec<u64>,
+    pub conversations: u64,
+    pub messages: u64,
+    pub notes: u64,
+    /// Attachment files deleted (files other customers also sent stay).
+    pub files: u64,
+    /// Knowledge-base proposals taken from their conversations, deleted.
+    pub proposals: u64,
+}
+
+/// Forgets a contact everywhere: the store, the channels' own copies, the bot's proposals and
+/// the attachment files. The store's files are rewritten at the next start (see
+/// [`Store::erase_contact`]).
+pub async fn forget_contact(
+    engine: &Engine,
+    kb: &LiveKb,
+    blobs: &FileBlobs,
+    contact: ContactId,
+    by: Option<AgentId>,
+) -> Result<ForgetReport, EngineError> {
+    let erased = engine.forget_contact(contact, by).await?;
+    let ids: Vec<u64> = erased.conversations.iter().map(|c| c.0).collect();
+    let proposals = kb
+        .forget_conversations(&ids)
+        .map_err(|e| EngineError::Invalid(format!("knowledge base: {e}")))?;
+    let mut files = 0;
+    for blob in &erased.orphan_blobs {
+        match blobs.remove(blob) {
+            Ok(()) => files += 1,
+            Err(e) => tracing::warn!(error = %e, "could not delete a forgotten contact's file"),
+        }
+    }
+    Ok(ForgetReport {
+        contacts: erased.contacts.iter().map(|c| c.0).collect(),
+        conversations: erased.conversations.len() as u64,
+        messages: erased.messages,
+        notes: erased.notes,
+        files,
+        proposals: proposals as u64,
+    })
+}
+
+/// What a backup wrote.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BackupReport {
+    /// The backup: a data directory (`db/`, `blobs/`) a daemon can run on.
+    #[schema(value_type = String)]
+    pub path: PathBuf,
+    /// Key-value pairs copied.
+    pub pairs: u64,
+    /// Attachment files.
+    pub files: u64,
+    pub millis: u64,
+}
+
+/// Writes a consistent copy of the store and the attachment files into `dest` (absent or
+/// empty), laid out as a data directory: `dest/db` and `dest/blobs`.
+pub async fn backup(
+    store: &dyn Store,
+    blobs: &FileBlobs,
+    dest: &Path,
+) -> Result<BackupReport, BackupError> {
+    let started = std::time::Instant::now();
+    if dest.exists()
+        && std::fs::read_dir(dest)
+            .map_err(|e| dest_error(dest, e))?
+            .next()
+            .is_some()
+    {
+        return Err(dest_error(dest, "exists and is not empty"));
+    }
+    std::fs::create_dir_all(dest).map_err(|e| dest_error(dest, e))?;
+    // The database first: every file it refers to was written before (blobs are durable
+    // before the message that names them), so copying the files afterwards covers them all.
+    let pairs = store.snapshot(&dest.join("db")).await?;
+    let (from, to) = (blobs.clone(), dest.join("blobs"));
+    let files = tokio::task::spawn_blocking(move || from.copy_to(&to))
+        .await
+        .map_err(|e| BackupError::Files(e.to_string()))?
+        .map_err(|e| BackupError::Files(e.to_string()))?;
+    Ok(BackupReport {
+        path: dest.to_owned(),
+        pairs,
+        files,
+        millis: started.elapsed().as_millis() as u64,
+    })
+}
+
+fn dest_error(path: &Path, reason: impl std::fmt::Display) -> BackupError {
+    BackupError::Dest {
+        path: path.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("backup destination {}: {reason}", .path.display())]
+    Dest { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("copying attachment files: {0}")]
+    Files(String),
+}

@@ -1,0 +1,106 @@
+//! `/api/v1/admin`: whole-installation operations (admin only). Thin: the work is in
+//! [`crate::admin`].
+
+use std::path::PathBuf;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::ApiState;
+use super::auth::AdminAgent;
+use super::error::{ApiError, ApiJson, ErrorBody};
+use crate::admin::{BackupError, BackupReport, ForgetReport};
+use crate::model::ContactId;
+use crate::store::StoreStats;
+
+/// Erases a contact's personal data: identities, conversations, messages, notes, files and
+/// the channels' copies. The contact stays as an empty record and an audit event records the
+/// erasure. Stored bytes leave the database files when the daemon next starts.
+#[utoipa::path(post, path = "/contacts/{id}/forget", tag = "contacts",
+    params(("id" = u64, Path, description = "Contact id")),
+    responses((status = 200, body = ForgetReport), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn forget_contact(
+    State(state): State<ApiState>,
+    AdminAgent(admin): AdminAgent,
+    Path(id): Path<u64>,
+) -> Result<Json<ForgetReport>, ApiError> {
+    let report = crate::admin::forget_contact(
+        &state.engine,
+        &state.kb,
+        &state.blobs,
+        ContactId(id),
+        Some(admin.id),
+    )
+    .await?;
+    Ok(Json(report))
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct BackupBody {
+    /// Where to write the backup, on the daemon's machine; relative paths are inside the data
+    /// directory. Must not exist, or be empty. Default: `backups/<time>`.
+    #[schema(value_type = Option<String>)]
+    dest: Option<PathBuf>,
+}
+
+/// Writes a consistent copy of everything (database and attachment files) while the daemon
+/// runs; writes wait for the moment of the copy, reads go on.
+#[utoipa::path(post, path = "/admin/backup", tag = "admin", request_body = BackupBody,
+    responses((status = 201, body = BackupReport), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn backup(
+    State(state): State<ApiState>,
+    _admin: AdminAgent,
+    ApiJson(body): ApiJson<BackupBody>,
+) -> Result<(StatusCode, Json<BackupReport>), ApiError> {
+    let data_dir = state
+        .blobs
+        .dir()
+        .parent()
+        .map(|p| p.to_owned())
+        .unwrap_or_default();
+    let dest = match body.dest {
+        Some(p) if p.is_absolute() => p,
+        Some(p) => data_dir.join(p),
+        None => data_dir.join("backups").join(
+            jiff::Timestamp::now()
+                .strftime("%Y-%m-%dT%H-%M-%SZ")
+                .to_string(),
+        ),
+    };
+    match crate::admin::backup(state.engine.store().as_ref(), &state.blobs, &dest).await {
+        Ok(r) => {
+            tracing::info!(path = %r.path.display(), pairs = r.pairs, files = r.files, ms = r.millis, "backup written");
+            Ok((StatusCode::CREATED, Json(r)))
+        }
+        Err(BackupError::Store(e)) => Err(e.into()),
+        Err(e @ BackupError::Dest { .. }) => Err(ApiError::invalid(e.to_string())),
+        Err(e @ BackupError::Files(_)) => {
+            tracing::error!(error = %e, "backup failed");
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "backup_failed",
+                e.to_string(),
+            ))
+        }
+    }
+}
+
+/// Record counts per kind, conversations per status, private spaces and bytes on disk.
+#[utoipa::path(get, path = "/admin/stats", tag = "admin",
+    responses((status = 200, body = Object), (status = 403, body = ErrorBody)))]
+pub async fn stats(
+    State(state): State<ApiState>,
+    _admin: AdminAgent,
+) -> Result<Json<StoreStats>, ApiError> {
+    let store = state.engine.store().clone();
+    let stats = tokio::task::spawn_blocking(move || store.stats())
+        .await
+        .map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })??;
+    Ok(Json(stats))
+}
