@@ -85,8 +85,15 @@ pub fn build_bot(
     Ok((kb, Arc::new(responder)))
 }
 
-/// Rebuilds the bot from the live knowledge base on every SIGHUP.
-async fn reload_on_hangup(kb: Arc<LiveKb>, engine: Arc<Engine>, stop: CancellationToken) {
+/// On every SIGHUP: reads the config file again and applies what can change while running
+/// (bot settings, business hours, SLA targets), reporting what needs a restart; then rebuilds
+/// the bot from the knowledge-base files. A broken file changes nothing.
+async fn reload_on_hangup(
+    kb: Arc<LiveKb>,
+    engine: Arc<Engine>,
+    mut running: Config,
+    stop: CancellationToken,
+) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP; reload the knowledge base through the API");
@@ -97,6 +104,14 @@ async fn reload_on_hangup(kb: Arc<LiveKb>, engine: Arc<Engine>, stop: Cancellati
             _ = stop.cancelled() => return,
             _ = hup.recv() => {}
         }
+        if let Some(path) = running.source.clone() {
+            match Config::load(&path) {
+                Ok(new) => reload_config(&kb, &engine, &mut running, new),
+                Err(e) => {
+                    tracing::error!("SIGHUP: config not reloaded, the running one stays:\n{e}")
+                }
+            }
+        }
         tracing::info!("SIGHUP: reloading the knowledge base");
         match kb.rebuild().await {
             Ok(r) => engine.set_responder(r),
@@ -104,6 +119,50 @@ async fn reload_on_hangup(kb: Arc<LiveKb>, engine: Arc<Engine>, stop: Cancellati
                 tracing::error!(error = %e, "reload failed; the bot keeps its previous knowledge base")
             }
         }
+    }
+}
+
+/// Applies the live sections of `new` and remembers them in `running`.
+fn reload_config(kb: &LiveKb, engine: &Engine, running: &mut Config, new: Config) {
+    let diff = running.diff(&new);
+    for section in &diff.applied {
+        match section.as_str() {
+            "bot" => {
+                engine.set_settings(engine_settings(&new));
+                kb.set_config(&new.bot);
+                let model = (
+                    running.bot.model_dir.take(),
+                    std::mem::take(&mut running.bot.model_languages),
+                );
+                running.bot = new.bot.clone();
+                (running.bot.model_dir, running.bot.model_languages) = model;
+            }
+            "hours" => {
+                match crate::routing::schedule::Schedule::new(
+                    new.hours.as_ref(),
+                    &running.routing.teams,
+                ) {
+                    Ok(s) => {
+                        engine.set_availability(Arc::new(s));
+                        running.hours = new.hours.clone();
+                    }
+                    Err(e) => tracing::error!(error = %e, "new business hours not applied"),
+                }
+            }
+            "routing.sla" => {
+                engine.set_sla(new.routing.sla.clone());
+                running.routing.sla = new.routing.sla.clone();
+            }
+            _ => {}
+        }
+    }
+    if diff.applied.is_empty() && diff.need_restart.is_empty() {
+        tracing::info!("SIGHUP: the config is unchanged");
+    } else {
+        tracing::info!(applied = ?diff.applied, needs_restart = ?diff.need_restart, "SIGHUP: config reloaded");
+    }
+    if !diff.need_restart.is_empty() {
+        tracing::warn!(sections = ?diff.need_restart, "changed in the config file but only applied at the next restart");
     }
 }
 
@@ -321,6 +380,7 @@ pub async fn serve(
     tasks.push(tokio::spawn(reload_on_hangup(
         kb,
         engine.clone(),
+        config.clone(),
         tasks_stop.clone(),
     )));
 

@@ -36,6 +36,83 @@ pub struct Config {
     pub hours: Option<crate::routing::hours::HoursConfig>,
     /// Teams, capacity, automatic assignment and presence.
     pub routing: crate::routing::assign::RoutingConfig,
+    /// The file this came from (`None`: the embedded default); SIGHUP reads it again.
+    pub source: Option<PathBuf>,
+}
+
+/// What a config reload found: sections applied at once, sections that need a restart.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ConfigDiff {
+    pub applied: Vec<String>,
+    pub need_restart: Vec<String>,
+}
+
+impl Config {
+    /// Compares a freshly read config with the running one, section by section (channels one
+    /// by one). `bot` (but its model), `hours` and `routing.sla` take effect without a
+    /// restart.
+    pub fn diff(&self, new: &Config) -> ConfigDiff {
+        let mut d = ConfigDiff::default();
+        let mut check = |name: String, old: String, new: String, live: bool| {
+            if old != new {
+                if live {
+                    d.applied.push(name);
+                } else {
+                    d.need_restart.push(name);
+                }
+            }
+        };
+        let dbg = |v: &dyn std::fmt::Debug| format!("{v:?}");
+        check(
+            "data_dir".into(),
+            dbg(&self.data_dir),
+            dbg(&new.data_dir),
+            false,
+        );
+        check("store".into(), dbg(&self.store), dbg(&new.store), false);
+        check("http".into(), dbg(&self.http), dbg(&new.http), false);
+        check("admin".into(), dbg(&self.admin), dbg(&new.admin), false);
+        let model = |b: &BotConfig| dbg(&(&b.model_dir, &b.model_languages));
+        check(
+            "bot.model_dir".into(),
+            model(&self.bot),
+            model(&new.bot),
+            false,
+        );
+        let without_model = |b: &BotConfig| {
+            let mut b = b.clone();
+            (b.model_dir, b.model_languages) = (None, Vec::new());
+            dbg(&b)
+        };
+        check(
+            "bot".into(),
+            without_model(&self.bot),
+            without_model(&new.bot),
+            true,
+        );
+        check("outbox".into(), dbg(&self.outbox), dbg(&new.outbox), false);
+        check("hours".into(), dbg(&self.hours), dbg(&new.hours), true);
+        check(
+            "routing.sla".into(),
+            dbg(&self.routing.sla),
+            dbg(&new.routing.sla),
+            true,
+        );
+        let (mut old_r, mut new_r) = (self.routing.clone(), new.routing.clone());
+        (old_r.sla, new_r.sla) = (None, None);
+        check("routing".into(), dbg(&old_r), dbg(&new_r), false);
+        let ids: std::collections::BTreeSet<&String> =
+            self.channels.keys().chain(new.channels.keys()).collect();
+        for id in ids {
+            check(
+                format!("channels.{id}"),
+                dbg(&self.channels.get(id)),
+                dbg(&new.channels.get(id)),
+                false,
+            );
+        }
+        d
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -452,7 +529,9 @@ impl Config {
                 message: format!("cannot read: {e}"),
             }],
         })?;
-        Config::parse(&text, &file)
+        let mut config = Config::parse(&text, &file)?;
+        config.source = Some(path.to_owned());
+        Ok(config)
     }
 
     /// Parses and checks `text`; `file` names it in messages.
@@ -771,6 +850,7 @@ impl<'a> Parser<'a> {
             channels,
             hours,
             routing,
+            source: None,
         })
     }
 

@@ -61,7 +61,8 @@ async fn export_then_import_into_a_fresh_data_dir_round_trips_every_record() {
     // Traffic of every kind: bot answers, an escalation with a claim, a reply, a note, labels,
     // a web chat (the channel's own transcript), an extra agent, a file.
     c.hook("ann", "r1", "Where is my order?").await;
-    c.hook("ann", "r2", "I want a person").await;
+    c.hook("ann", "r2", "human please").await;
+    receiver.wait_for("ann", 2).await;
     let conv = c.conversation_on("hook", "ann").await;
     let id = conv["id"].as_u64().unwrap();
     c.post(&format!("/api/v1/conversations/{id}/claim"), json!({}))
@@ -222,7 +223,7 @@ async fn a_backup_taken_under_load_holds_every_acknowledged_message() {
         before.extend(
             acked
                 .into_iter()
-                .filter(|(_, sent)| *sent < started)
+                .filter(|(_, acked_at)| *acked_at < started)
                 .map(|(m, _)| m),
         );
     }
@@ -309,7 +310,7 @@ async fn a_forgotten_contact_leaves_no_trace_in_the_store_files() {
         &format!("my card ends {SECRET}, refund please"),
     )
     .await;
-    c.hook("carol", "f2", "I want a person").await;
+    c.hook("carol", "f2", "human please").await;
     c.hook("dan", "f3", "Where is my order?").await;
     let carol = c.conversation_on("hook", "carol").await;
     let id = carol["id"].as_u64().unwrap();
@@ -435,7 +436,7 @@ async fn a_forgotten_contact_leaves_no_trace_in_the_store_files() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_deliveries_waiting_delivers_them_after_the_restart() {
     let (receiver, dir, daemon, c) = started().await;
-    c.hook("eve", "t1", "I want a person").await;
+    c.hook("eve", "t1", "human please").await;
     let id = c.conversation_on("hook", "eve").await["id"]
         .as_u64()
         .unwrap();
@@ -509,6 +510,16 @@ answer = "Yes: LLAMA-CARDS are in the gift section."
 "#,
     )
     .unwrap();
+    // The config changes too: the bot's hand-over text applies at once, the outbox's retry
+    // policy at the next start.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text
+        .replace(
+            "[bot]\n",
+            "[bot]\nhandoff_message = \"RELOADED: a person will reply\"\n",
+        )
+        .replace("base_delay_ms = 40", "base_delay_ms = 50");
+    std::fs::write(&path, text).unwrap();
     daemon.signal("HUP");
     eventually(20, "the new entry answering", async || {
         let mid = format!("h{}", rand_id());
@@ -518,6 +529,27 @@ answer = "Yes: LLAMA-CARDS are in the gift section."
         got.iter().any(|t| t.contains("LLAMA-CARDS")).then_some(())
     })
     .await;
+    let log = daemon.log();
+    assert!(
+        log.contains(r#"applied=["bot"] needs_restart=["outbox"]"#),
+        "{log}"
+    );
+    c.hook("hal", "h-person", "human please").await;
+    let got = receiver.wait_for("hal", 1).await;
+    assert_eq!(got[0].text, "RELOADED: a person will reply");
+
+    // A broken file changes nothing and says why.
+    std::fs::write(&path, "data_dir = 42\n").unwrap();
+    daemon.signal("HUP");
+    eventually(10, "the refusal", async || {
+        daemon.log().contains("config not reloaded").then_some(())
+    })
+    .await;
+    c.hook("ida", "h-person2", "human please").await;
+    assert_eq!(
+        receiver.wait_for("ida", 1).await[0].text,
+        "RELOADED: a person will reply"
+    );
     daemon.stop();
 }
 

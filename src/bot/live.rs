@@ -110,7 +110,8 @@ pub struct NewProposal {
 }
 
 pub struct LiveKb {
-    config: BotConfig,
+    /// Replaced by a config reload; read at each build.
+    config: std::sync::RwLock<BotConfig>,
     kv: Arc<dyn ChannelState>,
     cache: StateCache,
     model: Option<Arc<Embedder>>,
@@ -125,12 +126,22 @@ impl LiveKb {
         model: Option<Arc<Embedder>>,
     ) -> Result<LiveKb, LiveError> {
         Ok(LiveKb {
-            config: config.clone(),
+            config: std::sync::RwLock::new(config.clone()),
             kv: store.kv("kb")?,
             cache: StateCache(store.kv("embeddings")?),
             model,
             write: Mutex::new(()),
         })
+    }
+
+    fn config(&self) -> BotConfig {
+        self.config.read().expect("kb config lock").clone()
+    }
+
+    /// Takes new bot settings (a config reload); the next build uses them. The model stays
+    /// the one loaded at start.
+    pub fn set_config(&self, config: &BotConfig) {
+        *self.config.write().expect("kb config lock") = config.clone();
     }
 
     pub fn version(&self) -> Result<u64, LiveError> {
@@ -165,7 +176,8 @@ impl LiveKb {
     /// entry of the same id), each with its taught questions.
     pub fn entries(&self) -> Result<Vec<Entry>, LiveError> {
         let mut merged: BTreeMap<String, Entry> = BTreeMap::new();
-        for e in kb::load_dir(&self.config.kb_dir)? {
+        let kb_dir = self.config().kb_dir;
+        for e in kb::load_dir(&kb_dir)? {
             merged.insert(e.id.clone(), e);
         }
         for s in self.scan::<StoredEntry>(b"e/")? {
@@ -194,7 +206,7 @@ impl LiveKb {
             .as_ref()
             .map(|m| (m.clone(), &self.cache as &dyn super::embed::VectorCache));
         let matcher = Matcher::build(entries, model, progress)?;
-        Ok(KbResponder::new(matcher, &self.config))
+        Ok(KbResponder::new(matcher, &self.config()))
     }
 
     /// [`LiveKb::build`] on a blocking thread.
@@ -318,7 +330,8 @@ impl LiveKb {
             ProposalChange::NewEntry { .. } => None,
         };
         // Scores of the two policies differ in scale; the lower answer threshold flags more.
-        let answer_at = self.config.semantic.answer.min(self.config.lexical.answer);
+        let config = self.config();
+        let answer_at = config.semantic.answer.min(config.lexical.answer);
         let mut near: Vec<NearDuplicate> = responder
             .suggest(&question, 3)
             .into_iter()

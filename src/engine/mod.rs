@@ -184,7 +184,7 @@ pub struct Engine {
     responder: RwLock<Arc<dyn Responder>>,
     availability: RwLock<Arc<dyn Availability>>,
     channels: RwLock<HashMap<ChannelId, Arc<dyn Channel>>>,
-    settings: EngineSettings,
+    settings: RwLock<Arc<EngineSettings>>,
     events: broadcast::Sender<Event>,
     bot_shards: Vec<mpsc::UnboundedSender<BotWork>>,
     /// Taken by `start`.
@@ -291,7 +291,7 @@ impl Engine {
             availability: RwLock::new(Arc::new(AlwaysStaffed)),
             channels: RwLock::new(HashMap::new()),
             outbox: outbox::Outbox::new(settings.outbox.clone()),
-            settings,
+            settings: RwLock::new(Arc::new(settings)),
             events,
             bot_shards,
             bot_inboxes: Mutex::new(Some(inboxes)),
@@ -334,6 +334,16 @@ impl Engine {
         channels.values().cloned().collect()
     }
 
+    fn settings(&self) -> Arc<EngineSettings> {
+        self.settings.read().expect("settings lock").clone()
+    }
+
+    /// Replaces the bot's texts and the like (a config reload). The outbox keeps the retry
+    /// policy it started with.
+    pub fn set_settings(&self, settings: EngineSettings) {
+        *self.settings.write().expect("settings lock") = Arc::new(settings);
+    }
+
     pub fn set_availability(&self, availability: Arc<dyn Availability>) {
         *self.availability.write().expect("availability lock") = availability;
     }
@@ -370,16 +380,16 @@ impl Engine {
         };
         if let Some(when) = availability.next_shift_for(now_ms, conv, topic) {
             return self
-                .settings
+                .settings()
                 .offhours_message
                 .pick(language)
                 .replace("{when}", &when);
         }
         let Some(wait_ms) = self.recent_waits.expected() else {
-            return self.settings.handoff_message.pick(language).to_owned();
+            return self.settings().handoff_message.pick(language).to_owned();
         };
         let position = self.store.status_counts()[Status::Queued as usize] + 1;
-        handoff_text(&self.settings, language, position, wait_ms)
+        handoff_text(&self.settings(), language, position, wait_ms)
     }
 
     pub fn responder(&self) -> Arc<dyn Responder> {
@@ -748,7 +758,7 @@ impl Engine {
         )?;
         match (start, draft.conv.status) {
             (true, Status::Bot) => {
-                let welcome = self.settings.welcome_message.clone();
+                let welcome = self.settings().welcome_message.clone();
                 draft.push_outbound(Reply::bot(welcome, Some(msg.message_id.clone())))?;
             }
             // Machines (auto-replies, lists) are stored for people, never answered. While the
