@@ -437,12 +437,13 @@ async fn a_forgotten_contact_leaves_no_trace_in_the_store_files() {
 async fn sigterm_with_deliveries_waiting_delivers_them_after_the_restart() {
     let (receiver, dir, daemon, c) = started().await;
     c.hook("eve", "t1", "human please").await;
+    // The hand-over message first: once a person owns the conversation the bot stays quiet.
+    receiver.wait_for("eve", 1).await;
     let id = c.conversation_on("hook", "eve").await["id"]
         .as_u64()
         .unwrap();
     c.post(&format!("/api/v1/conversations/{id}/claim"), json!({}))
         .await;
-    receiver.wait_for("eve", 1).await;
     receiver.set_down(true);
     for i in 1..=5 {
         let (status, _) = c
