@@ -487,6 +487,81 @@ pub enum ChannelConfig {
     Email(switchboard_email::EmailConfig),
 }
 
+/// Replaces `${NAME}` and `${NAME:-default}` with environment variables, line by line (so
+/// line numbers stay true); comment lines are left alone. systemd sets `STATE_DIRECTORY` and
+/// `CONFIGURATION_DIRECTORY` for the unit, so one config file serves a checkout and a service.
+fn interpolate(text: &str, var: &dyn Fn(&str) -> Option<String>) -> Result<String, Vec<Problem>> {
+    let mut out = String::with_capacity(text.len());
+    let mut problems = Vec::new();
+    for (n, line) in text.split_inclusive('\n').enumerate() {
+        if line.trim_start().starts_with('#') || !line.contains("${") {
+            out.push_str(line);
+            continue;
+        }
+        let mut rest = line;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let Some(end) = after.find('}') else {
+                problems.push(Problem {
+                    line: Some(n + 1),
+                    message: "`${` without a closing `}`".into(),
+                });
+                out.push_str(&rest[start..]);
+                rest = "";
+                break;
+            };
+            let inner = &after[..end];
+            let (name, default) = match inner.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (inner, None),
+            };
+            let valid = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+            let value = if !valid {
+                problems.push(Problem {
+                    line: Some(n + 1),
+                    message: format!("`${{{inner}}}`: variable names are A-Z, 0-9 and _"),
+                });
+                String::new()
+            } else {
+                match (var(name).filter(|v| !v.is_empty()), default) {
+                    (Some(v), _) if v.contains(['\n', '"', '\\']) => {
+                        problems.push(Problem {
+                            line: Some(n + 1),
+                            message: format!(
+                                "environment variable {name} holds a newline, quote or backslash"
+                            ),
+                        });
+                        String::new()
+                    }
+                    (Some(v), _) => v,
+                    (None, Some(d)) => d.to_owned(),
+                    (None, None) => {
+                        problems.push(Problem {
+                            line: Some(n + 1),
+                            message: format!(
+                                "environment variable {name} is not set (give a default: ${{{name}:-...}})"
+                            ),
+                        });
+                        String::new()
+                    }
+                }
+            };
+            out.push_str(&value);
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
+}
+
 /// One problem found in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -536,6 +611,12 @@ impl Config {
 
     /// Parses and checks `text`; `file` names it in messages.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
+        let text = &interpolate(text, &|name| std::env::var(name).ok()).map_err(|problems| {
+            ConfigErrors {
+                file: file.to_owned(),
+                problems,
+            }
+        })?;
         let mut p = Parser {
             text,
             problems: Vec::new(),
@@ -897,6 +978,31 @@ impl<'a> Parser<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn environment_variables_fill_in_with_defaults_and_problems_name_their_line() {
+        let env = |n: &str| match n {
+            "STATE_DIRECTORY" => Some("/var/lib/switchboard".to_owned()),
+            "BAD" => Some("a\"b".to_owned()),
+            _ => None,
+        };
+        assert_eq!(
+            interpolate(
+                "data_dir = \"${STATE_DIRECTORY:-./data}\"\nkb = \"${CONFIGURATION_DIRECTORY:-config}/kb\"\n# ${NOT_EXPANDED}\n",
+                &env
+            )
+            .unwrap(),
+            "data_dir = \"/var/lib/switchboard\"\nkb = \"config/kb\"\n# ${NOT_EXPANDED}\n"
+        );
+        let problems = interpolate(
+            "a = 1\nb = \"${MISSING}\"\nc = \"${BAD}\"\nd = \"${lower}\"\ne = \"${OPEN\"\n",
+            &env,
+        )
+        .unwrap_err();
+        let lines: Vec<Option<usize>> = problems.iter().map(|p| p.line).collect();
+        assert_eq!(lines, [Some(2), Some(3), Some(4), Some(5)], "{problems:?}");
+        assert!(problems[0].message.contains("MISSING is not set"));
+    }
 
     #[test]
     fn embedded_default_is_valid() {

@@ -17,10 +17,7 @@ fn unit(dir: &std::path::Path) -> std::path::PathBuf {
         "/systemd/switchboard.service"
     ))
     .unwrap();
-    let text = text.replace(
-        "/usr/local/bin/switchboard",
-        env!("CARGO_BIN_EXE_switchboard"),
-    );
+    let text = text.replace("/usr/bin/switchboard", env!("CARGO_BIN_EXE_switchboard"));
     let path = dir.join("switchboard.service");
     std::fs::write(&path, text).unwrap();
     path
