@@ -71,6 +71,12 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Make the (empty) data directory from a backup; the daemon must be stopped.
+    Restore {
+        backup: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Counts of what the store holds.
     Stats {
         #[arg(long)]
@@ -151,6 +157,7 @@ fn admin(command: Command) -> ExitCode {
         | Command::Export { config, .. }
         | Command::Import { config, .. }
         | Command::Backup { config, .. }
+        | Command::Restore { config, .. }
         | Command::Stats { config, .. } => config.clone(),
         _ => None,
     };
@@ -169,6 +176,7 @@ fn admin(command: Command) -> ExitCode {
             Command::Export { output, .. } => cli::export(&config, output.as_deref()).await,
             Command::Import { file, .. } => cli::import(&config, &file).await,
             Command::Backup { dest, .. } => cli::backup(&config, &dest).await,
+            Command::Restore { backup, .. } => cli::restore(&config, &backup).await,
             Command::Stats { json, .. } => cli::stats(&config, json).await,
             _ => unreachable!("only admin commands come here"),
         }
@@ -306,6 +314,7 @@ fn main() -> ExitCode {
         | Command::Export { .. }
         | Command::Import { .. }
         | Command::Backup { .. }
+        | Command::Restore { .. }
         | Command::Stats { .. } => admin(cli.command),
         Command::Run { config } => {
             init_logging("info");

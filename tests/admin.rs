@@ -234,15 +234,23 @@ async fn a_backup_taken_under_load_holds_every_acknowledged_message() {
     );
     daemon.stop();
 
-    // The backup is a data directory: a config pointing at it reads it.
+    // Restored into a fresh data directory, it reads back.
     let restored = tempfile::tempdir().unwrap();
     write_config(restored.path(), &receiver.url, "");
     let cfg = restored.path().join("switchboard.toml");
-    let text = std::fs::read_to_string(&cfg).unwrap().replace(
-        &restored.path().join("data").display().to_string(),
+    run_ok(&[
+        "restore",
         &backup.display().to_string(),
-    );
-    std::fs::write(&cfg, text).unwrap();
+        "--config",
+        &cfg.display().to_string(),
+    ]);
+    let (ok, _, err) = admin_command(&[
+        "restore",
+        &backup.display().to_string(),
+        "--config",
+        &cfg.display().to_string(),
+    ]);
+    assert!(!ok && err.contains("already holds a database"), "{err}");
     let exported = run_ok(&["export", "--config", &cfg.display().to_string()]);
     let mut stored: Vec<String> = Vec::new();
     for l in exported.lines() {

@@ -418,11 +418,34 @@ pub async fn backup(config: &Config, dest: &Path) -> anyhow::Result<()> {
         )?,
     };
     eprintln!(
-        "backup in {}: {} pairs, {} files, {} ms (restore: stop the daemon, make it the data_dir, start)",
+        "backup in {}: {} pairs, {} files, {} ms (to restore: `switchboard restore {}` with the daemon stopped)",
         report.path.display(),
         report.pairs,
         report.files,
-        report.millis
+        report.millis,
+        report.path.display()
+    );
+    Ok(())
+}
+
+/// `switchboard restore BACKUP`: makes the configured data directory (without a database
+/// yet) from a backup; the daemon must be stopped.
+pub async fn restore(config: &Config, from: &Path) -> anyhow::Result<()> {
+    let db = config.data_dir.join("db");
+    if db.exists() && std::fs::read_dir(&db)?.next().is_some() {
+        bail!(
+            "{} already holds a database: stop the daemon and move the data directory aside first",
+            config.data_dir.display()
+        );
+    }
+    let started = std::time::Instant::now();
+    let (from_dir, data_dir) = (from.to_owned(), config.data_dir.clone());
+    let pairs = tokio::task::spawn_blocking(move || super::restore(&from_dir, &data_dir)).await??;
+    eprintln!(
+        "restored {pairs} pairs from {} into {} in {} ms",
+        from.display(),
+        config.data_dir.display(),
+        started.elapsed().as_millis()
     );
     Ok(())
 }

@@ -61,21 +61,25 @@ pub async fn forget_contact(
     })
 }
 
+/// The store's file in a backup directory.
+pub const SNAPSHOT_FILE: &str = "store.snapshot";
+
 /// What a backup wrote.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct BackupReport {
-    /// The backup: a data directory (`db/`, `blobs/`) a daemon can run on.
+    /// The backup directory: `store.snapshot` and `blobs/`; `switchboard restore` makes a data
+    /// directory of it.
     #[schema(value_type = String)]
     pub path: PathBuf,
-    /// Key-value pairs copied.
+    /// Key-value pairs in the snapshot.
     pub pairs: u64,
     /// Attachment files.
     pub files: u64,
     pub millis: u64,
 }
 
-/// Writes a consistent copy of the store and the attachment files into `dest` (absent or
-/// empty), laid out as a data directory: `dest/db` and `dest/blobs`.
+/// Writes a consistent copy of the store (`dest/store.snapshot`) and the attachment files
+/// (`dest/blobs`) into `dest` (absent or empty).
 pub async fn backup(
     store: &dyn Store,
     blobs: &FileBlobs,
@@ -93,7 +97,7 @@ pub async fn backup(
     std::fs::create_dir_all(dest).map_err(|e| dest_error(dest, e))?;
     // The database first: every file it refers to was written before (blobs are durable
     // before the message that names them), so copying the files afterwards covers them all.
-    let pairs = store.snapshot(&dest.join("db")).await?;
+    let pairs = store.snapshot(&dest.join(SNAPSHOT_FILE)).await?;
     let (from, to) = (blobs.clone(), dest.join("blobs"));
     let files = tokio::task::spawn_blocking(move || from.copy_to(&to))
         .await
@@ -112,6 +116,19 @@ fn dest_error(path: &Path, reason: impl std::fmt::Display) -> BackupError {
         path: path.to_owned(),
         reason: reason.to_string(),
     }
+}
+
+/// Makes `data_dir` (without a database yet) the data directory of backup `from`.
+pub fn restore(from: &Path, data_dir: &Path) -> Result<u64, BackupError> {
+    let db = data_dir.join("db");
+    let pairs = crate::store::sled_store::restore_snapshot(&from.join(SNAPSHOT_FILE), &db)?;
+    let files = from.join("blobs");
+    if files.exists() {
+        FileBlobs::open(&files)
+            .and_then(|b| b.copy_to(&data_dir.join("blobs")))
+            .map_err(|e| BackupError::Files(e.to_string()))?;
+    }
+    Ok(pairs)
 }
 
 #[derive(Debug, thiserror::Error)]

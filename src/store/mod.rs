@@ -300,8 +300,9 @@ pub trait Store: Send + Sync + 'static {
     /// collide with theirs. Meant for an empty store.
     fn restore(&self, records: Vec<records::Record>) -> Pending<()>;
 
-    /// Writes a consistent copy of everything into a new database at `dest` (absent or empty).
-    /// Writes wait while it runs; reads go on. Resolves to the number of pairs copied.
+    /// Writes a consistent copy of everything into the file `dest` (which must not exist),
+    /// for [`sled_store::restore_snapshot`]. Writes wait while the store is read (about a
+    /// second per million pairs here); reads go on. Resolves to the number of pairs.
     fn snapshot(&self, dest: &Path) -> Pending<u64>;
 
     /// Erases a contact (and every contact merged into it): identities, conversations,

@@ -630,8 +630,15 @@ impl Store for SledStore {
         let dest = dest.to_owned();
         let floor = self.id_floor.clone();
         self.writer.exclusive(move |x| {
+            let started = std::time::Instant::now();
             let next = x.db.generate_id().map_err(io)? + 1 + floor.load(Ordering::SeqCst);
-            admin::copy_into(x.db, &dest, next)
+            let pairs = admin::dump(x.db, &dest, next)?;
+            tracing::info!(
+                pairs,
+                ms = started.elapsed().as_millis() as u64,
+                "snapshot written; writes go on"
+            );
+            Ok(pairs)
         })
     }
 
@@ -738,6 +745,7 @@ impl Drop for SledStore {
 }
 
 mod admin;
+pub use admin::restore_snapshot;
 mod cache;
 mod index;
 pub(super) mod space;

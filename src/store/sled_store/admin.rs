@@ -35,6 +35,8 @@ const CHANNEL_SPACE: &str = "channel/";
 const DAEMON_SPACE: &str = "kv/";
 /// Pairs per sled batch when copying.
 const COPY_BATCH: usize = 10_000;
+/// Pairs between reopenings of the database a copy fills.
+const REOPEN_EVERY: u64 = 50_000;
 
 pub(super) fn read_floor(meta: &Tree) -> Result<u64> {
     Ok(meta
@@ -291,46 +293,217 @@ impl SledStore {
     }
 }
 
-/// Copies every tree of `db` into a new database at `dest`; ids it hands out start above
-/// `next_id`. Returns the pairs copied.
-pub(super) fn copy_into(db: &sled::Db, dest: &Path, next_id: u64) -> Result<u64> {
+fn refuse_existing(dest: &Path) -> Result<()> {
     if dest.exists() && std::fs::read_dir(dest).map_err(io)?.next().is_some() {
         return Err(StoreError::Io(format!(
             "{} exists and is not empty",
             dest.display()
         )));
     }
-    let out = sled::Config::new()
-        .path(dest)
-        .cache_capacity(32 * 1024 * 1024)
-        .open()
-        .map_err(io)?;
-    let mut copied = 0;
+    Ok(())
+}
+
+/// Copies every tree of `db` into a new database at `dest`; ids it hands out start above
+/// `next_id`. Returns the pairs copied.
+pub(super) fn copy_into(db: &sled::Db, dest: &Path, next_id: u64) -> Result<u64> {
+    refuse_existing(dest)?;
+    let mut into = Loader::open(dest)?;
     for name in db.tree_names() {
-        let (src, dst) = (
-            db.open_tree(&name).map_err(io)?,
-            out.open_tree(&name).map_err(io)?,
-        );
-        let mut batch = sled::Batch::default();
-        let mut pending = 0;
-        for kv in src.iter() {
+        into.tree(&name)?;
+        for kv in db.open_tree(&name).map_err(io)?.iter() {
             let (k, v) = kv.map_err(io)?;
-            batch.insert(k, v);
-            pending += 1;
-            if pending == COPY_BATCH {
-                dst.apply_batch(std::mem::take(&mut batch)).map_err(io)?;
-                copied += pending as u64;
-                pending = 0;
-            }
+            into.pair(&k, &v)?;
         }
-        dst.apply_batch(batch).map_err(io)?;
-        copied += pending as u64;
     }
-    let meta = out.open_tree("meta").map_err(io)?;
-    meta.insert(ID_FLOOR, &next_id.to_be_bytes()).map_err(io)?;
-    meta.remove(COMPACT_PENDING).map_err(io)?;
-    out.flush().map_err(io)?;
-    Ok(copied)
+    into.finish(next_id)
+}
+
+/// Fills a new database tree by tree, in batches.
+struct Loader {
+    path: PathBuf,
+    out: sled::Db,
+    tree: Option<(Vec<u8>, Tree)>,
+    batch: sled::Batch,
+    pending: usize,
+    copied: u64,
+}
+
+impl Loader {
+    fn open(dest: &Path) -> Result<Loader> {
+        let out = sled::Config::new()
+            .path(dest)
+            .cache_capacity(64 * 1024 * 1024)
+            .open()
+            .map_err(io)?;
+        Ok(Loader {
+            path: dest.to_owned(),
+            out,
+            tree: None,
+            batch: sled::Batch::default(),
+            pending: 0,
+            copied: 0,
+        })
+    }
+
+    fn flush_batch(&mut self) -> Result<()> {
+        if let Some((_, t)) = &self.tree {
+            t.apply_batch(std::mem::take(&mut self.batch)).map_err(io)?;
+        }
+        // sled 0.34 keeps what a bulk load inserted in memory, whatever its cache size: close
+        // and reopen now and then so the copy's memory stays flat.
+        if (self.copied + self.pending as u64) / REOPEN_EVERY > self.copied / REOPEN_EVERY {
+            self.reopen()?;
+        }
+        self.copied += self.pending as u64;
+        self.pending = 0;
+        Ok(())
+    }
+
+    fn reopen(&mut self) -> Result<()> {
+        self.out.flush().map_err(io)?;
+        let name = self.tree.take().map(|(n, _)| n);
+        let placeholder = sled::Config::new().temporary(true).open().map_err(io)?;
+        drop(std::mem::replace(&mut self.out, placeholder));
+        // The old handle's threads let go of the file lock a moment later: bounded retries.
+        let mut attempts = 0;
+        self.out = loop {
+            match sled::Config::new()
+                .path(&self.path)
+                .cache_capacity(64 * 1024 * 1024)
+                .open()
+            {
+                Ok(db) => break db,
+                Err(_) if attempts < 250 => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(io(e)),
+            }
+        };
+        if let Some(n) = name {
+            let t = self.out.open_tree(&n).map_err(io)?;
+            self.tree = Some((n, t));
+        }
+        Ok(())
+    }
+
+    fn tree(&mut self, name: &[u8]) -> Result<()> {
+        self.flush_batch()?;
+        self.tree = Some((name.to_vec(), self.out.open_tree(name).map_err(io)?));
+        Ok(())
+    }
+
+    fn pair(&mut self, k: &[u8], v: &[u8]) -> Result<()> {
+        self.batch.insert(k, v);
+        self.pending += 1;
+        if self.pending == COPY_BATCH {
+            self.flush_batch()?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self, next_id: u64) -> Result<u64> {
+        self.flush_batch()?;
+        let meta = self.out.open_tree("meta").map_err(io)?;
+        meta.insert(ID_FLOOR, &next_id.to_be_bytes()).map_err(io)?;
+        meta.remove(COMPACT_PENDING).map_err(io)?;
+        self.out.flush().map_err(io)?;
+        Ok(self.copied)
+    }
+}
+
+/// The first bytes of a snapshot file.
+const SNAPSHOT_MAGIC: &[u8] = b"switchboard-snapshot-1\n";
+
+/// A snapshot, while writes wait: every pair of every tree into a flat file. Reading the trees
+/// and writing one file sequentially is several times faster than inserting into a database
+/// (measured: 1.5 s against 8.9 s for 980,000 pairs), so writes wait for the reading only.
+pub(super) fn dump(db: &sled::Db, file: &Path, next_id: u64) -> Result<u64> {
+    use std::io::Write;
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(file)
+        .map_err(|e| StoreError::Io(format!("{}: {e}", file.display())))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, created);
+    let mut put = |tag: u8, parts: &[&[u8]]| -> std::io::Result<()> {
+        out.write_all(&[tag])?;
+        for p in parts {
+            out.write_all(&(p.len() as u32).to_be_bytes())?;
+            out.write_all(p)?;
+        }
+        Ok(())
+    };
+    let mut n: u64 = 0;
+    put(b'S', &[SNAPSHOT_MAGIC, &next_id.to_be_bytes()]).map_err(io)?;
+    for name in db.tree_names() {
+        put(b'T', &[&name]).map_err(io)?;
+        for kv in db.open_tree(&name).map_err(io)?.iter() {
+            let (k, v) = kv.map_err(io)?;
+            put(b'P', &[&k, &v]).map_err(io)?;
+            n += 1;
+        }
+    }
+    put(b'E', &[&n.to_be_bytes()]).map_err(io)?;
+    let file = out.into_inner().map_err(|e| io(e.error()))?;
+    file.sync_all().map_err(io)?;
+    Ok(n)
+}
+
+/// Loads a snapshot file (from [`crate::store::Store::snapshot`]) into a new database at
+/// `dest` (absent or empty), which a daemon can then open. Returns the pairs loaded.
+pub fn restore_snapshot(file: &Path, dest: &Path) -> Result<u64> {
+    use std::io::Read;
+    refuse_existing(dest)?;
+    let opened = std::fs::File::open(file)
+        .map_err(|e| StoreError::Io(format!("{}: {e}", file.display())))?;
+    let mut input = std::io::BufReader::with_capacity(1 << 20, opened);
+    let bad = |detail: &str| StoreError::Corrupt {
+        tree: "snapshot",
+        detail: detail.into(),
+    };
+    let read_part = |input: &mut std::io::BufReader<std::fs::File>| -> Result<Vec<u8>> {
+        let mut len = [0u8; 4];
+        input
+            .read_exact(&mut len)
+            .map_err(|_| bad("truncated: copied before it was complete?"))?;
+        let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
+        input
+            .read_exact(&mut buf)
+            .map_err(|_| bad("truncated: copied before it was complete?"))?;
+        Ok(buf)
+    };
+    let mut tag = [0u8; 1];
+    let mut next_tag = |input: &mut std::io::BufReader<std::fs::File>| -> Result<u8> {
+        input
+            .read_exact(&mut tag)
+            .map_err(|_| bad("truncated: copied before it was complete?"))?;
+        Ok(tag[0])
+    };
+    if next_tag(&mut input)? != b'S' || read_part(&mut input)? != SNAPSHOT_MAGIC {
+        return Err(bad("not a Switchboard snapshot"));
+    }
+    let next_id = keys::read_u64(&read_part(&mut input)?);
+    let mut into = Loader::open(dest)?;
+    loop {
+        match next_tag(&mut input)? {
+            b'T' => into.tree(&read_part(&mut input)?)?,
+            b'P' => {
+                let k = read_part(&mut input)?;
+                let v = read_part(&mut input)?;
+                into.pair(&k, &v)?;
+            }
+            b'E' => {
+                let expected = keys::read_u64(&read_part(&mut input)?);
+                let loaded = into.finish(next_id)?;
+                if loaded != expected {
+                    return Err(bad("pair count does not match"));
+                }
+                return Ok(loaded);
+            }
+            _ => return Err(bad("unknown record")),
+        }
+    }
 }
 
 fn sibling(path: &Path, suffix: &str) -> PathBuf {

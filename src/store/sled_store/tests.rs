@@ -619,21 +619,36 @@ fn an_erased_contact_leaves_no_bytes_in_the_files_after_reopening() {
 }
 
 #[test]
-fn a_snapshot_opens_as_a_store_of_its_own() {
+fn a_snapshot_restores_into_a_store_of_its_own() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir.path().join("db"));
     let c = populated(&store, 1, "snap words");
-    let copied = futures::executor::block_on(store.snapshot(&dir.path().join("copy"))).unwrap();
-    assert!(copied >= 10, "{copied}");
+    let file = dir.path().join("store.snapshot");
+    let pairs = futures::executor::block_on(store.snapshot(&file)).unwrap();
+    assert!(pairs >= 10, "{pairs}");
     let last = store.next_id().unwrap();
     // Writes go on after the snapshot; the copy is the state at its moment.
     populated(&store, 2, "later");
+    assert_eq!(
+        restore_snapshot(&file, &dir.path().join("copy")).unwrap(),
+        pairs
+    );
     let copy = open(&dir.path().join("copy"));
     assert_eq!(copy.messages(c.id, 0, 10).unwrap().len(), 2);
     assert!(copy.conversation(ConversationId(2)).unwrap().is_none());
     assert!(copy.next_id().unwrap() > last);
     assert!(
-        futures::executor::block_on(store.snapshot(&dir.path().join("copy"))).is_err(),
-        "never over an existing database"
+        futures::executor::block_on(store.snapshot(&file)).is_err(),
+        "never over an existing file"
     );
+    assert!(
+        restore_snapshot(&file, &dir.path().join("copy")).is_err(),
+        "never into an existing database"
+    );
+    // A cut-off copy is refused, not half-loaded silently.
+    let bytes = std::fs::read(&file).unwrap();
+    let cut = dir.path().join("cut.snapshot");
+    std::fs::write(&cut, &bytes[..bytes.len() - 20]).unwrap();
+    let err = restore_snapshot(&cut, &dir.path().join("cut")).unwrap_err();
+    assert!(err.to_string().contains("truncated"), "{err}");
 }
