@@ -19,6 +19,17 @@ fn on_fixed_port(dir: &Path) -> String {
     path.display().to_string()
 }
 
+/// Like `started`, on a fixed port; also gives the config's path.
+async fn started_on_fixed_port() -> (Receiver, tempfile::TempDir, String, Daemon, Client) {
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &receiver.url, "");
+    let config = on_fixed_port(dir.path());
+    let daemon = Daemon::start(dir.path());
+    let client = Client::new(&daemon);
+    (receiver, dir, config, daemon, client)
+}
+
 fn run_ok(args: &[&str]) -> String {
     let (ok, out, err) = admin_command(args);
     assert!(ok, "switchboard {args:?} failed:\n{err}");
@@ -171,12 +182,7 @@ async fn export_then_import_into_a_fresh_data_dir_round_trips_every_record() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_taken_under_load_holds_every_acknowledged_message() {
-    let receiver = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), &receiver.url, "");
-    let config = on_fixed_port(dir.path());
-    let daemon = Daemon::start(dir.path());
-    let c = Client::new(&daemon);
+    let (receiver, dir, config, daemon, c) = started_on_fixed_port().await;
 
     // Eight writers post continuously; each remembers what was acknowledged, and when.
     let stop = tokio_util::sync::CancellationToken::new();
@@ -304,12 +310,7 @@ fn files_contain(dir: &Path, needle: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forgotten_contact_leaves_no_trace_in_the_store_files() {
-    let receiver = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), &receiver.url, "");
-    let config = on_fixed_port(dir.path());
-    let daemon = Daemon::start(dir.path());
-    let c = Client::new(&daemon);
+    let (receiver, dir, config, daemon, c) = started_on_fixed_port().await;
 
     const SECRET: &str = "PELICAN-7731";
     c.hook(

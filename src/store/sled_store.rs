@@ -116,6 +116,15 @@ pub(super) struct Caches {
 }
 
 impl Caches {
+    /// The in-memory record of a conversation whose record on disk lags, if it is one.
+    pub(super) fn fresh(&self, id: ConversationId) -> Option<Conversation> {
+        self.activity
+            .read()
+            .expect("activity lock")
+            .get(&id)
+            .cloned()
+    }
+
     fn new(conversations: usize) -> Self {
         Caches {
             threads: Cache::new(200_000),
@@ -364,14 +373,7 @@ impl Store for SledStore {
             Ok(c) => return Ok(Some(c)),
             Err(ticket) => ticket,
         };
-        let fresh = self
-            .caches
-            .activity
-            .read()
-            .expect("activity lock")
-            .get(&id)
-            .cloned();
-        let found: Option<Conversation> = match fresh {
+        let found: Option<Conversation> = match self.caches.fresh(id) {
             Some(c) => Some(c),
             None => self.get(CONVERSATIONS, &id.to_be_bytes())?,
         };

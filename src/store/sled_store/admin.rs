@@ -589,14 +589,7 @@ pub(super) fn erase(x: Exclusive<'_>, contact: ContactId, at_ms: i64) -> Result<
             let k = k.map_err(io)?;
             batch.remove(convs.key(&k));
             let id = ConversationId(keys::read_u64(&k[8..]));
-            let fresh = x
-                .caches
-                .activity
-                .read()
-                .expect("activity lock")
-                .get(&id)
-                .cloned();
-            let record = match fresh {
+            let record = match x.caches.fresh(id) {
                 Some(r) => Some(r),
                 None => space(x.data, CONVERSATIONS)
                     .get(id.to_be_bytes())
