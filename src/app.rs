@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use switchboard_channel::{Channel, ChannelContext, ChannelId, Inbound};
+use switchboard_discord::DiscordChannel;
 use switchboard_email::EmailChannel;
 use switchboard_telegram::TelegramChannel;
 use switchboard_webhook::WebhookChannel;
@@ -256,6 +257,9 @@ pub(crate) fn build_channel(
         }
         ChannelConfig::Telegram(c) => {
             Arc::new(TelegramChannel::build(c.clone(), ctx).map_err(anyhow::Error::msg)?)
+        }
+        ChannelConfig::Discord(c) => {
+            Arc::new(DiscordChannel::build(c.clone(), ctx).map_err(anyhow::Error::msg)?)
         }
         ChannelConfig::Email(c) => {
             Arc::new(EmailChannel::build(c.clone(), ctx).map_err(anyhow::Error::msg)?)

@@ -484,6 +484,7 @@ pub enum ChannelConfig {
     Webhook(WebhookConfig),
     Webchat(WebchatConfig),
     Telegram(switchboard_telegram::TelegramConfig),
+    Discord(switchboard_discord::DiscordConfig),
     Email(switchboard_email::EmailConfig),
 }
 
@@ -647,6 +648,7 @@ impl Config {
             let inline = match ch {
                 ChannelConfig::Webhook(h) => h.secret.is_some(),
                 ChannelConfig::Telegram(t) => t.token.is_some() || t.webhook_secret.is_some(),
+                ChannelConfig::Discord(d) => d.token.is_some(),
                 ChannelConfig::Email(e) => e.imap.password.is_some() || e.smtp.password.is_some(),
                 ChannelConfig::Webchat(_) => false,
             };
@@ -948,6 +950,11 @@ impl<'a> Parser<'a> {
         }
         let problems = match ch {
             ChannelConfig::Telegram(t) => t.problems(id),
+            ChannelConfig::Discord(d) => d
+                .problems()
+                .into_iter()
+                .map(|p| format!("[channels.{id}] {p}"))
+                .collect(),
             ChannelConfig::Email(e) => e.problems(id),
             _ => vec![],
         };

@@ -31,45 +31,7 @@ pub fn render_parts(outbound: &Outbound) -> Vec<String> {
         .collect()
 }
 
-fn units(s: &str) -> usize {
-    s.encode_utf16().count()
-}
-
-/// Splits `text` into pieces of at most `limit` UTF-16 units, preferring to cut after a blank
-/// line, then a line, then a sentence, then a space; a single word longer than the limit is
-/// cut at a character boundary. Rendered Markdown is never longer than its source (markers are
-/// dropped, and escapes count once after parsing), so the rendered parts fit too.
-pub fn split(text: &str, limit: usize) -> Vec<&str> {
-    let mut parts = Vec::new();
-    let mut rest = text.trim_end();
-    while units(rest) > limit {
-        // The longest prefix within the limit, in bytes.
-        let mut end = 0;
-        let mut used = 0;
-        for (i, c) in rest.char_indices() {
-            used += c.len_utf16();
-            if used > limit {
-                break;
-            }
-            end = i + c.len_utf8();
-        }
-        let window = &rest[..end];
-        let cut = [("\n\n", 2), ("\n", 1), (". ", 2), ("。", 3), (" ", 1)]
-            .iter()
-            .filter_map(|(sep, len)| window.rfind(sep).map(|i| i + len))
-            .find(|&i| i > end / 2)
-            .unwrap_or(end);
-        let (head, tail) = rest.split_at(cut);
-        if !head.trim().is_empty() {
-            parts.push(head.trim_end());
-        }
-        rest = tail.trim_start_matches(['\n', ' ']);
-    }
-    if !rest.trim().is_empty() {
-        parts.push(rest);
-    }
-    parts
-}
+pub use switchboard_channel::markup::split;
 
 /// Paces sends to Telegram's flood limits: about one message a second per private chat,
 /// twenty a minute per group, thirty a second for the whole bot. Each caller gets the next
@@ -200,35 +162,6 @@ mod tests {
             render_parts(&bot),
             ["<b>Returns</b> within <i>30 days</i>\n• keep <code>A&lt;1&gt;</code>"]
         );
-    }
-
-    #[test]
-    fn long_texts_split_on_boundaries_within_the_limit() {
-        let para = "word ".repeat(300); // 1,500 characters
-        let text = format!("{para}\n\n{para}\n\n{para}\n\n{para}");
-        let parts = split(&text, MAX_TEXT_UNITS);
-        assert_eq!(parts.len(), 2);
-        assert!(parts.iter().all(|p| units(p) <= MAX_TEXT_UNITS));
-        assert!(parts[0].ends_with("word"), "cut at a paragraph end");
-        let joined: String = parts.join(" ");
-        assert_eq!(joined.split_whitespace().count(), 1200, "no word lost");
-
-        // One unbroken run is cut hard; astral characters count two units.
-        let emoji = "😀".repeat(3000);
-        let parts = split(&emoji, MAX_TEXT_UNITS);
-        assert_eq!(parts.len(), 2);
-        assert_eq!(units(parts[0]), 4096);
-        assert_eq!(parts.concat(), emoji);
-
-        // Sentences when there are no lines.
-        let sentences = "This is a sentence. ".repeat(400);
-        let parts = split(&sentences, 1000);
-        assert!(
-            parts.iter().all(|p| p.ends_with('.')),
-            "{:?}",
-            &parts[0][..50]
-        );
-        assert!(split("  \n ", 10).is_empty());
     }
 
     #[test]
