@@ -357,3 +357,85 @@ async fn reconnects_resume_and_what_was_sent_while_away_is_read_back() {
     assert_eq!(texts, ["one", "two", "three", "four", "five", "six"]);
     r.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_travel_both_ways_and_edits_arrive() {
+    use switchboard_channel::{Attachment, Blobs};
+    let blobs = Arc::new(MemoryBlobs::default());
+    let fake = FakeDiscord::start(45_000).await;
+    let inbound = Arc::new(RecordingInbound::default());
+    let ctx = ChannelContext {
+        id: ChannelId::new("discord"),
+        inbound: inbound.clone(),
+        state: Arc::new(MemoryState::default()),
+        blobs: blobs.clone(),
+    };
+    let mut cfg = config(&fake);
+    cfg.max_file_bytes = 1_000;
+    let channel = Arc::new(DiscordChannel::build(cfg, ctx).unwrap());
+    let stop = CancellationToken::new();
+    let task = {
+        let (c, s) = (channel.clone(), stop.clone());
+        tokio::spawn(async move {
+            let _ = c.run(s).await;
+        })
+    };
+    fake.wait_for_sessions(1).await;
+
+    // In: a small file is kept, a large one listed but not downloaded.
+    let small = fake.dm_with_file(
+        6000,
+        3,
+        "receipt attached",
+        ("receipt.pdf", "application/pdf", b"%PDF-1.4 small"),
+    );
+    fake.dm_with_file(
+        6000,
+        3,
+        "and a video",
+        ("clip.mp4", "video/mp4", &[0u8; 5_000]),
+    );
+    let got = until("two messages with files", || {
+        let m = messages(&inbound);
+        (m.len() >= 2).then_some(m)
+    })
+    .await;
+    let receipt = &got[0].attachments[0];
+    assert_eq!((receipt.name.as_str(), receipt.size), ("receipt.pdf", 14));
+    let kept = blobs
+        .get(receipt.blob.as_ref().expect("kept"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept, b"%PDF-1.4 small");
+    let clip = &got[1].attachments[0];
+    assert!(clip.blob.is_none() && clip.not_kept.as_deref().unwrap_or("").contains("larger"));
+
+    // The customer edits the first message.
+    fake.edit(6000, small, "receipt attached (the right one)");
+    let edit = until("the edit", || {
+        inbound.events().into_iter().find_map(|e| match e {
+            InboundEvent::Edit(e) => Some(e),
+            _ => None,
+        })
+    })
+    .await;
+    assert_eq!(edit.message_id.0, small.to_string());
+    assert_eq!(edit.text, "receipt attached (the right one)");
+
+    // Out: text, then the file in the same reply.
+    let blob = blobs.put(b"label bytes").await.unwrap();
+    let mut file = Attachment::new("label.png", "image/png", 11);
+    file.blob = Some(blob);
+    let mut o = reply("o-file", "Your return label", vec![]);
+    o.attachments = vec![file];
+    channel
+        .send(&ExternalThread("6000".into()), &o)
+        .await
+        .unwrap();
+    let sent = fake.sent();
+    assert_eq!(visible_text(&sent[0].content), "Your return label");
+    assert_eq!(sent[1].files, ["label.png"]);
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+}
