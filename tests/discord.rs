@@ -160,8 +160,8 @@ async fn messages_sent_while_the_daemon_was_stopped_are_read_back() {
     .await;
     daemon.stop();
 
-    fake.dm(8001, 21, "Kim", "are you there?");
-    fake.dm(8001, 21, "Kim", "hello??");
+    let edited = fake.dm(8001, 21, "Kim", "are you there?");
+    let deleted = fake.dm(8001, 21, "Kim", "hello??");
     let sessions = fake.sessions();
     let daemon = Daemon::start(dir.path());
     fake.wait_for_sessions(sessions + 1).await;
@@ -179,5 +179,35 @@ async fn messages_sent_while_the_daemon_was_stopped_are_read_back() {
         .cloned()
         .unwrap_or_else(|| panic!("{health}"));
     assert_eq!(dc["health"]["ok"], true, "{dc}");
+    assert_eq!(dc["health"]["state"], "connected", "{dc}");
+    assert!(dc["health"]["last_event_ms"].is_i64(), "{dc}");
+
+    // The customer edits one message and deletes another: both show in the conversation.
+    fake.edit(8001, edited, "are you there? (edited)");
+    fake.delete(8001, deleted);
+    let detail = eventually(20, "the edit and the delete", async || {
+        let (_, d) = c.get(&format!("/api/v1/conversations/{id}")).await;
+        let types: Vec<&str> = d["events"]
+            .as_array()?
+            .iter()
+            .filter_map(|e| e["type"].as_str())
+            .collect();
+        (types.contains(&"message_edited") && types.contains(&"message_deleted"))
+            .then_some(d.clone())
+    })
+    .await;
+    let messages = detail["messages"].as_array().unwrap();
+    let by_text = |t: &str| {
+        messages
+            .iter()
+            .find(|m| m["text"] == t)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {t}: {messages:?}"))
+    };
+    assert!(by_text("are you there? (edited)")["edited_at_ms"].is_i64());
+    assert!(
+        by_text("hello??")["deleted_at_ms"].is_i64(),
+        "kept, marked deleted"
+    );
     daemon.stop();
 }

@@ -151,6 +151,7 @@ impl<'s> Draft<'s> {
             verdict: None,
             created_at_ms: self.now,
             edited_at_ms: None,
+            deleted_at_ms: None,
         });
         self.event(EventKind::MessageReceived { seq })?;
         Ok(seq)
@@ -197,6 +198,7 @@ impl<'s> Draft<'s> {
             verdict: reply.verdict,
             created_at_ms: self.now,
             edited_at_ms: None,
+            deleted_at_ms: None,
         });
         self.event(EventKind::MessageQueued { seq })?;
         Ok(seq)

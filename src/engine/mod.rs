@@ -567,6 +567,9 @@ impl Engine {
             InboundEvent::Start(m) => (m, true),
             // These change an existing conversation: `update` takes its lane.
             InboundEvent::Edit(edit) => return self.ingest_edit(channel, &edit).await,
+            InboundEvent::Delete { message_id, .. } => {
+                return self.ingest_delete(channel, &message_id).await;
+            }
             InboundEvent::DeliveryFailed {
                 outbound_id,
                 reason,
@@ -679,6 +682,43 @@ impl Engine {
                 }
                 d.change.messages.push(message);
                 d.event(EventKind::MessageEdited { seq, previous })?;
+                changed.store(true, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            })
+            .await;
+        match result {
+            Ok(_) if changed.into_inner() => Ok(Accepted::Stored),
+            Ok(_) => Ok(Accepted::Duplicate),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// Marks a customer message deleted (it was deleted on the network); the text stays for
+    /// the agents, the event log says when.
+    async fn ingest_delete(
+        &self,
+        channel: &ChannelId,
+        message_id: &switchboard_channel::ExternalMessageId,
+    ) -> Result<Accepted, InboundError> {
+        let Some((conv, seq)) = self
+            .store
+            .external_message(channel, message_id)
+            .map_err(|e| unavailable(e.into()))?
+        else {
+            return Ok(Accepted::Duplicate);
+        };
+        let changed = std::sync::atomic::AtomicBool::new(false);
+        let result = self
+            .update(conv, Actor::Customer, |d| {
+                let Some(mut message) = self.store.message(d.conv.id, seq)? else {
+                    return Ok(());
+                };
+                if message.deleted_at_ms.is_some() || message.author != Author::Customer {
+                    return Ok(());
+                }
+                message.deleted_at_ms = Some(d.now);
+                d.change.messages.push(message);
+                d.event(EventKind::MessageDeleted { seq })?;
                 changed.store(true, std::sync::atomic::Ordering::Relaxed);
                 Ok(())
             })

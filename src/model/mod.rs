@@ -295,6 +295,9 @@ pub struct Message {
     /// When the customer last edited it (the text is the edited one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub edited_at_ms: Option<i64>,
+    /// When the customer deleted it on their network (the text stays for the agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at_ms: Option<i64>,
 }
 
 /// An agent-only note on a conversation; never sent to the customer.
@@ -421,6 +424,10 @@ pub enum EventKind {
         seq: u64,
         previous: String,
     },
+    /// The customer deleted a message.
+    MessageDeleted {
+        seq: u64,
+    },
     /// A delivery found the customer unreachable on this channel.
     ChannelUnreachable {
         seq: u64,
@@ -486,6 +493,7 @@ impl EventKind {
             Self::BotDecided { .. } => "bot_decided",
             Self::NoteAdded { .. } => "note_added",
             Self::MessageEdited { .. } => "message_edited",
+            Self::MessageDeleted { .. } => "message_deleted",
             Self::ChannelUnreachable { .. } => "channel_unreachable",
             Self::ReachableAgain { .. } => "reachable_again",
             Self::LabelsChanged { .. } => "labels_changed",

@@ -164,6 +164,7 @@ mod tests {
             verdict: None,
             created_at_ms: 0,
             edited_at_ms: None,
+            deleted_at_ms: None,
         }
     }
 

@@ -105,6 +105,9 @@ impl Inbound for RecordingInbound {
                 (m.thread.0.clone(), m.message_id.0.clone())
             }
             InboundEvent::Edit(e) => (e.thread.0.clone(), format!("edit:{}", e.message_id)),
+            InboundEvent::Delete { thread, message_id } => {
+                (thread.0.clone(), format!("delete:{message_id}"))
+            }
             InboundEvent::DeliveryFailed {
                 thread,
                 outbound_id,

@@ -165,6 +165,12 @@ pub enum InboundEvent {
     /// message, and the bot greets with the configured welcome instead of answering it.
     Start(InboundMessage),
     Edit(InboundEdit),
+    /// The customer deleted a message they sent earlier: it stays stored, marked deleted, for
+    /// the agents' record.
+    Delete {
+        thread: ExternalThread,
+        message_id: ExternalMessageId,
+    },
     /// The network reported, later, that a reply it had accepted was not delivered (an
     /// email bounce). `outbound_id` is the [`Outbound::id`] the reply was sent with.
     DeliveryFailed {
@@ -179,6 +185,7 @@ impl InboundEvent {
         match self {
             Self::Message(m) | Self::Start(m) => &m.thread,
             Self::Edit(e) => &e.thread,
+            Self::Delete { thread, .. } => thread,
             Self::DeliveryFailed { thread, .. } => thread,
         }
     }
@@ -365,6 +372,13 @@ pub struct ChannelHealth {
     /// Received events and sent messages since start.
     pub received: u64,
     pub sent: u64,
+    /// The connection's state, for connectors that hold one (`connecting`, `connected`,
+    /// `resuming`, `reconnecting`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// When the network last sent an event (unix milliseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_event_ms: Option<i64>,
 }
 
 /// Thread-safe counters behind [`ChannelHealth`].
@@ -392,6 +406,14 @@ impl HealthTracker {
     }
     pub fn received(&self, n: u64) {
         self.with(|h| h.received += n);
+    }
+    /// The connection changed state (see [`ChannelHealth::state`]).
+    pub fn state(&self, state: &str) {
+        self.with(|h| h.state = Some(state.to_owned()));
+    }
+    /// The network sent an event.
+    pub fn event(&self) {
+        self.with(|h| h.last_event_ms = Some(now_ms()));
     }
     pub fn sent(&self) {
         self.with(|h| h.sent += 1);

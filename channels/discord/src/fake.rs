@@ -274,6 +274,17 @@ impl FakeDiscord {
         }
     }
 
+    /// The customer deletes message `id`.
+    pub fn delete(&self, channel: u64, id: u64) {
+        if let Some(h) = self.inner().history.get_mut(&channel) {
+            h.retain(|m| !has_id(m, id));
+        }
+        self.dispatch(
+            "MESSAGE_DELETE",
+            json!({"id": id.to_string(), "channel_id": channel.to_string()}),
+        );
+    }
+
     /// A user presses the button `custom_id` under the bot's message `message`.
     pub fn click(&self, channel: u64, message: u64, user: u64, custom_id: &str) -> u64 {
         let id = self.snowflake();

@@ -141,6 +141,8 @@ enum Incoming {
     Update(Box<MessageUpdateEvent>),
     Component(Box<ComponentInteraction>),
     Thread(Box<GuildChannel>),
+    /// `(channel, message)`.
+    Delete(u64, u64),
 }
 
 impl Incoming {
@@ -152,6 +154,7 @@ impl Incoming {
             Incoming::Update(u) => u.id.get(),
             Incoming::Component(c) => c.id.get(),
             Incoming::Thread(t) => t.id.get(),
+            Incoming::Delete(_, m) => *m,
         }
     }
 }
@@ -187,6 +190,15 @@ impl EventHandler for Handler {
     }
     async fn thread_create(&self, _: Context, thread: GuildChannel) {
         let _ = self.tx.send(Incoming::Thread(Box::new(thread)));
+    }
+    async fn message_delete(
+        &self,
+        _: Context,
+        channel: serenity::all::ChannelId,
+        message: serenity::all::MessageId,
+        _: Option<serenity::all::GuildId>,
+    ) {
+        let _ = self.tx.send(Incoming::Delete(channel.get(), message.get()));
     }
 }
 
@@ -530,21 +542,32 @@ impl Inner {
     }
 
     async fn handle(&self, event: Incoming, stop: &CancellationToken) {
+        self.health.event();
         match event {
             Incoming::Ready(me) => {
                 self.me.store(me, Ordering::Relaxed);
                 self.health.ok();
+                self.health.state("connected");
                 tracing::info!(channel = %self.ctx.id, "gateway session ready");
                 self.backfill(stop).await;
             }
             Incoming::Resumed => {
                 self.health.ok();
+                self.health.state("connected");
                 tracing::info!(channel = %self.ctx.id, "gateway session resumed");
             }
             Incoming::Message(m) => self.on_message(&m, stop).await,
             Incoming::Update(u) => self.on_update(&u, stop).await,
             Incoming::Component(c) => self.on_component(&c, stop).await,
             Incoming::Thread(t) => self.on_thread(&t),
+            Incoming::Delete(channel, message) => {
+                // Deletes name no author: the store finds the message by its id alone.
+                let delete = InboundEvent::Delete {
+                    thread: ExternalThread(channel.to_string()),
+                    message_id: ExternalMessageId(message.to_string()),
+                };
+                self.submit(delete, stop).await;
+            }
         }
     }
 
@@ -595,6 +618,7 @@ impl Inner {
                 }
             };
             let shards = client.shard_manager.clone();
+            self.health.state("connecting");
             tokio::select! {
                 r = client.start() => {
                     let reason = match r {
@@ -602,6 +626,7 @@ impl Inner {
                         Err(e) => e.to_string(),
                     };
                     self.health.error(&reason);
+                    self.health.state("reconnecting");
                     tracing::warn!(channel = %self.ctx.id, %reason, "Discord gateway stopped; starting again");
                     if !sleep_or_stop(&stop, delay).await {
                         return;

@@ -422,6 +422,13 @@ async fn files_travel_both_ways_and_edits_arrive() {
     .await;
     assert_eq!(edit.message_id.0, small.to_string());
     assert_eq!(edit.text, "receipt attached (the right one)");
+    fake.delete(6000, small);
+    until("the delete", || {
+        inbound.events().into_iter().find(|e| {
+            matches!(e, InboundEvent::Delete { message_id, .. } if message_id.0 == small.to_string())
+        })
+    })
+    .await;
 
     // Out: text, then the file in the same reply.
     let blob = blobs.put(b"label bytes").await.unwrap();

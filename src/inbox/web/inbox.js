@@ -16,7 +16,7 @@ const VIEWS = {
 };
 const EVENT_TYPES = [
   "conversation_created", "message_received", "message_queued", "delivery_changed",
-  "status_changed", "assignee_changed", "bot_decided", "note_added", "message_edited",
+  "status_changed", "assignee_changed", "bot_decided", "note_added", "message_edited", "message_deleted",
   "channel_unreachable", "reachable_again", "labels_changed", "priority_changed",
   "contacts_merged", "agent_changed", "sla_due_soon", "sla_breached",
 ];
@@ -408,6 +408,7 @@ function eventLine(e) {
     case "status_changed": return `${e.from} → ${e.to}: ${e.reason}`;
     case "assignee_changed": return e.to ? `assigned to ${agentName(e.to)}` : "returned to the queue";
     case "message_edited": return `the customer edited message ${e.seq} (was: “${e.previous}”)`;
+    case "message_deleted": return `the customer deleted message ${e.seq}`;
     case "channel_unreachable": return "customer unreachable on this channel";
     case "reachable_again": return "customer reachable again";
     case "sla_due_soon": return `SLA ${e.target.replace("_", " ")} due soon (${clock(e.due_ms)})`;
@@ -429,6 +430,7 @@ function messageItem(m) {
   const [cls, name] = authorOf(m);
   const by = el("div", { class: "by" }, el("span", { text: name }), el("span", { text: clock(m.created_at_ms) }));
   if (m.edited_at_ms) by.append(el("span", { text: "edited" }));
+  if (m.deleted_at_ms) by.append(el("span", { text: "deleted by the customer" }));
   const li = el("li", { class: "msg " + cls, "data-seq": m.seq }, by, el("div", { class: "text", text: m.text }));
   if (m.verdict) {
     const v = m.verdict;

@@ -330,6 +330,7 @@ async fn channel_state_scans_by_prefix_and_resumes_after_a_key() {
 fn customer_message(conv: ConversationId, seq: u64, text: &str, at: i64) -> Message {
     Message {
         edited_at_ms: None,
+        deleted_at_ms: None,
         conversation: conv,
         seq,
         author: crate::model::Author::Customer,
