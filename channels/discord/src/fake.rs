@@ -83,6 +83,8 @@ struct Inner {
     /// Gateway operations received, for assertions: `identify`, `resume`, `heartbeat`.
     ops: Vec<String>,
     sessions: u64,
+    /// The intents of the last IDENTIFY.
+    intents: u64,
     /// Per session id: the global dispatch count when it identified.
     session_bases: HashMap<String, u64>,
     /// While true, new customer messages are stored but not dispatched (the bot is offline).
@@ -374,6 +376,11 @@ impl FakeDiscord {
     /// Gateway operations received (`identify`, `resume`).
     pub fn ops(&self) -> Vec<String> {
         self.inner().ops.clone()
+    }
+
+    /// The gateway intents the client identified with.
+    pub fn intents(&self) -> u64 {
+        self.inner().intents
     }
 
     /// Sessions identified so far.
@@ -734,6 +741,7 @@ async fn gateway(f: FakeDiscord, mut socket: WebSocket) {
                         let session = {
                             let mut inner = f.inner();
                             inner.ops.push("identify".into());
+                            inner.intents = v["d"]["intents"].as_u64().unwrap_or(0);
                             inner.sessions += 1;
                             session_seq_base = inner.dispatches.len() as u64;
                             let id = inner.sessions;

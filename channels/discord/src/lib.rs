@@ -161,6 +161,9 @@ impl Incoming {
 
 struct Handler {
     tx: mpsc::UnboundedSender<Incoming>,
+    /// Interactions are acknowledged here, at once: Discord wants an answer within 3 seconds,
+    /// whatever the queue holds.
+    rest: Arc<Rest>,
 }
 
 #[serenity::async_trait]
@@ -185,6 +188,9 @@ impl EventHandler for Handler {
     }
     async fn interaction_create(&self, _: Context, interaction: Interaction) {
         if let Interaction::Component(c) = interaction {
+            if let Err(e) = self.rest.acknowledge(c.id.get(), &c.token).await {
+                tracing::warn!(error = %e, "interaction not acknowledged");
+            }
             let _ = self.tx.send(Incoming::Component(Box::new(c)));
         }
     }
@@ -210,7 +216,7 @@ struct Inner {
     ctx: ChannelContext,
     config: DiscordConfig,
     token: String,
-    rest: Rest,
+    rest: Arc<Rest>,
     health: HealthTracker,
     /// The bot's own user id, once READY told it.
     me: AtomicU64,
@@ -244,7 +250,7 @@ impl DiscordChannel {
             .collect();
         Ok(DiscordChannel {
             inner: Arc::new(Inner {
-                rest: Rest::new(&config.api_url, &token),
+                rest: Arc::new(Rest::new(&config.api_url, &token)),
                 ctx,
                 token,
                 health: HealthTracker::default(),
@@ -448,12 +454,8 @@ impl Inner {
         self.submit(edit, stop).await;
     }
 
+    /// A button press (acknowledged already by the handler).
     async fn on_component(&self, c: &ComponentInteraction, stop: &CancellationToken) {
-        // Discord wants an answer within 3 seconds; storing comes after.
-        if let Err(e) = self.rest.acknowledge(c.id.get(), &c.token).await {
-            self.health.error(&e);
-            tracing::warn!(channel = %self.ctx.id, error = %e, "interaction not acknowledged");
-        }
         let channel = c.channel_id.get();
         if self.get::<Seen>(&seen_key(channel)).is_none() {
             return;
@@ -603,7 +605,10 @@ impl Inner {
                 | GatewayIntents::DIRECT_MESSAGES
                 | GatewayIntents::MESSAGE_CONTENT;
             let client = serenity::client::ClientBuilder::new_with_http(http.build(), intents)
-                .event_handler(Handler { tx: tx.clone() })
+                .event_handler(Handler {
+                    tx: tx.clone(),
+                    rest: self.rest.clone(),
+                })
                 .await;
             let mut client = match client {
                 Ok(c) => c,

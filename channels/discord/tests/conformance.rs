@@ -185,6 +185,15 @@ async fn a_support_channel_message_opens_a_thread_that_carries_the_conversation(
     assert_eq!(m.thread.0, thread.to_string());
     assert_eq!(m.message_id.0, first.to_string());
     assert_eq!(m.sender.name.as_deref(), Some("Grace"));
+    // GUILDS, GUILD_MESSAGES, DIRECT_MESSAGES and MESSAGE_CONTENT (privileged: without it guild
+    // messages arrive empty).
+    let wanted = 1 | (1 << 9) | (1 << 12) | (1 << 15);
+    assert_eq!(
+        r.fake.intents() & wanted,
+        wanted,
+        "intents {:b}",
+        r.fake.intents()
+    );
 
     // The customer goes on in the thread, and in the channel again: same conversation.
     r.fake.guild_message(thread, 7, "Grace", "hello?");
@@ -258,7 +267,16 @@ async fn buttons_are_components_and_a_press_is_acknowledged_and_stored() {
     let hashed = row[1]["custom_id"].as_str().unwrap().to_owned();
     assert!(hashed.starts_with("h:") && hashed.len() <= 100);
 
+    let clicked = std::time::Instant::now();
     let click = r.fake.click(4242, id, 5, &hashed);
+    until("the acknowledgement", || {
+        (!r.fake.callbacks().is_empty()).then_some(())
+    })
+    .await;
+    assert!(
+        clicked.elapsed() < Duration::from_secs(1),
+        "acknowledged well inside 3 s"
+    );
     let pressed = until("the press", || {
         r.messages()
             .into_iter()
