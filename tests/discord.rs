@@ -46,14 +46,6 @@ async fn sent_to(fake: &FakeDiscord, channel: u64, n: usize) -> Vec<Sent> {
     .await
 }
 
-async fn texts(c: &Client, id: u64) -> Vec<String> {
-    c.customer_messages(id)
-        .await
-        .iter()
-        .map(|m| m["text"].as_str().unwrap_or_default().to_owned())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dm_thread_escalation_agent_reply_buttons_and_rate_limits() {
     let (fake, _dir, daemon, c) = started().await;
@@ -155,7 +147,7 @@ async fn messages_sent_while_the_daemon_was_stopped_are_read_back() {
     let conv = c.conversation_on("dc", "8001").await;
     let id = conv["id"].as_u64().unwrap();
     eventually(20, "stored", async || {
-        (texts(&c, id).await.len() == 1).then_some(())
+        (c.customer_texts(id).await.len() == 1).then_some(())
     })
     .await;
     daemon.stop();
@@ -167,7 +159,7 @@ async fn messages_sent_while_the_daemon_was_stopped_are_read_back() {
     fake.wait_for_sessions(sessions + 1).await;
     let c = Client::new(&daemon);
     let got = eventually(20, "read back", async || {
-        let t = texts(&c, id).await;
+        let t = c.customer_texts(id).await;
         (t.len() >= 3).then_some(t)
     })
     .await;

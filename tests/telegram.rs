@@ -62,14 +62,6 @@ async fn messages(c: &Client, id: u64) -> Vec<Value> {
     d["messages"].as_array().cloned().unwrap_or_default()
 }
 
-async fn customer_texts(c: &Client, id: u64) -> Vec<String> {
-    c.customer_messages(id)
-        .await
-        .iter()
-        .map(|m| m["text"].as_str().unwrap_or_default().to_owned())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn customer_bot_agent_groups_files_and_edits() {
     let (fake, _dir, daemon, c) = started("").await;
@@ -198,7 +190,7 @@ async fn customer_bot_agent_groups_files_and_edits() {
     edited["edit_date"] = json!(switchboard_channel::now_ms() / 1000);
     fake.push_update("edited_message", edited);
     eventually(20, "edit applied", async || {
-        let texts = customer_texts(&c, id).await;
+        let texts = c.customer_texts(id).await;
         texts
             .contains(&"Where is my order #4411?".to_string())
             .then_some(())
@@ -241,7 +233,7 @@ async fn customer_bot_agent_groups_files_and_edits() {
         "{sent:?}"
     );
     let group = conversation(&c, "-100500").await;
-    let texts = customer_texts(&c, group["id"].as_u64().unwrap()).await;
+    let texts = c.customer_texts(group["id"].as_u64().unwrap()).await;
     assert_eq!(texts, ["How much is shipping?"]);
 
     // A pressed button arrives as its payload and is answered.
@@ -304,7 +296,7 @@ async fn flood_control_and_faults_lose_nothing_and_keep_order() {
     let conv = conversation(&c, "3003").await;
     let id = conv["id"].as_u64().unwrap();
     assert_eq!(
-        customer_texts(&c, id).await.len(),
+        c.customer_texts(id).await.len(),
         1,
         "duplicate update stored once"
     );
@@ -404,7 +396,7 @@ async fn restart_mid_stream_neither_skips_nor_duplicates() {
         let conv = conversation(&c, &u.to_string()).await;
         let id = conv["id"].as_u64().unwrap();
         let texts = eventually(30, "all stored", async || {
-            let t = customer_texts(&c, id).await;
+            let t = c.customer_texts(id).await;
             (t.len() >= total as usize).then_some(t)
         })
         .await;
@@ -483,7 +475,7 @@ webhook_secret = "s3cret-Token_1""#,
             .contains("shipping")
     );
     let id = page["items"][0]["id"].as_u64().unwrap();
-    assert_eq!(customer_texts(&c, id).await.len(), 1);
+    assert_eq!(c.customer_texts(id).await.len(), 1);
     assert!(!fake.calls().contains(&"getupdates".to_string()));
     daemon.stop();
 }

@@ -658,39 +658,15 @@ impl Engine {
         edit: &InboundEdit,
     ) -> Result<Accepted, InboundError> {
         let text = edit.text.trim().to_owned();
-        let Some((conv, seq)) = self
-            .store
-            .external_message(channel, &edit.message_id)
-            .map_err(|e| unavailable(e.into()))?
-        else {
-            // Never stored (not addressed to us, or older than this store): nothing to edit.
-            return Ok(Accepted::Duplicate);
-        };
-        let changed = std::sync::atomic::AtomicBool::new(false);
-        let result = self
-            .update(conv, Actor::Customer, |d| {
-                let Some(mut message) = self.store.message(d.conv.id, seq)? else {
-                    return Ok(());
-                };
-                if message.text == text || message.author != Author::Customer {
-                    return Ok(());
-                }
-                let previous = std::mem::replace(&mut message.text, text.clone());
-                message.edited_at_ms = Some(edit.edited_at_ms.unwrap_or(d.now));
-                if d.conv.last_seq == seq {
-                    d.conv.preview = crate::model::preview_of(&text);
-                }
-                d.change.messages.push(message);
-                d.event(EventKind::MessageEdited { seq, previous })?;
-                changed.store(true, std::sync::atomic::Ordering::Relaxed);
-                Ok(())
-            })
-            .await;
-        match result {
-            Ok(_) if changed.into_inner() => Ok(Accepted::Stored),
-            Ok(_) => Ok(Accepted::Duplicate),
-            Err(e) => Err(unavailable(e)),
-        }
+        self.change_customer_message(channel, &edit.message_id, |message, seq, now| {
+            if message.text == text {
+                return None;
+            }
+            let previous = std::mem::replace(&mut message.text, text.clone());
+            message.edited_at_ms = Some(edit.edited_at_ms.unwrap_or(now));
+            Some(EventKind::MessageEdited { seq, previous })
+        })
+        .await
     }
 
     /// Marks a customer message deleted (it was deleted on the network); the text stays for
@@ -699,6 +675,25 @@ impl Engine {
         &self,
         channel: &ChannelId,
         message_id: &switchboard_channel::ExternalMessageId,
+    ) -> Result<Accepted, InboundError> {
+        self.change_customer_message(channel, message_id, |message, seq, now| {
+            if message.deleted_at_ms.is_some() {
+                return None;
+            }
+            message.deleted_at_ms = Some(now);
+            Some(EventKind::MessageDeleted { seq })
+        })
+        .await
+    }
+
+    /// Applies `change` to the stored customer message with network id `message_id`; it
+    /// returns the event to record, or `None` when there is nothing to change. A message never
+    /// stored (not addressed to us, or older than this store) is a duplicate.
+    async fn change_customer_message(
+        &self,
+        channel: &ChannelId,
+        message_id: &switchboard_channel::ExternalMessageId,
+        change: impl Fn(&mut crate::model::Message, u64, i64) -> Option<EventKind>,
     ) -> Result<Accepted, InboundError> {
         let Some((conv, seq)) = self
             .store
@@ -713,12 +708,17 @@ impl Engine {
                 let Some(mut message) = self.store.message(d.conv.id, seq)? else {
                     return Ok(());
                 };
-                if message.deleted_at_ms.is_some() || message.author != Author::Customer {
+                if message.author != Author::Customer {
                     return Ok(());
                 }
-                message.deleted_at_ms = Some(d.now);
+                let Some(event) = change(&mut message, seq, d.now) else {
+                    return Ok(());
+                };
+                if d.conv.last_seq == seq && message.deleted_at_ms.is_none() {
+                    d.conv.preview = crate::model::preview_of(&message.text);
+                }
                 d.change.messages.push(message);
-                d.event(EventKind::MessageDeleted { seq })?;
+                d.event(event)?;
                 changed.store(true, std::sync::atomic::Ordering::Relaxed);
                 Ok(())
             })

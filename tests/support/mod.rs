@@ -340,6 +340,15 @@ impl Client {
             .collect()
     }
 
+    /// The texts of a conversation's customer messages, in order.
+    pub async fn customer_texts(&self, id: u64) -> Vec<String> {
+        self.customer_messages(id)
+            .await
+            .iter()
+            .map(|m| m["text"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
     /// The one conversation of web hook user `user`.
     pub async fn conversation_of(&self, user: &str) -> Value {
         let (_, page) = self
