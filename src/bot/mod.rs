@@ -99,6 +99,12 @@ pub struct Suggestion {
 pub trait Responder: Send + Sync + 'static {
     fn decide(&self, input: &BotInput<'_>) -> Decision;
 
+    /// The decision for `input` if it is at hand without work (made recently for the same
+    /// input), so the caller can skip handing the work to a blocking thread.
+    fn recent(&self, _input: &BotInput<'_>) -> Option<Decision> {
+        None
+    }
+
     /// The `n` entries likeliest to answer `text`, best first (agent assist, teach-back).
     fn suggest(&self, _text: &str, _n: usize) -> Vec<Suggestion> {
         Vec::new()

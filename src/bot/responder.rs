@@ -24,7 +24,18 @@ pub struct KbResponder {
     suggest_message: String,
     human_button: String,
     none_button: String,
+    /// Recent decisions by their whole input. At peaks many customers send the same words
+    /// ("where is my order?"), and a customer waiting in the queue repeats themselves: one
+    /// decision serves them all. A new knowledge base is a new responder, with an empty cache.
+    recent: std::sync::Mutex<std::collections::HashMap<DecisionKey, Decision>>,
 }
+
+/// What a decision depends on: the text, the misses so far (capped where they stop
+/// mattering) and the entry answered last.
+type DecisionKey = (String, u32, Option<String>);
+
+/// Decisions kept; the cache starts over when it is full.
+const RECENT_DECISIONS: usize = 10_000;
 
 impl KbResponder {
     pub fn new(matcher: Matcher, config: &BotConfig) -> KbResponder {
@@ -44,7 +55,16 @@ impl KbResponder {
             suggest_message: config.suggest_message.clone(),
             human_button: config.human_button.clone(),
             none_button: config.none_button.clone(),
+            recent: Default::default(),
         }
+    }
+
+    fn key(&self, input: &BotInput<'_>) -> DecisionKey {
+        (
+            input.text.to_owned(),
+            input.misses.min(self.max_misses),
+            input.last_entry.map(str::to_owned),
+        )
     }
 
     pub fn policies(&self) -> &Policies {
@@ -205,12 +225,34 @@ impl KbResponder {
 }
 
 impl Responder for KbResponder {
+    fn recent(&self, input: &BotInput<'_>) -> Option<Decision> {
+        self.recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&self.key(input))
+            .cloned()
+    }
+
     fn decide(&self, input: &BotInput<'_>) -> Decision {
-        self.decide_checked(input)
-            .unwrap_or_else(|e| Decision::Escalate {
+        if let Some(d) = self.recent(input) {
+            return d;
+        }
+        let key = self.key(input);
+        match self.decide_checked(input) {
+            Ok(d) => {
+                let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+                if recent.len() >= RECENT_DECISIONS {
+                    recent.clear();
+                }
+                recent.insert(key, d.clone());
+                d
+            }
+            // Failures are not kept: the next try may succeed.
+            Err(e) => Decision::Escalate {
                 reason: EscalationReason::BotError,
                 detail: e.to_string(),
-            })
+            },
+        }
     }
 
     fn model(&self) -> Option<String> {
@@ -281,6 +323,23 @@ mod tests {
             Decision::Answer { entry, .. } => Some(entry),
             _ => None,
         }
+    }
+
+    #[test]
+    fn a_repeated_input_is_decided_once() {
+        let b = lexical();
+        let input = |last| BotInput {
+            text: "where is my order",
+            misses: 0,
+            last_entry: last,
+        };
+        assert!(b.recent(&input(None)).is_none());
+        let first = b.decide(&input(None));
+        assert_eq!(b.recent(&input(None)), Some(first.clone()));
+        // What the decision depends on is part of the key: the same words after that answer
+        // are "asked again".
+        assert!(b.recent(&input(Some("order-tracking-en"))).is_none());
+        assert_ne!(b.decide(&input(Some("order-tracking-en"))), first);
     }
 
     #[test]

@@ -139,6 +139,12 @@ async fn handle(engine: &Arc<Engine>, conv: ConversationId, seq: u64) -> Result<
                     .join(", ")
             ),
         }
+    } else if let Some(d) = responder.recent(&BotInput {
+        text: &text,
+        misses,
+        last_entry: last_entry.as_deref(),
+    }) {
+        d
     } else {
         let d = tokio::task::spawn_blocking(move || {
             responder.decide(&BotInput {
@@ -171,6 +177,19 @@ async fn handle(engine: &Arc<Engine>, conv: ConversationId, seq: u64) -> Result<
             _ => None,
         },
     );
+    // Waiting for a person with nothing new the bot may say (see below): only the queue
+    // entry to drop, without touching the conversation.
+    let silent_in_queue = current.status == Status::Queued
+        && !matches!(&decision, Decision::Answer { entry, escalate_after: false, .. }
+            if current.bot_last_entry.as_ref() != Some(entry));
+    if silent_in_queue {
+        let change = crate::store::Change {
+            bot_queue_remove: vec![(conv, seq)],
+            ..Default::default()
+        };
+        engine.commit(change).await?;
+        return Ok(());
+    }
     let language = crate::routing::assign::language_of(&message.text);
     let handoff = engine.handoff_message(switchboard_channel::now_ms(), &current, language);
     let in_reply_to = message.external_id.clone();
@@ -181,14 +200,19 @@ async fn handle(engine: &Arc<Engine>, conv: ConversationId, seq: u64) -> Result<
             match d.conv.status {
                 Status::Bot => {}
                 // Waiting for a person: the bot answers what it knows well (not sensitive
-                // topics) and is otherwise silent; the conversation stays in the queue.
+                // topics), each entry once (a customer repeating themselves while they wait
+                // is not answered the same way again), and is otherwise silent; the
+                // conversation stays in the queue.
                 Status::Queued => {
                     if let Decision::Answer {
                         text,
+                        entry,
                         escalate_after: false,
                         ..
                     } = decision
+                        && d.conv.bot_last_entry.as_ref() != Some(entry)
                     {
+                        d.conv.bot_last_entry = Some(entry.clone());
                         let verdict = verdict_of(decision);
                         d.event(EventKind::BotDecided {
                             seq,
