@@ -947,3 +947,96 @@ async fn web_chat_serves_its_widget_and_page_and_answers_allowed_origins() {
     assert_eq!(said[0]["text"], "kb:refund-time-en");
     daemon.stop();
 }
+
+/// Every documented route × {malformed credential, revoked token, agent, admin}: nothing
+/// answers a bad or revoked credential; agents meet 403 exactly on the admin routes; admins
+/// never do. (No credential at all: `every_documented_route_exists_and_requires_a_token`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_matrix_over_every_documented_route() {
+    let (_receiver, _dir, daemon, c) = started().await;
+    let (_, doc) = c.get("/api/v1/openapi.json").await;
+    let (_, ana) = c.post("/api/v1/agents", json!({"name": "Ana"})).await;
+    let agent = c.with_token(ana["token"].as_str().unwrap());
+    let (_, old) = c.post("/api/v1/agents", json!({"name": "Old"})).await;
+    let old_id = old["agent"]["id"].as_u64().unwrap();
+    let revoked = c.with_token(old["token"].as_str().unwrap());
+    c.post(&format!("/api/v1/agents/{old_id}/token"), json!({}))
+        .await;
+    let malformed = [c.with_token("sbt_not_a_real_token"), c.with_token("x")];
+    let admin_only: std::collections::BTreeSet<&str> = [
+        "get /api/v1/admin/stats",
+        "post /api/v1/admin/backup",
+        "get /api/v1/agents",
+        "post /api/v1/agents",
+        "post /api/v1/agents/{id}/disable",
+        "post /api/v1/agents/{id}/enable",
+        // Another agent's token (here the admin's).
+        "post /api/v1/agents/{id}/token",
+        "post /api/v1/contacts/{id}/forget",
+        "post /api/v1/kb/import",
+        "post /api/v1/kb/proposals/{id}/approve",
+        "post /api/v1/kb/proposals/{id}/reject",
+        "post /api/v1/kb/reload",
+    ]
+    .into_iter()
+    .collect();
+    let admin_id = c.get("/api/v1/me").await.1["id"].as_u64().unwrap();
+    let mut forbidden_for_agent = std::collections::BTreeSet::new();
+    let mut checked = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        if path == "/api/v1/session" {
+            continue; // signing in takes the token in the body
+        }
+        let concrete = path
+            .replace("{id}", &admin_id.to_string())
+            .replace("{seq}", "1")
+            .replace("{blob}", &"0".repeat(64));
+        for method in ops.as_object().unwrap().keys() {
+            let m = method.to_uppercase();
+            let body = (method != "get").then(|| json!({}));
+            // Destructive admin actions are checked with credentials that must fail only.
+            let destructive =
+                path.ends_with("/forget") || path.ends_with("/disable") || path.ends_with("/token");
+            for (who, client) in malformed.iter().chain([&revoked]).enumerate() {
+                let (status, b) = client.send(&m, &concrete, body.clone()).await;
+                assert_eq!(
+                    status,
+                    StatusCode::UNAUTHORIZED,
+                    "credential {who}: {m} {path}: {b}"
+                );
+            }
+            if path.ends_with("/events") {
+                // A stream that stays open: only the refusals above apply here.
+                checked += 1;
+                continue;
+            }
+            if !destructive || !admin_only.contains(format!("{method} {path}").as_str()) {
+                let (status, _) = agent.send(&m, &concrete, body.clone()).await;
+                assert_ne!(status, StatusCode::UNAUTHORIZED, "agent: {m} {path}");
+                if status == StatusCode::FORBIDDEN {
+                    forbidden_for_agent.insert(format!("{method} {path}"));
+                }
+            } else {
+                let (status, _) = agent.send(&m, &concrete, body.clone()).await;
+                assert_eq!(status, StatusCode::FORBIDDEN, "agent: {m} {path}");
+                forbidden_for_agent.insert(format!("{method} {path}"));
+            }
+            if !destructive {
+                let (status, b) = c.send(&m, &concrete, body.clone()).await;
+                assert!(
+                    status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN,
+                    "admin: {m} {path}: {status} {b}"
+                );
+            }
+            checked += 1;
+        }
+    }
+    let forbidden: Vec<&str> = forbidden_for_agent.iter().map(String::as_str).collect();
+    let expected: Vec<&str> = admin_only.iter().copied().collect();
+    assert_eq!(
+        forbidden, expected,
+        "agents are refused exactly the admin routes"
+    );
+    assert!(checked >= 40, "{checked} operations");
+    daemon.stop();
+}
