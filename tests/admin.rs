@@ -389,16 +389,7 @@ async fn a_forgotten_contact_leaves_no_trace_in_the_store_files() {
         .get(&format!("/api/v1/contacts/{contact}/conversations"))
         .await;
     assert_eq!(history, json!([]));
-    let transcript = c
-        .http
-        .get(daemon.url("/chat/chat/transcript"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let transcript = c.chat_transcript(&token).await;
     assert!(!transcript.contains(SECRET), "{transcript}");
     // Dan is untouched.
     assert_eq!(

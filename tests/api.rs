@@ -930,16 +930,7 @@ async fn web_chat_serves_its_widget_and_page_and_answers_allowed_origins() {
         r.headers()["access-control-allow-origin"],
         "https://shop.example"
     );
-    let transcript: Value = c
-        .http
-        .get(daemon.url("/chat/chat/transcript"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let transcript: Value = serde_json::from_str(&c.chat_transcript(&token).await).unwrap();
     assert_eq!(transcript["entries"][0]["text"], "When do I get my refund?");
     let (_, list) = c.get("/api/v1/conversations?channel=chat").await;
     let id = list["items"][0]["id"].as_u64().unwrap();

@@ -310,6 +310,19 @@ impl Client {
         session["token"].as_str().unwrap().to_owned()
     }
 
+    /// The web chat transcript of the session behind `token`, as text.
+    pub async fn chat_transcript(&self, token: &str) -> String {
+        self.http
+            .get(format!("{}/chat/chat/transcript", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// The conversation of `thread` on `channel`, once it exists (up to 30 s).
     pub async fn conversation_on(&self, channel: &str, thread: &str) -> Value {
         let path = format!("/api/v1/conversations?channel={channel}&limit=200");

@@ -77,6 +77,17 @@ impl RecordingInbound {
             .clone()
     }
 
+    /// Stored customer messages (edits and other events left out).
+    pub fn messages(&self) -> Vec<crate::InboundMessage> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                InboundEvent::Message(m) => Some(m),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The next `n` submissions are refused as unavailable.
     pub fn refuse(&self, n: usize) {
         self.refuse.store(n, Ordering::SeqCst);
@@ -246,14 +257,7 @@ async fn deliver(ch: &dyn Channel, to: &ExternalThread, o: &Outbound) {
 }
 
 fn messages(inbound: &RecordingInbound) -> Vec<crate::InboundMessage> {
-    inbound
-        .events()
-        .into_iter()
-        .filter_map(|e| match e {
-            InboundEvent::Message(m) => Some(m),
-            _ => None,
-        })
-        .collect()
+    inbound.messages()
 }
 
 /// Runs every check against `harness`; panics with what failed.

@@ -134,14 +134,7 @@ impl Running {
 }
 
 fn messages(inbound: &RecordingInbound) -> Vec<InboundMessage> {
-    inbound
-        .events()
-        .into_iter()
-        .filter_map(|e| match e {
-            InboundEvent::Message(m) => Some(m),
-            _ => None,
-        })
-        .collect()
+    inbound.messages()
 }
 
 async fn until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
