@@ -212,6 +212,52 @@ async fn duplicate_inbound_is_stored_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_retried_with_its_idempotency_key_is_sent_once() {
+    let (receiver, _dir, daemon, c, id) = with_escalated("erin", "I want a human").await;
+    let (status, first) = c
+        .reply_with_key(id, "compose-1", "On its way")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    // The client never saw that answer and tries again: the same reply comes back.
+    let (status, again) = c
+        .reply_with_key(id, "compose-1", "On its way")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{again}");
+    assert_eq!(again["message"]["seq"], first["message"]["seq"]);
+    // A new key is a new reply.
+    let (status, second) = c
+        .reply_with_key(id, "compose-2", "And a second")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(
+        second["message"]["seq"].as_u64(),
+        first["message"]["seq"].as_u64().map(|s| s + 1)
+    );
+    for bad in ["", "has space", &"k".repeat(256)] {
+        let (status, body) = c.reply_with_key(id, bad, "x").await.unwrap();
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad:?}: {body}");
+    }
+    let got = receiver.wait_for("erin", 3).await;
+    let texts: Vec<&str> = got.iter().skip(1).map(|d| d.text.as_str()).collect();
+    assert_eq!(texts, ["On its way", "And a second"]);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(receiver.texts_for("erin").len(), 3, "nothing more arrives");
+    assert_eq!(c.customer_texts(id).await.len(), 1);
+    let (_, d) = c.get(&format!("/api/v1/conversations/{id}")).await;
+    let stored = d["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["text"] == "On its way")
+        .count();
+    assert_eq!(stored, 1, "stored once");
+    daemon.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_callback_is_retried_and_delivered_once_in_order() {
     let (receiver, _dir, daemon, c, id) = with_escalated("carol", "I want a human").await;
 

@@ -293,10 +293,13 @@ async fn outbox_waits_out_retry_after_and_keeps_each_conversation_in_order() {
     ));
     let started = Instant::now();
     for text in ["one", "two", "three"] {
-        rig.engine.reply(ids[0], &agent, text, &[]).await.unwrap();
+        rig.engine
+            .reply(ids[0], &agent, text, &[], None)
+            .await
+            .unwrap();
     }
     rig.engine
-        .reply(ids[1], &agent, "quick", &[])
+        .reply(ids[1], &agent, "quick", &[], None)
         .await
         .unwrap();
     // The other conversation is not held back by the failing one.
@@ -398,7 +401,10 @@ async fn hand_overs_tell_the_place_in_line_and_the_recent_wait_once_known() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     for t in ["w1", "w2", "w3"] {
         let id = rig.conversation(t).id;
-        rig.engine.reply(id, &ana, "hello", &[]).await.unwrap();
+        rig.engine
+            .reply(id, &ana, "hello", &[], None)
+            .await
+            .unwrap();
     }
     // Two still waiting (w1 resolved, w2 and w3 stay assigned): the next is the first in line.
     rig.say("w4", "w4-m", "a person please").await;
@@ -458,7 +464,7 @@ async fn while_waiting_the_bot_answers_what_it_knows_and_is_silent_once_a_person
     // Ana owns it: the bot is not asked at all.
     let id = rig.conversation("q1").id;
     rig.engine
-        .reply(id, &ana, "Hi, Ana here", &[])
+        .reply(id, &ana, "Hi, Ana here", &[], None)
         .await
         .unwrap();
     rig.say("q1", "m4", "when are you open?").await;

@@ -152,6 +152,7 @@ impl<'s> Draft<'s> {
             created_at_ms: self.now,
             edited_at_ms: None,
             deleted_at_ms: None,
+            idempotency_key: None,
         });
         self.event(EventKind::MessageReceived { seq })?;
         Ok(seq)
@@ -199,6 +200,7 @@ impl<'s> Draft<'s> {
             created_at_ms: self.now,
             edited_at_ms: None,
             deleted_at_ms: None,
+            idempotency_key: None,
         });
         self.event(EventKind::MessageQueued { seq })?;
         Ok(seq)

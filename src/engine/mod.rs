@@ -51,6 +51,9 @@ const MAX_LABELS: usize = 32;
 pub const MAX_TEXT_BYTES: usize = 64 * 1024;
 /// Most files on one agent reply.
 pub const MAX_ATTACHMENTS: usize = 10;
+/// How many of a conversation's newest messages an agent reply's idempotency key is looked
+/// up among: a client retries within seconds, long before this many messages follow.
+pub const IDEMPOTENCY_WINDOW: usize = 200;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -814,13 +817,17 @@ impl Engine {
     }
 
     /// An agent's reply, with files already stored as blobs: the agent takes the
-    /// conversation if it is not theirs yet.
+    /// conversation if it is not theirs yet. With an idempotency `key` already used by this
+    /// agent among the conversation's last [`IDEMPOTENCY_WINDOW`] messages, nothing new is
+    /// stored or sent: the earlier reply's seq is returned (a client retrying after a lost
+    /// answer must not send the customer the same reply twice).
     pub async fn reply(
         &self,
         id: ConversationId,
         agent: &crate::model::Agent,
         text: &str,
         attachments: &[Attachment],
+        key: Option<&str>,
     ) -> Result<(Conversation, u64), EngineError> {
         let text = if attachments.is_empty() {
             checked_text(text)?
@@ -857,6 +864,13 @@ impl Engine {
         let first_response = std::sync::atomic::AtomicI64::new(-1);
         let conv = self
             .update(id, Actor::Agent(agent.id), |d| {
+                // Under the conversation's lane: a concurrent retry sees this one's commit.
+                if let Some(key) = key
+                    && let Some(earlier) = self.replied_with_key(&d.conv, agent.id, key)?
+                {
+                    seq.store(earlier, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(());
+                }
                 if d.conv.status != Status::Assigned || d.conv.assignee != Some(agent.id) {
                     d.transition(Action::Assign(agent.id), "agent replied")?;
                 }
@@ -875,6 +889,9 @@ impl Engine {
                     in_reply_to,
                     verdict: None,
                 })?;
+                if let Some(m) = d.change.messages.last_mut() {
+                    m.idempotency_key = key.map(str::to_owned);
+                }
                 seq.store(s, std::sync::atomic::Ordering::Relaxed);
                 Ok(())
             })
@@ -886,6 +903,22 @@ impl Engine {
             self.recent_waits.record(waited);
         }
         Ok((conv, seq.into_inner()))
+    }
+
+    /// The seq of `agent`'s reply posted with `key`, among the conversation's recent messages.
+    fn replied_with_key(
+        &self,
+        conv: &Conversation,
+        agent: AgentId,
+        key: &str,
+    ) -> Result<Option<u64>, EngineError> {
+        let from = conv.last_seq.saturating_sub(IDEMPOTENCY_WINDOW as u64);
+        Ok(self
+            .store
+            .messages(conv.id, from, IDEMPOTENCY_WINDOW)?
+            .into_iter()
+            .find(|m| m.author == Author::Agent(agent) && m.idempotency_key.as_deref() == Some(key))
+            .map(|m| m.seq))
     }
 
     /// Milliseconds since the hand-over when no person has replied since; `None` otherwise.

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use switchboard_channel::ChannelId;
 use utoipa::{IntoParams, ToSchema};
@@ -196,20 +196,28 @@ pub struct ReplyQueued {
 }
 
 /// Replies to the customer on their channel; the agent takes the conversation.
+///
+/// Send an `Idempotency-Key` (any client-chosen string, e.g. a UUID per composed reply) to
+/// make retries safe: the same key from the same agent on the same conversation answers with
+/// the reply already stored, and the customer gets it once.
 #[utoipa::path(post, path = "/conversations/{id}/messages", tag = "conversations",
-    params(("id" = u64, Path, description = "Conversation id")), request_body = ReplyBody,
+    params(("id" = u64, Path, description = "Conversation id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retried request safe: 1 to 255 visible ASCII characters")),
+    request_body = ReplyBody,
     responses((status = 201, body = ReplyQueued), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn reply(
     State(state): State<ApiState>,
     AuthAgent(me): AuthAgent,
     Path(id): Path<u64>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<ReplyBody>,
 ) -> Result<(StatusCode, Json<ReplyQueued>), ApiError> {
     let id = ConversationId(id);
+    let key = idempotency_key(&headers)?;
     let attachments = super::files::attachments(&state, &body.attachments)?;
     let (conversation, seq) = state
         .engine
-        .reply(id, &me, &body.text, &attachments)
+        .reply(id, &me, &body.text, &attachments, key)
         .await?;
     let message = state
         .engine
@@ -223,6 +231,21 @@ pub async fn reply(
             message,
         }),
     ))
+}
+
+/// The optional `Idempotency-Key` header: 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match v.to_str() {
+        Ok(k) if (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(Some(k))
+        }
+        _ => Err(ApiError::invalid(
+            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+        )),
+    }
 }
 
 /// Tries a failed delivery again.

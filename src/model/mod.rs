@@ -298,6 +298,10 @@ pub struct Message {
     /// When the customer deleted it on their network (the text stays for the agents).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted_at_ms: Option<i64>,
+    /// Agent replies: the `Idempotency-Key` the reply was posted with; the same key again
+    /// answers with this message instead of sending a second one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 /// An agent-only note on a conversation; never sent to the customer.

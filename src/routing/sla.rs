@@ -165,6 +165,7 @@ mod tests {
             created_at_ms: 0,
             edited_at_ms: None,
             deleted_at_ms: None,
+            idempotency_key: None,
         }
     }
 

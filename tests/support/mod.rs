@@ -293,6 +293,27 @@ impl Client {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// An agent reply to conversation `id` carrying `Idempotency-Key: key`; `None` when the
+    /// request got no answer (the daemon died under it).
+    pub async fn reply_with_key(
+        &self,
+        id: u64,
+        key: &str,
+        text: &str,
+    ) -> Option<(StatusCode, Value)> {
+        let r = self
+            .http
+            .post(format!("{}/api/v1/conversations/{id}/messages", self.base))
+            .bearer_auth(&self.token)
+            .header("idempotency-key", key)
+            .json(&json!({ "text": text }))
+            .send()
+            .await
+            .ok()?;
+        let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
+        Some((status, r.json().await.ok()?))
+    }
+
     pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
         self.send("POST", path, Some(body)).await
     }

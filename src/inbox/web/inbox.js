@@ -43,8 +43,8 @@ class ApiFailure extends Error {
   }
 }
 
-async function api(method, path, body) {
-  const init = { method, headers: {}, credentials: "same-origin" };
+async function api(method, path, body, headers) {
+  const init = { method, headers: { ...headers }, credentials: "same-origin" };
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -537,8 +537,15 @@ async function send(ev) {
   const note = $("as-note").checked;
   $("send").disabled = true;
   $("send-error").textContent = "";
+  // One key per composed reply: pressing Send again after a lost answer cannot send twice.
+  if (!state.sendKey || state.sendKey.text !== text || state.sendKey.id !== id) {
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    state.sendKey = { text, id, key: Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("") };
+  }
   try {
-    await api("POST", `/conversations/${id}/${note ? "notes" : "messages"}`, { text });
+    const headers = note ? {} : { "Idempotency-Key": state.sendKey.key };
+    await api("POST", `/conversations/${id}/${note ? "notes" : "messages"}`, { text }, headers);
+    state.sendKey = null;
     box.value = "";
     await refreshConversation();
   } catch (e) {

@@ -331,6 +331,7 @@ fn customer_message(conv: ConversationId, seq: u64, text: &str, at: i64) -> Mess
     Message {
         edited_at_ms: None,
         deleted_at_ms: None,
+        idempotency_key: None,
         conversation: conv,
         seq,
         author: crate::model::Author::Customer,
