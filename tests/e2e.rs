@@ -8,6 +8,8 @@ use serde_json::{Value, json};
 use support::{Client, Daemon, Receiver, eventually, started};
 
 /// A running daemon with one conversation the customer `user` escalated by asking for a person.
+const WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn with_escalated(
     user: &str,
     text: &str,
@@ -215,20 +217,20 @@ async fn duplicate_inbound_is_stored_once() {
 async fn a_reply_retried_with_its_idempotency_key_is_sent_once() {
     let (receiver, _dir, daemon, c, id) = with_escalated("erin", "I want a human").await;
     let (status, first) = c
-        .reply_with_key(id, "compose-1", "On its way")
+        .reply_with_key(id, "compose-1", "On its way", WAIT)
         .await
         .unwrap();
     assert_eq!(status, StatusCode::CREATED, "{first}");
     // The client never saw that answer and tries again: the same reply comes back.
     let (status, again) = c
-        .reply_with_key(id, "compose-1", "On its way")
+        .reply_with_key(id, "compose-1", "On its way", WAIT)
         .await
         .unwrap();
     assert_eq!(status, StatusCode::CREATED, "{again}");
     assert_eq!(again["message"]["seq"], first["message"]["seq"]);
     // A new key is a new reply.
     let (status, second) = c
-        .reply_with_key(id, "compose-2", "And a second")
+        .reply_with_key(id, "compose-2", "And a second", WAIT)
         .await
         .unwrap();
     assert_eq!(status, StatusCode::CREATED);
@@ -237,7 +239,7 @@ async fn a_reply_retried_with_its_idempotency_key_is_sent_once() {
         first["message"]["seq"].as_u64().map(|s| s + 1)
     );
     for bad in ["", "has space", &"k".repeat(256)] {
-        let (status, body) = c.reply_with_key(id, bad, "x").await.unwrap();
+        let (status, body) = c.reply_with_key(id, bad, "x", WAIT).await.unwrap();
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad:?}: {body}");
     }
     let got = receiver.wait_for("erin", 3).await;

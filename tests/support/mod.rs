@@ -2,6 +2,8 @@
 //! agent API client, and a callback receiver that records (and can refuse) deliveries.
 #![allow(dead_code)]
 
+pub mod mail;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,6 +19,14 @@ use switchboard_webhook::signature;
 
 pub const ADMIN_TOKEN: &str = "sbt_test_admin_token_0123456789abcdef0123456789";
 pub const HOOK_SECRET: &str = "test-hook-secret";
+
+/// Seconds since the epoch.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
 
 /// Polls `check` every 20 ms until it returns `Some`, for at most `secs` seconds.
 pub async fn eventually<T>(secs: u64, what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
@@ -228,11 +238,8 @@ impl Client {
         content_type: &str,
         secret: Option<&str>,
     ) -> (StatusCode, Value) {
-        let ts = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
-        self.hook_signed_at(body, content_type, secret, ts).await
+        self.hook_signed_at(body, content_type, secret, unix_now())
+            .await
     }
 
     pub async fn hook_signed_at(
@@ -242,19 +249,41 @@ impl Client {
         secret: Option<&str>,
         ts: i64,
     ) -> (StatusCode, Value) {
-        let sig = signature::sign(secret.unwrap_or(HOOK_SECRET).as_bytes(), ts, body);
         let r = self
-            .http
-            .post(format!("{}/hooks/hook/messages", self.base))
-            .header("content-type", content_type)
-            .header(signature::TIMESTAMP_HEADER, ts.to_string())
-            .header(signature::SIGNATURE_HEADER, sig)
-            .body(body.to_vec())
+            .hook_request(body, content_type, secret, ts)
             .send()
             .await
             .unwrap();
         let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
         (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Posts a web hook message; `None` when no answer came (the daemon is down or died).
+    pub async fn try_hook(&self, user: &str, message_id: &str, text: &str) -> Option<StatusCode> {
+        let body =
+            json!({"external_user": user, "message_id": message_id, "text": text}).to_string();
+        let r = self
+            .hook_request(body.as_bytes(), "application/json", None, unix_now())
+            .send()
+            .await
+            .ok()?;
+        Some(StatusCode::from_u16(r.status().as_u16()).unwrap())
+    }
+
+    fn hook_request(
+        &self,
+        body: &[u8],
+        content_type: &str,
+        secret: Option<&str>,
+        ts: i64,
+    ) -> reqwest::RequestBuilder {
+        let sig = signature::sign(secret.unwrap_or(HOOK_SECRET).as_bytes(), ts, body);
+        self.http
+            .post(format!("{}/hooks/hook/messages", self.base))
+            .header("content-type", content_type)
+            .header(signature::TIMESTAMP_HEADER, ts.to_string())
+            .header(signature::SIGNATURE_HEADER, sig)
+            .body(body.to_vec())
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
@@ -293,17 +322,19 @@ impl Client {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
-    /// An agent reply to conversation `id` carrying `Idempotency-Key: key`; `None` when the
-    /// request got no answer (the daemon died under it).
+    /// An agent reply to conversation `id` carrying `Idempotency-Key: key`; `None` when no
+    /// answer came within `timeout` (the daemon died under it, or the client gave up).
     pub async fn reply_with_key(
         &self,
         id: u64,
         key: &str,
         text: &str,
+        timeout: Duration,
     ) -> Option<(StatusCode, Value)> {
         let r = self
             .http
             .post(format!("{}/api/v1/conversations/{id}/messages", self.base))
+            .timeout(timeout)
             .bearer_auth(&self.token)
             .header("idempotency-key", key)
             .json(&json!({ "text": text }))
@@ -534,10 +565,7 @@ async fn receive(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = unix_now();
     // Every callback must carry a valid signature.
     if signature::verify(
         HOOK_SECRET.as_bytes(),

@@ -55,6 +55,8 @@ pub struct Sent {
     /// Inline keyboard buttons as `(label, callback_data)`.
     pub buttons: Vec<(String, String)>,
     pub file: Option<(String, Vec<u8>)>,
+    /// When the fake took it (before answering).
+    pub at: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -585,6 +587,7 @@ fn send(
         reply_to: body["reply_parameters"]["message_id"].as_i64(),
         buttons,
         file: file.clone(),
+        at: std::time::Instant::now(),
     };
     s.sent.push(sent);
     let mut message = json!({
