@@ -41,6 +41,7 @@ pub fn open_store(config: &Config) -> anyhow::Result<Arc<SledStore>> {
         &SledOptions {
             cached_conversations: config.store.cached_conversations,
             commit_linger: Duration::from_micros(config.store.commit_linger_us),
+            min_free_bytes: config.store.min_free_mb * 1024 * 1024,
             ..SledOptions::with_cache_mb(config.store.cache_mb)
         },
     )?;

@@ -128,6 +128,10 @@ pub struct StoreConfig {
     /// commit). Fewer, fuller flushes; a lone change at low load is never delayed.
     #[serde(default = "default_commit_linger")]
     pub commit_linger_us: u64,
+    /// Free disk space (MiB) kept in reserve under `data_dir`: below it, new customer
+    /// messages, replies and notes are refused with 503 until space is freed. 0 turns it off.
+    #[serde(default = "default_min_free_mb")]
+    pub min_free_mb: u64,
 }
 
 fn default_cache_mb() -> u64 {
@@ -139,6 +143,9 @@ fn default_cached_conversations() -> usize {
 fn default_commit_linger() -> u64 {
     250
 }
+fn default_min_free_mb() -> u64 {
+    128
+}
 
 impl Default for StoreConfig {
     fn default() -> Self {
@@ -146,6 +153,7 @@ impl Default for StoreConfig {
             cache_mb: default_cache_mb(),
             cached_conversations: default_cached_conversations(),
             commit_linger_us: default_commit_linger(),
+            min_free_mb: default_min_free_mb(),
         }
     }
 }

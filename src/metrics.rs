@@ -88,6 +88,8 @@ pub struct Gauges {
     pub outbox_conversations: u64,
     pub failed_deliveries: u64,
     pub store_bytes: u64,
+    /// Free space where the store writes, and the reserve below which messages are refused.
+    pub disk: crate::store::disk::DiskSpace,
     /// `(channel, ok, errors)`.
     pub channels: Vec<(String, bool, u64)>,
 }
@@ -259,10 +261,30 @@ impl Metrics {
             "Size of the store on disk.",
             single(g.store_bytes),
         );
+        if g.disk.free_bytes != u64::MAX {
+            family(
+                &mut out,
+                ("switchboard_disk_free_bytes", "gauge"),
+                "Free space on the store's filesystem.",
+                single(g.disk.free_bytes),
+            );
+        }
+        family(
+            &mut out,
+            ("switchboard_disk_reserve_bytes", "gauge"),
+            "Below this much free space new messages are refused.",
+            single(g.disk.reserve_bytes),
+        );
+        family(
+            &mut out,
+            ("switchboard_disk_low", "gauge"),
+            "1 while new messages are refused for lack of disk space.",
+            single(u64::from(g.disk.low())),
+        );
         family(
             &mut out,
             ("switchboard_channel_up", "gauge"),
-            "1 when the channel's last network call succeeded.",
+            "0 when the channel's last network call failed.",
             g.channels
                 .iter()
                 .map(|(ch, ok, _)| (per("channel", ch), f64::from(u8::from(*ok)))),

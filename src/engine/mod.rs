@@ -65,6 +65,8 @@ pub enum EngineError {
     Invalid(String),
     #[error("too many concurrent changes to the same conversation; try again")]
     Busy,
+    #[error("{0}")]
+    DiskFull(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -579,6 +581,8 @@ impl Engine {
                 ..
             } => return self.delivery_failed(&outbound_id, &reason).await,
         };
+        self.room_for_more()
+            .map_err(|e| InboundError::Unavailable(e.to_string()))?;
         // Messages of one conversation are stored one after the other, in arrival order.
         let _lane = self.lane(channel, &msg.thread).lock().await;
         for _ in 0..MAX_RETRIES {
@@ -829,6 +833,7 @@ impl Engine {
         attachments: &[Attachment],
         key: Option<&str>,
     ) -> Result<(Conversation, u64), EngineError> {
+        self.room_for_more()?;
         let text = if attachments.is_empty() {
             checked_text(text)?
         } else {
@@ -905,6 +910,15 @@ impl Engine {
         Ok((conv, seq.into_inner()))
     }
 
+    /// Refuses new messages while the disk is below its reserve (see [`crate::store::disk`]).
+    fn room_for_more(&self) -> Result<(), EngineError> {
+        let space = self.store.disk();
+        if space.low() {
+            return Err(EngineError::DiskFull(space.explain()));
+        }
+        Ok(())
+    }
+
     /// The seq of `agent`'s reply posted with `key`, among the conversation's recent messages.
     fn replied_with_key(
         &self,
@@ -960,6 +974,7 @@ impl Engine {
         agent: AgentId,
         text: &str,
     ) -> Result<Note, EngineError> {
+        self.room_for_more()?;
         let text = checked_text(text)?;
         let note_id = NoteId(self.store.next_id()?);
         let note = Mutex::new(None);

@@ -106,6 +106,7 @@ impl From<EngineError> for ApiError {
             }
             EngineError::Invalid(m) => Self::invalid(m),
             EngineError::Busy => Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string()),
+            EngineError::DiskFull(m) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "disk_full", m),
             EngineError::Store(s) => s.into(),
         }
     }

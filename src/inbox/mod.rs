@@ -162,12 +162,13 @@ async fn metrics(
         outbox_conversations: store.outbox_conversations()?.len() as u64,
         failed_deliveries: store.failed_deliveries(100_000)?.len() as u64,
         store_bytes: store.size_on_disk()?,
+        disk: store.disk(),
         channels: engine
             .channels()
             .iter()
             .map(|c| {
                 let h = c.health();
-                (c.id().to_string(), h.ok, h.errors)
+                (c.id().to_string(), h.ok || h.errors == 0, h.errors)
             })
             .collect(),
     };
@@ -187,7 +188,9 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Ready: started, not shutting down, and the store answers.
+/// Ready: started, not shutting down, the store writes and the disk has room (else 503 with
+/// `not_ready`, `store_failing` or `disk_low`). A channel whose network fails makes it
+/// `degraded`, still 200: the other channels and the inbox work. The body tells which.
 async fn readyz(State(state): State<ApiState>) -> Response {
     if !state.ready.load(Ordering::Relaxed) {
         return switchboard_channel::http_error(
@@ -196,10 +199,40 @@ async fn readyz(State(state): State<ApiState>) -> Response {
             "starting or stopping",
         );
     }
-    match state.engine.store().size_on_disk() {
-        Ok(bytes) => {
-            Json(serde_json::json!({ "status": "ready", "store_bytes": bytes })).into_response()
-        }
-        Err(e) => ApiError::from(e).into_response(),
+    let store = state.engine.store();
+    let wait = std::time::Duration::from_secs(2);
+    let writes = match tokio::time::timeout(wait, store.durable()).await {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some("the store did not answer within 2 s".to_owned()),
+    };
+    let disk = store.disk();
+    let channels: serde_json::Map<String, serde_json::Value> = state
+        .engine
+        .channels()
+        .iter()
+        .map(|c| {
+            let h = c.health();
+            let up = h.ok || h.errors == 0;
+            let v = serde_json::json!({ "up": up, "state": h.state, "last_error": h.last_error });
+            (c.id().to_string(), v)
+        })
+        .collect();
+    let channels_up = channels.values().all(|c| c["up"] == true);
+    let (code, status) = match (&writes, disk.low(), channels_up) {
+        (Some(_), _, _) => (StatusCode::SERVICE_UNAVAILABLE, "store_failing"),
+        (None, true, _) => (StatusCode::SERVICE_UNAVAILABLE, "disk_low"),
+        (None, false, false) => (StatusCode::OK, "degraded"),
+        (None, false, true) => (StatusCode::OK, "ready"),
+    };
+    let mut body = serde_json::json!({
+        "status": status,
+        "store_bytes": store.size_on_disk().unwrap_or(0),
+        "disk": disk,
+        "channels": channels,
+    });
+    if let Some(e) = writes {
+        body["store_error"] = e.into();
     }
+    (code, Json(body)).into_response()
 }

@@ -11,6 +11,7 @@
 //! [`sled_store`].
 
 pub mod blobs;
+pub mod disk;
 pub mod keys;
 pub mod records;
 pub mod sled_store;
@@ -289,6 +290,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Bytes on disk, for health and metrics.
     fn size_on_disk(&self) -> Result<u64>;
+
+    /// Free space where the store writes, against its reserve: when low, new messages are
+    /// refused before the disk fills (see [`disk`]).
+    fn disk(&self) -> disk::DiskSpace {
+        disk::DiskSpace::UNLIMITED
+    }
 
     /// Every record, in a stable order (agents, contacts, identities, conversations, threads,
     /// messages, network ids, notes, events, outbox, queues, private spaces, meta), the first

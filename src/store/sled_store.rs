@@ -91,6 +91,8 @@ pub struct SledOptions {
     pub cached_conversations: usize,
     /// Under load, how long the writer waits for more changes before a flush.
     pub commit_linger: std::time::Duration,
+    /// Free space kept in reserve (see [`super::disk`]); 0 never refuses.
+    pub min_free_bytes: u64,
 }
 
 impl SledOptions {
@@ -99,6 +101,7 @@ impl SledOptions {
             cache_bytes: mb * 1024 * 1024,
             cached_conversations: 20_000,
             commit_linger: std::time::Duration::from_micros(250),
+            min_free_bytes: 0,
         }
     }
 }
@@ -147,6 +150,7 @@ pub struct SledStore {
     writer: Writer,
     /// Ids handed out are above this (see `admin::ID_FLOOR`).
     id_floor: Arc<AtomicU64>,
+    disk: super::disk::DiskGuard,
 }
 
 pub(super) fn io(e: impl std::fmt::Display) -> StoreError {
@@ -279,6 +283,7 @@ impl SledStore {
             data,
             index,
             id_floor,
+            disk: super::disk::DiskGuard::new(path, options.min_free_bytes),
         })
     }
 
@@ -613,6 +618,10 @@ impl Store for SledStore {
 
     fn size_on_disk(&self) -> Result<u64> {
         self.db.size_on_disk().map_err(io)
+    }
+
+    fn disk(&self) -> super::disk::DiskSpace {
+        self.disk.space()
     }
 
     fn records(&self, visit: &mut dyn FnMut(Record) -> Result<()>) -> Result<()> {
