@@ -15,6 +15,14 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// A daemon with a Telegram channel `tg` pointed at a fresh fake.
 async fn started(extra: &str) -> (FakeTelegram, tempfile::TempDir, Daemon, Client) {
+    let (fake, dir) = configured(extra).await;
+    let daemon = Daemon::start(dir.path());
+    let client = Client::new(&daemon);
+    (fake, dir, daemon, client)
+}
+
+/// A fresh fake and a config with a Telegram channel `tg` pointed at it.
+async fn configured(extra: &str) -> (FakeTelegram, tempfile::TempDir) {
     let fake = FakeTelegram::start(TOKEN).await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("tg.token"), TOKEN).unwrap();
@@ -33,9 +41,7 @@ group_interval_ms = 20
         url = fake.url(),
     );
     write_config(dir.path(), "http://127.0.0.1:9/unused", &section);
-    let daemon = Daemon::start(dir.path());
-    let client = Client::new(&daemon);
-    (fake, dir, daemon, client)
+    (fake, dir)
 }
 
 /// Sent messages to `chat`, in order.
@@ -477,5 +483,76 @@ webhook_secret = "s3cret-Token_1""#,
     let id = page["items"][0]["id"].as_u64().unwrap();
     assert_eq!(c.customer_texts(id).await.len(), 1);
     assert!(!fake.calls().contains(&"getupdates".to_string()));
+    daemon.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_api_outage_is_reported_and_nothing_is_lost_when_it_ends() {
+    // The shipped policy retries for about 18 minutes; the test's, 2 s unless raised.
+    let (fake, dir) = configured("").await;
+    let config = dir.path().join("switchboard.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("max_attempts = 8", "max_attempts = 60"),
+    )
+    .unwrap();
+    let daemon = Daemon::start(dir.path());
+    let c = Client::new(&daemon);
+    fake.private_message(5001, "Eve", 1, "/human");
+    wait_chat(&fake, 5001, 1).await;
+    let id = conversation(&c, "5001").await["id"].as_u64().unwrap();
+    let ready = async || {
+        let r = c.http.get(c.base.clone() + "/readyz").send().await.unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    assert_eq!(ready().await.1["status"], "ready");
+
+    // The Bot API goes away. The customer writes meanwhile and the agent answers.
+    fake.stop();
+    fake.private_message(5001, "Eve", 2, "still there?");
+    fake.private_message(5001, "Eve", 3, "hello?");
+    for text in ["during the outage 1", "during the outage 2"] {
+        let (status, _) = c
+            .post(
+                &format!("/api/v1/conversations/{id}/messages"),
+                json!({ "text": text }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let (status, body) = eventually(20, "the outage reported", async || {
+        let (status, body) = ready().await;
+        (body["status"] == "degraded").then_some((status, body))
+    })
+    .await;
+    assert_eq!(status, 200, "the rest still works: {body}");
+    assert_eq!(body["channels"]["tg"]["up"], false, "{body}");
+    let (_, metrics) = c.get_text("/metrics").await;
+    assert!(
+        metrics.contains("switchboard_channel_up{channel=\"tg\"} 0"),
+        "{metrics}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // It comes back: what waited on both sides goes through, once, in order.
+    fake.start_again();
+    let texts = eventually(30, "the customer's messages", async || {
+        let t = c.customer_texts(id).await;
+        (t.len() >= 3).then_some(t)
+    })
+    .await;
+    assert_eq!(texts, ["/human", "still there?", "hello?"]);
+    let sent = wait_chat(&fake, 5001, 3).await;
+    let replies: Vec<String> = sent
+        .iter()
+        .filter_map(|s| s.text.clone())
+        .filter(|t| t.starts_with("during"))
+        .collect();
+    assert_eq!(replies, ["during the outage 1", "during the outage 2"]);
+    eventually(20, "ready again", async || {
+        (ready().await.1["status"] == "ready").then_some(())
+    })
+    .await;
     daemon.stop();
 }

@@ -74,6 +74,8 @@ struct Inner {
     calls: Vec<String>,
     chat_actions: Vec<(i64, String)>,
     callback_answers: Vec<String>,
+    /// Stopped: calls still in flight are answered 502, as a proxy in front of a dead server.
+    down: bool,
 }
 
 /// The running fake. Dropping it stops the server.
@@ -81,13 +83,22 @@ pub struct FakeTelegram {
     addr: SocketAddr,
     inner: Arc<Mutex<Inner>>,
     changed: Arc<Notify>,
-    task: tokio::task::JoinHandle<()>,
+    app: axum::Router,
+    task: Mutex<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for FakeTelegram {
     fn drop(&mut self) {
-        self.task.abort();
+        self.task.lock().unwrap_or_else(|e| e.into_inner()).abort();
     }
+}
+
+/// Binds `addr` even while old connections to it linger in TIME_WAIT.
+fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(128)
 }
 
 #[derive(Clone)]
@@ -99,9 +110,7 @@ struct Shared {
 impl FakeTelegram {
     /// Serves on a free port of 127.0.0.1 for the bot `token`.
     pub async fn start(token: &str) -> FakeTelegram {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind fake Telegram");
+        let listener = bind(([127, 0, 0, 1], 0).into()).expect("bind fake Telegram");
         let addr = listener.local_addr().expect("local addr");
         let inner = Arc::new(Mutex::new(Inner {
             token: token.to_owned(),
@@ -117,15 +126,28 @@ impl FakeTelegram {
             .route("/{bot}/{method}", axum::routing::any(api))
             .route("/file/{bot}/{*path}", axum::routing::get(file))
             .with_state(shared);
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let task = Mutex::new(serve(listener, app.clone()));
         FakeTelegram {
             addr,
             inner,
             changed,
+            app,
             task,
         }
+    }
+
+    /// The server goes away: new connections are refused, calls in flight get 502.
+    pub fn stop(&self) {
+        self.lock().down = true;
+        self.changed.notify_waiters();
+        self.task.lock().unwrap_or_else(|e| e.into_inner()).abort();
+    }
+
+    /// The server comes back on the same address, with everything it held.
+    pub fn start_again(&self) {
+        let listener = bind(self.addr).expect("bind the fake Telegram again");
+        self.lock().down = false;
+        *self.task.lock().unwrap_or_else(|e| e.into_inner()) = serve(listener, self.app.clone());
     }
 
     /// The Bot API base URL to configure (`api_url`).
@@ -226,6 +248,12 @@ impl FakeTelegram {
             }
         }
     }
+}
+
+fn serve(listener: tokio::net::TcpListener, app: axum::Router) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    })
 }
 
 /// A complete private-chat `Message` object from `user`.
@@ -351,6 +379,9 @@ async fn api(
     let (body, files) = params(request).await;
     let fault = {
         let mut s = shared.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if s.down {
+            return fail(StatusCode::BAD_GATEWAY, "Bad Gateway", None);
+        }
         if bot.strip_prefix("bot") != Some(s.token.as_str()) {
             return fail(StatusCode::UNAUTHORIZED, "Unauthorized", None);
         }
@@ -471,6 +502,9 @@ async fn get_updates(shared: &Shared, body: &Value, duplicate: bool) -> Response
         let notified = shared.changed.notified();
         {
             let mut s = shared.lock();
+            if s.down {
+                return fail(StatusCode::BAD_GATEWAY, "Bad Gateway", None);
+            }
             while s
                 .pending
                 .front()
