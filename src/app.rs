@@ -378,6 +378,9 @@ pub async fn serve(
             }
         }));
     }
+    engine
+        .attachments()
+        .set_max_per_agent(config.http.max_event_streams_per_agent);
     tasks.extend(engine.start(tasks_stop.clone())?);
     engine.set_sla(config.routing.sla.clone());
     let routing = crate::routing::router::Router::new(engine.clone(), config.routing.clone());
@@ -389,6 +392,13 @@ pub async fn serve(
         tasks_stop.clone(),
     )));
 
+    let router = router.layer(axum::middleware::from_fn_with_state(
+        Arc::new(crate::inbox::limits::IpLimit::new(
+            config.http.requests_per_minute_per_ip,
+            config.http.trust_forwarded_for,
+        )),
+        crate::inbox::limits::per_ip,
+    ));
     let router = router.layer(axum::middleware::from_fn_with_state(
         engine.metrics().clone(),
         track_requests,
@@ -412,8 +422,11 @@ pub async fn serve(
         )));
     }
     let stop_http = shutdown.clone();
-    let server = axum::serve(listener, router)
-        .with_graceful_shutdown(async move { stop_http.cancelled().await });
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { stop_http.cancelled().await });
     tokio::select! {
         r = server => r?,
         // Connections that do not finish within the grace period are cut.

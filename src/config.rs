@@ -180,6 +180,24 @@ pub struct HttpConfig {
     /// How long an inbox sign-in lasts, in hours.
     #[serde(default = "default_session_hours")]
     pub session_hours: u64,
+    /// Requests per minute one IP address may make to the public endpoints (web chat
+    /// sessions and messages, inbox sign-in); more get 429 with `Retry-After`. 0: no limit.
+    #[serde(default = "default_per_ip")]
+    pub requests_per_minute_per_ip: u32,
+    /// Behind a reverse proxy: take the client's address from the last `X-Forwarded-For`
+    /// entry. Only with a proxy that sets it, or clients could pick their own address.
+    #[serde(default)]
+    pub trust_forwarded_for: bool,
+    /// Event streams (`/api/v1/events`) one agent may hold open at once.
+    #[serde(default = "default_streams_per_agent")]
+    pub max_event_streams_per_agent: usize,
+}
+
+fn default_per_ip() -> u32 {
+    120
+}
+fn default_streams_per_agent() -> usize {
+    8
 }
 
 fn default_listen() -> String {
@@ -207,6 +225,9 @@ impl Default for HttpConfig {
             request_timeout_secs: default_request_timeout(),
             secure_cookies: false,
             session_hours: default_session_hours(),
+            requests_per_minute_per_ip: default_per_ip(),
+            trust_forwarded_for: false,
+            max_event_streams_per_agent: default_streams_per_agent(),
         }
     }
 }

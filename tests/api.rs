@@ -1031,3 +1031,112 @@ async fn authorization_matrix_over_every_documented_route() {
     assert!(checked >= 40, "{checked} operations");
     daemon.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_endpoints_limit_each_customer_each_address_and_streams_per_agent() {
+    let receiver = support::Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = support::write_config(dir.path(), &receiver.url, "max_messages_per_minute = 2");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("max_messages_per_minute = 0", "max_messages_per_minute = 3")
+        .replace(
+            "max_body_bytes = 65536",
+            "max_body_bytes = 65536\nrequests_per_minute_per_ip = 6\nmax_event_streams_per_agent = 2",
+        );
+    std::fs::write(&config, text).unwrap();
+    let daemon = support::Daemon::start(dir.path());
+    let c = support::Client::new(&daemon);
+
+    // Web hook: per customer (the caller is one trusted system, so not per address).
+    for i in 1..=3 {
+        assert_eq!(
+            c.hook("rita", &format!("r{i}"), "hi").await.0,
+            StatusCode::ACCEPTED
+        );
+    }
+    let forged = json!({"external_user": "rita", "message_id": "f1", "text": "x"}).to_string();
+    let (status, _) = c
+        .hook_raw(forged.as_bytes(), "application/json", Some("wrong"))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "refused before counting");
+    let (status, body) = c.hook("rita", "r4", "hi").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(code(&body), "rate_limited");
+    assert_eq!(c.hook("sam", "s1", "hi").await.0, StatusCode::ACCEPTED);
+    let texts = c.customer_texts(c.conversation_of("rita").await["id"].as_u64().unwrap());
+    assert_eq!(texts.await.len(), 3, "the refused message was not stored");
+
+    // Web chat: per session, and every public request per address.
+    let chat_message = async |token: &str| {
+        let r = c
+            .http
+            .post(daemon.url("/chat/chat/messages"))
+            .bearer_auth(token)
+            .json(&json!({ "text": "hello" }))
+            .send()
+            .await
+            .unwrap();
+        let retry = r.headers().get("retry-after").cloned();
+        (
+            r.status(),
+            retry,
+            r.json::<Value>().await.unwrap_or(Value::Null),
+        )
+    };
+    let first = c.chat_session().await; // 1 of 6 from this address
+    assert_eq!(chat_message(&first).await.0, StatusCode::ACCEPTED); // 2
+    assert_eq!(chat_message(&first).await.0, StatusCode::ACCEPTED); // 3
+    let (status, retry, body) = chat_message(&first).await; // 4: the session's third
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    let wait: u64 = retry.unwrap().to_str().unwrap().parse().unwrap();
+    assert!((1..=30).contains(&wait), "Retry-After {wait}");
+    let second = c.chat_session().await; // 5
+    assert_eq!(chat_message(&second).await.0, StatusCode::ACCEPTED); // 6
+    let (status, retry, body) = chat_message(&second).await; // the address is spent
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("address"),
+        "{body}"
+    );
+    assert!(retry.is_some());
+    // Sign-in counts too, and a forged X-Forwarded-For is not believed without a proxy.
+    let r = c
+        .http
+        .post(daemon.url("/api/v1/session"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .json(&json!({ "token": "sbt_guess" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Agents' own API is not limited by address.
+    assert_eq!(c.get("/api/v1/conversations").await.0, StatusCode::OK);
+
+    // Event streams: two per agent at once.
+    let stream = || {
+        c.http
+            .get(daemon.url("/api/v1/events"))
+            .bearer_auth(&c.token)
+            .send()
+    };
+    let one = stream().await.unwrap();
+    let two = stream().await.unwrap();
+    assert_eq!(
+        (one.status(), two.status()),
+        (StatusCode::OK, StatusCode::OK)
+    );
+    let three = stream().await.unwrap();
+    assert_eq!(three.status(), StatusCode::TOO_MANY_REQUESTS);
+    drop(one);
+    let again = eventually(10, "a stream freed", async || {
+        let r = stream().await.unwrap();
+        (r.status() == StatusCode::OK).then_some(r)
+    })
+    .await;
+    drop((two, again));
+    daemon.stop();
+}

@@ -13,6 +13,8 @@ use crate::model::{Action, Actor, AgentId, ConversationId, Status};
 #[derive(Default)]
 pub struct Attachments {
     inner: Mutex<HashMap<AgentId, Attached>>,
+    /// Streams one agent may hold at once; 0: no limit.
+    max_per_agent: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -41,17 +43,27 @@ impl Drop for AttachGuard {
 }
 
 impl Attachments {
-    pub fn attach(self: &Arc<Self>, agent: AgentId) -> AttachGuard {
-        self.inner
-            .lock()
-            .expect("attachments lock")
-            .entry(agent)
-            .or_default()
-            .streams += 1;
-        AttachGuard {
+    /// Streams one agent may hold open at once (0: no limit).
+    pub fn set_max_per_agent(&self, max: usize) {
+        self.max_per_agent
+            .store(max, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Counts a new stream of `agent`; `None` when they already hold the most allowed.
+    pub fn attach(self: &Arc<Self>, agent: AgentId) -> Option<AttachGuard> {
+        let max = self
+            .max_per_agent
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let mut map = self.inner.lock().expect("attachments lock");
+        let a = map.entry(agent).or_default();
+        if max > 0 && a.streams as usize >= max {
+            return None;
+        }
+        a.streams += 1;
+        Some(AttachGuard {
             attachments: self.clone(),
             agent,
-        }
+        })
     }
 
     /// `None` while the agent has a stream open; otherwise since when they have had none

@@ -67,6 +67,15 @@ pub async fn events(
     headers: HeaderMap,
     Query(p): Query<EventParams>,
 ) -> Result<Response, ApiError> {
+    // While the stream is open the agent counts as present (routing sets them away after
+    // their last stream has been gone a while).
+    let Some(attached) = state.engine.attachments().attach(agent.id) else {
+        return Err(ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "too_many_streams",
+            "this agent already holds the most event streams allowed; close one first",
+        ));
+    };
     let filter = Filter {
         conversation: p.conversation.map(ConversationId),
         types: p.types.map(|t| {
@@ -110,9 +119,6 @@ pub async fn events(
             };
             std::future::ready(out)
         });
-    // While the stream is open the agent counts as present (routing sets them away after
-    // their last stream has been gone a while).
-    let attached = state.engine.attachments().attach(agent.id);
     let stream = replay
         .chain(live)
         .take_until(state.shutdown.clone().cancelled_owned())

@@ -12,6 +12,7 @@ pub mod error;
 mod events;
 mod files;
 mod kb;
+pub mod limits;
 mod page;
 mod people;
 mod session;

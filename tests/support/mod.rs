@@ -73,6 +73,8 @@ secret_env = "SB_TEST_HOOK_SECRET"
 callback_url = "{callback}"
 max_body_bytes = 4096
 callback_timeout_secs = 2
+# Tests (the chaos test above all) write far faster than a person; limits have their own test.
+max_messages_per_minute = 0
 [channels.chat]
 type = "webchat"
 {extra}

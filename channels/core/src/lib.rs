@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod limit;
 pub mod markup;
 pub use markup::TextFormat;
 

@@ -49,6 +49,10 @@ pub struct WebhookConfig {
     /// Timeout of one callback request.
     #[serde(default = "default_callback_timeout")]
     pub callback_timeout_secs: u64,
+    /// Messages one customer (`external_user`) may send per minute; more get 429 with
+    /// `Retry-After`. 0 means no limit.
+    #[serde(default = "default_messages_per_minute")]
+    pub max_messages_per_minute: u32,
 }
 
 fn default_max_body() -> usize {
@@ -59,6 +63,9 @@ fn default_replay_window() -> u64 {
 }
 fn default_callback_timeout() -> u64 {
     10
+}
+fn default_messages_per_minute() -> u32 {
+    60
 }
 
 /// The inbound JSON body.
@@ -109,6 +116,8 @@ struct Inner {
     secret: Vec<u8>,
     config: WebhookConfig,
     client: reqwest::Client,
+    /// Messages per customer and minute.
+    limit: switchboard_channel::limit::RateLimiter,
 }
 
 impl WebhookChannel {
@@ -128,6 +137,9 @@ impl WebhookChannel {
             inner: Arc::new(Inner {
                 ctx,
                 secret: secret.into_bytes(),
+                limit: switchboard_channel::limit::RateLimiter::per_minute(
+                    config.max_messages_per_minute,
+                ),
                 config,
                 client,
             }),
@@ -251,7 +263,8 @@ pub(crate) struct HookError {
     status: StatusCode,
     code: &'static str,
     message: String,
-    retry_after: Option<&'static str>,
+    /// Seconds, for `Retry-After`.
+    retry_after: Option<u64>,
 }
 
 impl HookError {
@@ -270,10 +283,28 @@ impl IntoResponse for HookError {
         let mut r = http_error(self.status, self.code, self.message);
         if let Some(after) = self.retry_after {
             r.headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static(after));
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(after));
         }
         r
     }
+}
+
+/// Takes one message from `key`'s allowance, or answers 429 with `Retry-After`.
+pub(crate) fn within_limit(
+    limiter: &switchboard_channel::limit::RateLimiter,
+    key: &str,
+) -> Result<(), HookError> {
+    limiter.check(key).map_err(|wait| {
+        let after = switchboard_channel::limit::retry_after_secs(wait);
+        HookError {
+            retry_after: Some(after),
+            ..HookError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("too many messages; try again in {after} s"),
+            )
+        }
+    })
 }
 
 impl From<axum::extract::rejection::BytesRejection> for HookError {
@@ -297,7 +328,7 @@ impl From<InboundError> for HookError {
                 HookError::new(StatusCode::UNPROCESSABLE_ENTITY, "rejected", m)
             }
             InboundError::Unavailable(m) => HookError {
-                retry_after: Some("5"),
+                retry_after: Some(5),
                 ..HookError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
             },
         }
@@ -384,6 +415,7 @@ async fn receive(
             "a message needs text or attachments",
         ));
     }
+    within_limit(&hook.limit, &msg.external_user)?;
     let thread = msg
         .external_thread
         .unwrap_or_else(|| msg.external_user.clone());

@@ -38,7 +38,7 @@ use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::{HookError, accepted, check_id, parse_json, require_json};
+use crate::{HookError, accepted, check_id, parse_json, require_json, within_limit};
 
 /// Configuration of a web chat channel (`type = "webchat"` in `[[channels]]`).
 #[derive(Clone, Debug, Deserialize)]
@@ -56,6 +56,15 @@ pub struct WebchatConfig {
     /// Header of the widget and title of the chat page.
     #[serde(default = "default_title")]
     pub title: String,
+    /// Messages one chat session may send per minute; more get 429 with `Retry-After`.
+    /// (Requests per IP address are limited by `[http] requests_per_minute_per_ip`.) 0 means
+    /// no limit.
+    #[serde(default = "default_messages_per_minute")]
+    pub max_messages_per_minute: u32,
+}
+
+fn default_messages_per_minute() -> u32 {
+    20
 }
 
 fn any_origin() -> Vec<String> {
@@ -106,6 +115,8 @@ struct Inner {
     live: broadcast::Sender<Arc<(String, Entry)>>,
     /// Fires on shutdown, ending open event streams.
     closing: CancellationToken,
+    /// Messages per session and minute.
+    limit: switchboard_channel::limit::RateLimiter,
 }
 
 const SESSION_KEY: &[u8] = b"session_key";
@@ -141,6 +152,9 @@ impl WebchatChannel {
         Ok(Self {
             inner: Arc::new(Inner {
                 ctx,
+                limit: switchboard_channel::limit::RateLimiter::per_minute(
+                    config.max_messages_per_minute,
+                ),
                 config,
                 session_key,
                 live,
@@ -349,6 +363,7 @@ async fn customer_message(
     let session = authorize(&chat, &headers, &TokenQuery::default())?;
     require_json(&headers)?;
     let msg: CustomerMessage = parse_json(&body?)?;
+    within_limit(&chat.limit, &session)?;
     if msg.text.trim().is_empty() {
         return Err(HookError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
