@@ -1000,12 +1000,10 @@ impl<'a> Parser<'a> {
                 self.problem(Some(span.clone()), e);
             }
             if let Some(url) = &h.callback_url
-                && reqwest::Url::parse(url).is_err()
+                && let Err(e) =
+                    switchboard_webhook::egress::check_url(url, h.allow_private_callback)
             {
-                self.problem(
-                    Some(span),
-                    format!("[channels.{id}] callback_url `{url}` is not a URL"),
-                );
+                self.problem(Some(span), format!("[channels.{id}] {e}"));
             }
         }
     }
@@ -1091,8 +1089,12 @@ type = \"pigeon\"
         assert!(shown.contains("give only one"), "{shown}");
         assert!(shown.contains("not an address"), "{shown}");
         assert!(shown.contains("kb_dir"), "{shown}");
+        assert!(
+            shown.contains("t.toml:13: [channels.hook] callback_url http://127.0.0.1:9/cb points at the non-public address"),
+            "{shown}"
+        );
         assert!(lines.iter().all(Option::is_some), "{shown}");
-        assert_eq!(err.problems.len(), 6, "{shown}");
+        assert_eq!(err.problems.len(), 7, "{shown}");
     }
 
     #[test]

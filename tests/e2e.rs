@@ -510,3 +510,80 @@ async fn metrics_parse_and_move() {
     );
     daemon.stop();
 }
+
+/// A daemon whose web hook calls back to `callback`; `allow_private` as given.
+fn daemon_calling_back(callback: &str, allow_private: bool) -> (tempfile::TempDir, Daemon, Client) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = support::write_config(dir.path(), callback, "");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "allow_private_callback = true",
+        &format!("allow_private_callback = {allow_private}"),
+    );
+    std::fs::write(&config, text).unwrap();
+    let daemon = Daemon::start(dir.path());
+    let c = Client::new(&daemon);
+    (dir, daemon, c)
+}
+
+/// The first reply of `user`'s conversation once its delivery has failed.
+async fn failed_reply(c: &Client, user: &str) -> Value {
+    eventually(20, "the delivery fails", async || {
+        let id = c.conversation_of(user).await["id"].as_u64()?;
+        let (_, d) = c.get(&format!("/api/v1/conversations/{id}")).await;
+        d["messages"]
+            .as_array()?
+            .iter()
+            .find(|m| m["delivery"]["state"] == "failed")
+            .cloned()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_reach_no_internal_address_and_follow_no_redirect() {
+    // A name that resolves to loopback: refused at connection time, for good, unless allowed.
+    let receiver = Receiver::start().await;
+    let by_name = receiver.url.replace("127.0.0.1", "localhost");
+    let (_dir, daemon, c) = daemon_calling_back(&by_name, false);
+    assert_eq!(
+        c.hook("ivan", "i1", "human please").await.0,
+        StatusCode::ACCEPTED
+    );
+    let m = failed_reply(&c, "ivan").await;
+    let error = m["delivery"]["last_error"].as_str().unwrap();
+    assert!(error.contains("non-public"), "{m}");
+    assert_eq!(m["delivery"]["attempts"], 1, "not retried: {m}");
+    assert_eq!(
+        receiver.attempts(),
+        0,
+        "nothing reached the internal address"
+    );
+    daemon.stop();
+
+    // A receiver that redirects elsewhere (here: to the real one) is not followed.
+    let app = axum::Router::new().route(
+        "/callback",
+        axum::routing::post({
+            let target = receiver.url.clone();
+            move || async move { axum::response::Redirect::temporary(&target) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let redirector = format!("http://{}/callback", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (_dir, daemon, c) = daemon_calling_back(&redirector, true);
+    assert_eq!(
+        c.hook("jane", "j1", "human please").await.0,
+        StatusCode::ACCEPTED
+    );
+    let m = failed_reply(&c, "jane").await;
+    assert!(
+        m["delivery"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("redirect"),
+        "{m}"
+    );
+    assert_eq!(receiver.attempts(), 0, "the redirect was not followed");
+    daemon.stop();
+}

@@ -71,6 +71,7 @@ max_attempts = 8
 type = "webhook"
 secret_env = "SB_TEST_HOOK_SECRET"
 callback_url = "{callback}"
+allow_private_callback = true
 max_body_bytes = 4096
 callback_timeout_secs = 2
 # Tests (the chaos test above all) write far faster than a person; limits have their own test.

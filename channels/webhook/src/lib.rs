@@ -8,6 +8,7 @@
 //!   over Server-Sent Events, and a durable per-session transcript.
 //! - [`signature`]: HMAC-SHA256 signing and verification shared by both directions.
 
+pub mod egress;
 pub mod signature;
 pub mod webchat;
 
@@ -49,6 +50,11 @@ pub struct WebhookConfig {
     /// Timeout of one callback request.
     #[serde(default = "default_callback_timeout")]
     pub callback_timeout_secs: u64,
+    /// Let `callback_url` reach loopback, private and link-local addresses. Off, the daemon
+    /// connects to public addresses only and follows no redirects, so the URL cannot be used
+    /// to reach internal services (SSRF).
+    #[serde(default)]
+    pub allow_private_callback: bool,
     /// Messages one customer (`external_user`) may send per minute; more get 429 with
     /// `Retry-After`. 0 means no limit.
     #[serde(default = "default_messages_per_minute")]
@@ -129,10 +135,16 @@ impl WebhookChannel {
             config.secret_env.as_deref(),
             config.secret_file.as_deref(),
         )?;
-        let client = reqwest::Client::builder()
+        if let Some(url) = &config.callback_url {
+            egress::check_url(url, config.allow_private_callback)?;
+        }
+        let mut client = reqwest::Client::builder()
             .timeout(Duration::from_secs(config.callback_timeout_secs))
-            .build()
-            .map_err(|e| format!("http client: {e}"))?;
+            .redirect(reqwest::redirect::Policy::none());
+        if !config.allow_private_callback {
+            client = client.dns_resolver(Arc::new(egress::PublicOnly));
+        }
+        let client = client.build().map_err(|e| format!("http client: {e}"))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 ctx,
@@ -207,8 +219,26 @@ impl Channel for WebhookChannel {
             .body(body)
             .send()
             .await
-            .map_err(|e| ChannelError::retryable(format!("callback: {e}")))?;
+            .map_err(|e| {
+                // The whole chain: the resolver's refusal sits under "error sending request".
+                let mut reason = format!("callback: {e}");
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    reason = format!("{reason}: {s}");
+                    source = s.source();
+                }
+                if reason.contains("non-public addresses") {
+                    ChannelError::Permanent(reason)
+                } else {
+                    ChannelError::retryable(reason)
+                }
+            })?;
         let status = response.status();
+        if status.is_redirection() {
+            return Err(ChannelError::Permanent(format!(
+                "callback answered {status}: redirects are not followed; configure the final URL"
+            )));
+        }
         if status.is_success() {
             // The receiver may name its own id for the message; otherwise ours stands for it.
             let id = response

@@ -73,7 +73,7 @@ impl Webhook {
 impl Harness for Webhook {
     async fn connector(&self, ctx: ChannelContext) -> Arc<dyn Channel> {
         let config: WebhookConfig = toml::from_str(&format!(
-            "secret = \"{SECRET}\"\ncallback_url = \"{}\"",
+            "secret = \"{SECRET}\"\ncallback_url = \"{}\"\nallow_private_callback = true",
             self.callback_url
         ))
         .unwrap();
