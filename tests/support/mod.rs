@@ -154,6 +154,13 @@ impl Daemon {
         self.wait_exit();
     }
 
+    /// SIGTERM, a clean exit, and everything it logged.
+    pub fn stop_and_log(self) -> String {
+        let log = self.log.clone();
+        self.stop();
+        log.lock().unwrap().join("\n")
+    }
+
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         self.signal("TERM");

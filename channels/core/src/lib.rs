@@ -486,7 +486,10 @@ pub fn resolve_secret(
             _ => Err(format!("{what}: environment variable {var} is not set")),
         },
         (None, None, Some(path)) => match std::fs::read_to_string(path) {
-            Ok(v) if !v.trim().is_empty() => Ok(v.trim().to_owned()),
+            Ok(v) if !v.trim().is_empty() => {
+                warn_if_shared(what, path);
+                Ok(v.trim().to_owned())
+            }
             Ok(_) => Err(format!("{what}: file {} is empty", path.display())),
             Err(e) => Err(format!("{what}: cannot read {}: {e}", path.display())),
         },
@@ -496,6 +499,25 @@ pub fn resolve_secret(
         _ => Err(format!(
             "{what}: give only one of the inline value, *_env or *_file"
         )),
+    }
+}
+
+/// Warns when a secret's file can be read by other users than its owner.
+fn warn_if_shared(what: &str, path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o777;
+        // Once per file: the config check and the channel both read it.
+        static WARNED: std::sync::Mutex<Vec<std::path::PathBuf>> =
+            std::sync::Mutex::new(Vec::new());
+        let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+        if mode & 0o077 != 0 && !warned.iter().any(|p| p == path) {
+            warned.push(path.to_owned());
+            tracing::warn!(
+                "{what}: {} can be read by other users (mode {mode:o}); chmod 600 it",
+                path.display()
+            );
+        }
     }
 }
 
