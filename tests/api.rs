@@ -1140,3 +1140,70 @@ async fn public_endpoints_limit_each_customer_each_address_and_streams_per_agent
     drop((two, again));
     daemon.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_chat_token_reaches_only_its_own_conversation() {
+    let (_receiver, _dir, daemon, c) = started().await;
+    let (ann, bob) = (c.chat_session().await, c.chat_session().await);
+    let say = async |token: &str, text: &str| {
+        c.http
+            .post(daemon.url("/chat/chat/messages"))
+            .bearer_auth(token)
+            .json(&json!({ "text": text }))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(
+        say(&ann, "ann's private question").await,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(say(&bob, "bob asks too").await, StatusCode::ACCEPTED);
+    eventually(10, "both transcripts", async || {
+        let (a, b) = (c.chat_transcript(&ann).await, c.chat_transcript(&bob).await);
+        (a.contains("ann's private") && b.contains("bob asks")).then_some(())
+    })
+    .await;
+    assert!(!c.chat_transcript(&bob).await.contains("ann's private"));
+    assert!(!c.chat_transcript(&ann).await.contains("bob asks"));
+
+    // Bob's session id with a signature made up, or Ann's signature: refused.
+    let (bob_id, bob_sig) = bob.split_once('.').unwrap();
+    let ann_sig = ann.split_once('.').unwrap().1;
+    let flipped = format!(
+        "{}{}",
+        &bob_sig[..63],
+        if bob_sig.ends_with('0') { '1' } else { '0' }
+    );
+    for forged in [
+        format!("{bob_id}.{ann_sig}"),
+        format!("{bob_id}.{flipped}"),
+        bob_id.to_owned(),
+        format!(
+            "{}.{ann_sig}",
+            ann.split_once('.').unwrap().0.replace('a', "b")
+        ),
+    ] {
+        let r = c
+            .http
+            .get(daemon.url("/chat/chat/transcript"))
+            .bearer_auth(&forged)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{forged}");
+        assert_eq!(
+            say(&forged, "x").await,
+            StatusCode::UNAUTHORIZED,
+            "{forged}"
+        );
+        let events = daemon.url(&format!("/chat/chat/events?token={forged}"));
+        let r = c.http.get(events).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{forged}");
+    }
+    // A chat token is no agent credential.
+    let (status, _) = c.with_token(&ann).get("/api/v1/conversations").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    daemon.stop();
+}
