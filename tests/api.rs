@@ -1037,14 +1037,16 @@ async fn public_endpoints_limit_each_customer_each_address_and_streams_per_agent
     let receiver = support::Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
     let config = support::write_config(dir.path(), &receiver.url, "max_messages_per_minute = 2");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("max_messages_per_minute = 0", "max_messages_per_minute = 3")
-        .replace(
-            "max_body_bytes = 65536",
-            "max_body_bytes = 65536\nrequests_per_minute_per_ip = 6\nmax_event_streams_per_agent = 2",
-        );
-    std::fs::write(&config, text).unwrap();
+    support::edit_config(
+        &config,
+        &[
+            ("max_messages_per_minute = 0", "max_messages_per_minute = 3"),
+            (
+                "max_body_bytes = 65536",
+                "max_body_bytes = 65536\nrequests_per_minute_per_ip = 6\nmax_event_streams_per_agent = 2",
+            ),
+        ],
+    );
     let daemon = support::Daemon::start(dir.path());
     let c = support::Client::new(&daemon);
 

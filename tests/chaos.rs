@@ -324,21 +324,7 @@ async fn stop_traffic(stop: &AtomicBool, tasks: Vec<tokio::task::JoinHandle<()>>
 }
 
 fn config(dir: &Path, receiver: &Receiver, tg: &FakeTelegram, mail_section: &str) {
-    std::fs::write(dir.join("tg.token"), TOKEN).unwrap();
-    let section = format!(
-        r#"
-[channels.tg]
-type = "telegram"
-token_file = "{token}"
-api_url = "{url}"
-poll_timeout_secs = 1
-private_interval_ms = 10
-group_interval_ms = 10
-{mail_section}
-"#,
-        token = dir.join("tg.token").display(),
-        url = tg.url(),
-    );
+    let section = support::telegram_section(dir, &tg.url(), TOKEN, mail_section);
     write_config(dir, &receiver.url, &section);
 }
 

@@ -76,11 +76,8 @@ async fn started_on_tmpfs(mb: u64, min_free_mb: u64) -> (Receiver, tempfile::Tem
     let dir = tempfile::tempdir().unwrap();
     let fs = Tmpfs::mount(&dir.path().join("data"), mb);
     let config = write_config(dir.path(), &receiver.url, "");
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "cache_mb = 16",
-        &format!("cache_mb = 16\nmin_free_mb = {min_free_mb}"),
-    );
-    std::fs::write(&config, text).unwrap();
+    let reserve = format!("cache_mb = 16\nmin_free_mb = {min_free_mb}");
+    support::edit_config(&config, &[("cache_mb = 16", &reserve)]);
     (receiver, dir, fs)
 }
 

@@ -515,11 +515,8 @@ async fn metrics_parse_and_move() {
 fn daemon_calling_back(callback: &str, allow_private: bool) -> (tempfile::TempDir, Daemon, Client) {
     let dir = tempfile::tempdir().unwrap();
     let config = support::write_config(dir.path(), callback, "");
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "allow_private_callback = true",
-        &format!("allow_private_callback = {allow_private}"),
-    );
-    std::fs::write(&config, text).unwrap();
+    let allow = format!("allow_private_callback = {allow_private}");
+    support::edit_config(&config, &[("allow_private_callback = true", &allow)]);
     let daemon = Daemon::start(dir.path());
     let c = Client::new(&daemon);
     (dir, daemon, c)

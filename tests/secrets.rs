@@ -10,7 +10,6 @@ mod support;
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use serde_json::json;
 use support::{ADMIN_TOKEN, Client, Daemon, HOOK_SECRET, admin_command, eventually, write_config};
 use switchboard_telegram::fake::{FakeTelegram, Fault};
 
@@ -20,28 +19,21 @@ const TOKEN: &str = "987654:SECRET-bot-token_xyz";
 async fn no_secret_reaches_logs_errors_metrics_or_exports() {
     let fake = FakeTelegram::start(TOKEN).await;
     let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("tg.token");
-    std::fs::write(&token_file, TOKEN).unwrap();
+    let section = support::telegram_section(dir.path(), &fake.url(), TOKEN, "");
+    // Readable by everyone: to be warned about.
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let section = format!(
-        r#"
-[channels.tg]
-type = "telegram"
-token_file = "{token}"
-api_url = "{url}"
-poll_timeout_secs = 1
-"#,
-        token = token_file.display(),
-        url = fake.url(),
-    );
+    let mode = std::fs::Permissions::from_mode(0o644);
+    std::fs::set_permissions(dir.path().join("tg.token"), mode).unwrap();
+    // A fixed port, for the export command to find the running daemon.
     let listen = support::free_listen_addr();
     let config = write_config(dir.path(), "http://127.0.0.1:9/refused", &section);
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"{listen}\""),
+    support::edit_config(
+        &config,
+        &[(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"{listen}\""),
+        )],
     );
-    std::fs::write(&config, text).unwrap();
     let daemon = Daemon::start(dir.path());
     let c = Client::new(&daemon);
     let mut seen = Vec::new();
@@ -53,20 +45,11 @@ poll_timeout_secs = 1
     fake.fault("sendMessage", Fault::ServerError);
     fake.fault("getUpdates", Fault::ServerError);
     fake.fault("getUpdates", Fault::Reset);
-    let (status, body) = c
-        .post(
-            &format!("/api/v1/conversations/{id}/messages"),
-            json!({"text": "hi"}),
-        )
-        .await;
+    let (status, body) = c.reply(id, "hi").await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     fake.stop();
-    c.post(
-        &format!("/api/v1/conversations/{id}/messages"),
-        json!({"text": "still?"}),
-    )
-    .await;
+    c.reply(id, "still?").await;
     eventually(20, "the outage noticed", async || {
         let (_, ready) = c.get("/readyz").await;
         let polled = daemon.log().contains("getUpdates failed");

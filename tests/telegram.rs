@@ -25,21 +25,7 @@ async fn started(extra: &str) -> (FakeTelegram, tempfile::TempDir, Daemon, Clien
 async fn configured(extra: &str) -> (FakeTelegram, tempfile::TempDir) {
     let fake = FakeTelegram::start(TOKEN).await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("tg.token"), TOKEN).unwrap();
-    let section = format!(
-        r#"
-[channels.tg]
-type = "telegram"
-token_file = "{token}"
-api_url = "{url}"
-poll_timeout_secs = 1
-private_interval_ms = 20
-group_interval_ms = 20
-{extra}
-"#,
-        token = dir.path().join("tg.token").display(),
-        url = fake.url(),
-    );
+    let section = support::telegram_section(dir.path(), &fake.url(), TOKEN, extra);
     write_config(dir.path(), "http://127.0.0.1:9/unused", &section);
     (fake, dir)
 }
@@ -490,13 +476,10 @@ webhook_secret = "s3cret-Token_1""#,
 async fn a_bot_api_outage_is_reported_and_nothing_is_lost_when_it_ends() {
     // The shipped policy retries for about 18 minutes; the test's, 2 s unless raised.
     let (fake, dir) = configured("").await;
-    let config = dir.path().join("switchboard.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        text.replace("max_attempts = 8", "max_attempts = 60"),
-    )
-    .unwrap();
+    support::edit_config(
+        &dir.path().join("switchboard.toml"),
+        &[("max_attempts = 8", "max_attempts = 60")],
+    );
     let daemon = Daemon::start(dir.path());
     let c = Client::new(&daemon);
     fake.private_message(5001, "Eve", 1, "/human");
@@ -513,13 +496,7 @@ async fn a_bot_api_outage_is_reported_and_nothing_is_lost_when_it_ends() {
     fake.private_message(5001, "Eve", 2, "still there?");
     fake.private_message(5001, "Eve", 3, "hello?");
     for text in ["during the outage 1", "during the outage 2"] {
-        let (status, _) = c
-            .post(
-                &format!("/api/v1/conversations/{id}/messages"),
-                json!({ "text": text }),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED);
+        assert_eq!(c.reply(id, text).await.0, StatusCode::CREATED);
     }
     let (status, body) = eventually(20, "the outage reported", async || {
         let (status, body) = ready().await;

@@ -88,6 +88,38 @@ type = "webchat"
     path
 }
 
+/// Rewrites the config at `path`: each `(from, to)` in turn; `from` must be there.
+pub fn edit_config(path: &Path, edits: &[(&str, &str)]) {
+    let mut text = std::fs::read_to_string(path).unwrap();
+    for (from, to) in edits {
+        assert!(text.contains(from), "`{from}` is not in {}", path.display());
+        text = text.replacen(from, to, 1);
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+/// A `[channels.tg]` section for a fake Bot API at `api_url`, its token written (mode 0600)
+/// to `dir/tg.token`; `extra` adds keys.
+pub fn telegram_section(dir: &Path, api_url: &str, token: &str, extra: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let file = dir.join("tg.token");
+    std::fs::write(&file, token).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    format!(
+        r#"
+[channels.tg]
+type = "telegram"
+token_file = "{token}"
+api_url = "{api_url}"
+poll_timeout_secs = 1
+private_interval_ms = 10
+group_interval_ms = 10
+{extra}
+"#,
+        token = file.display(),
+    )
+}
+
 impl Daemon {
     pub fn start(dir: &Path) -> Daemon {
         Self::start_with_env(dir, &[])
@@ -330,6 +362,15 @@ impl Client {
         let r = req.send().await.unwrap();
         let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
         (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// An agent reply to conversation `id`.
+    pub async fn reply(&self, id: u64, text: &str) -> (StatusCode, Value) {
+        self.post(
+            &format!("/api/v1/conversations/{id}/messages"),
+            json!({ "text": text }),
+        )
+        .await
     }
 
     /// An agent reply to conversation `id` carrying `Idempotency-Key: key`; `None` when no
