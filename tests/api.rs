@@ -1209,3 +1209,40 @@ async fn a_web_chat_token_reaches_only_its_own_conversation() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     daemon.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_transcripts_page_and_the_view_holds_the_newest() {
+    let (_receiver, _dir, daemon, c) = started().await;
+    for i in 1..=5 {
+        c.hook("lena", &format!("l{i}"), &format!("line {i}")).await;
+    }
+    let id = c.conversation_of("lena").await["id"].as_u64().unwrap();
+    let (status, page) = c
+        .get(&format!(
+            "/api/v1/conversations/{id}/messages?after=0&limit=2"
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let seqs = |p: &Value| -> Vec<u64> {
+        p["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["seq"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(seqs(&page), [1, 2]);
+    assert_eq!(page["next_after"], 2);
+    let all = c.messages(id).await;
+    let (_, view) = c.get(&format!("/api/v1/conversations/{id}")).await;
+    assert_eq!(view["older_messages"], false);
+    assert_eq!(all.len(), view["messages"].as_array().unwrap().len());
+    let last = all.last().unwrap()["seq"].as_u64().unwrap();
+    let (_, end) = c
+        .get(&format!("/api/v1/conversations/{id}/messages?after={last}"))
+        .await;
+    assert_eq!((seqs(&end).len(), end["next_after"].is_null()), (0, true));
+    let (status, _) = c.get("/api/v1/conversations/999999/messages").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    daemon.stop();
+}

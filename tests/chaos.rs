@@ -499,7 +499,11 @@ async fn all_conversations(c: &Client) -> Vec<(String, String, Value)> {
     let mut out = Vec::new();
     for conv in items {
         let id = conv["id"].as_u64().unwrap();
-        let (_, d) = c.get(&format!("/api/v1/conversations/{id}")).await;
+        let (_, mut d) = c.get(&format!("/api/v1/conversations/{id}")).await;
+        // The view holds the newest 1,000; long transcripts are read page by page.
+        if d["older_messages"] == true {
+            d["messages"] = c.messages(id).await.into();
+        }
         out.push((
             conv["channel"].as_str().unwrap().to_owned(),
             conv["thread"].as_str().unwrap().to_owned(),
@@ -692,7 +696,11 @@ fn check_conversations(convs: &[(String, String, Value)], violations: &mut Vec<S
             .collect();
         let last = conv["last_seq"].as_u64().unwrap_or(0);
         if seqs != (1..=last).collect::<Vec<_>>() {
-            violations.push(format!("{what}: seqs {seqs:?} but last_seq {last}"));
+            let gap = (1..=last).zip(&seqs).find(|(want, got)| want != *got);
+            violations.push(format!(
+                "{what}: {} messages for last_seq {last}; first mismatch (want, got) {gap:?}",
+                seqs.len()
+            ));
         }
         let status = conv["status"].as_str().unwrap_or_default();
         let assigned = !conv["assignee"].is_null();
@@ -712,7 +720,10 @@ fn check_conversations(convs: &[(String, String, Value)], violations: &mut Vec<S
         for m in d["messages"].as_array().into_iter().flatten() {
             let state = m["delivery"]["state"].as_str();
             if m["author"]["kind"] != "customer" && !matches!(state, Some("sent")) {
-                violations.push(format!("{what}: message {} delivery {state:?}", m["seq"]));
+                violations.push(format!(
+                    "{what}: message {} delivery {state:?} ({})",
+                    m["seq"], m["delivery"]["last_error"]
+                ));
             }
         }
     }

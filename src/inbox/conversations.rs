@@ -139,12 +139,15 @@ pub async fn list_conversations(
 pub struct ConversationDetail {
     conversation: Conversation,
     contact: Option<Contact>,
+    /// The newest 1,000 messages, oldest first; `GET .../messages` pages through all.
     messages: Vec<Message>,
+    /// Older messages exist than the first one here.
+    older_messages: bool,
     notes: Vec<Note>,
     events: Vec<Event>,
 }
 
-/// Maximum messages returned with a conversation.
+/// Maximum messages returned with a conversation: its newest.
 const DETAIL_MESSAGES: usize = 1000;
 
 /// One conversation with its transcript, private notes and event log.
@@ -162,12 +165,58 @@ pub async fn get_conversation(
         .conversation(id)?
         .ok_or_else(|| ApiError::not_found("conversation"))?;
     let contact = state.engine.contact(conversation.contact)?;
+    let from = conversation.last_seq.saturating_sub(DETAIL_MESSAGES as u64);
     Ok(Json(ConversationDetail {
-        messages: store.messages(id, 0, DETAIL_MESSAGES)?,
+        messages: store.messages(id, from, DETAIL_MESSAGES)?,
+        older_messages: from > 0,
         notes: store.notes(id)?,
         events: store.conversation_events(id)?,
         contact,
         conversation,
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MessagesParams {
+    /// Messages after this seq; 0 (default) from the first.
+    after: Option<u64>,
+    /// 1 to 1000; default 200.
+    limit: Option<usize>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MessagePage {
+    messages: Vec<Message>,
+    /// Pass as `after` for the next page; absent after the last.
+    next_after: Option<u64>,
+}
+
+/// A conversation's messages, oldest first, a page at a time (the conversation view holds
+/// the newest 1,000).
+#[utoipa::path(get, path = "/conversations/{id}/messages", tag = "conversations",
+    params(("id" = u64, Path, description = "Conversation id"), MessagesParams),
+    responses((status = 200, body = MessagePage), (status = 404, body = ErrorBody)))]
+pub async fn list_messages(
+    State(state): State<ApiState>,
+    _agent: AuthAgent,
+    Path(id): Path<u64>,
+    Query(p): Query<MessagesParams>,
+) -> Result<Json<MessagePage>, ApiError> {
+    let id = ConversationId(id);
+    let store = state.engine.store();
+    let conversation = store
+        .conversation(id)?
+        .ok_or_else(|| ApiError::not_found("conversation"))?;
+    let limit = p.limit.unwrap_or(200).clamp(1, 1000);
+    let messages = store.messages(id, p.after.unwrap_or(0), limit)?;
+    let next_after = messages
+        .last()
+        .map(|m| m.seq)
+        .filter(|last| *last < conversation.last_seq);
+    Ok(Json(MessagePage {
+        messages,
+        next_after,
     }))
 }
 

@@ -71,7 +71,7 @@ pub fn api(
     let v1 = OpenApiRouter::new()
         .routes(routes!(conversations::list_conversations))
         .routes(routes!(conversations::get_conversation))
-        .routes(routes!(conversations::reply))
+        .routes(routes!(conversations::reply, conversations::list_messages))
         .routes(routes!(conversations::retry_delivery))
         .routes(routes!(conversations::failed_deliveries))
         .routes(routes!(conversations::add_note))

@@ -444,13 +444,25 @@ impl Client {
         .await
     }
 
+    /// Every message of conversation `id`, oldest first, page by page.
+    pub async fn messages(&self, id: u64) -> Vec<Value> {
+        let mut all = Vec::new();
+        let mut after = 0;
+        loop {
+            let path = format!("/api/v1/conversations/{id}/messages?after={after}&limit=1000");
+            let (_, page) = self.get(&path).await;
+            all.extend(page["messages"].as_array().cloned().unwrap_or_default());
+            match page["next_after"].as_u64() {
+                Some(next) if next > after => after = next,
+                _ => return all,
+            }
+        }
+    }
+
     /// The customer's messages of conversation `id`, oldest first.
     pub async fn customer_messages(&self, id: u64) -> Vec<Value> {
-        let (_, d) = self.get(&format!("/api/v1/conversations/{id}")).await;
-        d["messages"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
+        self.messages(id)
+            .await
             .into_iter()
             .filter(|m| m["author"]["kind"] == "customer")
             .collect()

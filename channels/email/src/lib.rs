@@ -550,16 +550,10 @@ impl Inner {
             sent_at_ms: mail.date_ms,
             automated: mail.automated.clone(),
         });
-        match self.ctx.inbound.submit(&self.ctx.id, event).await {
-            Ok(_) => {}
-            Err(InboundError::Rejected(reason)) => {
-                tracing::warn!(channel = %self.ctx.id, message_id = %mail.message_id, %reason, "mail rejected; skipped");
-                return Ok(());
-            }
-            Err(e) => return Err(e),
-        }
-        // Remember what threading needs. Lost on a crash just here, it is written again when
-        // the mail is read again (stored once by the engine's dedupe).
+        // Remember what threading and replies need before the engine has the mail: its bot
+        // answer may go out at once, and sending needs the thread's address and subject. A
+        // crash between the two leaves this written and the mail unrecorded; it is read again
+        // and stored then (writing the same again changes nothing).
         let mut info: ThreadInfo =
             self.state_get(&format!("t/{thread}"))
                 .unwrap_or_else(|| ThreadInfo {
@@ -584,6 +578,14 @@ impl Inner {
             (format!("t/{thread}"), json(&info)),
         ])
         .map_err(|e| InboundError::Unavailable(e.to_string()))?;
+        match self.ctx.inbound.submit(&self.ctx.id, event).await {
+            Ok(_) => {}
+            Err(InboundError::Rejected(reason)) => {
+                tracing::warn!(channel = %self.ctx.id, message_id = %mail.message_id, %reason, "mail rejected; skipped");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
         Ok(())
     }
 
@@ -693,7 +695,9 @@ impl Channel for EmailChannel {
         let inner = &self.inner;
         let info: ThreadInfo = inner
             .state_get(&format!("t/{}", to.0))
-            .ok_or_else(|| ChannelError::Permanent(format!("no mail conversation {to}")))?;
+            // Written before the engine stores a mail; missing only for a moment at most
+            // (or for good after an erasure, when retries run out).
+            .ok_or_else(|| ChannelError::retryable(format!("no mail conversation {to} yet")))?;
         let recipient: lettre::Address = info.owner.parse().map_err(|e| {
             ChannelError::Unreachable(format!("customer address {}: {e}", info.owner))
         })?;

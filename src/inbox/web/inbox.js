@@ -400,7 +400,11 @@ function transcriptItems(d) {
     if (line) items.push([e.at_ms, 2, el("li", { class: "event", text: line + " · " + clock(e.at_ms) })]);
   }
   items.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
-  return items.map((i) => i[2]);
+  const shown = items.map((i) => i[2]);
+  if (d.older_messages) {
+    shown.unshift(el("li", { class: "event", text: "Older messages are not shown here (GET /api/v1/conversations/" + d.conversation.id + "/messages pages through them)." }));
+  }
+  return shown;
 }
 
 function eventLine(e) {
