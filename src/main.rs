@@ -8,6 +8,9 @@ use switchboard::admin::cli::{AgentCommand, ContactCommand};
 use switchboard::config::{Config, DEFAULT_CONFIG};
 use tokio_util::sync::CancellationToken;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "switchboard",
