@@ -86,6 +86,8 @@ pub struct Gauges {
     /// Conversations per status, in `Status` order.
     pub statuses: Vec<(&'static str, u64)>,
     pub outbox_conversations: u64,
+    /// Customer messages waiting for the bot's decision.
+    pub bot_backlog: u64,
     pub failed_deliveries: u64,
     pub store_bytes: u64,
     /// Free space where the store writes, and the reserve below which messages are refused.
@@ -248,6 +250,12 @@ impl Metrics {
             ("switchboard_outbox_conversations", "gauge"),
             "Conversations with replies waiting for delivery.",
             single(g.outbox_conversations),
+        );
+        family(
+            &mut out,
+            ("switchboard_bot_backlog", "gauge"),
+            "Customer messages waiting for the bot's decision.",
+            single(g.bot_backlog),
         );
         family(
             &mut out,

@@ -122,6 +122,9 @@ impl Store for FlakyStore {
     fn bot_pending(&self, c: ConversationId, seq: u64) -> Result<bool> {
         self.inner.bot_pending(c, seq)
     }
+    fn bot_done(&self, c: ConversationId, seq: u64) {
+        self.inner.bot_done(c, seq)
+    }
     fn failed_deliveries(&self, limit: usize) -> Result<Vec<(ConversationId, u64)>> {
         self.inner.failed_deliveries(limit)
     }

@@ -71,7 +71,7 @@ pub async fn telegram(args: TelegramArgs) -> anyhow::Result<()> {
         "[channels.tg]\ntype = \"telegram\"\n{}",
         config(&fake.url(), 1)
     );
-    let callback = super::sink().await?;
+    let (callback, _) = super::sink().await?;
     let (_, stop, handle) = super::start_daemon(&tmp.join("daemon"), &callback, 64, &extra).await?;
     // Warm-up: one conversation end to end.
     fake.private_message(1, "Warm", 1, "Where is my order?");

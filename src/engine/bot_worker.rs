@@ -12,7 +12,9 @@ use tokio_util::sync::CancellationToken;
 use super::draft::Reply;
 use super::{Engine, EngineError};
 use crate::bot::{BotInput, Decision, EscalationReason};
-use crate::model::{Action, Actor, BotVerdict, ConversationId, Escalation, EventKind, Status};
+use crate::model::{
+    Action, Actor, BotVerdict, ConversationId, Escalation, EventKind, Message, Status,
+};
 
 /// Longest a "typing…" indicator may take; it is only a courtesy.
 const TYPING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -23,14 +25,14 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
 ) {
     loop {
-        let (conv, seq) = tokio::select! {
+        let super::BotWork { conv, seq, message } = tokio::select! {
             _ = shutdown.cancelled() => return,
             item = inbox.recv() => match item {
                 Some(item) => item,
                 None => return,
             },
         };
-        if let Err(e) = handle(&engine, conv, seq).await {
+        if let Err(e) = handle(&engine, conv, seq, message).await {
             // The item stays in the store's bot queue and is retried on the next start.
             tracing::error!(conversation = %conv, seq, error = %e, "bot could not handle message");
         }
@@ -72,7 +74,7 @@ pub(crate) async fn feed_backlog(engine: Arc<Engine>, shutdown: CancellationToke
                     _ = tokio::time::sleep(std::time::Duration::from_millis(5)) => {}
                 }
             }
-            engine.enqueue_bot(conv, seq);
+            engine.enqueue_bot(conv, seq, None);
             fed += 1;
         }
         after = Some(last);
@@ -85,23 +87,28 @@ pub(crate) async fn feed_backlog(engine: Arc<Engine>, shutdown: CancellationToke
     }
 }
 
-async fn handle(engine: &Arc<Engine>, conv: ConversationId, seq: u64) -> Result<(), EngineError> {
+async fn handle(
+    engine: &Arc<Engine>,
+    conv: ConversationId,
+    seq: u64,
+    message: Option<Message>,
+) -> Result<(), EngineError> {
     if !engine.store.bot_pending(conv, seq)? {
         return Ok(());
     }
-    let Some(message) = engine.store.message(conv, seq)? else {
-        return Ok(());
+    let message = match message {
+        Some(m) => m,
+        None => match engine.store.message(conv, seq)? {
+            Some(m) => m,
+            None => return Ok(()),
+        },
     };
     let Some(current) = engine.store.conversation(conv)? else {
         return Ok(());
     };
     if !matches!(current.status, Status::Bot | Status::Queued) {
         // A person owns it now: nothing to say, only the queue entry to drop.
-        let change = crate::store::Change {
-            bot_queue_remove: vec![(conv, seq)],
-            ..Default::default()
-        };
-        engine.commit(change).await?;
+        engine.store.bot_done(conv, seq);
         return Ok(());
     }
     if let Some(channel) = engine
@@ -183,11 +190,7 @@ async fn handle(engine: &Arc<Engine>, conv: ConversationId, seq: u64) -> Result<
         && !matches!(&decision, Decision::Answer { entry, escalate_after: false, .. }
             if current.bot_last_entry.as_ref() != Some(entry));
     if silent_in_queue {
-        let change = crate::store::Change {
-            bot_queue_remove: vec![(conv, seq)],
-            ..Default::default()
-        };
-        engine.commit(change).await?;
+        engine.store.bot_done(conv, seq);
         return Ok(());
     }
     let language = crate::routing::assign::language_of(&message.text);

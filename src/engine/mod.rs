@@ -81,7 +81,12 @@ impl From<DraftError> for EngineError {
 }
 
 /// A customer message for the bot: `(conversation, seq)`.
-pub(crate) type BotWork = (ConversationId, u64);
+/// A customer message for the bot; the message itself when it was at hand (else it is read).
+pub(crate) struct BotWork {
+    pub conv: ConversationId,
+    pub seq: u64,
+    pub message: Option<Message>,
+}
 
 /// A message for customers: one text for everyone, or one per language (`en`, `zh`), picked
 /// by the language of the customer's latest message.
@@ -497,18 +502,30 @@ impl Engine {
         &self.lanes[(h.finish() as usize) % self.lanes.len()]
     }
 
-    fn enqueue_bot(&self, conv: ConversationId, seq: u64) {
+    /// Customer messages handed to the bot workers and not decided yet.
+    pub fn bot_backlog(&self) -> usize {
+        self.bot_outstanding
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Hands a customer message to its bot worker; `message` when the caller has it at hand.
+    fn enqueue_bot(&self, conv: ConversationId, seq: u64, message: Option<Message>) {
         let shard = (conv.0 as usize) % self.bot_shards.len();
         self.bot_outstanding
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let _ = self.bot_shards[shard].send((conv, seq));
+        let _ = self.bot_shards[shard].send(BotWork { conv, seq, message });
     }
 
     /// Commits a change (applied and durable), then tells everyone who waits for it.
     async fn commit(&self, change: Change) -> Result<(), StoreError> {
-        let change = self.store.commit(change).await?;
-        for (conv, seq) in &change.bot_queue_put {
-            self.enqueue_bot(*conv, *seq);
+        let mut change = self.store.commit(change).await?;
+        let mut messages = std::mem::take(&mut change.messages);
+        for &(conv, seq) in &change.bot_queue_put {
+            let message = messages
+                .iter()
+                .position(|m| m.conversation == conv && m.seq == seq)
+                .map(|i| messages.swap_remove(i));
+            self.enqueue_bot(conv, seq, message);
         }
         for item in &change.outbox_put {
             self.outbox.wake(item.conversation);

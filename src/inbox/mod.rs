@@ -161,6 +161,7 @@ async fn metrics(
             ("resolved", resolved),
         ],
         outbox_conversations: store.outbox_conversations()?.len() as u64,
+        bot_backlog: engine.bot_backlog() as u64,
         failed_deliveries: store.failed_deliveries(100_000)?.len() as u64,
         store_bytes: store.size_on_disk()?,
         disk: store.disk(),

@@ -275,6 +275,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<(ConversationId, u64)>>;
     /// Whether a customer message still waits for the bot.
     fn bot_pending(&self, conversation: ConversationId, seq: u64) -> Result<bool>;
+    /// The bot decided a customer message without saying anything: it leaves the queue,
+    /// without waiting for the disk. If the removal is lost in a crash, the bot decides the
+    /// message again, which changes nothing. (A decision that says something removes its entry
+    /// in the [`Change`] that records it.)
+    fn bot_done(&self, conversation: ConversationId, seq: u64);
     /// Outbound messages whose delivery failed for good, oldest conversation first.
     fn failed_deliveries(&self, limit: usize) -> Result<Vec<(ConversationId, u64)>>;
 

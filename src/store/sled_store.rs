@@ -12,8 +12,8 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -93,6 +93,9 @@ pub struct SledOptions {
     pub commit_linger: std::time::Duration,
     /// Free space kept in reserve (see [`super::disk`]); 0 never refuses.
     pub min_free_bytes: u64,
+    /// How often records that lag their newest messages are written back (see
+    /// [`writer::Live`]).
+    pub checkpoint_every: std::time::Duration,
 }
 
 impl SledOptions {
@@ -102,6 +105,7 @@ impl SledOptions {
             cached_conversations: 20_000,
             commit_linger: std::time::Duration::from_micros(250),
             min_free_bytes: 0,
+            checkpoint_every: std::time::Duration::from_secs(2),
         }
     }
 }
@@ -116,6 +120,9 @@ pub(super) struct Caches {
     /// The current record of every conversation whose record on disk lags its newest
     /// messages, until the writer's next checkpoint. Never evicted.
     pub activity: std::sync::RwLock<HashMap<ConversationId, Conversation>>,
+    /// The bot queue: every customer message waiting for the bot's decision, `true` when its
+    /// key is on disk. Most are never written: see [`writer::BotQueue`].
+    pub bot: Mutex<writer::BotQueue>,
 }
 
 impl Caches {
@@ -134,6 +141,7 @@ impl Caches {
             identities: Cache::new(200_000),
             conversations: Cache::new(conversations),
             activity: Default::default(),
+            bot: Default::default(),
         }
     }
 }
@@ -239,12 +247,18 @@ impl SledStore {
         for kv in space(ACTIVE).iter() {
             active.insert(ConversationId(keys::read_u64(&kv.map_err(io)?.0)));
         }
+        let mut bot = writer::BotQueue::default();
+        for k in space(BOT_QUEUE).keys([]) {
+            bot.insert(keys::conversation_seq(&k.map_err(io)?), true);
+        }
         let mut repaired = 0;
         for kv in space(CONVERSATIONS).iter() {
             let (_, v) = kv.map_err(io)?;
             let mut c: Conversation = decode(TREES[CONVERSATIONS], &v)?;
             let dirty = active.contains(&c.id);
             if dirty {
+                // Messages after the record on disk may wait for the bot without a queue key.
+                recover_bot_queue(space(MESSAGES), &c, &mut bot)?;
                 repair_activity(space(MESSAGES), &mut c)?;
                 caches
                     .activity
@@ -262,6 +276,7 @@ impl SledStore {
                 },
             );
         }
+        *caches.bot.lock().expect("bot queue lock") = bot;
         if repaired > 0 {
             tracing::info!(
                 conversations = repaired,
@@ -276,6 +291,7 @@ impl SledStore {
                 caches.clone(),
                 live,
                 options.commit_linger,
+                options.checkpoint_every,
             ),
             caches,
             db,
@@ -336,6 +352,26 @@ impl SledStore {
 
 /// Brings a conversation's activity up to its newest stored message (after a crash the record
 /// can lag: see `writer::Live`).
+/// Puts the customer messages newer than a lagging record on disk back in the bot queue. They
+/// are all the messages of that conversation whose queue entry lived in memory only (see
+/// [`writer::BotQueue`]); any the bot had already decided, it decided silently, and deciding
+/// again changes nothing.
+fn recover_bot_queue(
+    messages: Space<'_>,
+    c: &Conversation,
+    bot: &mut writer::BotQueue,
+) -> Result<()> {
+    let range = keys::pair(c.id.0, c.last_seq + 1).to_vec()..=keys::pair(c.id.0, u64::MAX).to_vec();
+    for kv in messages.range(range) {
+        let (_, v) = kv.map_err(io)?;
+        let m: Message = decode(TREES[MESSAGES], &v)?;
+        if m.author == crate::model::Author::Customer {
+            bot.entry((c.id, m.seq)).or_insert(false);
+        }
+    }
+    Ok(())
+}
+
 fn repair_activity(messages: Space<'_>, c: &mut Conversation) -> Result<()> {
     let range = keys::pair(c.id.0, 0).to_vec()..=keys::pair(c.id.0, u64::MAX).to_vec();
     for (i, kv) in messages.range(range).rev().enumerate() {
@@ -569,26 +605,33 @@ impl Store for SledStore {
         after: Option<(ConversationId, u64)>,
         limit: usize,
     ) -> Result<Vec<(ConversationId, u64)>> {
+        use std::ops::Bound;
         let start = match after {
-            Some((conv, seq)) => {
-                let mut k = keys::pair(conv.0, seq).to_vec();
-                k.push(0);
-                k
-            }
-            None => Vec::new(),
+            Some(item) => Bound::Excluded(item),
+            None => Bound::Unbounded,
         };
-        self.tree(BOT_QUEUE)
-            .range(start..)
-            .map(|kv| kv.map(|(k, _)| k))
+        Ok(self
+            .caches
+            .bot
+            .lock()
+            .expect("bot queue lock")
+            .range((start, Bound::Unbounded))
             .take(limit)
-            .map(|k| Ok(keys::conversation_seq(&k.map_err(io)?)))
-            .collect()
+            .map(|(item, _)| *item)
+            .collect())
     }
 
     fn bot_pending(&self, conversation: ConversationId, seq: u64) -> Result<bool> {
-        self.tree(BOT_QUEUE)
-            .contains_key(keys::pair(conversation.0, seq))
-            .map_err(io)
+        Ok(self
+            .caches
+            .bot
+            .lock()
+            .expect("bot queue lock")
+            .contains_key(&(conversation, seq)))
+    }
+
+    fn bot_done(&self, conversation: ConversationId, seq: u64) {
+        self.writer.bot_done(conversation, seq);
     }
 
     fn failed_deliveries(&self, limit: usize) -> Result<Vec<(ConversationId, u64)>> {

@@ -143,20 +143,21 @@ impl SledStore {
                 record: decode(TREES[OUTBOX], v)?,
             })
         })?;
-        for (i, make) in [
-            (
-                BOT_QUEUE,
-                (|conversation, seq| Record::BotQueue { conversation, seq }) as fn(_, _) -> _,
-            ),
-            (FAILED, |conversation, seq| Record::Failed {
-                conversation,
-                seq,
-            }),
-        ] {
-            for k in self.tree(i).keys([]) {
-                let (conversation, seq) = keys::conversation_seq(&k.map_err(io)?);
-                visit(make(conversation, seq))?;
-            }
+        // The bot queue as the store knows it: most entries live in memory only.
+        let bot: Vec<_> = self
+            .caches
+            .bot
+            .lock()
+            .expect("bot queue lock")
+            .keys()
+            .copied()
+            .collect();
+        for (conversation, seq) in bot {
+            visit(Record::BotQueue { conversation, seq })?;
+        }
+        for k in self.tree(FAILED).keys([]) {
+            let (conversation, seq) = keys::conversation_seq(&k.map_err(io)?);
+            visit(Record::Failed { conversation, seq })?;
         }
         for name in self.db.tree_names() {
             let name = String::from_utf8_lossy(&name).into_owned();
@@ -278,6 +279,9 @@ impl SledStore {
             let n = self.tree(i).keys([]).count() as u64;
             stats.records.insert((*name).to_owned(), n);
         }
+        // Most bot queue entries live in memory only (see `writer::BotQueue`).
+        let waiting = self.caches.bot.lock().expect("bot queue lock").len() as u64;
+        stats.records.insert(TREES[BOT_QUEUE].to_owned(), waiting);
         for (status, n) in crate::model::Status::ALL.iter().zip(self.index.counts()) {
             stats.statuses.insert(status.as_str().to_owned(), n);
         }
@@ -632,6 +636,11 @@ pub(super) fn erase(x: Exclusive<'_>, contact: ContactId, at_ms: i64) -> Result<
             .write()
             .expect("activity lock")
             .remove(&c.id);
+        x.caches
+            .bot
+            .lock()
+            .expect("bot queue lock")
+            .retain(|(conv, _), _| *conv != c.id);
         x.caches
             .threads
             .forget(&keys::two_strings(c.channel.as_str(), c.thread.as_str()));

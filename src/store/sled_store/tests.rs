@@ -7,9 +7,13 @@ use crate::store::{Change, ConversationQuery, ConversationWrite, Order};
 /// Opens the store; a reopen in the same process can find the dropped handle's background
 /// thread still holding sled's file lock for a moment, so that is retried (bounded).
 fn open(dir: &Path) -> SledStore {
+    open_with(dir, &SledOptions::with_cache_mb(8))
+}
+
+fn open_with(dir: &Path, options: &SledOptions) -> SledStore {
     let mut last = None;
     for _ in 0..100 {
-        match SledStore::open(dir, &SledOptions::with_cache_mb(8)) {
+        match SledStore::open(dir, options) {
             Ok(s) => return s,
             Err(e) => last = Some(e),
         }
@@ -653,4 +657,145 @@ fn a_snapshot_restores_into_a_store_of_its_own() {
     std::fs::write(&cut, &bytes[..bytes.len() - 20]).unwrap();
     let err = restore_snapshot(&cut, &dir.path().join("cut")).unwrap_err();
     assert!(err.to_string().contains("truncated"), "{err}");
+}
+
+/// What a SIGKILL would leave: the store's files as they are now (everything it acknowledged
+/// is flushed), copied to `dest`.
+fn crash_image(from: &Path, dest: &Path) {
+    for file in walk(from) {
+        let to = dest.join(file.strip_prefix(from).unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&file, &to).unwrap();
+    }
+}
+
+/// Opens a crash image and returns its bot queue.
+fn queue_after_crash(dir: &Path, name: &str) -> std::collections::BTreeSet<(ConversationId, u64)> {
+    let image = dir.join(name);
+    crash_image(&dir.join("db"), &image);
+    let store = open(&image);
+    store.bot_queue(None, 100).unwrap().into_iter().collect()
+}
+
+/// A customer message stored the way the engine stores one: the record's activity changes,
+/// the message is written, the bot gets an entry.
+fn ingest(store: &SledStore, id: ConversationId, seq: u64) {
+    let previous = store.conversation(id).unwrap().unwrap();
+    let mut next = previous.clone();
+    next.last_seq = seq;
+    next.preview = format!("text {seq}");
+    apply(
+        store,
+        &Change {
+            conversations: vec![ConversationWrite::update(previous, next)],
+            messages: vec![customer_message(id, seq, "text", 100 + seq as i64)],
+            bot_queue_put: vec![(id, seq)],
+            ..Change::default()
+        },
+    )
+    .unwrap();
+}
+
+fn queued_on_disk(store: &SledStore, id: ConversationId, seq: u64) -> bool {
+    store
+        .tree(BOT_QUEUE)
+        .contains_key(crate::store::keys::pair(id.0, seq))
+        .unwrap()
+}
+
+#[test]
+fn bot_queue_entries_kept_in_memory_come_back_after_a_crash() {
+    use std::collections::BTreeSet;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let (one, two) = (ConversationId(1), ConversationId(2));
+    let options = SledOptions {
+        // No checkpoint unless the test makes one.
+        checkpoint_every: std::time::Duration::from_secs(3600),
+        ..SledOptions::with_cache_mb(8)
+    };
+    let set = |items: &[(ConversationId, u64)]| items.iter().copied().collect::<BTreeSet<_>>();
+    {
+        let store = open_with(&db, &options);
+        create(&store, &conv(1, "web", Status::Queued, 100));
+        // A conversation created with its first message: written in full, entry on disk.
+        let mut c2 = conv(2, "web", Status::Bot, 100);
+        c2.last_seq = 1;
+        apply(
+            &store,
+            &Change {
+                conversations: vec![ConversationWrite::new(c2)],
+                messages: vec![customer_message(two, 1, "hello", 101)],
+                bot_queue_put: vec![(two, 1)],
+                ..Change::default()
+            },
+        )
+        .unwrap();
+        assert!(queued_on_disk(&store, two, 1));
+        // New messages change only activity: their entries live in memory.
+        ingest(&store, one, 1);
+        ingest(&store, one, 2);
+        assert!(store.bot_pending(one, 1).unwrap() && store.bot_pending(one, 2).unwrap());
+        assert!(!queued_on_disk(&store, one, 1) && !queued_on_disk(&store, one, 2));
+        // A silent decision takes its entry away without a write to wait for.
+        store.bot_done(one, 1);
+        futures::executor::block_on(store.durable()).unwrap();
+        assert!(!store.bot_pending(one, 1).unwrap());
+        assert_eq!(
+            set(&store.bot_queue(None, 100).unwrap()),
+            set(&[(one, 2), (two, 1)])
+        );
+
+        // Crash now: the marked conversation's newer customer messages are queued again. The
+        // silently decided one may be among them (deciding it again changes nothing).
+        let queue = queue_after_crash(dir.path(), "crash-1");
+        assert!(queue.is_superset(&set(&[(one, 2), (two, 1)])), "{queue:?}");
+        assert!(
+            queue.is_subset(&set(&[(one, 1), (one, 2), (two, 1)])),
+            "{queue:?}"
+        );
+
+        // The bot answers message 2 after message 3 arrived: the decision writes the record in
+        // full, and the entry of message 3, which lived in memory, is written with it.
+        ingest(&store, one, 3);
+        let previous = store.conversation(one).unwrap().unwrap();
+        let mut next = previous.clone();
+        next.last_seq = 4;
+        let mut answer = customer_message(one, 4, "the answer", 105);
+        answer.author = crate::model::Author::Bot;
+        apply(
+            &store,
+            &Change {
+                conversations: vec![ConversationWrite::update(previous, next)],
+                messages: vec![answer],
+                bot_queue_remove: vec![(one, 2)],
+                ..Change::default()
+            },
+        )
+        .unwrap();
+        let on_disk: Conversation = store
+            .get(CONVERSATIONS, &one.to_be_bytes())
+            .unwrap()
+            .unwrap();
+        assert_eq!(on_disk.last_seq, 4);
+        assert!(!store.tree(ACTIVE).contains_key(one.to_be_bytes()).unwrap());
+        assert!(queued_on_disk(&store, one, 3) && !queued_on_disk(&store, one, 2));
+        // The answered message is never decided again.
+        assert_eq!(
+            queue_after_crash(dir.path(), "crash-2"),
+            set(&[(one, 3), (two, 1)])
+        );
+
+        // One more message, then a clean stop: the final checkpoint writes its entry.
+        ingest(&store, one, 5);
+        assert!(!queued_on_disk(&store, one, 5));
+    }
+    let store = open_with(&db, &options);
+    assert!(queued_on_disk(&store, one, 5));
+    assert_eq!(
+        set(&store.bot_queue(None, 100).unwrap()),
+        set(&[(one, 3), (one, 5), (two, 1)])
+    );
+    // Stats and exports see the same queue.
+    assert_eq!(store.stats().unwrap().records["bot_queue"], 3);
 }

@@ -16,7 +16,7 @@
 //! refused change leaves no partial writes while the others in its round go through. Checks
 //! see what earlier changes of the same round staged.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -47,6 +47,9 @@ enum Request {
     Sync {
         reply: oneshot::Sender<Result<()>>,
     },
+    /// The bot decided a message silently: its queue entry goes, nobody waits (see
+    /// [`BotQueue`]).
+    BotDone(ConversationId, u64),
     /// A job that needs every write held off while it runs (snapshots, erasure).
     Exclusive(Box<dyn FnOnce(Exclusive<'_>) + Send>),
 }
@@ -87,10 +90,13 @@ impl Prepared {
                     None if w.restored => record.version,
                     None => 1,
                 };
+                // A bot decision that says something is written in full: the bot queue's
+                // recovery relies on it (see [`BotQueue`]).
                 let activity_only = w
                     .previous
                     .as_ref()
-                    .is_some_and(|p| p.same_but_activity(&record));
+                    .is_some_and(|p| p.same_but_activity(&record))
+                    && !change.bot_queue_remove.iter().any(|(c, _)| *c == record.id);
                 let bytes = (!activity_only).then(|| encode(&record));
                 (record, bytes)
             })
@@ -194,6 +200,7 @@ impl Prepared {
                     st.put(CONVERSATIONS, &key, bytes);
                     if was_dirty {
                         st.del(ACTIVE, &key);
+                        st.persist_bot_queue(record.id);
                     }
                     false
                 }
@@ -235,11 +242,17 @@ impl Prepared {
         for (conv, seq) in &c.outbox_remove {
             st.del(OUTBOX, &keys::pair(conv.0, *seq));
         }
-        for (conv, seq) in &c.bot_queue_put {
-            st.put(BOT_QUEUE, &keys::pair(conv.0, *seq), &[]);
+        for &(conv, seq) in &c.bot_queue_put {
+            // A conversation marked active has its newer messages re-queued at open: its
+            // entries can live in memory. Any other entry is written.
+            let on_disk = !st.seen.current(conv).is_some_and(|l| l.dirty);
+            if on_disk {
+                st.put(BOT_QUEUE, &keys::pair(conv.0, seq), &[]);
+            }
+            st.bot.insert((conv, seq), Some(on_disk));
         }
-        for (conv, seq) in &c.bot_queue_remove {
-            st.del(BOT_QUEUE, &keys::pair(conv.0, *seq));
+        for &item in &c.bot_queue_remove {
+            st.bot_remove(item);
         }
         for (conv, seq) in &c.failed_put {
             st.put(FAILED, &keys::pair(conv.0, *seq), &[]);
@@ -271,6 +284,10 @@ struct Staging<'a> {
     /// Token hashes written by earlier changes of this round.
     tokens: HashMap<AgentId, String>,
     seen: Versions<'a>,
+    /// The bot queue as committed (read only: the writer is its only writer).
+    bot_queue: &'a Mutex<BotQueue>,
+    /// This round's changes to it: `Some(on_disk)` added or updated, `None` removed.
+    bot: BTreeMap<(ConversationId, u64), Option<bool>>,
 }
 
 impl Staging<'_> {
@@ -289,6 +306,47 @@ impl Staging<'_> {
     fn del(&mut self, i: usize, key: &[u8]) {
         let key = self.space(i).key(key);
         self.batch.remove(key);
+    }
+
+    /// Whether a bot queue entry exists, as this round sees it: `Some(on_disk)`.
+    fn bot_entry(&self, item: (ConversationId, u64)) -> Option<bool> {
+        match self.bot.get(&item) {
+            Some(staged) => *staged,
+            None => self
+                .bot_queue
+                .lock()
+                .expect("bot queue lock")
+                .get(&item)
+                .copied(),
+        }
+    }
+
+    fn bot_remove(&mut self, item: (ConversationId, u64)) {
+        if let Some(on_disk) = self.bot_entry(item) {
+            if on_disk {
+                self.del(BOT_QUEUE, &keys::pair(item.0.0, item.1));
+            }
+            self.bot.insert(item, None);
+        }
+    }
+
+    /// A conversation's active mark goes: its bot queue entries that lived in memory are
+    /// written with it.
+    fn persist_bot_queue(&mut self, conv: ConversationId) {
+        let mut items: BTreeMap<(ConversationId, u64), bool> =
+            pending_of(&self.bot_queue.lock().expect("bot queue lock"), conv);
+        for (item, staged) in self.bot.range((conv, 0)..=(conv, u64::MAX)) {
+            match staged {
+                Some(on_disk) => items.insert(*item, *on_disk),
+                None => items.remove(item),
+            };
+        }
+        for (item, on_disk) in items {
+            if !on_disk {
+                self.put(BOT_QUEUE, &keys::pair(item.0.0, item.1), &[]);
+                self.bot.insert(item, Some(true));
+            }
+        }
     }
 
     /// An insert-if-absent key: later changes of the round see it as taken.
@@ -373,8 +431,29 @@ impl Versions<'_> {
     }
 }
 
-/// How often records that lag their newest messages are written back.
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
+/// The bot queue: every customer message the bot has yet to decide, with whether its key is
+/// on disk (`BOT_QUEUE`).
+///
+/// Writing a key with every message and deleting it a moment later, when the bot has decided,
+/// was two of the five writes a message cost. Most entries now live in memory only: an entry
+/// whose conversation carries the `active` mark (see [`Live`]) needs no key, because opening
+/// the store puts every customer message newer than such a conversation's record on disk back
+/// in the queue. The writer keeps that true:
+///
+/// - an entry is kept in memory only while its conversation is marked; when the mark goes (a
+///   full record write, a checkpoint), the conversation's entries are written in the same
+///   batch;
+/// - a decision that says something is recorded with a full record write, so a message the
+///   bot answered is never newer than the record on disk, and is never decided again; a
+///   silent decision ([`Request::BotDone`]) may be redone after a crash, which changes nothing.
+pub(super) type BotQueue = BTreeMap<(ConversationId, u64), bool>;
+
+/// One conversation's entries in the bot queue.
+fn pending_of(bot: &BotQueue, conv: ConversationId) -> BTreeMap<(ConversationId, u64), bool> {
+    bot.range((conv, 0)..=(conv, u64::MAX))
+        .map(|(item, on_disk)| (*item, *on_disk))
+        .collect()
+}
 
 /// Writes back every conversation record that only changed in memory (see [`Live`]). Runs on
 /// the writer thread between rounds, so nothing changes under it. Durable with the next flush;
@@ -400,14 +479,33 @@ pub(super) fn checkpoint(data: &Tree, caches: &Caches, live: &mut LiveMap) {
             prefix: PREFIXES[ACTIVE],
         },
     );
+    let queue = Space {
+        tree: data,
+        prefix: PREFIXES[BOT_QUEUE],
+    };
     let mut batch = sled::Batch::default();
-    for c in &dirty {
-        let key = c.id.to_be_bytes();
-        batch.insert(records.key(&key), encode(c));
-        batch.remove(marks.key(&key));
+    let mut written = Vec::new();
+    {
+        let bot = caches.bot.lock().expect("bot queue lock");
+        for c in &dirty {
+            let key = c.id.to_be_bytes();
+            batch.insert(records.key(&key), encode(c));
+            batch.remove(marks.key(&key));
+            for (item, on_disk) in pending_of(&bot, c.id) {
+                if !on_disk {
+                    batch.insert(queue.key(&keys::pair(item.0.0, item.1)), &[]);
+                    written.push(item);
+                }
+            }
+        }
     }
     match data.apply_batch(batch) {
         Ok(()) => {
+            let mut bot = caches.bot.lock().expect("bot queue lock");
+            for item in written {
+                bot.insert(item, true);
+            }
+            drop(bot);
             let mut fresh = caches.activity.write().expect("activity lock");
             for c in &dirty {
                 fresh.remove(&c.id);
@@ -429,8 +527,10 @@ type Outcome = std::result::Result<(), StoreError>;
 fn apply_batch(
     data: &Tree,
     versions: &LiveMap,
+    bot_queue: &Mutex<BotQueue>,
     batch: &[&Prepared],
-) -> Result<(Vec<Outcome>, HashMap<ConversationId, Live>)> {
+    bot_done: &[(ConversationId, u64)],
+) -> Result<Staged> {
     let mut st = Staging {
         data,
         batch: sled::Batch::default(),
@@ -440,6 +540,8 @@ fn apply_batch(
             committed: versions,
             batch: HashMap::new(),
         },
+        bot_queue,
+        bot: BTreeMap::new(),
     };
     let mut outcomes = Vec::with_capacity(batch.len());
     for p in batch {
@@ -451,8 +553,22 @@ fn apply_batch(
             Err(e) => Err(e),
         });
     }
+    for &item in bot_done {
+        st.bot_remove(item);
+    }
     data.apply_batch(st.batch).map_err(io)?;
-    Ok((outcomes, st.seen.batch))
+    Ok(Staged {
+        outcomes,
+        versions: st.seen.batch,
+        bot: st.bot,
+    })
+}
+
+/// What a round's batch changed besides the tree.
+struct Staged {
+    outcomes: Vec<Outcome>,
+    versions: HashMap<ConversationId, Live>,
+    bot: BTreeMap<(ConversationId, u64), Option<bool>>,
 }
 
 #[derive(Clone)]
@@ -474,6 +590,7 @@ impl Writer {
         caches: Arc<Caches>,
         mut versions: LiveMap,
         linger: Duration,
+        checkpoint_every: Duration,
     ) -> Writer {
         let (tx, rx) = std::sync::mpsc::channel::<Request>();
         let (applied_tx, applied_rx) = std::sync::mpsc::channel::<Applied>();
@@ -489,7 +606,7 @@ impl Writer {
                 let mut last_changes = 0;
                 let mut last_checkpoint = Instant::now();
                 loop {
-                    let first = match rx.recv_timeout(CHECKPOINT_EVERY) {
+                    let first = match rx.recv_timeout(checkpoint_every) {
                         Ok(r) => Some(r),
                         Err(RecvTimeoutError::Timeout) => None,
                         // The store closed: write everything back, then stop.
@@ -536,7 +653,7 @@ impl Writer {
                             });
                         }
                     }
-                    if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+                    if last_checkpoint.elapsed() >= checkpoint_every {
                         checkpoint(&data, &caches, &mut versions);
                         last_checkpoint = Instant::now();
                     }
@@ -590,6 +707,10 @@ impl Writer {
         })
     }
 
+    pub fn bot_done(&self, conversation: ConversationId, seq: u64) {
+        self.send(Request::BotDone(conversation, seq));
+    }
+
     /// Runs `job` on the writer thread with every write held off, after everything sent
     /// before it has been applied.
     pub fn exclusive<T: Send + 'static>(
@@ -638,15 +759,22 @@ fn round(
         .iter()
         .filter_map(|r| match r {
             Request::Commit { change, .. } => Some(&**change),
-            Request::Sync { .. } | Request::Exclusive(_) => None,
+            _ => None,
         })
         .collect();
-    let outcomes = if prepared.is_empty() {
+    let bot_done: Vec<(ConversationId, u64)> = requests
+        .iter()
+        .filter_map(|r| match r {
+            Request::BotDone(conv, seq) => Some((*conv, *seq)),
+            _ => None,
+        })
+        .collect();
+    let outcomes = if prepared.is_empty() && bot_done.is_empty() {
         Ok(Vec::new())
     } else {
-        apply_batch(data, versions, &prepared).map(|(outcomes, new_versions)| {
-            versions.extend(new_versions);
-            for (p, outcome) in prepared.iter().zip(&outcomes) {
+        apply_batch(data, versions, &caches.bot, &prepared, &bot_done).map(|staged| {
+            versions.extend(staged.versions);
+            for (p, outcome) in prepared.iter().zip(&staged.outcomes) {
                 match outcome {
                     Ok(()) => p.publish(index, caches),
                     Err(StoreError::Conflict(_)) => {
@@ -659,7 +787,14 @@ fn round(
                     Err(_) => {}
                 }
             }
-            outcomes
+            let mut bot = caches.bot.lock().expect("bot queue lock");
+            for (item, entry) in staged.bot {
+                match entry {
+                    Some(on_disk) => bot.insert(item, on_disk),
+                    None => bot.remove(&item),
+                };
+            }
+            staged.outcomes
         })
     };
     let outcomes = match outcomes {
@@ -700,7 +835,7 @@ fn answer(requests: Vec<Request>, outcomes: Vec<Outcome>, flushed: &Result<()>) 
             Request::Sync { reply } => {
                 let _ = reply.send(flushed.clone());
             }
-            Request::Exclusive(_) => {}
+            Request::BotDone(..) | Request::Exclusive(_) => {}
         }
     }
 }
