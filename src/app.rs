@@ -312,17 +312,6 @@ async fn watchdog(
 }
 
 /// Runs the daemon on `listener` until `shutdown` fires.
-/// Opening a large store and building the bot's index allocate and free a lot; glibc keeps
-/// freed memory at the top of the heap. Handing it back at startup cut resident memory by
-/// a fifth on a 1,000,000-message store.
-fn release_startup_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free heap pages to the kernel; it has no preconditions.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 pub async fn serve(
     config: Config,
     listener: TcpListener,
@@ -408,7 +397,6 @@ pub async fn serve(
         Duration::from_secs(config.http.request_timeout_secs),
     ));
     let addr: SocketAddr = listener.local_addr()?;
-    release_startup_memory();
     ready.store(true, Ordering::Relaxed);
     tracing::info!(%addr, "switchboard listening");
     let notifier = Notifier::from_env();

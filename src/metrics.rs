@@ -96,6 +96,16 @@ pub struct Gauges {
     pub channels: Vec<(String, bool, u64)>,
 }
 
+/// Counts one for `key`, allocating its name only the first time.
+fn bump(map: &mut BTreeMap<String, u64>, key: &str) {
+    match map.get_mut(key) {
+        Some(n) => *n += 1,
+        None => {
+            map.insert(key.to_owned(), 1);
+        }
+    }
+}
+
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -115,7 +125,7 @@ impl Metrics {
             } else {
                 &mut c.inbound
             };
-            *map.entry(channel.to_owned()).or_default() += 1;
+            bump(map, channel);
         });
     }
 

@@ -210,7 +210,10 @@ async fn sink() -> anyhow::Result<(String, Arc<AtomicU64>)> {
 
 /// The physical baseline: one sled insert per request, group-committed.
 async fn baseline_server(dir: &Path) -> anyhow::Result<(SocketAddr, Arc<SledStore>)> {
-    let store = Arc::new(SledStore::open(dir, &SledOptions::with_cache_mb(64))?);
+    let store = Arc::new(SledStore::open(
+        dir,
+        &SledOptions::with_cache_mb(crate::config::DEFAULT_CACHE_MB),
+    )?);
     let counter = Arc::new(AtomicU64::new(0));
     async fn insert(
         State((store, counter)): State<(Arc<SledStore>, Arc<AtomicU64>)>,
@@ -290,7 +293,13 @@ pub async fn ingest(
     let (base_addr, base_store) = baseline_server(&tmp.join("baseline")).await?;
     let base_url = format!("http://{base_addr}/insert");
     let (callback, callbacks) = sink().await?;
-    let (addr, stop, handle) = start_daemon(&tmp.join("daemon"), &callback, 64, "").await?;
+    let (addr, stop, handle) = start_daemon(
+        &tmp.join("daemon"),
+        &callback,
+        crate::config::DEFAULT_CACHE_MB,
+        "",
+    )
+    .await?;
     let hook_url = format!("http://{addr}/hooks/hook/messages");
 
     let baseline_round = |_round: usize| {

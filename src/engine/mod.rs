@@ -43,7 +43,7 @@ use draft::{Draft, DraftError, Reply};
 /// How often a write that lost a race is rebuilt before giving up.
 const MAX_RETRIES: usize = 32;
 /// Conversation lanes (see `Engine::lane`).
-const LANES: usize = 1024;
+const LANES: usize = 8192;
 /// Longest label, and most labels on one conversation.
 const MAX_LABEL_CHARS: usize = 64;
 const MAX_LABELS: usize = 32;

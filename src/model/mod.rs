@@ -191,14 +191,44 @@ impl Conversation {
     /// Whether `other` differs from this record only in its activity (newest message, last
     /// update, preview) and version: what every new message changes.
     pub fn same_but_activity(&self, other: &Conversation) -> bool {
-        let strip = |c: &Conversation| Conversation {
-            last_seq: 0,
-            updated_at_ms: 0,
-            preview: String::new(),
-            version: 0,
-            ..c.clone()
-        };
-        strip(self) == strip(other)
+        // Every field named, so that a new one cannot be forgotten here; no copies (this runs
+        // for every message).
+        let Conversation {
+            id,
+            contact,
+            channel,
+            thread,
+            status,
+            assignee,
+            snoozed_until_ms,
+            priority,
+            labels,
+            escalation,
+            bot_misses,
+            bot_last_entry,
+            last_seq: _,
+            preview: _,
+            created_at_ms,
+            updated_at_ms: _,
+            version: _,
+            unreachable,
+            sla,
+        } = self;
+        *id == other.id
+            && *contact == other.contact
+            && *channel == other.channel
+            && *thread == other.thread
+            && *status == other.status
+            && *assignee == other.assignee
+            && *snoozed_until_ms == other.snoozed_until_ms
+            && *priority == other.priority
+            && *labels == other.labels
+            && *escalation == other.escalation
+            && *bot_misses == other.bot_misses
+            && *bot_last_entry == other.bot_last_entry
+            && *created_at_ms == other.created_at_ms
+            && *unreachable == other.unreachable
+            && *sla == other.sla
     }
 
     pub fn set_state(&mut self, s: ConvState) {
