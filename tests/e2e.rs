@@ -483,6 +483,14 @@ async fn metrics_parse_and_move() {
                         && matches!(&s.value, prometheus_parse::Value::Histogram(h) if !h.is_empty())
                 })
                 .count(),
+            scrape
+                .samples
+                .iter()
+                .find(|s| s.metric == "switchboard_bot_backlog")
+                .map(|s| match s.value {
+                    prometheus_parse::Value::Gauge(v) => v,
+                    _ => f64::NAN,
+                }),
         )
     };
     let unauthorized = c
@@ -508,6 +516,7 @@ async fn metrics_parse_and_move() {
         after.4 >= 1,
         "the request latency histogram is there: {after:?}"
     );
+    assert_eq!(after.5, Some(0.0), "the bot decided both: {after:?}");
     daemon.stop();
 }
 
