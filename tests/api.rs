@@ -1182,10 +1182,12 @@ async fn a_web_chat_token_reaches_only_its_own_conversation() {
         format!("{bob_id}.{ann_sig}"),
         format!("{bob_id}.{flipped}"),
         bob_id.to_owned(),
-        format!(
-            "{}.{ann_sig}",
-            ann.split_once('.').unwrap().0.replace('a', "b")
-        ),
+        // Another session id (one character changed) with Ann's signature.
+        {
+            let ann_id = ann.split_once('.').unwrap().0;
+            let other = if ann_id.starts_with('0') { '1' } else { '0' };
+            format!("{other}{}.{ann_sig}", &ann_id[1..])
+        },
     ] {
         let r = c
             .http

@@ -366,6 +366,8 @@ fn new_messages_do_not_rewrite_the_record_and_a_crash_is_repaired() {
                 &Change {
                     conversations: vec![ConversationWrite::update(previous.clone(), next.clone())],
                     messages: vec![customer_message(id, seq, &next.preview, next.updated_at_ms)],
+                    // As the engine stores them: for the bot (see `not_for_the_bot`).
+                    bot_queue_put: vec![(id, seq)],
                     ..Change::default()
                 },
             )
@@ -798,4 +800,48 @@ fn bot_queue_entries_kept_in_memory_come_back_after_a_crash() {
     );
     // Stats and exports see the same queue.
     assert_eq!(store.stats().unwrap().records["bot_queue"], 3);
+}
+
+#[test]
+fn a_message_the_bot_must_not_answer_is_never_queued_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = ConversationId(3);
+    let store = open_with(
+        &dir.path().join("db"),
+        &SledOptions {
+            checkpoint_every: std::time::Duration::from_secs(3600),
+            ..SledOptions::with_cache_mb(8)
+        },
+    );
+    create(&store, &conv(3, "mail", Status::Queued, 100));
+    ingest(&store, id, 1);
+    assert!(!queued_on_disk(&store, id, 1));
+    // An auto-reply: stored for people, without a bot queue entry.
+    let previous = store.conversation(id).unwrap().unwrap();
+    let mut next = previous.clone();
+    next.last_seq = 2;
+    apply(
+        &store,
+        &Change {
+            conversations: vec![ConversationWrite::update(previous, next)],
+            messages: vec![customer_message(id, 2, "I am out of office", 102)],
+            ..Change::default()
+        },
+    )
+    .unwrap();
+    let on_disk: Conversation = store
+        .get(CONVERSATIONS, &id.to_be_bytes())
+        .unwrap()
+        .unwrap();
+    assert_eq!(on_disk.last_seq, 2, "written in full");
+    assert!(
+        queued_on_disk(&store, id, 1),
+        "the waiting entry went to disk with it"
+    );
+    assert_eq!(
+        queue_after_crash(dir.path(), "crash")
+            .into_iter()
+            .collect::<Vec<_>>(),
+        vec![(id, 1)]
+    );
 }

@@ -32,7 +32,7 @@ use super::{
     EXTERNAL_IDS, FAILED, IDENTITIES, MESSAGES, NOTES, OUTBOX, PREFIXES, THREADS, TOKENS, TREES,
     decode, encode, io,
 };
-use crate::model::{Agent, AgentId, Conversation, ConversationId};
+use crate::model::{Agent, AgentId, Author, Conversation, ConversationId, Status};
 use crate::store::keys;
 use crate::store::{Change, Commit, Durable, Result, StoreError};
 
@@ -90,13 +90,15 @@ impl Prepared {
                     None if w.restored => record.version,
                     None => 1,
                 };
-                // A bot decision that says something is written in full: the bot queue's
-                // recovery relies on it (see [`BotQueue`]).
+                // Written in full, as the bot queue's recovery relies on (see [`BotQueue`]):
+                // a bot decision that says something, and a customer message the bot must not
+                // answer (from a machine) while the bot would otherwise.
                 let activity_only = w
                     .previous
                     .as_ref()
                     .is_some_and(|p| p.same_but_activity(&record))
-                    && !change.bot_queue_remove.iter().any(|(c, _)| *c == record.id);
+                    && !change.bot_queue_remove.iter().any(|(c, _)| *c == record.id)
+                    && !not_for_the_bot(&change, &record);
                 let bytes = (!activity_only).then(|| encode(&record));
                 (record, bytes)
             })
@@ -445,8 +447,24 @@ impl Versions<'_> {
 ///   batch;
 /// - a decision that says something is recorded with a full record write, so a message the
 ///   bot answered is never newer than the record on disk, and is never decided again; a
-///   silent decision ([`Request::BotDone`]) may be redone after a crash, which changes nothing.
+///   silent decision ([`Request::BotDone`]) may be redone after a crash, which changes nothing;
+/// - a customer message the bot must not answer (a machine's, in a conversation the bot
+///   serves) is stored with a full record write too, so it is never queued at open. In other
+///   states a re-queued message is dropped by the bot worker, which checks the status.
 pub(super) type BotQueue = BTreeMap<(ConversationId, u64), bool>;
+
+/// Whether the change adds a customer message to a conversation the bot serves without
+/// queueing it for the bot (a machine's message: the bot never answers those). Opening the
+/// store after a crash would queue it with the other newer messages; a full record write
+/// keeps it out of their range.
+fn not_for_the_bot(change: &Change, record: &Conversation) -> bool {
+    matches!(record.status, Status::Bot | Status::Queued)
+        && change.messages.iter().any(|m| {
+            m.conversation == record.id
+                && m.author == Author::Customer
+                && !change.bot_queue_put.contains(&(record.id, m.seq))
+        })
+}
 
 /// One conversation's entries in the bot queue.
 fn pending_of(bot: &BotQueue, conv: ConversationId) -> BTreeMap<(ConversationId, u64), bool> {
