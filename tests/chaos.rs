@@ -9,7 +9,8 @@
 //!   order (a client whose request died with the daemon tries again with the same
 //!   `Idempotency-Key`, as the API asks);
 //! - no conversation is left in an impossible state, nothing is stuck in the outbox or the
-//!   bot queue, and the store opens cleanly after every kill.
+//!   bot queue, the bot decided no customer message aloud twice, and the store opens cleanly
+//!   after every kill.
 //!
 //! Telegram and SMTP have no idempotency key. A reply whose send completed at the peer just
 //! before a kill, but was not yet recorded, goes out again after the restart. On Telegram
@@ -715,6 +716,21 @@ fn check_conversations(convs: &[(String, String, Value)], violations: &mut Vec<S
             violations.push(format!(
                 "{what}: status {status} with assignee {} and escalation {}",
                 conv["assignee"], conv["escalation"]
+            ));
+        }
+        // The bot speaks about a customer message at most once, crashes or not (its queue is
+        // rebuilt at open; a message it answered must not be answered again).
+        let mut decided = std::collections::BTreeMap::<u64, usize>::new();
+        for e in d["events"].as_array().into_iter().flatten() {
+            if e["type"] == "bot_decided"
+                && let Some(seq) = e["seq"].as_u64()
+            {
+                *decided.entry(seq).or_default() += 1;
+            }
+        }
+        for (seq, n) in decided.into_iter().filter(|(_, n)| *n > 1) {
+            violations.push(format!(
+                "{what}: the bot decided message {seq} aloud {n} times"
             ));
         }
         for m in d["messages"].as_array().into_iter().flatten() {
