@@ -72,7 +72,13 @@ pub async fn telegram(args: TelegramArgs) -> anyhow::Result<()> {
         config(&fake.url(), 1)
     );
     let (callback, _) = super::sink().await?;
-    let (_, stop, handle) = super::start_daemon(&tmp.join("daemon"), &callback, 64, &extra).await?;
+    let (_, stop, handle) = super::start_daemon(
+        &tmp.join("daemon"),
+        &callback,
+        crate::config::DEFAULT_CACHE_MB,
+        &extra,
+    )
+    .await?;
     // Warm-up: one conversation end to end.
     fake.private_message(1, "Warm", 1, "Where is my order?");
     until(Duration::from_secs(30), "warm-up answered", || {

@@ -80,7 +80,6 @@ impl From<DraftError> for EngineError {
     }
 }
 
-/// A customer message for the bot: `(conversation, seq)`.
 /// A customer message for the bot; the message itself when it was at hand (else it is read).
 pub(crate) struct BotWork {
     pub conv: ConversationId,

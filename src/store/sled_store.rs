@@ -350,8 +350,6 @@ impl SledStore {
     }
 }
 
-/// Brings a conversation's activity up to its newest stored message (after a crash the record
-/// can lag: see `writer::Live`).
 /// Puts the customer messages newer than a lagging record on disk back in the bot queue. They
 /// are all the messages of that conversation whose queue entry lived in memory only (see
 /// [`writer::BotQueue`]); any the bot had already decided, it decided silently, and deciding
@@ -372,6 +370,8 @@ fn recover_bot_queue(
     Ok(())
 }
 
+/// Brings a conversation's activity up to its newest stored message (after a crash the record
+/// can lag: see `writer::Live`).
 fn repair_activity(messages: Space<'_>, c: &mut Conversation) -> Result<()> {
     let range = keys::pair(c.id.0, 0).to_vec()..=keys::pair(c.id.0, u64::MAX).to_vec();
     for (i, kv) in messages.range(range).rev().enumerate() {

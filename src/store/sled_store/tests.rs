@@ -62,6 +62,14 @@ fn update(store: &SledStore, previous: &Conversation, next: &Conversation) -> Re
     )
 }
 
+/// The conversation record as written in the tree (not the fresher one readers get).
+fn record_on_disk(store: &SledStore, id: ConversationId) -> Conversation {
+    store
+        .get(CONVERSATIONS, &id.to_be_bytes())
+        .unwrap()
+        .unwrap()
+}
+
 fn ids(page: &Page) -> Vec<u64> {
     page.items.iter().map(|c| c.id.0).collect()
 }
@@ -376,20 +384,14 @@ fn new_messages_do_not_rewrite_the_record_and_a_crash_is_repaired() {
         }
         assert_eq!((previous.last_seq, previous.version), (3, 4));
         // Only activity changed: the record on disk is the first one, marked as lagging.
-        let on_disk: Conversation = store
-            .get(CONVERSATIONS, &id.to_be_bytes())
-            .unwrap()
-            .unwrap();
+        let on_disk = record_on_disk(&store, id);
         assert_eq!((on_disk.last_seq, on_disk.version), (0, 1));
         assert!(store.tree(ACTIVE).contains_key(id.to_be_bytes()).unwrap());
         // A state change writes the whole record and clears the mark.
         let mut next = previous.clone();
         next.status = Status::Resolved;
         update(&store, &previous, &next).unwrap();
-        let on_disk: Conversation = store
-            .get(CONVERSATIONS, &id.to_be_bytes())
-            .unwrap()
-            .unwrap();
+        let on_disk = record_on_disk(&store, id);
         assert_eq!(
             (on_disk.last_seq, on_disk.status, on_disk.version),
             (3, Status::Resolved, 5)
@@ -775,10 +777,7 @@ fn bot_queue_entries_kept_in_memory_come_back_after_a_crash() {
             },
         )
         .unwrap();
-        let on_disk: Conversation = store
-            .get(CONVERSATIONS, &one.to_be_bytes())
-            .unwrap()
-            .unwrap();
+        let on_disk = record_on_disk(&store, one);
         assert_eq!(on_disk.last_seq, 4);
         assert!(!store.tree(ACTIVE).contains_key(one.to_be_bytes()).unwrap());
         assert!(queued_on_disk(&store, one, 3) && !queued_on_disk(&store, one, 2));
@@ -829,10 +828,7 @@ fn a_message_the_bot_must_not_answer_is_never_queued_after_a_crash() {
         },
     )
     .unwrap();
-    let on_disk: Conversation = store
-        .get(CONVERSATIONS, &id.to_be_bytes())
-        .unwrap()
-        .unwrap();
+    let on_disk = record_on_disk(&store, id);
     assert_eq!(on_disk.last_seq, 2, "written in full");
     assert!(
         queued_on_disk(&store, id, 1),

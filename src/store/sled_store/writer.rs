@@ -725,6 +725,7 @@ impl Writer {
         })
     }
 
+    /// A silent bot decision: the entry leaves the queue in the next round; nobody waits.
     pub fn bot_done(&self, conversation: ConversationId, seq: u64) {
         self.send(Request::BotDone(conversation, seq));
     }
