@@ -250,7 +250,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Message>>;
     fn notes(&self, conversation: ConversationId) -> Result<Vec<Note>>;
 
-    /// The global event log after `after` (exclusive), oldest first.
+    /// The stored events with ids above `after`, in the order they were stored (ids are
+    /// allocated before commit, so concurrent changes may store them slightly out of id
+    /// order), at most `limit`.
     fn events(&self, after: Option<EventId>, limit: usize) -> Result<Vec<Event>>;
     fn conversation_events(&self, conversation: ConversationId) -> Result<Vec<Event>>;
 

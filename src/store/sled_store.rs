@@ -37,8 +37,11 @@ use index::{ConvIndex, IndexKind};
 use space::Space;
 use writer::Writer;
 
-/// The schema this build reads and writes.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The schema this build reads and writes. 2: events stored in segments ([`segments`]).
+pub const SCHEMA_VERSION: u32 = 2;
+/// Older schemas this build reads as they are: their stores are upgraded by writing the
+/// version (schema 1 differs only in the event log's layout, which reads as segments of one).
+const READS_AS_IS: &[u32] = &[1];
 const SCHEMA_KEY: &[u8] = b"schema_version";
 
 /// Names of the record kinds (for messages), by index; [`PREFIXES`] holds their key prefixes.
@@ -221,7 +224,12 @@ impl SledStore {
                         tree: "meta",
                         detail: "schema_version is not 4 bytes".into(),
                     })?);
-                if found != SCHEMA_VERSION {
+                if READS_AS_IS.contains(&found) {
+                    meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
+                        .map_err(io)?;
+                    db.flush().map_err(io)?;
+                    tracing::info!(from = found, to = SCHEMA_VERSION, "store schema upgraded");
+                } else if found != SCHEMA_VERSION {
                     return Err(StoreError::Schema {
                         found,
                         supported: SCHEMA_VERSION,
@@ -277,6 +285,10 @@ impl SledStore {
             );
         }
         *caches.bot.lock().expect("bot queue lock") = bot;
+        let last_segment = match space(EVENTS).keys([]).next_back() {
+            Some(k) => keys::read_u64(&k.map_err(io)?),
+            None => 0,
+        };
         if repaired > 0 {
             tracing::info!(
                 conversations = repaired,
@@ -290,8 +302,8 @@ impl SledStore {
                 index.clone(),
                 caches.clone(),
                 live,
-                options.commit_linger,
-                options.checkpoint_every,
+                last_segment,
+                options,
             ),
             caches,
             db,
@@ -491,27 +503,20 @@ impl Store for SledStore {
     }
 
     fn events(&self, after: Option<EventId>, limit: usize) -> Result<Vec<Event>> {
-        let start = after.map(|a| a.0.saturating_add(1)).unwrap_or(0);
-        self.tree(EVENTS)
-            .range(keys::u64_key(start)..)
-            .take(limit)
-            .map(|kv| decode(TREES[EVENTS], &kv.map_err(io)?.1))
-            .collect()
+        segments::after(self.tree(EVENTS), after.map_or(0, |a| a.0), limit)
     }
 
     fn conversation_events(&self, conversation: ConversationId) -> Result<Vec<Event>> {
-        let ids: Vec<u64> = self
+        let wanted: Vec<(u64, u64)> = self
             .tree(CONV_EVENTS)
-            .keys(conversation.to_be_bytes())
-            .map(|k| k.map(|k| keys::read_u64(&k[8..])).map_err(io))
+            .scan_prefix(conversation.to_be_bytes())
+            .map(|kv| {
+                let (k, v) = kv.map_err(io)?;
+                let id = keys::read_u64(&k[8..]);
+                Ok((segments::segment_of(&v, id), id))
+            })
             .collect::<Result<_>>()?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(e) = self.get(EVENTS, &keys::u64_key(id))? {
-                out.push(e);
-            }
-        }
-        Ok(out)
+        segments::by_id(self.tree(EVENTS), &wanted)
     }
 
     fn list_conversations(&self, query: &ConversationQuery) -> Result<Page> {
@@ -802,6 +807,7 @@ mod admin;
 pub use admin::restore_snapshot;
 mod cache;
 mod index;
+mod segments;
 pub(super) mod space;
 #[cfg(test)]
 mod tests;

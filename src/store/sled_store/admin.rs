@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering;
 use sled::Tree;
 use switchboard_channel::{BlobId, ChannelId, ExternalMessageId, ExternalThread, ExternalUser};
 
+use super::segments;
 use super::space::Space;
 use super::writer::Exclusive;
 use super::{
@@ -133,11 +134,11 @@ impl SledStore {
                 record: decode(TREES[NOTES], v)?,
             })
         })?;
-        values(EVENTS, visit, &|v| {
-            Ok(Record::Event {
-                record: decode(TREES[EVENTS], v)?,
-            })
-        })?;
+        for kv in self.tree(EVENTS).scan_prefix([]) {
+            for record in segments::decode_segment(&kv.map_err(io)?.1)? {
+                visit(Record::Event { record })?;
+            }
+        }
         values(OUTBOX, visit, &|v| {
             Ok(Record::Outbox {
                 record: decode(TREES[OUTBOX], v)?,
@@ -276,7 +277,15 @@ impl SledStore {
     pub(super) fn count(&self) -> Result<StoreStats> {
         let mut stats = StoreStats::default();
         for (i, name) in TREES.iter().enumerate() {
-            let n = self.tree(i).keys([]).count() as u64;
+            let n = if i == EVENTS {
+                let mut n = 0;
+                for kv in self.tree(EVENTS).iter() {
+                    n += segments::count(&kv.map_err(io)?.1)?;
+                }
+                n
+            } else {
+                self.tree(i).keys([]).count() as u64
+            };
             stats.records.insert((*name).to_owned(), n);
         }
         // Most bot queue entries live in memory only (see `writer::BotQueue`).
@@ -578,6 +587,8 @@ pub(super) fn erase(x: Exclusive<'_>, contact: ContactId, at_ms: i64) -> Result<
     let mut blobs: HashSet<BlobId> = HashSet::new();
     let mut gone: Vec<Conversation> = Vec::new();
     let mut forgotten_keys: Vec<Vec<u8>> = Vec::new();
+    // Logged events of erased conversations: their segments are written once, at the end.
+    let mut events = Vec::new();
 
     let identities = space(x.data, IDENTITIES);
     for kv in identities.scan_prefix([]) {
@@ -602,7 +613,14 @@ pub(super) fn erase(x: Exclusive<'_>, contact: ContactId, at_ms: i64) -> Result<
                     .transpose()?,
             };
             if let Some(record) = record {
-                erase_conversation(x.data, &mut batch, &record, &mut out, &mut blobs)?;
+                erase_conversation(
+                    x.data,
+                    &mut batch,
+                    &record,
+                    &mut out,
+                    &mut blobs,
+                    &mut events,
+                )?;
                 gone.push(record);
             }
         }
@@ -617,6 +635,7 @@ pub(super) fn erase(x: Exclusive<'_>, contact: ContactId, at_ms: i64) -> Result<
         batch.insert(contacts.key(&c.id.to_be_bytes()), super::encode(&tombstone));
         out.contacts.push(c.id);
     }
+    segments::remove(space(x.data, EVENTS), &mut batch, &events)?;
     x.data.apply_batch(batch).map_err(io)?;
     x.db.open_tree("meta")
         .map_err(io)?
@@ -671,13 +690,15 @@ pub(super) fn erase(x: Exclusive<'_>, contact: ContactId, at_ms: i64) -> Result<
     Ok(out)
 }
 
-/// Stages the removal of one conversation and everything under it.
+/// Stages the removal of one conversation and everything under it; its logged events
+/// (`(segment key, id)`) are added to `events`, for [`segments::remove`].
 fn erase_conversation(
     data: &Tree,
     batch: &mut sled::Batch,
     c: &Conversation,
     out: &mut Erased,
     blobs: &mut HashSet<BlobId>,
+    events: &mut Vec<(u64, u64)>,
 ) -> Result<()> {
     let id = c.id.to_be_bytes();
     for i in [CONVERSATIONS, ACTIVE] {
@@ -711,11 +732,12 @@ fn erase_conversation(
             }
         }
     }
-    let (log, events) = (space(data, CONV_EVENTS), space(data, EVENTS));
-    for k in log.keys(id) {
-        let k = k.map_err(io)?;
+    let log = space(data, CONV_EVENTS);
+    for kv in log.scan_prefix(id) {
+        let (k, v) = kv.map_err(io)?;
         batch.remove(log.key(&k));
-        batch.remove(events.key(&k[8..]));
+        let event = keys::read_u64(&k[8..]);
+        events.push((segments::segment_of(&v, event), event));
     }
     Ok(())
 }

@@ -282,7 +282,8 @@ fn a_different_schema_version_is_refused_clearly() {
         Err(e @ StoreError::Schema { .. }) => {
             let text = e.to_string();
             assert!(
-                text.contains("schema version 2") && text.contains("newer"),
+                text.contains(&format!("schema version {}", SCHEMA_VERSION + 1))
+                    && text.contains("newer"),
                 "{text}"
             );
         }
@@ -588,6 +589,28 @@ fn an_erased_contact_leaves_no_bytes_in_the_files_after_reopening() {
     let store = open(&path);
     let gone = populated(&store, 1, "ZEBRA-PRIVATE-4411");
     let kept = populated(&store, 2, "kept words");
+    // Logged events of both, stored in one segment: erasing one keeps the other.
+    let edited = |c: &Conversation, id: u64, previous: &str| Event {
+        id: EventId(id),
+        conversation: Some(c.id),
+        actor: Actor::System,
+        at_ms: 13,
+        kind: EventKind::MessageEdited {
+            seq: 2,
+            previous: previous.to_owned(),
+        },
+    };
+    apply(
+        &store,
+        &Change {
+            events: vec![
+                edited(&kept, 700, "kept edit"),
+                edited(&gone, 701, "ZEBRA-PRIVATE-4411 again"),
+            ],
+            ..Change::default()
+        },
+    )
+    .unwrap();
     let erased = futures::executor::block_on(store.erase_contact(gone.contact, 99)).unwrap();
     assert_eq!(erased.conversations, [gone.id]);
     assert_eq!((erased.messages, erased.notes), (2, 1));
@@ -607,6 +630,21 @@ fn an_erased_contact_leaves_no_bytes_in_the_files_after_reopening() {
             .is_none()
     );
     assert_eq!(store.status_counts()[Status::Queued as usize], 1);
+    assert!(store.conversation_events(gone.id).unwrap().is_empty());
+    let kept_log: Vec<u64> = store
+        .conversation_events(kept.id)
+        .unwrap()
+        .iter()
+        .map(|e| e.id.0)
+        .collect();
+    assert_eq!(kept_log, [602, 700]);
+    assert!(
+        store
+            .events(None, 100)
+            .unwrap()
+            .iter()
+            .all(|e| e.conversation != Some(gone.id))
+    );
     let tomb = store.contact(gone.contact).unwrap().unwrap();
     assert_eq!((tomb.name, tomb.forgotten_at_ms), (None, Some(99)));
     drop(store);
@@ -625,6 +663,133 @@ fn an_erased_contact_leaves_no_bytes_in_the_files_after_reopening() {
     assert!(
         store.next_id().unwrap() > 600,
         "ids keep growing across the rewrite"
+    );
+}
+
+/// An event of conversation 1 (`message_received` is not in its log; the others are).
+fn event(id: u64, logged: bool) -> Event {
+    Event {
+        id: EventId(id),
+        conversation: Some(ConversationId(1)),
+        actor: Actor::System,
+        at_ms: id as i64,
+        kind: if logged {
+            EventKind::NoteAdded { note: NoteId(id) }
+        } else {
+            EventKind::MessageReceived { seq: id }
+        },
+    }
+}
+
+fn event_ids(events: &[Event]) -> Vec<u64> {
+    events.iter().map(|e| e.id.0).collect()
+}
+
+#[test]
+fn events_replay_after_any_id_across_segments_in_the_order_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    // 300 events in rounds of various sizes, ids slightly out of order within a round (as
+    // ids allocated before commit arrive); every third one in the conversation's log.
+    let mut stored = Vec::new();
+    let mut next = 1;
+    for round in 0..12 {
+        let mut ids: Vec<u64> = (next..next + 25).collect();
+        next += 25;
+        ids.swap(0, round % 25);
+        let events: Vec<Event> = ids.iter().map(|&id| event(id, id % 3 == 0)).collect();
+        apply(
+            &store,
+            &Change {
+                events,
+                ..Change::default()
+            },
+        )
+        .unwrap();
+        stored.extend(ids);
+    }
+    for after in [0, 1, 7, 24, 25, 26, 150, 299, 300] {
+        let want: Vec<u64> = stored.iter().copied().filter(|&id| id > after).collect();
+        assert_eq!(
+            event_ids(&store.events(Some(EventId(after)), 1000).unwrap()),
+            want
+        );
+        assert_eq!(
+            event_ids(&store.events(Some(EventId(after)), 10).unwrap()),
+            want[..want.len().min(10)]
+        );
+    }
+    let logged: Vec<u64> = (1..=300).filter(|id| id % 3 == 0).collect();
+    assert_eq!(
+        event_ids(&store.conversation_events(ConversationId(1)).unwrap()),
+        logged
+    );
+    assert_eq!(store.stats().unwrap().records["events"], 300);
+    // Fewer keys than events: that is the point.
+    assert!(store.tree(EVENTS).iter().count() < 50);
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(event_ids(&store.events(None, 1000).unwrap()), stored);
+}
+
+#[test]
+fn a_schema_one_store_opens_and_reads_its_events_with_the_new_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()));
+    {
+        // Schema 1: one event per key, empty conversation log entries.
+        let db = sled::open(dir.path()).unwrap();
+        let data = db.open_tree("data").unwrap();
+        for id in [10, 11, 12] {
+            let key = Space {
+                tree: &data,
+                prefix: PREFIXES[EVENTS],
+            }
+            .key(&keys::u64_key(id));
+            data.insert(key, encode(&event(id, id != 11))).unwrap();
+        }
+        for id in [10, 12] {
+            let log = Space {
+                tree: &data,
+                prefix: PREFIXES[CONV_EVENTS],
+            };
+            data.insert(log.key(&keys::pair(1, id)), &[]).unwrap();
+        }
+        db.open_tree("meta")
+            .unwrap()
+            .insert(SCHEMA_KEY, &1u32.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let store = open(dir.path());
+    assert_eq!(event_ids(&store.events(None, 10).unwrap()), [10, 11, 12]);
+    // New events get keys above the old ones, whatever their ids.
+    apply(
+        &store,
+        &Change {
+            events: vec![event(9, true), event(13, false)],
+            ..Change::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        event_ids(&store.events(None, 10).unwrap()),
+        [10, 11, 12, 9, 13]
+    );
+    assert_eq!(
+        event_ids(&store.events(Some(EventId(11)), 10).unwrap()),
+        [12, 13]
+    );
+    assert_eq!(
+        event_ids(&store.conversation_events(ConversationId(1)).unwrap()),
+        [9, 10, 12]
+    );
+    assert_eq!(store.stats().unwrap().records["events"], 5);
+    drop(store);
+    let meta = sled::open(dir.path()).unwrap().open_tree("meta").unwrap();
+    assert_eq!(
+        meta.get(SCHEMA_KEY).unwrap().unwrap().as_ref(),
+        SCHEMA_VERSION.to_be_bytes()
     );
 }
 

@@ -19,13 +19,14 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use sled::Tree;
 use tokio::sync::oneshot;
 
 use super::Caches;
 use super::index::ConvIndex;
+use super::segments::{Closed, Segments};
 use super::space::Space;
 use super::{
     ACTIVE, AGENTS, BOT_QUEUE, CONTACT_CONVS, CONTACTS, CONV_EVENTS, CONVERSATIONS, EVENTS,
@@ -231,11 +232,12 @@ impl Prepared {
             st.put(NOTES, &keys::pair(n.conversation.0, n.id.0), bytes);
         }
         for (e, bytes) in c.events.iter().zip(&self.events) {
-            st.put(EVENTS, &e.id.to_be_bytes(), bytes);
-            if let Some(conv) = e.conversation
-                && e.kind.in_conversation_log()
+            let logged = e.conversation.filter(|_| e.kind.in_conversation_log());
+            if let Some(closed) = st
+                .segments
+                .push(e.id.0, logged, bytes, &mut st.last_segment)
             {
-                st.put(CONV_EVENTS, &keys::pair(conv.0, e.id.0), &[]);
+                st.write_segment(closed);
             }
         }
         for (item, bytes) in c.outbox_put.iter().zip(&self.outbox) {
@@ -290,6 +292,10 @@ struct Staging<'a> {
     bot_queue: &'a Mutex<BotQueue>,
     /// This round's changes to it: `Some(on_disk)` added or updated, `None` removed.
     bot: BTreeMap<(ConversationId, u64), Option<bool>>,
+    /// This round's events, packed into segments (see [`super::segments`]).
+    segments: Segments,
+    /// The key of the last segment written.
+    last_segment: u64,
 }
 
 impl Staging<'_> {
@@ -348,6 +354,14 @@ impl Staging<'_> {
                 self.put(BOT_QUEUE, &keys::pair(item.0.0, item.1), &[]);
                 self.bot.insert(item, Some(true));
             }
+        }
+    }
+
+    fn write_segment(&mut self, closed: Closed) {
+        let key = keys::u64_key(closed.key);
+        self.put(EVENTS, &key, &closed.value);
+        for (conv, id) in closed.logged {
+            self.put(CONV_EVENTS, &keys::pair(conv.0, id), &key);
         }
     }
 
@@ -548,6 +562,7 @@ fn apply_batch(
     bot_queue: &Mutex<BotQueue>,
     batch: &[&Prepared],
     bot_done: &[(ConversationId, u64)],
+    last_segment: &mut u64,
 ) -> Result<Staged> {
     let mut st = Staging {
         data,
@@ -560,6 +575,8 @@ fn apply_batch(
         },
         bot_queue,
         bot: BTreeMap::new(),
+        segments: Segments::default(),
+        last_segment: *last_segment,
     };
     let mut outcomes = Vec::with_capacity(batch.len());
     for p in batch {
@@ -574,6 +591,11 @@ fn apply_batch(
     for &item in bot_done {
         st.bot_remove(item);
     }
+    if let Some(closed) = st.segments.close(&mut st.last_segment) {
+        st.write_segment(closed);
+    }
+    // Keys only have to rise: a failed batch leaves a gap, which is harmless.
+    *last_segment = st.last_segment;
     data.apply_batch(st.batch).map_err(io)?;
     Ok(Staged {
         outcomes,
@@ -607,9 +629,10 @@ impl Writer {
         index: Arc<ConvIndex>,
         caches: Arc<Caches>,
         mut versions: LiveMap,
-        linger: Duration,
-        checkpoint_every: Duration,
+        mut last_segment: u64,
+        options: &super::SledOptions,
     ) -> Writer {
+        let (linger, checkpoint_every) = (options.commit_linger, options.checkpoint_every);
         let (tx, rx) = std::sync::mpsc::channel::<Request>();
         let (applied_tx, applied_rx) = std::sync::mpsc::channel::<Applied>();
         let flush_db = db.clone();
@@ -651,7 +674,14 @@ impl Writer {
                         let (jobs, requests): (Vec<Request>, Vec<Request>) = requests
                             .into_iter()
                             .partition(|r| matches!(r, Request::Exclusive(_)));
-                        let applied = round(&data, &index, &caches, &mut versions, requests);
+                        let applied = round(
+                            &data,
+                            &index,
+                            &caches,
+                            &mut versions,
+                            &mut last_segment,
+                            requests,
+                        );
                         if let Err(std::sync::mpsc::SendError(applied)) = applied_tx.send(applied) {
                             // The flusher is gone (it panicked): flush here.
                             let flushed = db.flush().map(|_| ()).map_err(io);
@@ -772,6 +802,7 @@ fn round(
     index: &ConvIndex,
     caches: &Caches,
     versions: &mut LiveMap,
+    last_segment: &mut u64,
     requests: Vec<Request>,
 ) -> Applied {
     let prepared: Vec<&Prepared> = requests
@@ -791,7 +822,15 @@ fn round(
     let outcomes = if prepared.is_empty() && bot_done.is_empty() {
         Ok(Vec::new())
     } else {
-        apply_batch(data, versions, &caches.bot, &prepared, &bot_done).map(|staged| {
+        apply_batch(
+            data,
+            versions,
+            &caches.bot,
+            &prepared,
+            &bot_done,
+            last_segment,
+        )
+        .map(|staged| {
             versions.extend(staged.versions);
             for (p, outcome) in prepared.iter().zip(&staged.outcomes) {
                 match outcome {
