@@ -269,14 +269,24 @@ pub(crate) fn build_channel(
     Ok(channel)
 }
 
-/// Request latency by status class, for `/metrics`.
-async fn track_requests(
-    axum::extract::State(metrics): axum::extract::State<Arc<crate::metrics::Metrics>>,
+/// What every request passes through first: the per-IP limit on public routes, then the
+/// request is counted and timed for `/metrics`. One middleware for both: each `from_fn` layer
+/// clones the service stack below it for every request.
+struct Edge {
+    metrics: Arc<crate::metrics::Metrics>,
+    limit: crate::inbox::limits::IpLimit,
+}
+
+async fn edge(
+    axum::extract::State(edge): axum::extract::State<Arc<Edge>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let started = std::time::Instant::now();
-    let response = next.run(request).await;
+    let response = match edge.limit.refuse(&request) {
+        Some(refused) => refused,
+        None => next.run(request).await,
+    };
     let class = match response.status().as_u16() {
         100..=199 => "1xx",
         200..=299 => "2xx",
@@ -284,7 +294,7 @@ async fn track_requests(
         400..=499 => "4xx",
         _ => "5xx",
     };
-    metrics.http(class, started.elapsed());
+    edge.metrics.http(class, started.elapsed());
     response
 }
 
@@ -382,15 +392,14 @@ pub async fn serve(
     )));
 
     let router = router.layer(axum::middleware::from_fn_with_state(
-        Arc::new(crate::inbox::limits::IpLimit::new(
-            config.http.requests_per_minute_per_ip,
-            config.http.trust_forwarded_for,
-        )),
-        crate::inbox::limits::per_ip,
-    ));
-    let router = router.layer(axum::middleware::from_fn_with_state(
-        engine.metrics().clone(),
-        track_requests,
+        Arc::new(Edge {
+            metrics: engine.metrics().clone(),
+            limit: crate::inbox::limits::IpLimit::new(
+                config.http.requests_per_minute_per_ip,
+                config.http.trust_forwarded_for,
+            ),
+        }),
+        edge,
     ));
     let router = router.layer(TimeoutLayer::with_status_code(
         axum::http::StatusCode::REQUEST_TIMEOUT,

@@ -3,11 +3,9 @@
 //! limits live with each channel (web hook per `external_user`, web chat per session).
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use switchboard_channel::limit::{RateLimiter, retry_after_secs};
 
@@ -49,12 +47,15 @@ fn public(method: &Method, path: &str) -> bool {
     *method == Method::POST && (path.starts_with("/chat/") || path == "/api/v1/session")
 }
 
-/// Middleware: counts public requests per client address.
-pub async fn per_ip(State(limit): State<Arc<IpLimit>>, request: Request, next: Next) -> Response {
-    if public(request.method(), request.uri().path())
-        && let Some(ip) = limit.client(&request)
-        && let Err(wait) = limit.limiter.check(&ip.to_string())
-    {
+impl IpLimit {
+    /// Counts a public request against its client's address: the 429 to answer when the
+    /// address is over its limit.
+    pub fn refuse(&self, request: &Request) -> Option<Response> {
+        if !public(request.method(), request.uri().path()) {
+            return None;
+        }
+        let ip = self.client(request)?;
+        let wait = self.limiter.check(&ip.to_string()).err()?;
         let after = retry_after_secs(wait);
         tracing::debug!(%ip, path = request.uri().path(), "rate limited");
         let mut r = switchboard_channel::http_error(
@@ -65,7 +66,6 @@ pub async fn per_ip(State(limit): State<Arc<IpLimit>>, request: Request, next: N
         .into_response();
         r.headers_mut()
             .insert(header::RETRY_AFTER, header::HeaderValue::from(after));
-        return r;
+        Some(r)
     }
-    next.run(request).await
 }
