@@ -137,7 +137,13 @@ pub const FORMAT_VERSION: u32 = 1;
 /// Daemon spaces that hold secrets and are never exported.
 pub const SECRET_SPACES: &[&str] = &["sessions"];
 /// Meta keys that hold secrets or describe the store itself, never exported.
-pub const PRIVATE_META: &[&str] = &["token_key", "schema_version", "id_floor", "compact_pending"];
+pub const PRIVATE_META: &[&str] = &[
+    "token_key",
+    "schema_version",
+    "id_floor",
+    "id_reserved",
+    "compact_pending",
+];
 
 impl Record {
     /// The `kind` tag, for counting.

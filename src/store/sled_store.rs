@@ -12,7 +12,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -159,8 +158,7 @@ pub struct SledStore {
     /// Hot reads, kept current by the writer.
     caches: Arc<Caches>,
     writer: Writer,
-    /// Ids handed out are above this (see `admin::ID_FLOOR`).
-    id_floor: Arc<AtomicU64>,
+    ids: Arc<ids::Ids>,
     disk: super::disk::DiskGuard,
 }
 
@@ -243,7 +241,7 @@ impl SledStore {
             }
         }
         let data = db.open_tree("data").map_err(io)?;
-        let id_floor = Arc::new(AtomicU64::new(admin::read_floor(&meta)?));
+        let ids = Arc::new(ids::Ids::open(&db, &meta)?);
         let space = |i: usize| Space {
             tree: &data,
             prefix: PREFIXES[i],
@@ -310,7 +308,7 @@ impl SledStore {
             meta,
             data,
             index,
-            id_floor,
+            ids,
             disk: super::disk::DiskGuard::new(path, options.min_free_bytes),
         })
     }
@@ -416,9 +414,7 @@ impl Store for SledStore {
     }
 
     fn next_id(&self) -> Result<u64> {
-        // Start at 1 so that 0 can mean "none" in cursors.
-        let floor = self.id_floor.load(Ordering::SeqCst);
-        self.db.generate_id().map(|i| i + 1 + floor).map_err(io)
+        self.ids.next()
     }
 
     fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>> {
@@ -687,10 +683,10 @@ impl Store for SledStore {
 
     fn snapshot(&self, dest: &Path) -> Pending<u64> {
         let dest = dest.to_owned();
-        let floor = self.id_floor.clone();
+        let ids = self.ids.clone();
         self.writer.exclusive(move |x| {
             let started = std::time::Instant::now();
-            let next = x.db.generate_id().map_err(io)? + 1 + floor.load(Ordering::SeqCst);
+            let next = ids.peek();
             let pairs = admin::dump(x.db, &dest, next)?;
             tracing::info!(
                 pairs,
@@ -716,9 +712,8 @@ impl SledStore {
         let tree = self.db.open_tree(name).map_err(io)?;
         Ok(Arc::new(SledChannelState {
             tree,
-            db: self.db.clone(),
             writer: self.writer.clone(),
-            id_floor: self.id_floor.clone(),
+            ids: self.ids.clone(),
         }))
     }
 }
@@ -726,9 +721,8 @@ impl SledStore {
 /// A private tree: one channel's, or one named space's.
 struct SledChannelState {
     tree: Tree,
-    db: sled::Db,
     writer: Writer,
-    id_floor: Arc<AtomicU64>,
+    ids: Arc<ids::Ids>,
 }
 
 fn state_err(e: impl std::fmt::Display) -> StateError {
@@ -782,11 +776,7 @@ impl ChannelState for SledChannelState {
     }
 
     fn next_id(&self) -> std::result::Result<u64, StateError> {
-        let floor = self.id_floor.load(Ordering::SeqCst);
-        self.db
-            .generate_id()
-            .map(|i| i + 1 + floor)
-            .map_err(state_err)
+        self.ids.next().map_err(state_err)
     }
 
     async fn sync(&self) -> std::result::Result<(), StateError> {
@@ -806,6 +796,7 @@ impl Drop for SledStore {
 mod admin;
 pub use admin::restore_snapshot;
 mod cache;
+mod ids;
 mod index;
 mod segments;
 pub(super) mod space;

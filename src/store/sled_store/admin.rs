@@ -7,7 +7,6 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 
 use sled::Tree;
 use switchboard_channel::{BlobId, ChannelId, ExternalMessageId, ExternalThread, ExternalUser};
@@ -27,9 +26,6 @@ use crate::store::records::{
 };
 use crate::store::{Erased, Result, StoreError, StoreStats};
 
-/// Meta key: every id handed out from now on is above this (raised by imports and copies,
-/// whose ids come from another database's generator).
-pub(super) const ID_FLOOR: &str = "id_floor";
 /// Meta key: something was erased; rewrite the files at the next open.
 pub(super) const COMPACT_PENDING: &str = "compact_pending";
 const CHANNEL_SPACE: &str = "channel/";
@@ -38,14 +34,6 @@ const DAEMON_SPACE: &str = "kv/";
 const COPY_BATCH: usize = 10_000;
 /// Pairs between reopenings of the database a copy fills.
 const REOPEN_EVERY: u64 = 50_000;
-
-pub(super) fn read_floor(meta: &Tree) -> Result<u64> {
-    Ok(meta
-        .get(ID_FLOOR)
-        .map_err(io)?
-        .filter(|v| v.len() == 8)
-        .map_or(0, |v| keys::read_u64(&v)))
-}
 
 fn space(data: &Tree, i: usize) -> Space<'_> {
     Space {
@@ -265,12 +253,7 @@ impl SledStore {
                 }
             }
         }
-        if floor > self.id_floor.load(Ordering::SeqCst) {
-            self.id_floor.fetch_max(floor, Ordering::SeqCst);
-            self.meta
-                .insert(ID_FLOOR, &floor.to_be_bytes())
-                .map_err(io)?;
-        }
+        self.ids.raise_floor(floor)?;
         Ok(c)
     }
 
@@ -418,7 +401,8 @@ impl Loader {
     fn finish(mut self, next_id: u64) -> Result<u64> {
         self.flush_batch()?;
         let meta = self.out.open_tree("meta").map_err(io)?;
-        meta.insert(ID_FLOOR, &next_id.to_be_bytes()).map_err(io)?;
+        meta.insert(super::ids::ID_FLOOR, &next_id.to_be_bytes())
+            .map_err(io)?;
         meta.remove(COMPACT_PENDING).map_err(io)?;
         self.out.flush().map_err(io)?;
         Ok(self.copied)
@@ -554,7 +538,7 @@ pub(super) fn compact_if_pending(path: &Path) -> Result<bool> {
             std::fs::remove_dir_all(&fresh).map_err(io)?;
         }
         before = db.size_on_disk().map_err(io)?;
-        let next_id = db.generate_id().map_err(io)? + 1 + read_floor(&meta)?;
+        let next_id = super::ids::next_unused(&db, &meta)?;
         copy_into(&db, &fresh, next_id)?;
     }
     std::fs::rename(path, &old).map_err(io)?;
