@@ -42,16 +42,23 @@ fn read(meta: &Tree, key: &str) -> Result<u64> {
         .map_or(0, |v| keys::read_u64(&v)))
 }
 
-/// The first id a database hands out next, for a copy of it (its floor). Before this
-/// counter, ids came from sled's own generator: its next value counts too.
+/// Where the counter starts: above every id handed out before. A store that never reserved
+/// a block took its ids from sled's own generator, whose next value is above them.
+fn start(db: &sled::Db, meta: &Tree) -> Result<u64> {
+    match read(meta, ID_RESERVED)? {
+        0 => db.generate_id().map_err(io),
+        reserved => Ok(reserved),
+    }
+}
+
+/// The first id a database hands out next, for a copy of it (its floor).
 pub(super) fn next_unused(db: &sled::Db, meta: &Tree) -> Result<u64> {
-    let counter = db.generate_id().map_err(io)?.max(read(meta, ID_RESERVED)?);
-    Ok(counter + 1 + read(meta, ID_FLOOR)?)
+    Ok(start(db, meta)? + 1 + read(meta, ID_FLOOR)?)
 }
 
 impl Ids {
     pub fn open(db: &sled::Db, meta: &Tree) -> Result<Ids> {
-        let counter = db.generate_id().map_err(io)?.max(read(meta, ID_RESERVED)?);
+        let counter = start(db, meta)?;
         Ok(Ids {
             db: db.clone(),
             meta: meta.clone(),
@@ -109,11 +116,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_rise_across_reopening_and_crashes_and_above_the_floor() {
+    fn ids_rise_across_reopening_and_above_the_floor_and_sleds_own_ids() {
         let dir = tempfile::tempdir().unwrap();
-        let mut last = 0;
+        // A store from before this counter: its ids came from sled's generator.
+        let mut last = {
+            let db = sled::open(dir.path().join("db")).unwrap();
+            for _ in 0..9 {
+                db.generate_id().unwrap();
+            }
+            db.generate_id().unwrap() + 1
+        };
         for round in 0..3 {
-            let db = sled::open(dir.path()).unwrap();
+            let db = sled::open(dir.path().join("db")).unwrap();
             let meta = db.open_tree("meta").unwrap();
             let ids = Ids::open(&db, &meta).unwrap();
             if round == 1 {
@@ -126,6 +140,12 @@ mod tests {
             }
             assert!(ids.peek() > last);
             assert!(next_unused(&db, &meta).unwrap() > last);
+            // A crash now (the files as they are, the handle still open) starts above too.
+            let image = dir.path().join(format!("crash-{round}"));
+            super::super::tests::crash_image(&dir.path().join("db"), &image);
+            let copy = sled::open(&image).unwrap();
+            let after = Ids::open(&copy, &copy.open_tree("meta").unwrap()).unwrap();
+            assert!(after.next().unwrap() > last);
             drop(ids);
             drop(meta);
             drop(db);

@@ -830,7 +830,7 @@ fn a_snapshot_restores_into_a_store_of_its_own() {
 
 /// What a SIGKILL would leave: the store's files as they are now (everything it acknowledged
 /// is flushed), copied to `dest`.
-fn crash_image(from: &Path, dest: &Path) {
+pub(super) fn crash_image(from: &Path, dest: &Path) {
     for file in walk(from) {
         let to = dest.join(file.strip_prefix(from).unwrap());
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
