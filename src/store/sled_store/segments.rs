@@ -26,8 +26,10 @@ use crate::store::{Result, keys};
 
 /// Most events in one segment.
 const MAX_EVENTS: usize = 64;
-/// A segment is closed once it holds this many bytes. sled keeps up to 16 entries in a leaf
-/// and writes a node over 128 KiB to a file of its own: segments stay well under 8 KiB.
+/// A segment takes no event that would carry it past this many bytes. sled keeps up to 16
+/// entries in a leaf and writes a node over 128 KiB to a file of its own, so segments of
+/// several events stay near 4 KiB. An event larger than this is a segment of its own, as
+/// every event was before segments.
 const MAX_BYTES: usize = 4096;
 
 /// The segments of one writer round, built as its changes are staged.
