@@ -9,14 +9,19 @@
 //! Measured against candle-transformers' `BertModel` on the same weights (the golden values
 //! in the tests came from it).
 //!
-//! Supports what sentence-transformers BERT models use: absolute positions, post-layer-norm
-//! blocks, `gelu` (erf), `gelu_new` / `gelu_pytorch_tanh`, `relu`; F32, F16 or BF16 weights,
-//! with or without the `bert.` name prefix.
+//! Supports what sentence-transformers BERT models use (XLM-R ones too: their position
+//! offset is folded into the table by `scripts/convert-e5`): absolute positions,
+//! post-layer-norm blocks, `gelu` (erf), `gelu_new` / `gelu_pytorch_tanh`, `relu`; F32, F16
+//! or BF16 weights, with or without the `bert.` name prefix. A weight or the word table may
+//! instead be stored 4-bit as `NAME.q4_0` (U8, GGML Q4_0 blocks; see [`super::q4`]): it stays
+//! 4-bit in memory and its products run on integers.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use serde::Deserialize;
+
+use super::q4::Q4Matrix;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct BertConfig {
@@ -48,9 +53,37 @@ enum Act {
     Relu,
 }
 
+/// A weight matrix, `out × in`, row-major, as stored.
+enum Matrix {
+    F32(Vec<f32>),
+    Q4(Q4Matrix),
+}
+
+impl Matrix {
+    fn rows(&self, cols: usize) -> usize {
+        match self {
+            Matrix::F32(v) => v.len() / cols,
+            Matrix::Q4(m) => m.rows(),
+        }
+    }
+
+    /// Row `r` added to `out`.
+    fn add_row(&self, r: usize, out: &mut [f32], scratch: &mut Vec<f32>) {
+        let cols = out.len();
+        let row: &[f32] = match self {
+            Matrix::F32(v) => &v[r * cols..(r + 1) * cols],
+            Matrix::Q4(m) => {
+                scratch.resize(cols, 0.0);
+                m.row_into(r, scratch);
+                scratch
+            }
+        };
+        out.iter_mut().zip(row).for_each(|(o, v)| *o += v);
+    }
+}
+
 struct Linear {
-    /// `out × in`, row-major, as stored.
-    weight: Vec<f32>,
+    weight: Matrix,
     bias: Vec<f32>,
     inputs: usize,
 }
@@ -77,16 +110,17 @@ pub struct Bert {
     heads: usize,
     act: Act,
     max_positions: usize,
-    word: Vec<f32>,
+    word: Matrix,
     position: Vec<f32>,
     token_type: Vec<f32>,
     embedding_norm: Norm,
     layers: Vec<Layer>,
 }
 
-/// The weights of a safetensors file, by name, as f32.
+/// The weights of a safetensors file, by name: floats as f32, 4-bit ones as they are.
 struct Weights {
     tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    q4: HashMap<String, (Vec<usize>, Vec<u8>)>,
     prefix: &'static str,
 }
 
@@ -96,8 +130,16 @@ impl Weights {
         let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
         let st = SafeTensors::deserialize(&bytes).map_err(|e| e.to_string())?;
         let mut tensors = HashMap::new();
+        let mut q4 = HashMap::new();
         for (name, view) in st.tensors() {
             let data = view.data();
+            if let Some(base) = name.strip_suffix(".q4_0") {
+                if view.dtype() != Dtype::U8 || view.shape().len() != 2 {
+                    return Err(format!("{name}: a Q4_0 tensor is U8 [rows, bytes]"));
+                }
+                q4.insert(base.to_owned(), (view.shape().to_vec(), data.to_vec()));
+                continue;
+            }
             let values: Vec<f32> = match view.dtype() {
                 Dtype::F32 => data
                     .chunks_exact(4)
@@ -116,12 +158,18 @@ impl Weights {
             };
             tensors.insert(name, (view.shape().to_vec(), values));
         }
-        let prefix = if tensors.contains_key("bert.embeddings.word_embeddings.weight") {
+        let prefix = if tensors.contains_key("bert.embeddings.word_embeddings.weight")
+            || q4.contains_key("bert.embeddings.word_embeddings.weight")
+        {
             "bert."
         } else {
             ""
         };
-        Ok(Weights { tensors, prefix })
+        Ok(Weights {
+            tensors,
+            q4,
+            prefix,
+        })
     }
 
     /// Takes the tensor `name` (trying old names `gamma`/`beta` for norms), checking its size.
@@ -143,9 +191,28 @@ impl Weights {
         Ok(values)
     }
 
+    /// A matrix `cols` wide, 4-bit if stored so; `rows` checked when given.
+    fn matrix(&mut self, name: &str, rows: Option<usize>, cols: usize) -> Result<Matrix, String> {
+        let full = format!("{}{name}", self.prefix);
+        if let Some((shape, bytes)) = self.q4.remove(&full) {
+            let m = Q4Matrix::new(bytes, shape[0], cols).map_err(|e| format!("{full}: {e}"))?;
+            if rows.is_some_and(|r| r != m.rows()) {
+                return Err(format!(
+                    "tensor {full} has {} rows, expected {rows:?}",
+                    m.rows()
+                ));
+            }
+            return Ok(Matrix::Q4(m));
+        }
+        Ok(Matrix::F32(match rows {
+            Some(rows) => self.take(name, rows * cols)?,
+            None => self.table(name, cols)?,
+        }))
+    }
+
     fn linear(&mut self, name: &str, outputs: usize, inputs: usize) -> Result<Linear, String> {
         Ok(Linear {
-            weight: self.take(&format!("{name}.weight"), outputs * inputs)?,
+            weight: self.matrix(&format!("{name}.weight"), Some(outputs), inputs)?,
             bias: self.take(&format!("{name}.bias"), outputs)?,
             inputs,
         })
@@ -215,7 +282,7 @@ impl Bert {
             heads: config.num_attention_heads,
             act,
             max_positions: config.max_position_embeddings,
-            word: w.table("embeddings.word_embeddings.weight", h)?,
+            word: w.matrix("embeddings.word_embeddings.weight", None, h)?,
             position: w.table("embeddings.position_embeddings.weight", h)?,
             token_type: w.table("embeddings.token_type_embeddings.weight", h)?,
             embedding_norm: w.norm("embeddings.LayerNorm", h, eps)?,
@@ -230,9 +297,10 @@ impl Bert {
         if n == 0 {
             return Err("no tokens".into());
         }
-        let vocab = self.word.len() / h;
+        let vocab = self.word.rows(h);
         let types = self.token_type.len() / h;
         let mut x = vec![0f32; n * h];
+        let mut scratch = Vec::new();
         for (t, row) in x.chunks_exact_mut(h).enumerate() {
             let id = ids[t] as usize;
             let ty = type_ids.get(t).copied().unwrap_or(0) as usize;
@@ -241,12 +309,12 @@ impl Bert {
                     "token {id} (type {ty}) is outside the model's tables"
                 ));
             }
-            let word = &self.word[id * h..(id + 1) * h];
             let pos = &self.position[t * h..(t + 1) * h];
             let typ = &self.token_type[ty * h..(ty + 1) * h];
             for (j, v) in row.iter_mut().enumerate() {
-                *v = word[j] + pos[j] + typ[j];
+                *v = pos[j] + typ[j];
             }
+            self.word.add_row(id, row, &mut scratch);
         }
         self.embedding_norm.apply(&mut x);
         let mut scratch = Scratch::default();
@@ -351,14 +419,11 @@ impl Linear {
         let outputs = self.bias.len();
         out.clear();
         out.resize(n * outputs, 0.0);
-        kernel::linear(
-            &x[..n * self.inputs],
-            n,
-            self.inputs,
-            &self.weight,
-            outputs,
-            out,
-        );
+        let x = &x[..n * self.inputs];
+        match &self.weight {
+            Matrix::F32(w) => kernel::linear(x, n, self.inputs, w, outputs, out),
+            Matrix::Q4(w) => w.product(x, n, out),
+        }
         for row in out.chunks_exact_mut(outputs) {
             for (o, b) in row.iter_mut().zip(&self.bias) {
                 *o += b;

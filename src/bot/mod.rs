@@ -17,9 +17,11 @@ pub mod kb;
 pub mod lexical;
 pub mod live;
 pub mod matcher;
+pub mod q4;
 pub mod responder;
 pub mod rules;
 pub mod text;
+pub mod unigram;
 pub mod zh;
 
 use switchboard_channel::Button;
