@@ -21,7 +21,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::q4::Q4Matrix;
+use super::q4::{Q4Linear, Q4Matrix};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct BertConfig {
@@ -82,8 +82,14 @@ impl Matrix {
     }
 }
 
+/// A linear layer's weights: as floats, or 4-bit.
+enum Weight {
+    F32(Vec<f32>),
+    Q4(Q4Linear),
+}
+
 struct Linear {
-    weight: Matrix,
+    weight: Weight,
     bias: Vec<f32>,
     inputs: usize,
 }
@@ -211,8 +217,12 @@ impl Weights {
     }
 
     fn linear(&mut self, name: &str, outputs: usize, inputs: usize) -> Result<Linear, String> {
+        let weight = match self.matrix(&format!("{name}.weight"), Some(outputs), inputs)? {
+            Matrix::F32(w) => Weight::F32(w),
+            Matrix::Q4(w) => Weight::Q4(w.into_linear()),
+        };
         Ok(Linear {
-            weight: self.matrix(&format!("{name}.weight"), Some(outputs), inputs)?,
+            weight,
             bias: self.take(&format!("{name}.bias"), outputs)?,
             inputs,
         })
@@ -421,8 +431,8 @@ impl Linear {
         out.resize(n * outputs, 0.0);
         let x = &x[..n * self.inputs];
         match &self.weight {
-            Matrix::F32(w) => kernel::linear(x, n, self.inputs, w, outputs, out),
-            Matrix::Q4(w) => w.product(x, n, out),
+            Weight::F32(w) => kernel::linear(x, n, self.inputs, w, outputs, out),
+            Weight::Q4(w) => w.product(x, n, out),
         }
         for row in out.chunks_exact_mut(outputs) {
             for (o, b) in row.iter_mut().zip(&self.bias) {
