@@ -301,6 +301,13 @@ pub struct BotConfig {
     /// words only. all-MiniLM-L6-v2: `["en"]`; a multilingual model: `["en", "zh"]`.
     #[serde(default = "default_model_languages")]
     pub model_languages: Vec<String>,
+    /// Choose the decision thresholds from the knowledge base itself at every build (see
+    /// `bot::calibrate`) instead of using `semantic` / `lexical` as written.
+    #[serde(default)]
+    pub calibrate: bool,
+    /// The estimated wrong-answer rate a calibration keeps under (0..1).
+    #[serde(default = "default_max_wrong_rate")]
+    pub max_wrong_rate: f64,
     /// Decision thresholds with a model.
     #[serde(default = "default_semantic")]
     pub semantic: Policy,
@@ -327,6 +334,10 @@ pub struct BotConfig {
     /// Offers the customer another way when the wait is long.
     #[serde(default = "default_long_wait")]
     pub long_wait_message: crate::engine::Localized,
+}
+
+fn default_max_wrong_rate() -> f64 {
+    0.03
 }
 
 fn default_model_languages() -> Vec<String> {
@@ -458,6 +469,8 @@ impl Default for BotConfig {
             welcome_message: default_welcome(),
             model_dir: None,
             model_languages: default_model_languages(),
+            calibrate: false,
+            max_wrong_rate: default_max_wrong_rate(),
             semantic: Policy::SEMANTIC,
             lexical: Policy::LEXICAL,
             complaint_phrases: default_complaint_phrases(),

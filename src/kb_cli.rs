@@ -7,10 +7,10 @@ use std::time::Instant;
 use anyhow::Context;
 
 use crate::bot::embed::{Embedder, NoCache, StateCache, VectorCache};
-use crate::bot::eval;
 use crate::bot::kb;
 use crate::bot::live::LiveKb;
 use crate::bot::matcher::{Matcher, Policies, Policy};
+use crate::bot::{calibrate, eval};
 use crate::config::Config;
 use crate::store::sled_store::SledOptions;
 use crate::store::{SledStore, Store};
@@ -85,6 +85,13 @@ pub struct EvalArgs {
     /// Keep computed embeddings in this directory (a sled directory) between runs.
     #[arg(long)]
     pub cache: Option<PathBuf>,
+    /// Use the config's thresholds as they are instead of calibrating them on the knowledge
+    /// base.
+    #[arg(long)]
+    pub fixed: bool,
+    /// What the calibration keeps the estimated wrong-answer rate under.
+    #[arg(long, default_value_t = 0.03)]
+    pub max_wrong_rate: f64,
 }
 
 pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
@@ -96,7 +103,7 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
         None => None,
     };
     let bot = config.as_ref().map(|c| c.bot.clone()).unwrap_or_default();
-    let policy = Policies {
+    let mut policy = Policies {
         semantic: bot.semantic,
         lexical: bot.lexical,
     };
@@ -116,6 +123,33 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
     .with_model_languages(&bot.model_languages);
     let build_ms = t.elapsed().as_secs_f64() * 1e3;
     bar.finish_and_clear();
+    let mut calibrations = Vec::new();
+    if !args.fixed {
+        let t = Instant::now();
+        for semantic in [false, true]
+            .into_iter()
+            .filter(|&s| !s || matcher.has_model())
+        {
+            let base = if semantic {
+                policy.semantic
+            } else {
+                policy.lexical
+            };
+            let c = calibrate::calibrate(&matcher, semantic, base, args.max_wrong_rate)?;
+            *(if semantic {
+                &mut policy.semantic
+            } else {
+                &mut policy.lexical
+            }) = c.policy;
+            calibrations.push((if semantic { "semantic" } else { "lexical" }, c));
+        }
+        if !args.json {
+            println!("calibrated in {:.1} s:", t.elapsed().as_secs_f64());
+            for (name, c) in &calibrations {
+                println!("  {name}: {}", describe_calibration(c));
+            }
+        }
+    }
     let (scored, latencies) = eval::score_all(&matcher, &policy, &queries)?;
     if args.verbose {
         for (q, s) in queries.iter().zip(&scored) {
@@ -140,7 +174,14 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
     }
     let report = eval::report(&matcher, &policy, &queries, &scored, latencies, build_ms);
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        let mut json = serde_json::to_value(&report)?;
+        json["calibration"] = serde_json::to_value(
+            calibrations
+                .iter()
+                .map(|(name, c)| (name.to_string(), c))
+                .collect::<std::collections::BTreeMap<_, _>>(),
+        )?;
+        println!("{json}");
     } else {
         print_report(&report);
     }
@@ -178,6 +219,26 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// One line: the thresholds a calibration chose and what it expects of them.
+pub(crate) fn describe_calibration(c: &calibrate::Calibration) -> String {
+    let p = &c.policy;
+    let chosen = format!(
+        "answer >= {:.3}, margin >= {:.3}, clarify >= {:.3}, lexical_weight {:.1}, top_k {}",
+        p.answer, p.margin, p.clarify, p.lexical_weight, p.top_k
+    );
+    match &c.note {
+        Some(note) => format!("{chosen} ({note})"),
+        None => format!(
+            "{chosen}; estimated from {} held-out questions and {} out of scope: {:.1}% answered right, {:.1}% wrong, {:.1}% one tap away",
+            c.in_scope_samples,
+            c.out_of_scope_samples,
+            c.in_scope_accuracy * 100.0,
+            c.wrong_answer_rate * 100.0,
+            c.clarify_hit_rate * 100.0
+        ),
+    }
 }
 
 fn print_report(r: &eval::Report) {

@@ -38,7 +38,7 @@ enum Tokens {
     /// Any tokenizer the `tokenizers` crate reads.
     Crate(Box<Tokenizer>),
     /// Large SentencePiece vocabularies, kept small in memory.
-    Unigram(Unigram),
+    Unigram(Box<Unigram>),
 }
 
 pub struct Embedder {
@@ -70,7 +70,7 @@ impl Embedder {
         let tokenizer = match Unigram::from_json(&tokenizer_json)
             .map_err(|e| err(format!("tokenizer.json: {e}")))?
         {
-            Some(u) => Tokens::Unigram(u),
+            Some(u) => Tokens::Unigram(Box::new(u)),
             None => {
                 let mut t = Tokenizer::from_str(&tokenizer_json)
                     .map_err(|e| err(format!("tokenizer.json: {e}")))?;

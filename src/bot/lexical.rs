@@ -57,6 +57,7 @@ impl Lexical {
     ) -> Result<Lexical, LexicalError> {
         let mut sb = Schema::builder();
         let entry = sb.add_u64_field("entry", FAST);
+        let variant = sb.add_u64_field("variant", FAST);
         let en = sb.add_text_field("en", text_field("en_stem"));
         let zh = sb.add_text_field("zh", text_field("jieba"));
         let zh_ng = sb.add_text_field("zh_ng", text_field("zh_ngram"));
@@ -76,9 +77,10 @@ impl Lexical {
                 .build(),
         );
         let mut writer = index.writer_with_num_threads(1, 64 << 20)?;
-        for (n, text) in variants {
+        for (v, (n, text)) in variants.into_iter().enumerate() {
             let mut doc = TantivyDocument::default();
             doc.add_u64(entry, u64::from(n));
+            doc.add_u64(variant, v as u64);
             doc.add_text(en, text);
             if has_cjk(text) {
                 doc.add_text(zh, text);
@@ -114,6 +116,17 @@ impl Lexical {
     /// The best variant per entry, as a share of what the query could score: at most
     /// `limit` entries, best first.
     pub fn score(&self, text: &str, limit: usize) -> Result<Vec<(u32, f32)>, LexicalError> {
+        self.score_without(text, limit, &|_| false)
+    }
+
+    /// [`Lexical::score`] as if the variants (numbered in the order indexed) for which `skip`
+    /// holds were not there: calibration holds questions out this way.
+    pub fn score_without(
+        &self,
+        text: &str,
+        limit: usize,
+        skip: &dyn Fn(usize) -> bool,
+    ) -> Result<Vec<(u32, f32)>, LexicalError> {
         let fields: &[Field] = if has_cjk(text) {
             &[self.zh, self.zh_ng]
         } else {
@@ -136,17 +149,30 @@ impl Lexical {
         }
         let query = BooleanQuery::new(clauses);
         // Variants per entry vary; fetch enough hits to see `limit` distinct entries.
-        let hits = searcher.search(&query, &TopDocs::with_limit(limit * 8).order_by_score())?;
+        let hits = searcher.search(
+            &query,
+            &TopDocs::with_limit(limit * 8 + 32).order_by_score(),
+        )?;
         let mut best: HashMap<u32, f32> = HashMap::new();
-        let columns: Vec<_> = searcher
-            .segment_readers()
-            .iter()
-            .map(|s| s.fast_fields().u64("entry"))
-            .collect::<Result<_, _>>()?;
+        let column = |name: &str| -> Result<Vec<_>, LexicalError> {
+            Ok(searcher
+                .segment_readers()
+                .iter()
+                .map(|s| s.fast_fields().u64(name))
+                .collect::<Result<_, _>>()?)
+        };
+        let (entries, variants) = (column("entry")?, column("variant")?);
         for (score, addr) in hits {
-            let Some(entry) = columns[addr.segment_ord as usize].first(addr.doc_id) else {
+            let seg = addr.segment_ord as usize;
+            let Some(entry) = entries[seg].first(addr.doc_id) else {
                 continue;
             };
+            if variants[seg]
+                .first(addr.doc_id)
+                .is_some_and(|v| skip(v as usize))
+            {
+                continue;
+            }
             let slot = best.entry(entry as u32).or_insert(0.0);
             *slot = slot.max(score / attainable);
         }

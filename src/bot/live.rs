@@ -206,10 +206,15 @@ impl LiveKb {
             .as_ref()
             .map(|m| (m.clone(), &self.cache as &dyn super::embed::VectorCache));
         let matcher = Matcher::build(entries, model, progress)?;
-        Ok(KbResponder::new(matcher, &self.config()))
+        let mut config = self.config();
+        if config.calibrate {
+            calibrate_config(&matcher, &mut config)?;
+        }
+        Ok(KbResponder::new(matcher, &config))
     }
 
-    /// [`LiveKb::build`] on a blocking thread.
+    /// [`LiveKb::build`] on a blocking thread; the responder in use keeps serving until the
+    /// new one (with its calibration) is ready.
     pub async fn rebuild(self: &Arc<Self>) -> Result<Arc<KbResponder>, LiveError> {
         let kb = self.clone();
         let started = std::time::Instant::now();
@@ -512,4 +517,35 @@ pub fn check(entries: &[Entry]) -> Vec<String> {
         }
     }
     problems
+}
+
+/// Replaces the configured thresholds by those calibrated on `matcher`'s knowledge base
+/// (words only, and with the model when there is one), and logs what was chosen.
+fn calibrate_config(matcher: &Matcher, config: &mut BotConfig) -> Result<(), LiveError> {
+    for semantic in [false, true] {
+        if semantic && !matcher.has_model() {
+            continue;
+        }
+        let slot = if semantic {
+            &mut config.semantic
+        } else {
+            &mut config.lexical
+        };
+        let c = super::calibrate::calibrate(matcher, semantic, *slot, config.max_wrong_rate)?;
+        let p = c.policy;
+        tracing::info!(
+            scores = if semantic { "semantic" } else { "lexical" },
+            answer = p.answer,
+            margin = p.margin,
+            clarify = p.clarify,
+            lexical_weight = p.lexical_weight,
+            top_k = p.top_k,
+            est_accuracy = c.in_scope_accuracy,
+            est_wrong = c.wrong_answer_rate,
+            note = c.note.as_deref().unwrap_or(""),
+            "bot thresholds calibrated"
+        );
+        *slot = p;
+    }
+    Ok(())
 }

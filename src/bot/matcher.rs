@@ -54,6 +54,7 @@ pub struct Matcher {
     model_languages: Vec<String>,
     entries: Vec<Entry>,
     variant_entry: Vec<usize>,
+    variant_text: Vec<String>,
     lexical: Lexical,
     semantic: Option<Semantic>,
 }
@@ -86,10 +87,12 @@ impl Matcher {
             }
             None => None,
         };
+        let variant_text = texts.iter().map(|t| t.to_string()).collect();
         Ok(Matcher {
             model_languages: vec!["en".into()],
             entries,
             variant_entry,
+            variant_text,
             lexical,
             semantic,
         })
@@ -129,8 +132,45 @@ impl Matcher {
 
     /// Raw features of the likeliest entries for `text`.
     pub fn score(&self, text: &str) -> Result<Scored, MatchError> {
-        let lexical = self.lexical.score(text, CANDIDATES)?;
-        let Some(sem) = self.semantic.as_ref().filter(|_| self.understands(text)) else {
+        let query = match self.semantic.as_ref().filter(|_| self.understands(text)) {
+            Some(sem) => Some(sem.embedder.embed_one(text)?),
+            None => None,
+        };
+        self.score_without(text, query.as_deref(), &|_| false)
+    }
+
+    /// The stored vector of variant `v` (with a model).
+    pub fn variant_vector(&self, v: usize) -> Option<&[f32]> {
+        let sem = self.semantic.as_ref()?;
+        let dim = sem.embedder.dim();
+        sem.vectors.get(v * dim..(v + 1) * dim)
+    }
+
+    /// The entry of variant `v`, and its text.
+    pub fn variant(&self, v: usize) -> (usize, &str) {
+        let e = self.variant_entry[v];
+        (e, self.variant_text[v].as_str())
+    }
+
+    pub fn embedder(&self) -> Option<&Arc<Embedder>> {
+        self.semantic.as_ref().map(|s| &s.embedder)
+    }
+
+    /// Whether meaning is used for `text` (a model that knows its language).
+    pub fn semantic_for(&self, text: &str) -> bool {
+        self.semantic.is_some() && self.understands(text)
+    }
+
+    /// [`Matcher::score`] with the text's vector given (`None`: words only), as if the
+    /// variants for which `skip` holds were not in the knowledge base.
+    pub fn score_without(
+        &self,
+        text: &str,
+        query: Option<&[f32]>,
+        skip: &dyn Fn(usize) -> bool,
+    ) -> Result<Scored, MatchError> {
+        let lexical = self.lexical.score_without(text, CANDIDATES, skip)?;
+        let (Some(sem), Some(query)) = (self.semantic.as_ref(), query) else {
             let candidates = lexical
                 .into_iter()
                 .map(|(entry, lexical)| Candidate {
@@ -144,14 +184,18 @@ impl Matcher {
                 semantic: false,
             });
         };
-        let query = sem.embedder.embed_one(text)?;
         let dim = query.len();
         // Per entry, its best few variant cosines.
         let mut best = vec![[f32::NEG_INFINITY; TOP_VARIANTS]; self.entries.len()];
-        for (row, &entry) in sem.vectors.chunks_exact(dim).zip(&self.variant_entry) {
-            let s = dot(row, &query);
+        for (v, (row, &entry)) in sem
+            .vectors
+            .chunks_exact(dim)
+            .zip(&self.variant_entry)
+            .enumerate()
+        {
+            let s = dot(row, query);
             let slots = &mut best[entry];
-            if s > slots[TOP_VARIANTS - 1] {
+            if s > slots[TOP_VARIANTS - 1] && !skip(v) {
                 let at = slots
                     .iter()
                     .position(|&b| s > b)
@@ -160,7 +204,9 @@ impl Matcher {
                 slots[at] = s;
             }
         }
-        let mut order: Vec<usize> = (0..self.entries.len()).collect();
+        let mut order: Vec<usize> = (0..self.entries.len())
+            .filter(|&e| best[e][0].is_finite())
+            .collect();
         order.sort_by(|&a, &b| best[b][0].total_cmp(&best[a][0]));
         order.truncate(CANDIDATES);
         for &(entry, _) in &lexical {

@@ -11,6 +11,7 @@
 //! - [`eval`]: measuring the matcher on labelled queries.
 
 pub mod bert;
+pub mod calibrate;
 pub mod embed;
 pub mod eval;
 pub mod kb;
