@@ -301,6 +301,10 @@ pub struct BotConfig {
     /// words only. all-MiniLM-L6-v2: `["en"]`; a multilingual model: `["en", "zh"]`.
     #[serde(default = "default_model_languages")]
     pub model_languages: Vec<String>,
+    /// Words and examples of intents (asking for a person, sensitive, upset, small talk)
+    /// added to the shipped `config/intents.toml`.
+    #[serde(default)]
+    pub intents_file: Option<PathBuf>,
     /// Choose the decision thresholds from the knowledge base itself at every build (see
     /// `bot::calibrate`) instead of using `semantic` / `lexical` as written.
     #[serde(default)]
@@ -469,6 +473,7 @@ impl Default for BotConfig {
             welcome_message: default_welcome(),
             model_dir: None,
             model_languages: default_model_languages(),
+            intents_file: None,
             calibrate: false,
             max_wrong_rate: default_max_wrong_rate(),
             semantic: Policy::SEMANTIC,

@@ -27,6 +27,8 @@ pub enum LiveError {
     Files(#[from] KbError),
     #[error(transparent)]
     Match(#[from] MatchError),
+    #[error(transparent)]
+    Intents(#[from] super::intent::IntentError),
     #[error("knowledge-base storage: {0}")]
     Storage(String),
     #[error("{0}")]
@@ -210,7 +212,11 @@ impl LiveKb {
         if config.calibrate {
             calibrate_config(&matcher, &mut config)?;
         }
-        Ok(KbResponder::new(matcher, &config))
+        let mut intents = super::intent::Intents::load(config.intents_file.as_deref())?;
+        if let Some(model) = &self.model {
+            intents.embed(model, &self.cache)?;
+        }
+        Ok(KbResponder::new(matcher, &config).with_intents(intents))
     }
 
     /// [`LiveKb::build`] on a blocking thread; the responder in use keeps serving until the

@@ -14,6 +14,7 @@ pub mod bert;
 pub mod calibrate;
 pub mod embed;
 pub mod eval;
+pub mod intent;
 pub mod kb;
 pub mod lexical;
 pub mod live;
@@ -82,6 +83,9 @@ pub enum Decision {
         score: Option<f32>,
         detail: String,
     },
+    /// Small talk (a greeting, thanks, goodbye, "are you a bot?"): a short reply in the
+    /// customer's language; no miss counted, nobody called.
+    Reply { text: String, detail: String },
     /// A person should take over now.
     Escalate {
         reason: EscalationReason,

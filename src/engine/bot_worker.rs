@@ -173,6 +173,7 @@ async fn handle(
         match &decision {
             Decision::Answer { .. } => "answer",
             Decision::Clarify { .. } => "clarify",
+            Decision::Reply { .. } => "reply",
             Decision::Escalate { .. } => "escalate",
         },
         match &decision {
@@ -259,6 +260,13 @@ async fn handle(
                         )?;
                     }
                 }
+                // Small talk: said, and nothing else changes.
+                Decision::Reply { text, .. } => {
+                    d.push_outbound(Reply {
+                        verdict: Some(verdict),
+                        ..Reply::bot(text.clone(), in_reply_to.clone())
+                    })?;
+                }
                 Decision::Clarify { text, options, .. } => {
                     d.conv.bot_misses += 1;
                     d.push_outbound(Reply {
@@ -317,6 +325,12 @@ fn verdict_of(d: &Decision) -> BotVerdict {
             } else {
                 detail.clone()
             },
+        },
+        Decision::Reply { detail, .. } => BotVerdict {
+            decision: "reply".into(),
+            entry: None,
+            score: None,
+            reason: detail.clone(),
         },
         Decision::Clarify { score, detail, .. } => BotVerdict {
             decision: "clarify".into(),
