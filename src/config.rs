@@ -277,16 +277,16 @@ pub struct BotConfig {
     pub human_phrases: Vec<String>,
     /// Sent when the bot could not answer and asks the customer to rephrase.
     #[serde(default = "default_clarify")]
-    pub clarify_message: String,
+    pub clarify_message: crate::engine::Localized,
     /// Asked when several entries could be meant; the entries follow as buttons.
     #[serde(default = "default_suggest")]
-    pub suggest_message: String,
+    pub suggest_message: crate::engine::Localized,
     /// Label of the "none of these" button under suggestions.
     #[serde(default = "default_none_button")]
-    pub none_button: String,
+    pub none_button: crate::engine::Localized,
     /// Label of the "talk to a person" button where the channel has buttons.
     #[serde(default = "default_human_button")]
-    pub human_button: String,
+    pub human_button: crate::engine::Localized,
     /// Sent when the conversation is handed to people.
     #[serde(default = "default_handoff")]
     pub handoff_message: crate::engine::Localized,
@@ -434,19 +434,26 @@ fn default_human_phrases() -> Vec<String> {
     .map(String::from)
     .to_vec()
 }
-fn default_clarify() -> String {
-    "Sorry, I did not understand that. Could you say it another way? \
-     / 抱歉，我没有理解，可以换个说法吗？"
-        .into()
+fn per_language(en: &str, zh: &str) -> crate::engine::Localized {
+    crate::engine::Localized::PerLanguage {
+        en: en.into(),
+        zh: zh.into(),
+    }
 }
-fn default_suggest() -> String {
-    "Did you mean one of these? / 您是想问以下哪个问题？".into()
+fn default_clarify() -> crate::engine::Localized {
+    per_language(
+        "Sorry, I did not understand that. Could you say it another way?",
+        "抱歉，我没有理解，可以换个说法吗？",
+    )
 }
-fn default_none_button() -> String {
-    "None of these / 都不是".into()
+fn default_suggest() -> crate::engine::Localized {
+    per_language("Did you mean one of these?", "您是想问以下哪个问题？")
 }
-fn default_human_button() -> String {
-    "Talk to a person / 转人工".into()
+fn default_none_button() -> crate::engine::Localized {
+    per_language("None of these", "都不是")
+}
+fn default_human_button() -> crate::engine::Localized {
+    per_language("Talk to a person", "转人工")
 }
 fn default_welcome() -> String {
     "Hello! Ask me anything; type /human to talk to a person. / 您好！请直接提问，输入 /human 转人工。".into()
@@ -691,10 +698,15 @@ impl Config {
     /// Warnings that do not stop the daemon (inline secrets and the like).
     pub fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
-        if self.bot.model_dir.is_none() {
-            w.push(
+        match &self.bot.model_dir {
+            None => w.push(
                 "[bot] no model_dir: the bot matches words only, answers fewer questions and hands off more (see README, \"The bot\")".into(),
-            );
+            ),
+            Some(dir) if !dir.join("model.safetensors").is_file() => w.push(format!(
+                "[bot] model_dir {} has no model.safetensors: the bot matches words only, answers fewer questions and hands off more (scripts/fetch-model puts the default model there)",
+                dir.display()
+            )),
+            Some(_) => {}
         }
         for (id, ch) in &self.channels {
             let inline = match ch {
@@ -928,17 +940,6 @@ impl<'a> Parser<'a> {
             self.problem(
                 at("bot", "kb_dir"),
                 format!("[bot] kb_dir {} is not a directory", bot.kb_dir.display()),
-            );
-        }
-        if let Some(dir) = &bot.model_dir
-            && !dir.join("model.safetensors").is_file()
-        {
-            self.problem(
-                at("bot", "model_dir"),
-                format!(
-                    "[bot] model_dir {} has no model.safetensors (a sentence-transformers directory: config.json, tokenizer.json, model.safetensors)",
-                    dir.display()
-                ),
             );
         }
         for (name, p) in [("semantic", &bot.semantic), ("lexical", &bot.lexical)] {

@@ -16,8 +16,20 @@ use crate::store::sled_store::SledOptions;
 use crate::store::{SledStore, Store};
 
 /// The model to use: the one given, else the one the config in the working directory names.
+/// A configured directory without a model is passed over (words only), loudly.
 fn model_dir(given: Option<PathBuf>, config: Option<&Config>) -> Option<PathBuf> {
-    given.or_else(|| config.and_then(|c| c.bot.model_dir.clone()))
+    given.or_else(|| {
+        let dir = config.and_then(|c| c.bot.model_dir.clone())?;
+        if dir.join("model.safetensors").is_file() {
+            Some(dir)
+        } else {
+            eprintln!(
+                "warning: [bot] model_dir {} has no model.safetensors; words only (run scripts/fetch-model)",
+                dir.display()
+            );
+            None
+        }
+    })
 }
 
 /// `config/switchboard.toml` of the working directory, when there is one.
@@ -294,9 +306,9 @@ fn open_live(config: &Config, model: bool) -> anyhow::Result<(Arc<SledStore>, Li
     let store = crate::app::open_store(config).context(
         "opening the store (is the daemon running? stop it, or use POST /api/v1/kb/import)",
     )?;
-    let model = match (&config.bot.model_dir, model) {
-        (Some(dir), true) => Some(load_model(dir)?),
-        _ => None,
+    let model = match model_dir(None, Some(config)).filter(|_| model) {
+        Some(dir) => Some(load_model(&dir)?),
+        None => None,
     };
     let kb = LiveKb::open(store.as_ref(), &config.bot, model)?;
     Ok((store, kb))
@@ -369,5 +381,10 @@ pub fn check(file: Option<&Path>, config: Option<&Path>) -> anyhow::Result<bool>
         entries.iter().map(|e| e.questions.len()).sum::<usize>(),
         problems.len()
     );
+    // What calibration would choose by words (with the model, the daemon logs its own at
+    // start and `kb eval` shows both).
+    let matcher = Matcher::build(entries, None, &|_| {})?;
+    let c = calibrate::calibrate(&matcher, false, Policy::LEXICAL, 0.03)?;
+    println!("calibration, words only: {}", describe_calibration(&c));
     Ok(problems.is_empty())
 }

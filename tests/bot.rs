@@ -282,3 +282,64 @@ async fn teach_back_and_import_are_checked_and_admin_only() {
         "{kb}"
     );
 }
+
+/// What the customer is doing comes before any FAQ answer, in Chinese first; with the
+/// multilingual model (fetched by scripts/fetch-model; required in CI), a paraphrase that is
+/// in no entry is answered by meaning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intents_come_before_answers_and_chinese_goes_by_meaning() {
+    let receiver = support::Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = support::write_config(dir.path(), &receiver.url, "");
+    let e5 = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/multilingual-e5-small");
+    let model = e5.join("model.safetensors").exists();
+    assert!(
+        model || std::env::var_os("CI").is_none(),
+        "CI needs scripts/fetch-model"
+    );
+    if model {
+        let bot = format!(
+            "[bot]\nmodel_dir = \"{}\"\nmodel_languages = [\"en\", \"zh\"]\ncalibrate = true\n",
+            e5.display()
+        );
+        support::edit_config(&path, &[("[bot]\n", &bot)]);
+    }
+    let daemon = support::Daemon::start(dir.path());
+    let c = Client::new(&daemon);
+
+    // A request for a person: handed over at once, the hand-over text the only reply.
+    c.hook("h", "h-1", "我要找人工").await;
+    let replies = receiver.wait_for("h", 1).await;
+    assert!(replies[0].text.contains("转接人工"), "{replies:?}");
+    let conv = conversation(&c, "h").await;
+    assert_eq!(
+        conv["conversation"]["escalation"]["reason"], "asked_for_human",
+        "{conv}"
+    );
+    // A question about people stays a question.
+    c.hook("q", "q-1", "人工客服几点上班").await;
+    let replies = receiver.wait_for("q", 1).await;
+    assert!(replies[0].text.contains("9:00"), "{replies:?}");
+    assert_eq!(status_of(&c, "q").await, "bot");
+    // Upset: a person, with the cues for the agent.
+    c.hook("u", "u-1", "什么破服务，气死我了").await;
+    receiver.wait_for("u", 1).await;
+    let conv = conversation(&c, "u").await;
+    let escalation = &conv["conversation"]["escalation"];
+    assert_eq!(escalation["reason"], "frustrated", "{conv}");
+    assert!(
+        escalation["detail"].as_str().unwrap().contains("破服务"),
+        "{escalation}"
+    );
+    // Small talk: a short reply in the customer's language, nobody called.
+    c.hook("g", "g-1", "你好").await;
+    let replies = receiver.wait_for("g", 1).await;
+    assert!(replies[0].text.contains("您好"), "{replies:?}");
+    assert_eq!(status_of(&c, "g").await, "bot");
+    if model {
+        // In no entry's words: answered by meaning.
+        c.hook("p", "p-1", "下单以后一般要等几天东西才能送到").await;
+        let replies = receiver.wait_for("p", 1).await;
+        assert!(replies[0].text.contains("工作日"), "{replies:?}");
+    }
+}

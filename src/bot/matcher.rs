@@ -55,6 +55,8 @@ pub struct Matcher {
     entries: Vec<Entry>,
     variant_entry: Vec<usize>,
     variant_text: Vec<String>,
+    /// Per entry: whether it is written in Chinese (its first question has CJK).
+    entry_cjk: Vec<bool>,
     lexical: Lexical,
     semantic: Option<Semantic>,
 }
@@ -88,11 +90,16 @@ impl Matcher {
             None => None,
         };
         let variant_text = texts.iter().map(|t| t.to_string()).collect();
+        let entry_cjk = entries
+            .iter()
+            .map(|e| e.questions.first().is_some_and(|q| super::text::has_cjk(q)))
+            .collect();
         Ok(Matcher {
             model_languages: vec!["en".into()],
             entries,
             variant_entry,
             variant_text,
+            entry_cjk,
             lexical,
             semantic,
         })
@@ -163,12 +170,19 @@ impl Matcher {
 
     /// [`Matcher::score`] with the text's vector given (`None`: words only), as if the
     /// variants for which `skip` holds were not in the knowledge base.
+    ///
+    /// A knowledge base with entries in the message's script (Chinese or not) answers from
+    /// those only: a Chinese customer gets the Chinese entry, not its English twin.
     pub fn score_without(
         &self,
         text: &str,
         query: Option<&[f32]>,
         skip: &dyn Fn(usize) -> bool,
     ) -> Result<Scored, MatchError> {
+        let cjk = super::text::has_cjk(text);
+        let own_script = self.entry_cjk.contains(&cjk);
+        let other = |e: usize| own_script && self.entry_cjk[e] != cjk;
+        let skip = &|v: usize| skip(v) || other(self.variant_entry[v]);
         let lexical = self.lexical.score_without(text, CANDIDATES, skip)?;
         let (Some(sem), Some(query)) = (self.semantic.as_ref(), query) else {
             let candidates = lexical

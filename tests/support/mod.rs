@@ -157,7 +157,8 @@ impl Daemon {
                 sink.lock().unwrap().push(line);
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+        // With the multilingual model the bot embeds its knowledge base and examples first.
+        let addr = match rx.recv_timeout(Duration::from_secs(90)) {
             Ok(a) => a,
             Err(_) => {
                 let _ = child.kill();
