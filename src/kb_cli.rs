@@ -272,6 +272,11 @@ fn print_report(r: &eval::Report) {
     );
     println!("wrong-answer rate     {:6.2}%", r.wrong_answer_rate * 100.0);
     println!("clarify rate          {:6.1}%", r.clarify_rate * 100.0);
+    println!(
+        "clarify hit rate      {:6.1}%  (right entry offered; resolved {:.1}%)",
+        r.clarify_hit_rate * 100.0,
+        r.resolved_rate * 100.0
+    );
     println!("escalate rate         {:6.1}%", r.escalate_rate * 100.0);
     println!(
         "latency per decision  p50 {:.3} ms  p99 {:.3} ms",

@@ -37,6 +37,11 @@ pub struct Report {
     pub out_of_scope_recall: f64,
     pub wrong_answer_rate: f64,
     pub clarify_rate: f64,
+    /// In-scope queries clarified with the expected entry among the options offered: a
+    /// customer one tap from the right answer.
+    pub clarify_hit_rate: f64,
+    /// In-scope accuracy + clarify hit rate.
+    pub resolved_rate: f64,
     pub escalate_rate: f64,
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,
@@ -77,6 +82,7 @@ pub struct Tally {
     pub wrong: usize,
     pub oos_declined: usize,
     pub clarified: usize,
+    pub clarify_hits: usize,
     pub escalated: usize,
 }
 
@@ -87,8 +93,16 @@ impl Tally {
             let verdict = policy.decide(s);
             let answered = match &verdict {
                 Verdict::Answer { entry, .. } => Some(matcher.entries()[*entry].id.as_str()),
-                Verdict::Clarify { .. } => {
+                Verdict::Clarify { options } => {
                     t.clarified += 1;
+                    let offered = |want: &str| {
+                        options
+                            .iter()
+                            .any(|&(e, _)| matcher.entries()[e].id == want)
+                    };
+                    if q.expect.as_deref().is_some_and(offered) {
+                        t.clarify_hits += 1;
+                    }
                     None
                 }
                 Verdict::NoMatch { .. } => {
@@ -150,6 +164,8 @@ pub fn report(
         out_of_scope_recall: t.oos_recall(),
         wrong_answer_rate: t.wrong_rate(),
         clarify_rate: Tally::share(t.clarified, n),
+        clarify_hit_rate: Tally::share(t.clarify_hits, t.in_scope),
+        resolved_rate: t.accuracy() + Tally::share(t.clarify_hits, t.in_scope),
         escalate_rate: Tally::share(t.escalated, n),
         latency_p50_ms: percentile(&latencies, 0.5),
         latency_p99_ms: percentile(&latencies, 0.99),

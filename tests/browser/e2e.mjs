@@ -178,7 +178,7 @@ try {
   const person = customer.locator(".buttons button", { hasText: "Talk to a person" });
   await person.waitFor();
   await person.click();
-  await customer.locator("li.customer:not(.pending)", { hasText: "Talk to a person" }).waitFor();
+  await customer.locator("li.customer:not(.pending)", { hasText: /Talk to a person/ }).waitFor();
   await agent.locator('[data-count="queued"]', { hasText: "1" }).waitFor();
   // Since the restart the team has a one-hour first-reply target: the queue shows the clock.
   await agent.locator("#queues [data-view=queued]").click();
