@@ -306,30 +306,21 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// Required in CI; elsewhere a missing model skips the semantic tests, loudly.
 #[cfg(test)]
 pub(crate) fn test_model() -> Option<Embedder> {
-    let dir = std::env::var_os("SWITCHBOARD_TEST_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("models/all-MiniLM-L6-v2"));
-    if !dir.join("model.safetensors").exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI needs the model: run scripts/fetch-model"
-        );
-        eprintln!(
-            "SKIPPED: no model in {} (scripts/fetch-model)",
-            dir.display()
-        );
-        return None;
-    }
-    Some(Embedder::load(&dir).unwrap())
+    test_model_from("SWITCHBOARD_TEST_MODEL", "models/all-MiniLM-L6-v2")
 }
 
 /// The multilingual model for tests, from `SWITCHBOARD_TEST_E5` or
 /// `models/multilingual-e5-small`; required in CI like [`test_model`].
 #[cfg(test)]
 pub(crate) fn test_e5() -> Option<Embedder> {
-    let dir = std::env::var_os("SWITCHBOARD_TEST_E5")
+    test_model_from("SWITCHBOARD_TEST_E5", "models/multilingual-e5-small")
+}
+
+#[cfg(test)]
+fn test_model_from(var: &str, default: &str) -> Option<Embedder> {
+    let dir = std::env::var_os(var)
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("models/multilingual-e5-small"));
+        .unwrap_or_else(|| PathBuf::from(default));
     if !dir.join("model.safetensors").exists() {
         assert!(
             std::env::var_os("CI").is_none(),
