@@ -942,6 +942,15 @@ impl<'a> Parser<'a> {
                 format!("[bot] kb_dir {} is not a directory", bot.kb_dir.display()),
             );
         }
+        if !(bot.max_wrong_rate > 0.0 && bot.max_wrong_rate < 1.0) {
+            self.problem(
+                at("bot", "max_wrong_rate"),
+                format!(
+                    "[bot] max_wrong_rate {} must be above 0 and below 1 (a share of all questions, e.g. 0.03)",
+                    bot.max_wrong_rate
+                ),
+            );
+        }
         for (name, p) in [("semantic", &bot.semantic), ("lexical", &bot.lexical)] {
             if !(p.clarify <= p.answer && (0.0..=1.0).contains(&p.lexical_weight) && p.top_k >= 1) {
                 self.problem(
@@ -1070,6 +1079,22 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("./data"));
         assert!(c.channels.contains_key("webhook"));
         assert!(c.channels.contains_key("webchat"));
+    }
+
+    #[test]
+    fn a_wrong_rate_outside_zero_and_one_is_refused_with_its_line() {
+        for bad in ["0.0", "1.5", "-0.1"] {
+            let text = format!("[bot]\nkb_dir = \"config/kb\"\nmax_wrong_rate = {bad}\n");
+            let err = Config::parse(&text, "t.toml").unwrap_err();
+            let p = err
+                .problems
+                .iter()
+                .find(|p| p.message.contains("max_wrong_rate"))
+                .unwrap_or_else(|| panic!("{bad}: {err}"));
+            assert_eq!(p.line, Some(3), "{bad}: {err}");
+        }
+        let ok = "[bot]\nkb_dir = \"config/kb\"\nmax_wrong_rate = 0.05\n";
+        assert!(Config::parse(ok, "t.toml").is_ok());
     }
 
     #[test]
