@@ -152,7 +152,12 @@ pub fn files(msg: &Message) -> Vec<FileRef> {
     let mut out = Vec::new();
     if let Some(photo) = msg
         .photo()
-        .and_then(|sizes| sizes.iter().max_by_key(|p| p.width * p.height))
+        // Sizes come from the network: a hostile width × height must not overflow.
+        .and_then(|sizes| {
+            sizes
+                .iter()
+                .max_by_key(|p| u64::from(p.width) * u64::from(p.height))
+        })
     {
         out.push(FileRef {
             id: photo.file.id.clone(),
