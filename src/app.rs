@@ -68,7 +68,7 @@ pub fn build_bot(
     store: &dyn Store,
 ) -> anyhow::Result<(Arc<LiveKb>, Arc<KbResponder>)> {
     let model = match &config.bot.model_dir {
-        Some(dir) if !dir.join("model.safetensors").is_file() => {
+        Some(dir) if !crate::bot::embed::Embedder::present(dir) => {
             tracing::warn!(
                 model_dir = %dir.display(),
                 "NO MODEL: model_dir has no model.safetensors; the bot matches words only, answers fewer questions and hands off more (run scripts/fetch-model)"

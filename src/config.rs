@@ -702,7 +702,7 @@ impl Config {
             None => w.push(
                 "[bot] no model_dir: the bot matches words only, answers fewer questions and hands off more (see README, \"The bot\")".into(),
             ),
-            Some(dir) if !dir.join("model.safetensors").is_file() => w.push(format!(
+            Some(dir) if !crate::bot::embed::Embedder::present(dir) => w.push(format!(
                 "[bot] model_dir {} has no model.safetensors: the bot matches words only, answers fewer questions and hands off more (scripts/fetch-model puts the default model there)",
                 dir.display()
             )),

@@ -20,7 +20,7 @@ use crate::store::{SledStore, Store};
 fn model_dir(given: Option<PathBuf>, config: Option<&Config>) -> Option<PathBuf> {
     given.or_else(|| {
         let dir = config.and_then(|c| c.bot.model_dir.clone())?;
-        if dir.join("model.safetensors").is_file() {
+        if Embedder::present(&dir) {
             Some(dir)
         } else {
             eprintln!(
@@ -135,31 +135,16 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
     .with_model_languages(&bot.model_languages);
     let build_ms = t.elapsed().as_secs_f64() * 1e3;
     bar.finish_and_clear();
-    let mut calibrations = Vec::new();
-    if !args.fixed {
-        let t = Instant::now();
-        for semantic in [false, true]
-            .into_iter()
-            .filter(|&s| !s || matcher.has_model())
-        {
-            let base = if semantic {
-                policy.semantic
-            } else {
-                policy.lexical
-            };
-            let c = calibrate::calibrate(&matcher, semantic, base, args.max_wrong_rate)?;
-            *(if semantic {
-                &mut policy.semantic
-            } else {
-                &mut policy.lexical
-            }) = c.policy;
-            calibrations.push((if semantic { "semantic" } else { "lexical" }, c));
-        }
-        if !args.json {
-            println!("calibrated in {:.1} s:", t.elapsed().as_secs_f64());
-            for (name, c) in &calibrations {
-                println!("  {name}: {}", describe_calibration(c));
-            }
+    let t = Instant::now();
+    let calibrations = if args.fixed {
+        Vec::new()
+    } else {
+        calibrate::calibrate_policies(&matcher, &mut policy, args.max_wrong_rate)?
+    };
+    if !calibrations.is_empty() && !args.json {
+        println!("calibrated in {:.1} s:", t.elapsed().as_secs_f64());
+        for (name, c) in &calibrations {
+            println!("  {name}: {}", describe_calibration(c));
         }
     }
     let (scored, latencies) = eval::score_all(&matcher, &policy, &queries)?;

@@ -20,7 +20,7 @@
 
 use serde::Serialize;
 
-use super::matcher::{MatchError, Matcher, Policy, Scored};
+use super::matcher::{MatchError, Matcher, Policies, Policy, Scored};
 
 /// Held-out questions kept in scope, at most.
 const MAX_IN_SCOPE: usize = 2_000;
@@ -140,13 +140,12 @@ pub fn samples(matcher: &Matcher, semantic: bool) -> Result<Vec<Sample>, MatchEr
         .copied()
         .unwrap_or(f32::INFINITY);
     for text in off_topic() {
-        let scored = if semantic && matcher.semantic_for(text) {
-            let embedder = matcher.embedder().expect("semantic_for implies a model");
-            let q = embedder.embed_one(text)?;
-            matcher.score_without(text, Some(&q), &|_| false)?
+        let query = if semantic {
+            matcher.query_vector(text)?
         } else {
-            matcher.score_without(text, None, &|_| false)?
+            None
         };
+        let scored = matcher.score_without(text, query.as_deref(), &|_| false)?;
         if best(&scored) >= covered {
             continue;
         }
@@ -417,6 +416,30 @@ pub fn calibrate(
         base,
         max_wrong,
     ))
+}
+
+/// Both policies of a bot calibrated on `matcher` in place: words only, and with the model
+/// when there is one. Returns what was chosen for each ("lexical", "semantic").
+pub fn calibrate_policies(
+    matcher: &Matcher,
+    policies: &mut Policies,
+    max_wrong: f64,
+) -> Result<Vec<(&'static str, Calibration)>, MatchError> {
+    let mut chosen = Vec::new();
+    for (name, semantic) in [("lexical", false), ("semantic", true)] {
+        if semantic && !matcher.has_model() {
+            continue;
+        }
+        let slot = if semantic {
+            &mut policies.semantic
+        } else {
+            &mut policies.lexical
+        };
+        let c = calibrate(matcher, semantic, *slot, max_wrong)?;
+        *slot = c.policy;
+        chosen.push((name, c));
+    }
+    Ok(chosen)
 }
 
 #[cfg(test)]

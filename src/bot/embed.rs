@@ -55,6 +55,12 @@ pub struct Embedder {
 }
 
 impl Embedder {
+    /// Whether `dir` holds a model to load (its weights are there); a directory without one
+    /// means words only.
+    pub fn present(dir: &Path) -> bool {
+        dir.join("model.safetensors").is_file()
+    }
+
     pub fn load(dir: &Path) -> Result<Embedder, EmbedError> {
         let err = |message: String| EmbedError::Load {
             dir: dir.to_owned(),
@@ -321,7 +327,7 @@ fn test_model_from(var: &str, default: &str) -> Option<Embedder> {
     let dir = std::env::var_os(var)
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(default));
-    if !dir.join("model.safetensors").exists() {
+    if !Embedder::present(&dir) {
         assert!(
             std::env::var_os("CI").is_none(),
             "CI needs the model: run scripts/fetch-model"

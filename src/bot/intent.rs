@@ -291,8 +291,7 @@ impl Intents {
         if let Some(f) = self.small_talk(&folded, &[Intent::Bot]) {
             return Some(f);
         }
-        let about_people = human.about.iter().any(|a| contains(&t, a));
-        if !about_people
+        if !self.about_people_folded(&t)
             && let Some(w) = words(Intent::Human, &t).or_else(|| asks_for_people(human, &t))
         {
             return found(Intent::Human, w);
@@ -311,11 +310,14 @@ impl Intents {
     /// Whether a message about people is about their hours or phone number (a question for
     /// the knowledge base, not a request): "人工客服几点上班".
     pub fn about_people(&self, text: &str) -> bool {
-        let t = fold(text);
+        self.about_people_folded(&fold(text))
+    }
+
+    fn about_people_folded(&self, folded: &str) -> bool {
         self.classes[&Intent::Human]
             .about
             .iter()
-            .any(|a| contains(&t, a))
+            .any(|a| contains(folded, a))
     }
 
     /// Small talk of these kinds, when that is all the message says.
@@ -343,7 +345,7 @@ impl Intents {
     }
 
     /// By meaning: the class of the nearest example, if it is close enough and nearer than
-    /// every question of the knowledge base (`kb`: its best cosine to `query`).
+    /// every question of the knowledge base (`kb_best`: their best cosine to `query`).
     pub fn by_meaning(&self, query: &[f32], kb_best: f32) -> Option<Found> {
         let ex = self.examples.as_ref()?;
         let (best, at) = ex
@@ -366,15 +368,10 @@ impl Intents {
             ),
         })
     }
-
-    /// The cosine an example must reach (with a model).
-    pub fn threshold(&self) -> Option<f32> {
-        self.examples.as_ref().map(|e| e.threshold)
-    }
 }
 
-/// A person word with a request word just before it (and nothing about hours or phone
-/// numbers), or a message that is only a person word.
+/// A person word with a request word just before it, or a message that is only a person
+/// word. (The caller has ruled out messages about people's hours or phone number.)
 fn asks_for_people(c: &Class, t: &str) -> Option<String> {
     let trimmed: String = t
         .chars()

@@ -528,19 +528,17 @@ pub fn check(entries: &[Entry]) -> Vec<String> {
 /// Replaces the configured thresholds by those calibrated on `matcher`'s knowledge base
 /// (words only, and with the model when there is one), and logs what was chosen.
 fn calibrate_config(matcher: &Matcher, config: &mut BotConfig) -> Result<(), LiveError> {
-    for semantic in [false, true] {
-        if semantic && !matcher.has_model() {
-            continue;
-        }
-        let slot = if semantic {
-            &mut config.semantic
-        } else {
-            &mut config.lexical
-        };
-        let c = super::calibrate::calibrate(matcher, semantic, *slot, config.max_wrong_rate)?;
+    let mut policies = super::matcher::Policies {
+        semantic: config.semantic,
+        lexical: config.lexical,
+    };
+    let chosen =
+        super::calibrate::calibrate_policies(matcher, &mut policies, config.max_wrong_rate)?;
+    (config.semantic, config.lexical) = (policies.semantic, policies.lexical);
+    for (scores, c) in chosen {
         let p = c.policy;
         tracing::info!(
-            scores = if semantic { "semantic" } else { "lexical" },
+            scores,
             answer = p.answer,
             margin = p.margin,
             clarify = p.clarify,
@@ -551,7 +549,6 @@ fn calibrate_config(matcher: &Matcher, config: &mut BotConfig) -> Result<(), Liv
             note = c.note.as_deref().unwrap_or(""),
             "bot thresholds calibrated"
         );
-        *slot = p;
     }
     Ok(())
 }

@@ -139,11 +139,16 @@ impl Matcher {
 
     /// Raw features of the likeliest entries for `text`.
     pub fn score(&self, text: &str) -> Result<Scored, MatchError> {
-        let query = match self.semantic.as_ref().filter(|_| self.understands(text)) {
-            Some(sem) => Some(sem.embedder.embed_one(text)?),
-            None => None,
-        };
+        let query = self.query_vector(text)?;
         self.score_without(text, query.as_deref(), &|_| false)
+    }
+
+    /// The vector of `text` when meaning is used for it (a model that knows its language).
+    pub fn query_vector(&self, text: &str) -> Result<Option<Vec<f32>>, MatchError> {
+        match self.semantic.as_ref().filter(|_| self.understands(text)) {
+            Some(sem) => Ok(Some(sem.embedder.embed_one(text)?)),
+            None => Ok(None),
+        }
     }
 
     /// The stored vector of variant `v` (with a model).
@@ -157,10 +162,6 @@ impl Matcher {
     pub fn variant(&self, v: usize) -> (usize, &str) {
         let e = self.variant_entry[v];
         (e, self.variant_text[v].as_str())
-    }
-
-    pub fn embedder(&self) -> Option<&Arc<Embedder>> {
-        self.semantic.as_ref().map(|s| &s.embedder)
     }
 
     /// Whether meaning is used for `text` (a model that knows its language).

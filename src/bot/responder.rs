@@ -181,10 +181,7 @@ impl KbResponder {
         {
             return Ok(human(format!("words: {phrase}")));
         }
-        let query = match self.matcher.embedder() {
-            Some(e) if self.matcher.semantic_for(text) => Some(e.embed_one(text)?),
-            _ => None,
-        };
+        let query = self.matcher.query_vector(text)?;
         let scored = self
             .matcher
             .score_without(text, query.as_deref(), &|_| false)?;
