@@ -952,11 +952,15 @@ impl<'a> Parser<'a> {
             );
         }
         for (name, p) in [("semantic", &bot.semantic), ("lexical", &bot.lexical)] {
-            if !(p.clarify <= p.answer && (0.0..=1.0).contains(&p.lexical_weight) && p.top_k >= 1) {
+            if !(p.clarify <= p.answer
+                && (0.0..=1.0).contains(&p.lexical_weight)
+                && (0.0..=1.0).contains(&p.centroid_weight)
+                && p.top_k >= 1)
+            {
                 self.problem(
                     at("bot", name),
                     format!(
-                        "[bot.{name}] needs clarify <= answer, lexical_weight in 0..1, top_k >= 1"
+                        "[bot.{name}] needs clarify <= answer, lexical_weight and centroid_weight in 0..1, top_k >= 1"
                     ),
                 );
             }

@@ -104,6 +104,10 @@ pub struct EvalArgs {
     /// What the calibration keeps the estimated wrong-answer rate under.
     #[arg(long, default_value_t = 0.03)]
     pub max_wrong_rate: f64,
+    /// Write every query's and every calibration sample's raw scores to this file (JSON
+    /// lines), for studying the policy outside the daemon.
+    #[arg(long, hide = true)]
+    pub dump: Option<PathBuf>,
 }
 
 pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
@@ -148,6 +152,9 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
         }
     }
     let (scored, latencies) = eval::score_all(&matcher, &policy, &queries)?;
+    if let Some(path) = &args.dump {
+        eval::dump(path, &matcher, &queries, &scored)?;
+    }
     if args.verbose {
         for (q, s) in queries.iter().zip(&scored) {
             let ranked = policy.rank(s);
@@ -221,10 +228,7 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
 /// One line: the thresholds a calibration chose and what it expects of them.
 pub(crate) fn describe_calibration(c: &calibrate::Calibration) -> String {
     let p = &c.policy;
-    let chosen = format!(
-        "answer >= {:.3}, margin >= {:.3}, clarify >= {:.3}, lexical_weight {:.1}, top_k {}",
-        p.answer, p.margin, p.clarify, p.lexical_weight, p.top_k
-    );
+    let chosen = p.to_string();
     match &c.note {
         Some(note) => format!("{chosen} ({note})"),
         None => format!(
@@ -271,10 +275,7 @@ fn print_report(r: &eval::Report) {
         ("semantic", &r.semantic_policy),
         ("lexical", &r.lexical_policy),
     ] {
-        println!(
-            "{name} policy: answer >= {:.2}, margin >= {:.2}, clarify >= {:.2}, lexical_weight {:.1}, top_k {}",
-            p.answer, p.margin, p.clarify, p.lexical_weight, p.top_k
-        );
+        println!("{name} policy: {p}");
     }
 }
 

@@ -213,6 +213,7 @@ pub fn sweep(
                         clarify: answer - 0.15,
                         lexical_weight,
                         top_k,
+                        centroid_weight: base.semantic.centroid_weight,
                     };
                     let both = if matcher.has_model() {
                         Policies {
@@ -236,4 +237,66 @@ pub fn sweep(
     found.sort_by(|a, b| b.1.accuracy().total_cmp(&a.1.accuracy()));
     found.truncate(15);
     found
+}
+
+/// Raw scores of the queries and of the calibration's samples, one JSON line each:
+/// `{"kind", "expect", "semantic", "candidates": [[entry, lexical, [cosines], centroid]]}`.
+pub fn dump(
+    path: &Path,
+    matcher: &Matcher,
+    queries: &[Query],
+    scored: &[Scored],
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut line = |kind: &str, expect: Option<usize>, s: &Scored| -> anyhow::Result<()> {
+        let candidates: Vec<_> = s
+            .candidates
+            .iter()
+            .map(|c| serde_json::json!([c.entry, c.lexical, c.semantic, c.centroid]))
+            .collect();
+        let v = serde_json::json!({
+            "kind": kind, "expect": expect, "semantic": s.semantic, "candidates": candidates,
+        });
+        writeln!(out, "{v}")?;
+        Ok(())
+    };
+    let index = |id: &str| matcher.entries().iter().position(|e| e.id == id);
+    if matcher.has_model() {
+        // Raw little-endian f32 vectors beside the dump: the variants', then the queries'.
+        let mut raw = std::io::BufWriter::new(std::fs::File::create(path.with_extension("f32"))?);
+        let mut put = |v: &[f32]| -> anyhow::Result<()> {
+            for x in v {
+                raw.write_all(&x.to_le_bytes())?;
+            }
+            Ok(())
+        };
+        for v in 0..matcher.variants() {
+            put(matcher.variant_vector(v).unwrap_or_default())?;
+        }
+        for q in queries {
+            put(&matcher.query_vector(&q.text)?.unwrap_or_default())?;
+        }
+        for v in 0..matcher.variants() {
+            line("variant", Some(matcher.variant(v).0), &Scored::default())?;
+        }
+    }
+    for (q, s) in queries.iter().zip(scored) {
+        line("query", q.expect.as_deref().and_then(index), s)?;
+    }
+    for semantic in [false, true] {
+        if semantic && !matcher.has_model() {
+            continue;
+        }
+        for s in super::calibrate::samples(matcher, semantic)? {
+            let kind = match (s.expect, s.off_topic) {
+                (Some(_), _) => "in",
+                (None, true) => "off_topic",
+                (None, false) => "held_out",
+            };
+            let kind = format!("{}_{kind}", if semantic { "sem" } else { "lex" });
+            line(&kind, s.expect, &s.scored)?;
+        }
+    }
+    Ok(())
 }

@@ -544,6 +544,7 @@ fn calibrate_config(matcher: &Matcher, config: &mut BotConfig) -> Result<(), Liv
             clarify = p.clarify,
             lexical_weight = p.lexical_weight,
             top_k = p.top_k,
+            centroid_weight = p.centroid_weight,
             est_accuracy = c.in_scope_accuracy,
             est_wrong = c.wrong_answer_rate,
             note = c.note.as_deref().unwrap_or(""),

@@ -34,6 +34,10 @@ pub struct Candidate {
     pub lexical: f32,
     /// Cosines of the entry's best variants, best first (empty without a model).
     pub semantic: Vec<f32>,
+    /// Cosine with the entry's centroid, the mean of its variants' vectors (0 without a
+    /// model). An entry with many variants is a region, not a few points: its centre tells
+    /// a paraphrase of the whole from a lucky hit on one variant.
+    pub centroid: f32,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -47,13 +51,17 @@ struct Semantic {
     embedder: Arc<Embedder>,
     /// Row-major: one normalised vector per variant.
     vectors: Vec<f32>,
+    /// Row-major: per entry, the sum of its variants' vectors (its centroid, unnormalised).
+    sums: Vec<f32>,
 }
 
 pub struct Matcher {
     /// Languages the model understands ("en", "zh"); other texts are matched by words.
     model_languages: Vec<String>,
     entries: Vec<Entry>,
+    /// Variants are stored entry by entry: entry `e` has variants `first[e]..first[e + 1]`.
     variant_entry: Vec<usize>,
+    first: Vec<usize>,
     variant_text: Vec<String>,
     /// Per entry: whether it is written in Chinese (its first question has CJK).
     entry_cjk: Vec<bool>,
@@ -85,11 +93,29 @@ impl Matcher {
         let semantic = match model {
             Some((embedder, cache)) => {
                 let vectors = embedder.embed_all(&texts, cache, progress)?;
-                Some(Semantic { embedder, vectors })
+                let dim = embedder.dim();
+                let mut sums = vec![0.0f32; entries.len() * dim];
+                for (row, &e) in vectors.chunks_exact(dim).zip(&variant_entry) {
+                    for (s, x) in sums[e * dim..(e + 1) * dim].iter_mut().zip(row) {
+                        *s += x;
+                    }
+                }
+                Some(Semantic {
+                    embedder,
+                    vectors,
+                    sums,
+                })
             }
             None => None,
         };
         let variant_text = texts.iter().map(|t| t.to_string()).collect();
+        let mut first = vec![0; entries.len() + 1];
+        for &e in &variant_entry {
+            first[e + 1] += 1;
+        }
+        for e in 0..entries.len() {
+            first[e + 1] += first[e];
+        }
         let entry_cjk = entries
             .iter()
             .map(|e| e.questions.first().is_some_and(|q| super::text::has_cjk(q)))
@@ -98,6 +124,7 @@ impl Matcher {
             model_languages: vec!["en".into()],
             entries,
             variant_entry,
+            first,
             variant_text,
             entry_cjk,
             lexical,
@@ -192,6 +219,7 @@ impl Matcher {
                     entry: entry as usize,
                     lexical,
                     semantic: Vec::new(),
+                    centroid: 0.0,
                 })
                 .collect();
             return Ok(Scored {
@@ -242,6 +270,13 @@ impl Matcher {
                     .copied()
                     .filter(|s| s.is_finite())
                     .collect(),
+                centroid: centroid_cosine(
+                    &sem.sums[entry * dim..(entry + 1) * dim],
+                    &sem.vectors,
+                    self.first[entry]..self.first[entry + 1],
+                    query,
+                    skip,
+                ),
             })
             .collect();
         Ok(Scored {
@@ -249,6 +284,34 @@ impl Matcher {
             semantic: true,
         })
     }
+}
+
+/// Cosine of `query` with the centroid of one entry's `variants` (rows of `vectors`, summed
+/// in `sum`), leaving out those for which `skip` holds (0 when none is left).
+fn centroid_cosine(
+    sum: &[f32],
+    vectors: &[f32],
+    variants: std::ops::Range<usize>,
+    query: &[f32],
+    skip: &dyn Fn(usize) -> bool,
+) -> f32 {
+    let dim = query.len();
+    let mut sum = std::borrow::Cow::Borrowed(sum);
+    let mut left = variants.len();
+    for v in variants {
+        if skip(v) {
+            left -= 1;
+            let row = &vectors[v * dim..(v + 1) * dim];
+            for (s, x) in sum.to_mut().iter_mut().zip(row) {
+                *s -= x;
+            }
+        }
+    }
+    let norm = dot(&sum, &sum).sqrt();
+    if left == 0 || norm <= f32::EPSILON {
+        return 0.0;
+    }
+    dot(&sum, query) / norm
 }
 
 /// How scores become decisions. Two sets live in the config: one for when a model is
@@ -267,9 +330,12 @@ pub struct Policy {
     /// without a model.
     #[serde(default)]
     pub lexical_weight: f32,
-    /// An entry's semantic score is the mean of its best `top_k` variant cosines.
+    /// An entry's semantic score is the mean of its best `top_k` variant cosines...
     #[serde(default = "one")]
     pub top_k: usize,
+    /// ...blended with the cosine to its centroid at this share (0 = variants only).
+    #[serde(default)]
+    pub centroid_weight: f32,
 }
 
 fn one() -> usize {
@@ -286,6 +352,7 @@ impl Policy {
         clarify: 0.32,
         lexical_weight: 0.2,
         top_k: 5,
+        centroid_weight: 0.0,
     };
     /// Tuned on the same split, lexical only: the lead over the runner-up is what tells;
     /// answers far less, so that it is rarely wrong.
@@ -295,6 +362,7 @@ impl Policy {
         clarify: 0.2,
         lexical_weight: 1.0,
         top_k: 1,
+        centroid_weight: 0.0,
     };
 
     /// Combined score per candidate, best first.
@@ -308,7 +376,9 @@ impl Policy {
                     lexical
                 } else {
                     let k = self.top_k.clamp(1, c.semantic.len());
-                    let sem = c.semantic[..k].iter().sum::<f32>() / k as f32;
+                    let variants = c.semantic[..k].iter().sum::<f32>() / k as f32;
+                    let sem =
+                        (1.0 - self.centroid_weight) * variants + self.centroid_weight * c.centroid;
                     (1.0 - self.lexical_weight) * sem + self.lexical_weight * lexical
                 };
                 (c.entry, score)
@@ -343,6 +413,21 @@ impl Policy {
         Verdict::NoMatch {
             best: Some((top, s1)),
         }
+    }
+}
+
+impl std::fmt::Display for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "answer >= {:.3}, margin >= {:.3}, clarify >= {:.3}, lexical_weight {:.1}, top_k {}, centroid_weight {:.1}",
+            self.answer,
+            self.margin,
+            self.clarify,
+            self.lexical_weight,
+            self.top_k,
+            self.centroid_weight
+        )
     }
 }
 
@@ -401,6 +486,7 @@ mod tests {
                     entry,
                     lexical,
                     semantic: sem.to_vec(),
+                    centroid: sem.first().copied().unwrap_or(0.0),
                 })
                 .collect(),
             semantic: true,
@@ -413,6 +499,7 @@ mod tests {
         clarify: 0.4,
         lexical_weight: 0.0,
         top_k: 2,
+        centroid_weight: 0.0,
     };
 
     #[test]
@@ -439,6 +526,47 @@ mod tests {
             P.decide(&Scored::default()),
             Verdict::NoMatch { best: None }
         ));
+    }
+
+    #[test]
+    fn the_centroid_leaves_out_skipped_variants() {
+        // Three variants of one entry in the plane; the query lies along the first.
+        let vectors = [1.0, 0.0, 0.0, 1.0, -1.0, 0.0];
+        let sum = [0.0, 1.0];
+        let query = [1.0, 0.0];
+        // All three: the centre points straight up, at right angles to the query.
+        let all = centroid_cosine(&sum, &vectors, 0..3, &query, &|_| false);
+        assert!(all.abs() < 1e-6, "{all}");
+        // Without the third (pointing away), the centre is at 45 degrees.
+        let without = centroid_cosine(&sum, &vectors, 0..3, &query, &|v| v == 2);
+        assert!(
+            (without - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-6,
+            "{without}"
+        );
+        // Nothing left: no score.
+        assert_eq!(
+            centroid_cosine(&sum, &vectors, 0..3, &query, &|_| true),
+            0.0
+        );
+    }
+
+    #[test]
+    fn centroid_weight_blends_variants_and_centre() {
+        let p = Policy {
+            top_k: 1,
+            centroid_weight: 0.5,
+            ..P
+        };
+        let mut s = scored(&[(1, 0.0, &[0.9]), (2, 0.0, &[0.8])]);
+        s.candidates[0].centroid = 0.5;
+        s.candidates[1].centroid = 0.8;
+        // 0.7 against 0.8: the entry whose centre is near wins over a lucky variant.
+        let r = p.rank(&s);
+        assert_eq!(r[0].0, 2);
+        assert!(
+            (r[0].1 - 0.8).abs() < 1e-6 && (r[1].1 - 0.7).abs() < 1e-6,
+            "{r:?}"
+        );
     }
 
     #[test]
