@@ -525,6 +525,50 @@ mod tests {
     }
 
     #[test]
+    fn entries_with_a_clear_centre_are_scored_by_it() {
+        use crate::bot::matcher::Candidate;
+        let c = |entry, best: f32, centroid| Candidate {
+            entry,
+            lexical: 0.0,
+            semantic: vec![best],
+            centroid,
+        };
+        let sample = |candidates, expect| Sample {
+            scored: Scored {
+                candidates,
+                semantic: true,
+            },
+            expect,
+            off_topic: false,
+        };
+        let mut s = Vec::new();
+        for i in 0..100 {
+            // In scope: one variant of a neighbour (9) is closer than any of the right
+            // entry's, but the right entry's centre is far closer than the neighbour's.
+            s.push(sample(
+                vec![c(i % 7, 0.8, 0.9), c(9, 0.85, 0.6)],
+                Some(i % 7),
+            ));
+            // Out of scope: near a variant, far from every centre.
+            s.push(sample(vec![c(i % 7, 0.85, 0.6), c(8, 0.5, 0.5)], None));
+        }
+        let base = Policy {
+            lexical_weight: 0.0,
+            top_k: 1,
+            ..Policy::SEMANTIC
+        };
+        let c = choose(&s, 10, true, base, 0.03);
+        assert!(c.policy.centroid_weight > 0.0, "{:?}", c.policy);
+        assert!(c.in_scope_accuracy > 0.99, "{c:?}");
+        // Variants alone would answer the neighbour every time.
+        let variants_only = Policy {
+            centroid_weight: 0.0,
+            ..c.policy
+        };
+        assert_eq!(variants_only.rank(&s[0].scored)[0].0, 9);
+    }
+
+    #[test]
     fn thresholds_move_with_the_knowledge_base() {
         let low = chosen(0.0);
         let high = chosen(0.2);
