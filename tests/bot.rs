@@ -342,4 +342,38 @@ async fn intents_come_before_answers_and_chinese_goes_by_meaning() {
         let replies = receiver.wait_for("p", 1).await;
         assert!(replies[0].text.contains("工作日"), "{replies:?}");
     }
+    // The same request through the web chat: the hand-over is the bot's only reply.
+    let token = c.chat_session().await;
+    let r = c
+        .http
+        .post(daemon.url("/chat/chat/messages"))
+        .bearer_auth(&token)
+        .json(&json!({"text": "我要找人工", "client_message_id": "w-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let said = eventually(30, "the hand-over in the web chat", async || {
+        let t: Value = serde_json::from_str(&c.chat_transcript(&token).await).ok()?;
+        let said: Vec<Value> = t["entries"]
+            .as_array()?
+            .iter()
+            .filter(|e| e["from"] != "customer")
+            .cloned()
+            .collect();
+        (!said.is_empty()).then_some(said)
+    })
+    .await;
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(
+        said[0]["text"].as_str().unwrap().contains("转接人工"),
+        "{said:?}"
+    );
+    let (_, list) = c.get("/api/v1/conversations?channel=chat").await;
+    let id = list["items"][0]["id"].as_u64().unwrap();
+    let (_, conv) = c.get(&format!("/api/v1/conversations/{id}")).await;
+    assert_eq!(
+        conv["conversation"]["escalation"]["reason"], "asked_for_human",
+        "{conv}"
+    );
 }
