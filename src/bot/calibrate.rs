@@ -326,44 +326,42 @@ pub fn choose(
             .flat_map(move |&k| centroids.iter().map(move |&c| (w, k, c)))
     });
     for (lexical_weight, top_k, centroid_weight) in shapes {
-        {
-            let shape = Policy {
-                lexical_weight,
-                top_k,
-                centroid_weight,
-                ..base
-            };
-            let tops = tops(samples, &shape);
-            let mut levels: Vec<f32> = tops.iter().map(|t| t.first).collect();
-            levels.sort_by(f32::total_cmp);
-            levels.dedup();
-            let grid: Vec<f32> = (0..=100)
-                .map(|i| levels[(levels.len() - 1) * i / 100])
-                .collect();
-            for &margin in &MARGINS {
-                for &answer in &grid {
-                    let c = count(samples, &tops, answer, margin, f32::INFINITY);
-                    if c.wrong_rate() > max_wrong {
-                        continue;
+        let shape = Policy {
+            lexical_weight,
+            top_k,
+            centroid_weight,
+            ..base
+        };
+        let tops = tops(samples, &shape);
+        let mut levels: Vec<f32> = tops.iter().map(|t| t.first).collect();
+        levels.sort_by(f32::total_cmp);
+        levels.dedup();
+        let grid: Vec<f32> = (0..=100)
+            .map(|i| levels[(levels.len() - 1) * i / 100])
+            .collect();
+        for &margin in &MARGINS {
+            for &answer in &grid {
+                let c = count(samples, &tops, answer, margin, f32::INFINITY);
+                if c.wrong_rate() > max_wrong {
+                    continue;
+                }
+                let accuracy = share(c.correct, c.in_scope);
+                let better = match &best {
+                    None => true,
+                    Some((a, p, _)) => {
+                        accuracy > *a + 1e-9
+                            || ((accuracy - *a).abs() <= 1e-9
+                                && (margin, answer) > (p.margin, p.answer))
                     }
-                    let accuracy = share(c.correct, c.in_scope);
-                    let better = match &best {
-                        None => true,
-                        Some((a, p, _)) => {
-                            accuracy > *a + 1e-9
-                                || ((accuracy - *a).abs() <= 1e-9
-                                    && (margin, answer) > (p.margin, p.answer))
-                        }
+                };
+                if better {
+                    let policy = Policy {
+                        answer,
+                        margin,
+                        clarify: answer,
+                        ..shape
                     };
-                    if better {
-                        let policy = Policy {
-                            answer,
-                            margin,
-                            clarify: answer,
-                            ..shape
-                        };
-                        best = Some((accuracy, policy, c));
-                    }
+                    best = Some((accuracy, policy, c));
                 }
             }
         }
@@ -383,7 +381,8 @@ pub fn choose(
             note: Some("no threshold keeps wrong answers low enough: the bot only asks".into()),
         };
     };
-    // The lowest clarify threshold that offers options to few out-of-scope questions.
+    // The lowest clarify threshold that answers or offers options to few out-of-scope
+    // questions.
     let tops = tops(samples, &policy);
     let mut levels: Vec<f32> = tops
         .iter()

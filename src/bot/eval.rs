@@ -241,6 +241,9 @@ pub fn sweep(
 
 /// Raw scores of the queries and of the calibration's samples, one JSON line each:
 /// `{"kind", "expect", "semantic", "candidates": [[entry, lexical, [cosines], centroid]]}`.
+/// With a model, also `kind = "variant"` lines (`expect`: the variant's entry) and, in
+/// `path` with the extension `f32`, the vectors as little-endian f32: every variant's, then
+/// every query's (zeros for one the model does not read).
 pub fn dump(
     path: &Path,
     matcher: &Matcher,
@@ -263,19 +266,20 @@ pub fn dump(
     };
     let index = |id: &str| matcher.entries().iter().position(|e| e.id == id);
     if matcher.has_model() {
-        // Raw little-endian f32 vectors beside the dump: the variants', then the queries'.
         let mut raw = std::io::BufWriter::new(std::fs::File::create(path.with_extension("f32"))?);
-        let mut put = |v: &[f32]| -> anyhow::Result<()> {
-            for x in v {
+        let dim = matcher.variant_vector(0).map_or(0, <[f32]>::len);
+        let mut put = |v: Option<&[f32]>| -> anyhow::Result<()> {
+            for i in 0..dim {
+                let x = v.map_or(0.0, |v| v[i]);
                 raw.write_all(&x.to_le_bytes())?;
             }
             Ok(())
         };
         for v in 0..matcher.variants() {
-            put(matcher.variant_vector(v).unwrap_or_default())?;
+            put(matcher.variant_vector(v))?;
         }
         for q in queries {
-            put(&matcher.query_vector(&q.text)?.unwrap_or_default())?;
+            put(matcher.query_vector(&q.text)?.as_deref())?;
         }
         for v in 0..matcher.variants() {
             line("variant", Some(matcher.variant(v).0), &Scored::default())?;
