@@ -147,6 +147,10 @@ enum Bench {
         /// Keep (and reuse) the filled data in this directory.
         #[arg(long)]
         keep: Option<PathBuf>,
+        /// The bot's model for the measured daemon (the fill runs words only: a model would
+        /// spend hours on a million messages); without one, words only.
+        #[arg(long, default_value = "models/multilingual-e5-small")]
+        model: PathBuf,
     },
     /// One bot decision on a large knowledge base: words only and with the model.
     Bot(switchboard::bench::bot::BotArgs),
@@ -282,7 +286,11 @@ fn main() -> ExitCode {
                         messages,
                         cache_mb,
                         keep,
-                    } => switchboard::bench::inbox(conversations, messages, cache_mb, keep).await,
+                        model,
+                    } => {
+                        switchboard::bench::inbox(conversations, messages, cache_mb, keep, model)
+                            .await
+                    }
                     Bench::Bot(args) => switchboard::bench::bot::bot(args),
                     Bench::Routing(args) => switchboard::bench::routing::routing(args).await,
                     #[cfg(feature = "fakes")]

@@ -155,8 +155,15 @@ fn hook_body(i: usize, conversations: usize) -> String {
     .to_string()
 }
 
-/// The bench's own config: everything on loopback in `dir`.
-fn bench_config(dir: &Path, callback: &str, cache_mb: u64, extra: &str) -> String {
+/// The bench's own config: everything on loopback in `dir`; the bot on words only, or on
+/// the model in `model`.
+fn bench_config(
+    dir: &Path,
+    callback: &str,
+    cache_mb: u64,
+    model: Option<&Path>,
+    extra: &str,
+) -> String {
     // The group-commit linger can be tried without editing code.
     let linger = std::env::var("SWITCHBOARD_BENCH_LINGER_US")
         .ok()
@@ -165,6 +172,10 @@ fn bench_config(dir: &Path, callback: &str, cache_mb: u64, extra: &str) -> Strin
     let kb = std::env::current_dir()
         .map(|d| d.join("config/kb"))
         .unwrap_or_else(|_| PathBuf::from("config/kb"));
+    let model = match model {
+        Some(dir) => format!("model_dir = {:?}", dir.display().to_string()),
+        None => String::new(),
+    };
     format!(
         r#"
 data_dir = "{data}"
@@ -177,6 +188,7 @@ listen = "127.0.0.1:0"
 token_env = "SWITCHBOARD_BENCH_ADMIN_TOKEN"
 [bot]
 kb_dir = "{kb}"
+{model}
 [channels.hook]
 type = "webhook"
 secret = "{SECRET}"
@@ -245,7 +257,7 @@ async fn start_daemon(
     CancellationToken,
     tokio::task::JoinHandle<anyhow::Result<()>>,
 )> {
-    let text = bench_config(dir, callback, cache_mb, extra);
+    let text = bench_config(dir, callback, cache_mb, None, extra);
     let config = Config::parse(&text, "<bench>").map_err(|e| anyhow::anyhow!("{e}"))?;
     // SAFETY: set before any thread of ours reads the environment concurrently.
     unsafe { std::env::set_var("SWITCHBOARD_BENCH_ADMIN_TOKEN", ADMIN_TOKEN) };
@@ -497,6 +509,7 @@ pub async fn inbox(
     messages: usize,
     cache_mb: u64,
     keep: Option<PathBuf>,
+    model: PathBuf,
 ) -> anyhow::Result<()> {
     let dir = match &keep {
         Some(d) => d.clone(),
@@ -505,7 +518,10 @@ pub async fn inbox(
     std::fs::create_dir_all(&dir)?;
     let config_path = dir.join("bench.toml");
     let (callback, _) = sink().await?;
-    std::fs::write(&config_path, bench_config(&dir, &callback, cache_mb, ""))?;
+    std::fs::write(
+        &config_path,
+        bench_config(&dir, &callback, cache_mb, None, ""),
+    )?;
     let http = client(64)?;
     if !dir.join("data").exists() {
         println!(
@@ -551,6 +567,17 @@ pub async fn inbox(
             fill.rate,
             fill.errors
         );
+    }
+    // The measured daemon runs with the model, as a default install does.
+    let model = crate::bot::embed::Embedder::present(&model)
+        .then(|| std::fs::canonicalize(&model).unwrap_or(model.clone()));
+    std::fs::write(
+        &config_path,
+        bench_config(&dir, &callback, cache_mb, model.as_deref(), ""),
+    )?;
+    match &model {
+        Some(m) => println!("measured daemon: bot model {}", m.display()),
+        None => println!("measured daemon: bot on words only (no model; scripts/fetch-model)"),
     }
     let t = Instant::now();
     let daemon = Child::start(&config_path)?;

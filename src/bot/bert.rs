@@ -17,11 +17,12 @@
 //! 4-bit in memory and its products run on integers.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::Path;
 
 use serde::Deserialize;
 
-use super::q4::{Q4Linear, Q4Matrix};
+use super::q4::{Q4Linear, Q4Matrix, Q8, ROWS};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct BertConfig {
@@ -301,7 +302,9 @@ impl Bert {
     }
 
     /// The mean of the last hidden states over all tokens, L2-normalised.
-    pub fn embed(&self, ids: &[u32], type_ids: &[u32]) -> Result<Vec<f32>, String> {
+    /// With `split`, each large product is shared between two threads (rayon's): for one
+    /// message a customer waits on; a batch already keeps every core busy with one text each.
+    pub fn embed(&self, ids: &[u32], type_ids: &[u32], split: bool) -> Result<Vec<f32>, String> {
         let h = self.hidden;
         let n = ids.len().min(self.max_positions);
         if n == 0 {
@@ -328,8 +331,17 @@ impl Bert {
         }
         self.embedding_norm.apply(&mut x);
         let mut scratch = Scratch::default();
-        for layer in &self.layers {
-            self.layer(layer, &mut x, n, &mut scratch);
+        let mut layers = |x: &mut Vec<f32>| {
+            for layer in &self.layers {
+                self.layer(layer, x, n, &mut scratch, split);
+            }
+        };
+        if split {
+            // Inside the pool, each split is a cheap local join rather than a hand-over
+            // from this thread and back.
+            rayon::scope(|_| layers(&mut x));
+        } else {
+            layers(&mut x);
         }
         let mut mean = vec![0f32; h];
         for row in x.chunks_exact(h) {
@@ -342,11 +354,11 @@ impl Bert {
         Ok(mean)
     }
 
-    fn layer(&self, l: &Layer, x: &mut [f32], n: usize, s: &mut Scratch) {
+    fn layer(&self, l: &Layer, x: &mut [f32], n: usize, s: &mut Scratch, split: bool) {
         let h = self.hidden;
-        l.query.apply(x, n, &mut s.q);
-        l.key.apply(x, n, &mut s.k);
-        l.value.apply(x, n, &mut s.v);
+        l.query.apply(x, n, &mut s.q, split);
+        l.key.apply(x, n, &mut s.k, split);
+        l.value.apply(x, n, &mut s.v, split);
         let d = h / self.heads;
         let scale = 1.0 / (d as f32).sqrt();
         s.ctx.clear();
@@ -359,7 +371,7 @@ impl Bert {
                 let mut max = f32::NEG_INFINITY;
                 for (j, p) in s.probs.iter_mut().enumerate() {
                     let k = &s.k[j * h..][cols.clone()];
-                    *p = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
+                    *p = crate::bot::embed::dot(q, k) * scale;
                     max = max.max(*p);
                 }
                 let mut total = 0.0;
@@ -377,15 +389,15 @@ impl Bert {
                 }
             }
         }
-        l.attention_out.apply(&s.ctx, n, &mut s.q);
+        l.attention_out.apply(&s.ctx, n, &mut s.q, split);
         add_norm(x, &s.q, &l.attention_norm);
-        l.intermediate.apply(x, n, &mut s.inter);
+        l.intermediate.apply(x, n, &mut s.inter, split);
         match self.act {
             Act::GeluErf => s.inter.iter_mut().for_each(|v| *v = gelu_erf(*v)),
             Act::GeluTanh => s.inter.iter_mut().for_each(|v| *v = gelu_tanh(*v)),
             Act::Relu => s.inter.iter_mut().for_each(|v| *v = v.max(0.0)),
         }
-        l.output.apply(&s.inter, n, &mut s.q);
+        l.output.apply(&s.inter, n, &mut s.q, split);
         add_norm(x, &s.q, &l.output_norm);
     }
 }
@@ -424,21 +436,62 @@ impl Norm {
 }
 
 impl Linear {
-    /// `out = x · Wᵀ + b` for `n` rows of `x`.
-    fn apply(&self, x: &[f32], n: usize, out: &mut Vec<f32>) {
+    /// `out = x · Wᵀ + b` for `n` rows of `x`; with `split`, a large product is shared
+    /// between two threads, each taking half of the outputs.
+    fn apply(&self, x: &[f32], n: usize, out: &mut Vec<f32>, split: bool) {
         let outputs = self.bias.len();
         out.clear();
         out.resize(n * outputs, 0.0);
         let x = &x[..n * self.inputs];
+        let split = split && n * outputs * self.inputs >= SPLIT_MIN;
         match &self.weight {
-            Weight::F32(w) => kernel::linear(x, n, self.inputs, w, outputs, out),
-            Weight::Q4(w) => w.product(x, n, out),
+            Weight::F32(w) => in_halves(n, out, split, |rows, part| {
+                let w = &w[rows.start * self.inputs..rows.end * self.inputs];
+                kernel::linear(x, n, self.inputs, w, rows.len(), part);
+            }),
+            Weight::Q4(w) => {
+                let q = Q8::quantise(x);
+                in_halves(n, out, split, |rows, part| w.product_rows(&q, rows, part));
+            }
         }
         for row in out.chunks_exact_mut(outputs) {
             for (o, b) in row.iter_mut().zip(&self.bias) {
                 *o += b;
             }
         }
+    }
+}
+
+/// Multiply-adds from which a product is worth splitting: under it, handing half to
+/// another thread costs about what it saves.
+const SPLIT_MIN: usize = 1 << 20;
+
+/// Fills `out` (`n` rows of outputs) with `product(outputs, part)`, where `part` holds
+/// the `n` rows of just those outputs: in one call, or with `split` in two on two threads
+/// (rayon's), cut at a multiple of the 4-bit kernel's row group.
+fn in_halves(
+    n: usize,
+    out: &mut [f32],
+    split: bool,
+    product: impl Fn(Range<usize>, &mut [f32]) + Sync,
+) {
+    let outputs = out.len() / n.max(1);
+    let mid = outputs / 2 / ROWS * ROWS;
+    if !split || mid == 0 {
+        return product(0..outputs, out);
+    }
+    let (mut low, mut high) = (vec![0f32; n * mid], vec![0f32; n * (outputs - mid)]);
+    rayon::join(
+        || product(0..mid, &mut low),
+        || product(mid..outputs, &mut high),
+    );
+    for ((row, low), high) in out
+        .chunks_exact_mut(outputs)
+        .zip(low.chunks_exact(mid))
+        .zip(high.chunks_exact(outputs - mid))
+    {
+        row[..mid].copy_from_slice(low);
+        row[mid..].copy_from_slice(high);
     }
 }
 

@@ -121,8 +121,13 @@ impl Embedder {
         &self.id
     }
 
-    /// The normalised vector of one text.
+    /// The normalised vector of one text, as fast as the cores allow (a customer waits).
     pub fn embed_one(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
+        self.embed_text(text, true)
+    }
+
+    /// With `split`, the forward pass shares its large products between two threads.
+    fn embed_text(&self, text: &str, split: bool) -> Result<Vec<f32>, EmbedError> {
         let prompted;
         let text = if self.prompt.is_empty() {
             text
@@ -133,11 +138,11 @@ impl Embedder {
         match &self.tokenizer {
             Tokens::Crate(t) => {
                 let enc = t.encode(text, true).map_err(run_err)?;
-                self.model.embed(enc.get_ids(), enc.get_type_ids())
+                self.model.embed(enc.get_ids(), enc.get_type_ids(), split)
             }
             Tokens::Unigram(u) => {
                 let ids = u.encode(text, self.max_tokens).map_err(run_err)?;
-                self.model.embed(&ids, &[])
+                self.model.embed(&ids, &[], split)
             }
         }
         .map_err(EmbedError::Run)
@@ -149,7 +154,7 @@ impl Embedder {
             .map_or(1, |n| n.get())
             .min(texts.len().max(1));
         if threads <= 1 {
-            return texts.iter().map(|t| self.embed_one(t)).collect();
+            return texts.iter().map(|t| self.embed_text(t, false)).collect();
         }
         // Thread t takes texts t, t + threads, ...: even shares when the texts are sorted.
         std::thread::scope(|s| {
@@ -160,7 +165,7 @@ impl Embedder {
                             .iter()
                             .skip(t)
                             .step_by(threads)
-                            .map(|text| self.embed_one(text))
+                            .map(|text| self.embed_text(text, false))
                             .collect::<Result<Vec<_>, _>>()
                     })
                 })

@@ -69,7 +69,7 @@ impl Q4Matrix {
         let mut scales = Vec::with_capacity(self.rows * self.cols / QK);
         for (d, w) in self.blocks() {
             scales.push(d);
-            weights.extend_from_slice(&w);
+            weights.extend(w.iter().map(|&v| (v + 8) as u8));
         }
         Q4Linear {
             weights,
@@ -80,10 +80,12 @@ impl Q4Matrix {
     }
 }
 
-/// A Q4_0 weight matrix unpacked to one signed byte a weight (−8..7), twice the packed size,
-/// so that a product spends its time multiplying.
+/// A Q4_0 weight matrix unpacked to one byte a weight, twice the packed size, so that a
+/// product spends its time multiplying. The bytes are the nibbles as stored (0..15, the
+/// weight plus 8): unsigned, they go straight into AVX2's unsigned-by-signed byte product,
+/// and the 8 is taken back once per block from the activations' sum (see [`Q8::offsets`]).
 pub struct Q4Linear {
-    weights: Vec<i8>,
+    weights: Vec<u8>,
     scales: Vec<f32>,
     rows: usize,
     cols: usize,
@@ -96,71 +98,72 @@ impl Q4Linear {
 
     /// `out[t][r] = x[t] · row r` for the `n` rows of `x` (each `cols` long).
     pub fn product(&self, x: &[f32], n: usize, out: &mut [f32]) {
-        let q = Q8::quantise(&x[..n * self.cols]);
+        self.product_rows(&Q8::quantise(&x[..n * self.cols]), 0..self.rows, out);
+    }
+
+    /// `out[t][r - rows.start] = x[t] · row r` for the rows in `rows`, with `x` quantised
+    /// once by [`Q8::quantise`].
+    pub fn product_rows(&self, q: &Q8, rows: std::ops::Range<usize>, out: &mut [f32]) {
+        let n = q.values.len() / self.cols;
+        let width = rows.len();
         let blocks = self.cols / QK;
-        let fast = avx2_available();
-        for r0 in (0..self.rows).step_by(ROWS) {
-            let rows = ROWS.min(self.rows - r0);
-            let weights = &self.weights[r0 * self.cols..(r0 + rows) * self.cols];
-            let scales = &self.scales[r0 * blocks..(r0 + rows) * blocks];
+        assert!(out.len() >= n * width && rows.end <= self.rows);
+        #[allow(unused_mut)]
+        let mut done = 0;
+        #[cfg(target_arch = "x86_64")]
+        if avx2_available() {
+            done = width / ROWS * ROWS;
+            let weights = &self.weights[rows.start * self.cols..(rows.start + done) * self.cols];
+            let scales = &self.scales[rows.start * blocks..(rows.start + done) * blocks];
+            // SAFETY: the CPU has AVX2 and FMA (checked just above).
+            unsafe { avx2::product(q, weights, scales, blocks, out, width) };
+        }
+        for r in rows.start + done..rows.end {
+            let weights = &self.weights[r * self.cols..(r + 1) * self.cols];
+            let scales = &self.scales[r * blocks..(r + 1) * blocks];
             for t in 0..n {
                 let a = &q.values[t * self.cols..(t + 1) * self.cols];
                 let a_scales = &q.scales[t * blocks..(t + 1) * blocks];
-                let mut dots = [0f32; ROWS];
-                #[cfg(target_arch = "x86_64")]
-                if fast && rows == ROWS {
-                    // SAFETY: `fast` says the CPU has AVX2 and FMA; the slices hold ROWS
-                    // rows and one token of `blocks * 32` values.
-                    unsafe { avx2::dots(a, a_scales, weights, scales, blocks, &mut dots) };
-                } else {
-                    portable(a, a_scales, weights, scales, blocks, &mut dots[..rows]);
-                }
-                #[cfg(not(target_arch = "x86_64"))]
-                portable(a, a_scales, weights, scales, blocks, &mut dots[..rows]);
-                out[t * self.rows + r0..][..rows].copy_from_slice(&dots[..rows]);
+                out[t * width + r - rows.start] = portable(a, a_scales, weights, scales);
             }
         }
     }
 }
 
-/// Weight rows handled together: each activation block is loaded once for all of them.
-const ROWS: usize = 4;
+/// Weight rows the AVX2 kernel takes together: each activation block is loaded once for
+/// all of them, and their four sums leave in one store.
+pub const ROWS: usize = 4;
 
-/// `out[i] = Σ_b d_w[i][b] · d_a[b] · Σ w·a` for each row `i` of `weights`.
-fn portable(
-    a: &[i8],
-    a_scales: &[f32],
-    weights: &[i8],
-    w_scales: &[f32],
-    blocks: usize,
-    out: &mut [f32],
-) {
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = (0..blocks)
-            .map(|b| {
-                let w = &weights[(i * blocks + b) * QK..][..QK];
-                let dot: i32 = a[b * QK..(b + 1) * QK]
-                    .iter()
-                    .zip(w)
-                    .map(|(&x, &w)| i32::from(x) * i32::from(w))
-                    .sum();
-                dot as f32 * w_scales[i * blocks + b] * a_scales[b]
-            })
-            .sum();
-    }
+/// One row's product with one token: `Σ_b d_w[b] · d_a[b] · Σ w·a`.
+fn portable(a: &[i8], a_scales: &[f32], weights: &[u8], w_scales: &[f32]) -> f32 {
+    a.chunks_exact(QK)
+        .zip(weights.chunks_exact(QK))
+        .zip(a_scales.iter().zip(w_scales))
+        .map(|((a, w), (da, dw))| {
+            let dot: i32 = a
+                .iter()
+                .zip(w)
+                .map(|(&x, &w)| i32::from(x) * (i32::from(w) - 8))
+                .sum();
+            dot as f32 * da * dw
+        })
+        .sum()
 }
 
-/// Activations quantised to int8 per block of 32: values and the blocks' scales.
-struct Q8 {
+/// Activations quantised to int8 per block of 32: values, the blocks' scales, and the
+/// blocks' sums (the weights' bytes are w + 8; the AVX2 kernel takes 8 · Σ a back).
+pub struct Q8 {
     values: Vec<i8>,
     scales: Vec<f32>,
+    sums: Vec<i32>,
 }
 
 impl Q8 {
-    fn quantise(x: &[f32]) -> Q8 {
+    pub fn quantise(x: &[f32]) -> Q8 {
         let mut q = Q8 {
             values: vec![0; x.len()],
             scales: Vec::with_capacity(x.len() / QK),
+            sums: Vec::with_capacity(x.len() / QK),
         };
         for (xs, qs) in x.chunks_exact(QK).zip(q.values.chunks_exact_mut(QK)) {
             let max = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -173,6 +176,7 @@ impl Q8 {
                 *o = ((v * inv + ROUND) - ROUND).clamp(-128.0, 127.0) as i8;
             }
             q.scales.push(d);
+            q.sums.push(qs.iter().map(|&v| i32::from(v)).sum());
         }
         q
     }
@@ -189,47 +193,108 @@ fn avx2_available() -> bool {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{QK, ROWS};
+    use super::{Q8, QK, ROWS};
 
-    /// [`super::portable`] for ROWS rows, with 32 byte products an instruction.
+    // The kernel sums exactly four rows' lanes at a time.
+    const _: () = assert!(ROWS == 4);
+
+    /// [`super::portable`] for every token of `q` and every row of `weights` (a multiple of
+    /// ROWS rows of `blocks` blocks), into `out[t * width + r]`. 32 byte products an
+    /// instruction: the weights' bytes (w + 8, unsigned) times the activations (signed), with
+    /// the block's Σ a taken from each of the 8 lanes (8 · Σ a in all).
     ///
     /// # Safety
     /// AVX2 and FMA must be available.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dots(
-        a: &[i8],
-        a_scales: &[f32],
-        weights: &[i8],
+    pub unsafe fn product(
+        q: &Q8,
+        weights: &[u8],
         w_scales: &[f32],
         blocks: usize,
-        out: &mut [f32; ROWS],
+        out: &mut [f32],
+        width: usize,
     ) {
-        assert!(a.len() >= blocks * QK && a_scales.len() >= blocks);
-        assert!(weights.len() >= ROWS * blocks * QK && w_scales.len() >= ROWS * blocks);
-        let ones = _mm256_set1_epi16(1);
-        let mut acc = [_mm256_setzero_ps(); ROWS];
-        for b in 0..blocks {
-            // SAFETY: every 32-byte load is inside the slices (asserted above).
-            let av = unsafe { _mm256_loadu_si256(a.as_ptr().add(b * QK).cast()) };
-            let da = a_scales[b];
-            for (i, acc) in acc.iter_mut().enumerate() {
-                let at = (i * blocks + b) * QK;
-                // SAFETY: as above.
-                let wv = unsafe { _mm256_loadu_si256(weights.as_ptr().add(at).cast()) };
-                // maddubs multiplies unsigned by signed bytes: |w| times a with w's sign,
-                // pairs summed to i16 without saturation (2 · 8 · 128 < 32767), then to i32.
-                let pairs =
-                    _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(av, wv));
-                let dot = _mm256_madd_epi16(pairs, ones);
-                let s = _mm256_set1_ps(w_scales[i * blocks + b] * da);
-                *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), s, *acc);
+        let cols = blocks * QK;
+        let n = q.values.len() / cols.max(1);
+        let rows = weights.len() / cols.max(1);
+        assert!(rows.is_multiple_of(ROWS) && rows <= width && w_scales.len() == rows * blocks);
+        assert!(q.scales.len() == n * blocks && q.sums.len() == n * blocks);
+        assert!(n == 0 || out.len() >= (n - 1) * width + rows);
+        for g in (0..rows).step_by(ROWS) {
+            let mut t = 0;
+            while t + 2 <= n {
+                // SAFETY: as asserted above.
+                unsafe { group::<2>(q, weights, w_scales, blocks, g, t, out, width) };
+                t += 2;
+            }
+            if t < n {
+                // SAFETY: as asserted above.
+                unsafe { group::<1>(q, weights, w_scales, blocks, g, t, out, width) };
             }
         }
-        for (o, acc) in out.iter_mut().zip(acc) {
-            let mut lanes = [0f32; 8];
-            // SAFETY: 8 floats fit in `lanes`.
-            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
-            *o = lanes.iter().sum();
+    }
+
+    /// Rows `g..g + ROWS` times tokens `t..t + T`: each weight block is loaded once for
+    /// the T tokens.
+    ///
+    /// # Safety
+    /// AVX2 and FMA; the sizes asserted by [`product`].
+    // `acc` is indexed by token and row, from both loops.
+    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn group<const T: usize>(
+        q: &Q8,
+        weights: &[u8],
+        w_scales: &[f32],
+        blocks: usize,
+        g: usize,
+        t: usize,
+        out: &mut [f32],
+        width: usize,
+    ) {
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [[_mm256_setzero_ps(); ROWS]; T];
+        for b in 0..blocks {
+            let mut av = [_mm256_setzero_si256(); T];
+            let mut sum = [_mm256_setzero_si256(); T];
+            let mut da = [0f32; T];
+            for k in 0..T {
+                let at = (t + k) * blocks + b;
+                // SAFETY (every access below): indexes are inside the sizes the caller
+                // asserted.
+                unsafe {
+                    av[k] = _mm256_loadu_si256(q.values.as_ptr().add(at * QK).cast());
+                    sum[k] = _mm256_set1_epi32(*q.sums.get_unchecked(at));
+                    da[k] = *q.scales.get_unchecked(at);
+                }
+            }
+            for i in 0..ROWS {
+                let wb = (g + i) * blocks + b;
+                let (wv, dw) = unsafe {
+                    (
+                        _mm256_loadu_si256(weights.as_ptr().add(wb * QK).cast()),
+                        *w_scales.get_unchecked(wb),
+                    )
+                };
+                for k in 0..T {
+                    // maddubs multiplies unsigned by signed bytes, pairs summed to i16
+                    // without saturation (2 · 15 · 128 < 32767), then to i32.
+                    let dot = _mm256_madd_epi16(_mm256_maddubs_epi16(wv, av[k]), ones);
+                    let dot = _mm256_sub_epi32(dot, sum[k]);
+                    let s = _mm256_set1_ps(dw * da[k]);
+                    acc[k][i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), s, acc[k][i]);
+                }
+            }
+        }
+        for (k, acc) in acc.iter().enumerate() {
+            // Four rows' eight lanes summed into one vector of four.
+            let s = _mm256_hadd_ps(
+                _mm256_hadd_ps(acc[0], acc[1]),
+                _mm256_hadd_ps(acc[2], acc[3]),
+            );
+            let four = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+            unsafe { _mm_storeu_ps(out.as_mut_ptr().add((t + k) * width + g), four) };
         }
     }
 }
@@ -295,21 +360,30 @@ mod tests {
                 assert!((want - got).abs() <= bound * 1.01 + 1e-4, "{want} vs {got}");
             }
         }
-        // The portable kernel gives the same.
-        let q = Q8::quantise(&x[..cols]);
-        let (mut fast, mut slow) = ([0f32; ROWS], [0f32; ROWS]);
-        let (weights, scales) = (&linear.weights, &linear.scales);
+        // The portable kernel gives the same, row by row (the product above took four rows
+        // through AVX2 where the CPU has it, and the fifth through the portable one).
+        let q = Q8::quantise(&x);
         let blocks = cols / QK;
-        portable(&q.values, &q.scales, weights, scales, blocks, &mut slow);
-        #[cfg(target_arch = "x86_64")]
-        if avx2_available() {
-            // SAFETY: checked just above; the slices hold ROWS rows.
-            unsafe { avx2::dots(&q.values, &q.scales, weights, scales, blocks, &mut fast) };
-            for (a, b) in fast.iter().zip(&slow) {
+        for t in 0..n {
+            for r in 0..rows {
+                let slow = portable(
+                    &q.values[t * cols..(t + 1) * cols],
+                    &q.scales[t * blocks..(t + 1) * blocks],
+                    &linear.weights[r * cols..(r + 1) * cols],
+                    &linear.scales[r * blocks..(r + 1) * blocks],
+                );
+                let fast = out[t * rows + r];
+                assert!((fast - slow).abs() < 1e-4, "{fast} vs {slow}");
+            }
+        }
+        // A range of rows lands where asked.
+        let mut part = vec![0f32; n * 4];
+        linear.product_rows(&q, 1..5, &mut part);
+        for t in 0..n {
+            for (a, b) in part[t * 4..t * 4 + 4].iter().zip(&out[t * rows + 1..]) {
                 assert!((a - b).abs() < 1e-4, "{a} vs {b}");
             }
         }
-        let _ = &mut fast;
     }
 
     #[test]
