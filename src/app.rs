@@ -289,10 +289,32 @@ async fn edge(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    use crate::inbox::limits;
     let started = std::time::Instant::now();
-    let response = match edge.limit.refuse(&request) {
-        Some(refused) => refused,
-        None => next.run(request).await,
+    let response = if let Some(refused) = edge.limit.refuse(&request) {
+        refused
+    } else if limits::chat_stream(&request) {
+        match edge.limit.hold_stream(&request) {
+            Err(refused) => {
+                edge.metrics.chat_stream_refused("address");
+                axum::response::IntoResponse::into_response(refused)
+            }
+            Ok(slot) => {
+                let mut response = next.run(request).await;
+                if response.status() == axum::http::StatusCode::TOO_MANY_REQUESTS {
+                    // The channel's own limit, per chat session.
+                    edge.metrics.chat_stream_refused("session");
+                    limits::too_many_streams(&mut response);
+                    response
+                } else if response.status().is_success() {
+                    held_open(response, OpenStream::new(edge.metrics.clone(), slot))
+                } else {
+                    response
+                }
+            }
+        }
+    } else {
+        next.run(request).await
     };
     let class = match response.status().as_u16() {
         100..=199 => "1xx",
@@ -303,6 +325,45 @@ async fn edge(
     };
     edge.metrics.http(class, started.elapsed());
     response
+}
+
+/// A web chat event stream while it is open: its address's place, and the gauge.
+struct OpenStream {
+    metrics: Arc<crate::metrics::Metrics>,
+    _slot: Option<switchboard_channel::limit::Slot<std::net::IpAddr>>,
+}
+
+impl OpenStream {
+    fn new(
+        metrics: Arc<crate::metrics::Metrics>,
+        slot: Option<switchboard_channel::limit::Slot<std::net::IpAddr>>,
+    ) -> Self {
+        metrics.chat_stream(true);
+        OpenStream {
+            metrics,
+            _slot: slot,
+        }
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.metrics.chat_stream(false);
+    }
+}
+
+/// `response` with `guard` kept until its (streamed) body is finished or dropped.
+fn held_open<G: Send + 'static>(
+    response: axum::response::Response,
+    guard: G,
+) -> axum::response::Response {
+    use futures::StreamExt;
+    let (parts, body) = response.into_parts();
+    let body = body.into_data_stream().map(move |chunk| {
+        let _held = &guard;
+        chunk
+    });
+    axum::response::Response::from_parts(parts, axum::body::Body::from_stream(body))
 }
 
 /// Pings the systemd watchdog while the store's writer and flusher answer: a wedged store
@@ -337,6 +398,8 @@ pub async fn serve(
     for w in config.warnings() {
         tracing::warn!("{w}");
     }
+    // systemd starts services with 1,024 open files (soft); every connection takes one.
+    let open_files = crate::listener::raise_open_files().context("the open-files limit")?;
     let store = open_store(&config)?;
     let (kb, responder) = build_bot(&config, store.as_ref())?;
     let engine = Engine::new(store.clone(), responder, engine_settings(&config))?;
@@ -403,6 +466,7 @@ pub async fn serve(
             metrics: engine.metrics().clone(),
             limit: crate::inbox::limits::IpLimit::new(
                 config.http.requests_per_minute_per_ip,
+                config.http.max_chat_streams_per_ip,
                 config.http.trust_forwarded_for,
             ),
         }),
@@ -412,6 +476,16 @@ pub async fn serve(
         axum::http::StatusCode::REQUEST_TIMEOUT,
         Duration::from_secs(config.http.request_timeout_secs),
     ));
+    let limits = crate::listener::Limits {
+        header_timeout: Duration::from_secs(config.http.header_timeout_secs),
+        max_connections: crate::listener::connection_cap(config.http.max_connections, open_files),
+    };
+    tracing::info!(
+        open_files,
+        max_connections = limits.max_connections,
+        "connections: at most {} open (open-files limit {open_files})",
+        limits.max_connections
+    );
     let addr: SocketAddr = listener.local_addr()?;
     ready.store(true, Ordering::Relaxed);
     tracing::info!(%addr, "switchboard listening");
@@ -425,14 +499,15 @@ pub async fn serve(
             tasks_stop.clone(),
         )));
     }
-    let stop_http = shutdown.clone();
-    let server = axum::serve(
+    let server = crate::listener::serve(
         listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { stop_http.cancelled().await });
+        router,
+        limits,
+        engine.metrics().clone(),
+        shutdown.clone(),
+    );
     tokio::select! {
-        r = server => r?,
+        () = server => {},
         // Connections that do not finish within the grace period are cut.
         _ = async { shutdown.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
             tracing::warn!("open connections did not finish in time; closing them");

@@ -196,6 +196,28 @@ pub struct HttpConfig {
     /// Event streams (`/api/v1/events`) one agent may hold open at once.
     #[serde(default = "default_streams_per_agent")]
     pub max_event_streams_per_agent: usize,
+    /// Web chat event streams (`/chat/{channel}/events`) one IP address may hold open at
+    /// once; more get 429 with `Retry-After`. 0: no limit.
+    #[serde(default = "default_chat_streams_per_ip")]
+    pub max_chat_streams_per_ip: usize,
+    /// A connection must send a complete request head within this many seconds of opening
+    /// or of its previous response, or it is closed (slow or idle connections).
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_secs: u64,
+    /// Open connections at most; also kept below the open-files limit. When full, the
+    /// oldest connection that has not sent a request yet is closed to make room.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_chat_streams_per_ip() -> usize {
+    64
+}
+fn default_header_timeout() -> u64 {
+    10
+}
+fn default_max_connections() -> usize {
+    4096
 }
 
 fn default_per_ip() -> u32 {
@@ -233,6 +255,9 @@ impl Default for HttpConfig {
             requests_per_minute_per_ip: default_per_ip(),
             trust_forwarded_for: false,
             max_event_streams_per_agent: default_streams_per_agent(),
+            max_chat_streams_per_ip: default_chat_streams_per_ip(),
+            header_timeout_secs: default_header_timeout(),
+            max_connections: default_max_connections(),
         }
     }
 }
@@ -934,6 +959,18 @@ impl<'a> Parser<'a> {
             self.problem(
                 at("http", "max_body_bytes"),
                 "[http] max_body_bytes must be above 0",
+            );
+        }
+        if !(1..=300).contains(&http.header_timeout_secs) {
+            self.problem(
+                at("http", "header_timeout_secs"),
+                "[http] header_timeout_secs must be 1 to 300 (seconds a request head may take)",
+            );
+        }
+        if http.max_connections == 0 {
+            self.problem(
+                at("http", "max_connections"),
+                "[http] max_connections must be above 0",
             );
         }
         if !bot.kb_dir.is_dir() {

@@ -24,6 +24,7 @@ pub mod config;
 pub mod engine;
 pub mod inbox;
 pub mod kb_cli;
+pub mod listener;
 pub mod metrics;
 pub mod model;
 pub mod notify;

@@ -75,6 +75,12 @@ struct Counts {
     sla: BTreeMap<(&'static str, &'static str), u64>,
     http: BTreeMap<&'static str, Histogram>,
     first_response: Option<Histogram>,
+    connections: u64,
+    /// Connections closed by the listener: `evicted`, `refused`, `header_timeout`.
+    connections_dropped: BTreeMap<&'static str, u64>,
+    chat_streams: u64,
+    /// Web chat event streams refused, by the limit reached: `session`, `address`.
+    chat_streams_refused: BTreeMap<&'static str, u64>,
 }
 
 /// What the engine and the HTTP layer count.
@@ -104,6 +110,11 @@ fn bump(map: &mut BTreeMap<String, u64>, key: &str) {
             map.insert(key.to_owned(), 1);
         }
     }
+}
+
+/// One up or down.
+fn gauge(v: &mut u64, up: bool) {
+    *v = if up { *v + 1 } else { v.saturating_sub(1) };
 }
 
 fn escape(v: &str) -> String {
@@ -166,6 +177,27 @@ impl Metrics {
                 .or_insert_with(|| Histogram::new(&HTTP_BUCKETS))
                 .observe(took.as_secs_f64())
         });
+    }
+
+    /// An HTTP connection opened (`true`) or closed.
+    pub fn connection_opened(&self, opened: bool) {
+        self.with(|c| gauge(&mut c.connections, opened));
+    }
+
+    /// The listener closed a connection itself: `evicted` (to make room), `refused` (full),
+    /// `header_timeout`.
+    pub fn connection_dropped(&self, reason: &'static str) {
+        self.with(|c| *c.connections_dropped.entry(reason).or_default() += 1);
+    }
+
+    /// A web chat event stream opened (`true`) or closed.
+    pub fn chat_stream(&self, opened: bool) {
+        self.with(|c| gauge(&mut c.chat_streams, opened));
+    }
+
+    /// A web chat event stream was refused at the `limit` (`session`, `address`).
+    pub fn chat_stream_refused(&self, limit: &'static str) {
+        self.with(|c| *c.chat_streams_refused.entry(limit).or_default() += 1);
     }
 
     /// Everything, in the Prometheus text format.
@@ -246,6 +278,36 @@ impl Metrics {
         for (class, h) in &c.http {
             h.render(&mut out, name, &per("class", class));
         }
+        let single = |v: u64| std::iter::once((String::new(), v as f64));
+        family(
+            &mut out,
+            ("switchboard_http_connections", "gauge"),
+            "Open HTTP connections.",
+            single(c.connections),
+        );
+        family(
+            &mut out,
+            ("switchboard_http_connections_dropped_total", "counter"),
+            "Connections the listener closed: evicted (idle, to make room), refused (full), \
+             header_timeout.",
+            c.connections_dropped
+                .iter()
+                .map(|(r, n)| (per("reason", r), *n as f64)),
+        );
+        family(
+            &mut out,
+            ("switchboard_chat_streams", "gauge"),
+            "Open web chat event streams.",
+            single(c.chat_streams),
+        );
+        family(
+            &mut out,
+            ("switchboard_chat_streams_refused_total", "counter"),
+            "Web chat event streams refused, by the limit reached (session, address).",
+            c.chat_streams_refused
+                .iter()
+                .map(|(l, n)| (per("limit", l), *n as f64)),
+        );
         family(
             &mut out,
             ("switchboard_conversations", "gauge"),
@@ -254,7 +316,6 @@ impl Metrics {
                 .iter()
                 .map(|(s, n)| (per("status", s), *n as f64)),
         );
-        let single = |v: u64| std::iter::once((String::new(), v as f64));
         family(
             &mut out,
             ("switchboard_outbox_conversations", "gauge"),

@@ -1036,14 +1036,18 @@ async fn authorization_matrix_over_every_documented_route() {
 async fn public_endpoints_limit_each_customer_each_address_and_streams_per_agent() {
     let receiver = support::Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = support::write_config(dir.path(), &receiver.url, "max_messages_per_minute = 2");
+    let config = support::write_config(
+        dir.path(),
+        &receiver.url,
+        "max_messages_per_minute = 2\nmax_streams_per_session = 2",
+    );
     support::edit_config(
         &config,
         &[
             ("max_messages_per_minute = 0", "max_messages_per_minute = 3"),
             (
                 "max_body_bytes = 65536",
-                "max_body_bytes = 65536\nrequests_per_minute_per_ip = 6\nmax_event_streams_per_agent = 2",
+                "max_body_bytes = 65536\nrequests_per_minute_per_ip = 6\nmax_event_streams_per_agent = 2\nmax_chat_streams_per_ip = 3",
             ),
         ],
     );
@@ -1140,6 +1144,49 @@ async fn public_endpoints_limit_each_customer_each_address_and_streams_per_agent
     })
     .await;
     drop((two, again));
+
+    // Web chat event streams: two per session, three per address, each refusal a 429 that
+    // says why, asks to wait and closes its connection.
+    let chat_stream = async |token: &str| {
+        c.http
+            .get(daemon.url(&format!("/chat/chat/events?token={token}")))
+            .send()
+            .await
+            .unwrap()
+    };
+    let refused = async |r: reqwest::Response, why: &str| {
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(r.headers().contains_key("retry-after"));
+        assert_eq!(r.headers()["connection"], "close");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(code(&body), "too_many_streams");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(why),
+            "{body}"
+        );
+    };
+    let a1 = chat_stream(&first).await;
+    let a2 = chat_stream(&first).await;
+    assert_eq!((a1.status(), a2.status()), (StatusCode::OK, StatusCode::OK));
+    refused(chat_stream(&first).await, "session").await;
+    let b1 = chat_stream(&second).await;
+    assert_eq!(b1.status(), StatusCode::OK);
+    refused(chat_stream(&second).await, "address").await;
+    let (_, metrics) = c.get_text("/metrics").await;
+    for line in [
+        "switchboard_chat_streams 3",
+        "switchboard_chat_streams_refused_total{limit=\"session\"} 1",
+        "switchboard_chat_streams_refused_total{limit=\"address\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line}:\n{metrics}");
+    }
+    drop(a1);
+    let b2 = eventually(10, "the address's place freed", async || {
+        let r = chat_stream(&second).await;
+        (r.status() == StatusCode::OK).then_some(r)
+    })
+    .await;
+    drop((a2, b1, b2));
     daemon.stop();
 }
 

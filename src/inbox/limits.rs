@@ -1,25 +1,33 @@
 //! Requests per IP address on the endpoints anyone can reach: the web chat (sessions and
-//! messages) and the inbox sign-in. Over the limit: 429 with `Retry-After`. Per-customer
-//! limits live with each channel (web hook per `external_user`, web chat per session).
+//! messages) and the inbox sign-in; and web chat event streams held open per address. Over
+//! the limit: 429 with `Retry-After`. Per-customer limits live with each channel (web hook
+//! per `external_user`, web chat per session).
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request};
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use switchboard_channel::limit::{RateLimiter, retry_after_secs};
+use switchboard_channel::limit::{RateLimiter, Slot, Slots, retry_after_secs};
 
-/// The per-IP limiter and how to find the client's address.
+/// The per-IP limiters and how to find the client's address.
 pub struct IpLimit {
     limiter: RateLimiter,
+    /// Web chat event streams open per address.
+    streams: Arc<Slots<IpAddr>>,
     /// Take the address from the last `X-Forwarded-For` entry (added by our own proxy).
     trust_forwarded_for: bool,
 }
 
+/// Seconds a refused event stream is told to wait (an open one must close first).
+const STREAM_RETRY_SECS: u64 = 5;
+
 impl IpLimit {
-    pub fn new(per_minute: u32, trust_forwarded_for: bool) -> Self {
+    pub fn new(per_minute: u32, streams_per_ip: usize, trust_forwarded_for: bool) -> Self {
         IpLimit {
             limiter: RateLimiter::per_minute(per_minute),
+            streams: Slots::new(streams_per_ip),
             trust_forwarded_for,
         }
     }
@@ -40,6 +48,12 @@ impl IpLimit {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip())
     }
+}
+
+/// Whether the request opens a web chat event stream (anonymous, and held open).
+pub fn chat_stream(request: &Request) -> bool {
+    let path = request.uri().path();
+    request.method() == Method::GET && path.starts_with("/chat/") && path.ends_with("/events")
 }
 
 /// Whether anyone may call this route without an agent's credentials.
@@ -68,4 +82,47 @@ impl IpLimit {
             .insert(header::RETRY_AFTER, header::HeaderValue::from(after));
         Some(r)
     }
+}
+
+impl IpLimit {
+    /// A place for one more web chat event stream from the request's address (`None` when
+    /// the address is unknown), or [`StreamRefused`] when the address holds its most.
+    pub fn hold_stream(&self, request: &Request) -> Result<Option<Slot<IpAddr>>, StreamRefused> {
+        let Some(ip) = self.client(request) else {
+            return Ok(None);
+        };
+        self.streams.take(ip).map(Some).ok_or_else(|| {
+            tracing::debug!(%ip, "too many web chat event streams from this address");
+            StreamRefused
+        })
+    }
+}
+
+/// An address already holds its most web chat event streams.
+pub struct StreamRefused;
+
+impl IntoResponse for StreamRefused {
+    fn into_response(self) -> Response {
+        let mut r = switchboard_channel::http_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_streams",
+            "too many open chat event streams from this address; close one first",
+        )
+        .into_response();
+        too_many_streams(&mut r);
+        r
+    }
+}
+
+/// Marks a refused event stream: wait a few seconds, and this connection closes (a client
+/// that keeps refused connections open would hold descriptors for nothing).
+pub fn too_many_streams(response: &mut Response) {
+    let headers = response.headers_mut();
+    headers
+        .entry(header::RETRY_AFTER)
+        .or_insert(header::HeaderValue::from(STREAM_RETRY_SECS));
+    headers.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
 }

@@ -127,8 +127,36 @@ impl Daemon {
 
     /// Starts with extra environment variables.
     pub fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> Daemon {
+        Self::start_with(dir, env, None)
+    }
+
+    /// Starts with the open-files limit at `(soft, hard)`, as `ulimit -n` would set it.
+    #[allow(dead_code)]
+    pub fn start_with_open_files(dir: &Path, soft: u64, hard: u64) -> Daemon {
+        Self::start_with(dir, &[], Some((soft, hard)))
+    }
+
+    fn start_with(dir: &Path, env: &[(&str, &str)], open_files: Option<(u64, u64)>) -> Daemon {
         let config = dir.join("switchboard.toml");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+        if let Some((soft, hard)) = open_files {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            // SAFETY: setrlimit is async-signal-safe and `limit` is plain data.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let mut child = command
             .args(["run", "--config"])
             .arg(&config)
             .envs(env.iter().copied())

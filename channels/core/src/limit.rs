@@ -4,9 +4,13 @@
 //! a refused request learns how long to wait (`Retry-After`). Memory stays bounded: past
 //! [`MAX_KEYS`] keys, idle ones (full buckets) are dropped, and if every key is busy the table
 //! starts over (briefly letting more through rather than refusing everyone).
+//!
+//! [`Slots`] limits what a key holds at once (open event streams per session or address)
+//! rather than how often it asks.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Keys remembered at most.
@@ -77,6 +81,63 @@ pub fn retry_after_secs(wait: Duration) -> u64 {
     wait.as_secs_f64().ceil().max(1.0) as u64
 }
 
+/// At most `max` things held at once per key (0: no limit); a [`Slot`] gives its place back
+/// when dropped. Only keys holding something are remembered.
+pub struct Slots<K: Eq + Hash + Clone> {
+    max: usize,
+    held: Mutex<HashMap<K, usize>>,
+}
+
+/// One place taken in [`Slots`], for as long as it lives.
+pub struct Slot<K: Eq + Hash + Clone> {
+    slots: Arc<Slots<K>>,
+    key: K,
+}
+
+impl<K: Eq + Hash + Clone> Slots<K> {
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Slots {
+            max,
+            held: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<K, usize>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A place for `key`, or `None` when it already holds `max`.
+    pub fn take(self: &Arc<Self>, key: K) -> Option<Slot<K>> {
+        let mut held = self.held();
+        let n = held.entry(key.clone()).or_default();
+        if self.max > 0 && *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            slots: self.clone(),
+            key,
+        })
+    }
+
+    /// Places held, by every key.
+    pub fn total(&self) -> usize {
+        self.held().values().sum()
+    }
+}
+
+impl<K: Eq + Hash + Clone> Drop for Slot<K> {
+    fn drop(&mut self) {
+        let mut held = self.slots.held();
+        if let Some(n) = held.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.key);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,5 +178,26 @@ mod tests {
         }
         assert!(l.buckets.lock().unwrap().len() <= MAX_KEYS);
         assert_eq!(retry_after_secs(Duration::from_millis(10)), 1);
+    }
+
+    #[test]
+    fn slots_hold_at_most_max_per_key_and_come_back_when_dropped() {
+        let slots = Slots::new(2);
+        let a1 = slots.take("a").unwrap();
+        let _a2 = slots.take("a").unwrap();
+        assert!(slots.take("a").is_none());
+        let _b = slots.take("b").unwrap();
+        assert_eq!(slots.total(), 3);
+        drop(a1);
+        let _a3 = slots.take("a").unwrap();
+        assert!(slots.take("a").is_none());
+        drop(_b);
+        // A key holding nothing is forgotten.
+        assert_eq!(slots.held().len(), 1);
+        let free = Slots::new(0);
+        let all: Vec<_> = (0..100).map(|_| free.take(1).unwrap()).collect();
+        assert_eq!(free.total(), 100);
+        drop(all);
+        assert!(free.held().is_empty());
     }
 }

@@ -290,11 +290,11 @@ pub fn classify_failure(status: StatusCode, headers: &HeaderMap) -> ChannelError
 /// An HTTP error answer in the common JSON shape.
 #[derive(Debug)]
 pub(crate) struct HookError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
     /// Seconds, for `Retry-After`.
-    retry_after: Option<u64>,
+    pub(crate) retry_after: Option<u64>,
 }
 
 impl HookError {

@@ -29,6 +29,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
+use switchboard_channel::limit::Slots;
 use switchboard_channel::{
     Button, Capabilities, Channel, ChannelContext, ChannelError, ChannelId, ExternalMessageId,
     ExternalThread, ExternalUser, InboundEvent, InboundMessage, Outbound, OutboundAuthor, Sender,
@@ -61,6 +62,15 @@ pub struct WebchatConfig {
     /// no limit.
     #[serde(default = "default_messages_per_minute")]
     pub max_messages_per_minute: u32,
+    /// Event streams one chat session may hold open at once (a customer with a few tabs);
+    /// more get 429 with `Retry-After`. (Streams per IP address are limited by `[http]
+    /// max_chat_streams_per_ip`.) 0 means no limit.
+    #[serde(default = "default_streams_per_session")]
+    pub max_streams_per_session: usize,
+}
+
+fn default_streams_per_session() -> usize {
+    4
 }
 
 fn default_messages_per_minute() -> u32 {
@@ -117,6 +127,8 @@ struct Inner {
     closing: CancellationToken,
     /// Messages per session and minute.
     limit: switchboard_channel::limit::RateLimiter,
+    /// Open event streams per session.
+    streams: Arc<Slots<String>>,
 }
 
 const SESSION_KEY: &[u8] = b"session_key";
@@ -155,6 +167,7 @@ impl WebchatChannel {
                 limit: switchboard_channel::limit::RateLimiter::per_minute(
                     config.max_messages_per_minute,
                 ),
+                streams: Slots::new(config.max_streams_per_session),
                 config,
                 session_key,
                 live,
@@ -435,12 +448,27 @@ async fn transcript(
     Ok(axum::Json(serde_json::json!({ "entries": entries })).into_response())
 }
 
+/// Seconds a refused event stream is told to wait (an open one must close first).
+const STREAM_RETRY_SECS: u64 = 5;
+
 async fn events(
     State(chat): State<Arc<Inner>>,
     headers: HeaderMap,
     Query(query): Query<TokenQuery>,
 ) -> Result<Response, HookError> {
     let session = authorize(&chat, &headers, &query)?;
+    let slot = chat
+        .streams
+        .take(session.clone())
+        .ok_or_else(|| HookError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "too_many_streams",
+            message: format!(
+                "this chat session already has {} event streams open; close one first",
+                chat.config.max_streams_per_session
+            ),
+            retry_after: Some(STREAM_RETRY_SECS),
+        })?;
     let last_seen = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -464,7 +492,11 @@ async fn events(
         });
     let stream = futures::stream::iter(backlog)
         .chain(live)
-        .map(to_sse)
+        .map(move |entry| {
+            // The session's place is held for as long as the stream is.
+            let _held = &slot;
+            to_sse(entry)
+        })
         .take_until(chat.closing.clone().cancelled_owned());
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())

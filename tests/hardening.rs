@@ -1,0 +1,166 @@
+//! The daemon stays reachable when one client holds as many connections as it can: slow
+//! request heads (slowloris), idle connections and web chat event streams, under systemd's
+//! default of 1,024 open files.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use support::{Client, Daemon, eventually};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Raises this test's own open-files limit: it holds thousands of connections.
+fn raise_own_open_files(want: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain data for getrlimit/setrlimit.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        assert!(
+            limit.rlim_max >= want,
+            "this test needs {want} open files; the hard limit is {}",
+            limit.rlim_max
+        );
+        limit.rlim_cur = limit.rlim_cur.max(want);
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+    }
+}
+
+/// A connection that sent `head` and holds on.
+async fn hold(addr: std::net::SocketAddr, head: &str) -> Option<TcpStream> {
+    let mut s = TcpStream::connect(addr).await.ok()?;
+    s.write_all(head.as_bytes()).await.ok()?;
+    Some(s)
+}
+
+/// Answered within a second, on a fresh connection (no pooled one to lean on).
+async fn answered_within_a_second(daemon: &Daemon, what: &str, n: u32) {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let c = Client {
+        http: http.clone(),
+        ..Client::new(daemon)
+    };
+    let started = Instant::now();
+    let health = http.get(daemon.url("/healthz")).send().await;
+    assert!(
+        health.as_ref().is_ok_and(|r| r.status() == StatusCode::OK),
+        "{what}: /healthz {health:?} after {:?}",
+        started.elapsed()
+    );
+    let started = Instant::now();
+    let hook = c
+        .try_hook("flooded", &format!("m{n}"), "你好，还在吗？")
+        .await;
+    assert_eq!(
+        hook,
+        Some(StatusCode::ACCEPTED),
+        "{what}: web hook after {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_slow_connections_and_event_streams_leaves_the_daemon_reachable() {
+    raise_own_open_files(4096);
+    let receiver = support::Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = support::write_config(dir.path(), &receiver.url, "");
+    support::edit_config(
+        &config,
+        &[(
+            "max_body_bytes = 65536",
+            "max_body_bytes = 65536\nheader_timeout_secs = 3",
+        )],
+    );
+    // As `ulimit -n 1024` would start it: soft and hard.
+    let daemon = Daemon::start_with_open_files(dir.path(), 1024, 1024);
+    assert!(
+        daemon.log().contains("open-files limit 1024"),
+        "{}",
+        daemon.log()
+    );
+    let addr = daemon.addr;
+    let token = Client::new(&daemon).chat_session().await;
+    answered_within_a_second(&daemon, "before the flood", 0).await;
+
+    // 1,100 connections that trickle a request head and never finish it.
+    let mut slow = Vec::new();
+    for _ in 0..1100 {
+        slow.extend(hold(addr, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-a: b\r\n").await);
+    }
+    answered_within_a_second(&daemon, "1,100 slow connections", 1).await;
+    // 1,100 event streams with one chat session.
+    let stream = format!("GET /chat/chat/events?token={token} HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut streams = Vec::new();
+    for _ in 0..1100 {
+        streams.extend(hold(addr, &stream).await);
+    }
+    let opened = (slow.len(), streams.len());
+    assert!(opened.0 > 1000 && opened.1 > 1000, "{opened:?}");
+    for n in 2..5 {
+        answered_within_a_second(&daemon, "slow connections and event streams", n).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // Only a few streams per session got through; the rest were told why and closed.
+    let mut first = [0u8; 512];
+    let mut statuses = std::collections::BTreeMap::new();
+    for s in streams.iter_mut().take(50) {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut first))
+            .await
+            .map_or(0, |r| r.unwrap_or(0));
+        let line = String::from_utf8_lossy(&first[..n]);
+        let status = line.split(' ').nth(1).unwrap_or("closed").to_owned();
+        *statuses.entry(status).or_insert(0) += 1;
+    }
+    assert!(
+        statuses.get("429").copied().unwrap_or(0) >= 40 && !statuses.contains_key("503"),
+        "{statuses:?}"
+    );
+    // The slow connections that are still open are closed after the header timeout.
+    let survivor = slow.last_mut().unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(10), survivor.read(&mut first)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "still open: {closed:?}"
+    );
+
+    let admin = Client::new(&daemon);
+    let metrics = eventually(10, "the flood counted", async || {
+        let (_, text) = admin.get_text("/metrics").await;
+        let counted = [
+            "switchboard_http_connections_dropped_total{reason=\"evicted\"}",
+            "switchboard_http_connections_dropped_total{reason=\"header_timeout\"}",
+            "switchboard_chat_streams_refused_total{limit=\"session\"}",
+            "switchboard_chat_streams 4",
+        ]
+        .iter()
+        .all(|m| text.contains(m));
+        counted.then_some(text)
+    })
+    .await;
+    assert!(!metrics.contains("reason=\"refused\""), "{metrics}");
+    drop((slow, streams));
+    daemon.stop();
+}
+
+#[tokio::test]
+async fn the_soft_open_files_limit_is_raised_to_the_hard_one() {
+    let dir = tempfile::tempdir().unwrap();
+    support::write_config(dir.path(), "http://127.0.0.1:9/unused", "");
+    let daemon = Daemon::start_with_open_files(dir.path(), 1024, 4096);
+    let log = daemon.log();
+    assert!(
+        log.contains("open-files limit 4096") && log.contains("at most 3840 open"),
+        "{log}"
+    );
+    daemon.stop();
+}
