@@ -1065,7 +1065,7 @@ impl<'a> Parser<'a> {
             self.problem(Some(span.clone()), p);
         }
         if let ChannelConfig::Webhook(h) = ch {
-            if let Err(e) = switchboard_channel::resolve_secret(
+            if let Err(e) = switchboard_channel::resolve_signing_secret(
                 &format!("[channels.{id}]"),
                 h.secret.as_deref(),
                 h.secret_env.as_deref(),
@@ -1185,6 +1185,28 @@ type = \"pigeon\"
         );
         assert!(lines.iter().all(Option::is_some), "{shown}");
         assert_eq!(err.problems.len(), 7, "{shown}");
+    }
+
+    #[test]
+    fn empty_and_short_signing_secrets_are_refused_with_their_line() {
+        for (secret, why) in [
+            ("\"\"", "0 bytes"),
+            ("\"${SB_SURELY_UNSET_SECRET:-}\"", "0 bytes"),
+            ("\"fifteen-bytes!!\"", "15 bytes"),
+        ] {
+            let text = format!(
+                "data_dir = \"/tmp/x\"\n[bot]\nkb_dir = \"config/kb\"\n\n[channels.hook]\ntype = \"webhook\"\nsecret = {secret}\n"
+            );
+            let err = Config::parse(&text, "t.toml").unwrap_err();
+            let shown = err.to_string();
+            assert!(
+                shown.contains("t.toml:5: [channels.hook]") && shown.contains(why),
+                "{secret}: {shown}"
+            );
+            assert!(shown.contains("at least 16"), "{shown}");
+        }
+        let ok = "data_dir = \"/tmp/x\"\n[bot]\nkb_dir = \"config/kb\"\n[channels.hook]\ntype = \"webhook\"\nsecret = \"sixteen-bytes-ok\"\n";
+        assert!(Config::parse(ok, "t.toml").is_ok());
     }
 
     #[test]

@@ -160,7 +160,7 @@ impl Store for FlakyStore {
     }
 }
 
-const SECRET: &str = "s3cret";
+const SECRET: &str = "s3cret-0123456789";
 
 fn hook_request(message_id: &str, text: &str) -> Request<Body> {
     let body = json!({"external_user": "zoe", "message_id": message_id, "text": text}).to_string();

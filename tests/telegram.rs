@@ -409,7 +409,7 @@ async fn webhook_mode_checks_the_secret_and_stores_before_answering() {
     let (fake, _dir, daemon, c) = started(
         r#"mode = "webhook"
 webhook_url = "https://support.example.com/hooks/tg/telegram"
-webhook_secret = "s3cret-Token_1""#,
+webhook_secret = "s3cret-Token_1234""#,
     )
     .await;
     let hook = eventually(20, "setWebhook called", async || fake.webhook()).await;
@@ -417,7 +417,7 @@ webhook_secret = "s3cret-Token_1""#,
         hook,
         (
             "https://support.example.com/hooks/tg/telegram".into(),
-            Some("s3cret-Token_1".into())
+            Some("s3cret-Token_1234".into())
         )
     );
     let url = c.base.clone() + "/hooks/tg/telegram";
@@ -437,7 +437,7 @@ webhook_secret = "s3cret-Token_1""#,
     assert_eq!(r.status(), 401);
     let r = post(None, update.to_string()).await.unwrap();
     assert_eq!(r.status(), 401);
-    let r = post(Some("s3cret-Token_1"), "{not json".into())
+    let r = post(Some("s3cret-Token_1234"), "{not json".into())
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
@@ -446,14 +446,14 @@ webhook_secret = "s3cret-Token_1""#,
     assert!(fake.sent().is_empty(), "bad requests change nothing");
 
     // Answered 200 only when stored: the conversation is there as soon as the call returns.
-    let r = post(Some("s3cret-Token_1"), update.to_string())
+    let r = post(Some("s3cret-Token_1234"), update.to_string())
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
     let (_, page) = c.get("/api/v1/conversations?channel=tg").await;
     assert_eq!(page["items"][0]["thread"], "5005", "{page}");
     // Telegram retrying the same update stores it once.
-    let r = post(Some("s3cret-Token_1"), update.to_string())
+    let r = post(Some("s3cret-Token_1234"), update.to_string())
         .await
         .unwrap();
     assert_eq!(r.status(), 200);

@@ -35,7 +35,7 @@ use crate::config::Config;
 use crate::store::sled_store::SledOptions;
 use crate::store::{SledStore, Store};
 
-const SECRET: &str = "bench-secret";
+const SECRET: &str = "bench-secret-0123456789";
 const ADMIN_TOKEN: &str = "sbt_bench_admin_token_000000000000000000000000000";
 
 /// Latency samples in microseconds.

@@ -502,6 +502,30 @@ pub fn resolve_secret(
     }
 }
 
+/// The shortest shared secret accepted for signing or checking requests (a web hook's HMAC
+/// key, Telegram's `secret_token`): shorter ones can be guessed.
+pub const MIN_SECRET_BYTES: usize = 16;
+
+/// [`resolve_secret`] for a shared secret that authenticates requests: an empty or short one
+/// (under [`MIN_SECRET_BYTES`]) is refused, so an unset `${VAR:-}` or a `secret = ""` never
+/// lets anyone sign.
+pub fn resolve_signing_secret(
+    what: &str,
+    inline: Option<&str>,
+    env: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> Result<String, String> {
+    let secret = resolve_secret(what, inline, env, file)?;
+    if secret.len() < MIN_SECRET_BYTES {
+        return Err(format!(
+            "{what}: the secret is {} bytes; use at least {MIN_SECRET_BYTES} random ones \
+             (e.g. `openssl rand -hex 32`)",
+            secret.len()
+        ));
+    }
+    Ok(secret)
+}
+
 /// Warns when a secret's file can be read by other users than its owner.
 fn warn_if_shared(what: &str, path: &std::path::Path) {
     use std::os::unix::fs::PermissionsExt;

@@ -179,7 +179,7 @@ impl TelegramConfig {
     }
 
     fn webhook_secret(&self) -> Result<String, String> {
-        let secret = switchboard_channel::resolve_secret(
+        let secret = switchboard_channel::resolve_signing_secret(
             "webhook_secret",
             self.webhook_secret.as_deref(),
             self.webhook_secret_env.as_deref(),

@@ -129,7 +129,7 @@ struct Inner {
 impl WebhookChannel {
     /// Builds the connector; fails when the secret cannot be resolved.
     pub fn build(config: WebhookConfig, ctx: ChannelContext) -> Result<Self, String> {
-        let secret = switchboard_channel::resolve_secret(
+        let secret = switchboard_channel::resolve_signing_secret(
             &format!("channel {}", ctx.id),
             config.secret.as_deref(),
             config.secret_env.as_deref(),
