@@ -1295,3 +1295,49 @@ async fn long_transcripts_page_and_the_view_holds_the_newest() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     daemon.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_the_client_picks_are_unique_per_customer_not_per_channel() {
+    let (_receiver, _dir, daemon, c) = started().await;
+    // Web hook: two customers of one calling system both number their messages from 1.
+    let (status, first) = c.hook("顾客甲", "1", "我的订单还没发货 orderlate").await;
+    assert_eq!(
+        (status, first["status"].as_str()),
+        (StatusCode::ACCEPTED, Some("accepted"))
+    );
+    let (status, second) = c.hook("顾客乙", "1", "请给我回电话 callmehook").await;
+    assert_eq!(
+        (status, second["status"].as_str()),
+        (StatusCode::ACCEPTED, Some("accepted")),
+        "{second}"
+    );
+    let (_, again) = c.hook("顾客乙", "1", "请给我回电话 callmehook").await;
+    assert_eq!(again["status"], "duplicate", "{again}");
+
+    // Web chat: two sessions whose apps both count their messages from 1.
+    let say = async |token: &str, text: &str| {
+        let r = c
+            .http
+            .post(daemon.url("/chat/chat/messages"))
+            .bearer_auth(token)
+            .json(&json!({ "text": text, "client_message_id": "1" }))
+            .send()
+            .await
+            .unwrap();
+        r.json::<Value>().await.unwrap()["status"].clone()
+    };
+    let (a, b) = (c.chat_session().await, c.chat_session().await);
+    assert_eq!(say(&a, "第一位顾客 firstchat").await, "accepted");
+    assert_eq!(say(&b, "第二位顾客，很急 callmechat").await, "accepted");
+    assert_eq!(say(&b, "第二位顾客，很急 callmechat").await, "duplicate");
+    // Agents see every one of them.
+    for word in ["callmehook", "callmechat", "orderlate", "firstchat"] {
+        let (_, found) = c.get(&format!("/api/v1/conversations?q={word}")).await;
+        assert_eq!(
+            found["items"].as_array().map(Vec::len),
+            Some(1),
+            "{word}: {found}"
+        );
+    }
+    daemon.stop();
+}

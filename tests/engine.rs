@@ -84,6 +84,7 @@ fn message(thread: &str, id: &str, text: &str) -> InboundEvent {
         attachments: vec![],
         sent_at_ms: None,
         automated: None,
+        earlier_id: None,
     })
 }
 
@@ -482,5 +483,55 @@ async fn while_waiting_the_bot_answers_what_it_knows_and_is_silent_once_a_person
         4,
         "the fifth message went to Ana only"
     );
+    rig.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_scoped_to_the_sender_keep_two_customers_apart_and_know_messages_from_before() {
+    let escalate = || Decision::Escalate {
+        reason: EscalationReason::AskedForHuman,
+        detail: "scripted".into(),
+    };
+    let rig = rig(vec![escalate(), escalate()]);
+    let wire = ChannelId::new("wire");
+    let scoped = |thread: &str, id: &str, text: &str| {
+        let InboundEvent::Message(mut m) = message(thread, &format!("{thread}/{id}"), text) else {
+            unreachable!()
+        };
+        m.message_id = ExternalMessageId::scoped(thread, id);
+        m.earlier_id = Some(ExternalMessageId::new(id));
+        InboundEvent::Message(m)
+    };
+    // Stored before ids were scoped: under the client's id alone.
+    rig.say("会话甲", "1", "我的退款还没到账").await;
+    // Delivered again after the upgrade, now scoped: the same message.
+    let again = rig
+        .engine
+        .ingest(&wire, scoped("会话甲", "1", "我的退款还没到账"));
+    assert_eq!(again.await.unwrap(), Accepted::Duplicate);
+    // Another customer who picked the same id: a message of their own.
+    let other = rig
+        .engine
+        .ingest(&wire, scoped("会话乙", "1", "请给我回电话，很急"));
+    assert_eq!(other.await.unwrap(), Accepted::Stored);
+    let other_again = rig
+        .engine
+        .ingest(&wire, scoped("会话乙", "1", "请给我回电话，很急"));
+    assert_eq!(other_again.await.unwrap(), Accepted::Duplicate);
+    // Scoped ids can not collide however the parts are cut.
+    assert_ne!(
+        ExternalMessageId::scoped("a:b", "c"),
+        ExternalMessageId::scoped("a", "b:c")
+    );
+    let second = rig.conversation("会话乙");
+    assert_ne!(second.id, rig.conversation("会话甲").id);
+    let texts: Vec<String> = rig
+        .store
+        .messages(second.id, 0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(texts, ["请给我回电话，很急"]);
     rig.stop.cancel();
 }

@@ -151,6 +151,7 @@ pub async fn routing(args: RoutingArgs) -> anyhow::Result<()> {
                     attachments: vec![],
                     sent_at_ms: None,
                     automated: None,
+                    earlier_id: None,
                 });
                 engine
                     .ingest(&channel, event)

@@ -601,6 +601,17 @@ impl Engine {
             .map_err(|e| InboundError::Unavailable(e.to_string()))?;
         // Messages of one conversation are stored one after the other, in arrival order.
         let _lane = self.lane(channel, &msg.thread).lock().await;
+        if self
+            .stored_before_ids_were_scoped(channel, &msg)
+            .map_err(|e| unavailable(e.into()))?
+        {
+            self.store
+                .durable()
+                .await
+                .map_err(|e| unavailable(e.into()))?;
+            self.metrics.inbound(channel.as_str(), true);
+            return Ok(Accepted::Duplicate);
+        }
         for _ in 0..MAX_RETRIES {
             let outcome = match self.prepare_ingest(channel, &msg, start) {
                 Ok(change) => self.commit(change).await,
@@ -627,6 +638,23 @@ impl Engine {
         Err(InboundError::Unavailable(
             "too much contention; retry".into(),
         ))
+    }
+
+    /// Whether `msg` was stored under its [`InboundMessage::earlier_id`] (before its
+    /// channel scoped ids to the sender) in this very conversation: then it is that message
+    /// again. The same id in another conversation is another customer's.
+    fn stored_before_ids_were_scoped(
+        &self,
+        channel: &ChannelId,
+        msg: &InboundMessage,
+    ) -> Result<bool, StoreError> {
+        let Some(earlier) = &msg.earlier_id else {
+            return Ok(false);
+        };
+        let Some((conv, _)) = self.store.external_message(channel, earlier)? else {
+            return Ok(false);
+        };
+        Ok(self.store.thread(channel, &msg.thread)? == Some(conv))
     }
 
     /// A reply the network accepted turned out undelivered (a bounce): the message shows

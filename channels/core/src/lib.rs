@@ -70,6 +70,16 @@ opaque_id!(
     ExternalMessageId
 );
 
+impl ExternalMessageId {
+    /// An id the sender's software chose rather than the network (a web chat client's id, a
+    /// web hook caller's, an email's Message-ID), made unique per `sender` (a chat session, an
+    /// `external_user`, a From address): two customers who pick the same id are two messages.
+    /// The sender's length leads, so no choice of the two parts can collide with another.
+    pub fn scoped(sender: &str, id: &str) -> Self {
+        Self(format!("{}:{sender}:{id}", sender.len()))
+    }
+}
+
 /// What a connector can do beyond plain text; the engine adapts what it sends.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capabilities {
@@ -144,6 +154,12 @@ pub struct InboundMessage {
     /// never answered by the bot, so two robots cannot talk in a loop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub automated: Option<String>,
+    /// The id this message would have had before its channel scoped ids to the sender
+    /// ([`ExternalMessageId::scoped`]): a message stored under it **in the same conversation**
+    /// is this one delivered again (a retry across the upgrade); in another conversation it
+    /// is another customer's, and this one is new.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub earlier_id: Option<ExternalMessageId>,
 }
 
 /// The customer changed a message they sent earlier.

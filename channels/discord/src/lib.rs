@@ -423,6 +423,7 @@ impl Inner {
             attachments: self.attachments(m).await,
             sent_at_ms: Some(m.timestamp.unix_timestamp() * 1000),
             automated: None,
+            earlier_id: None,
         });
         if self.submit(event, stop).await {
             self.seen(m.channel_id.get(), m.id.get());
@@ -478,6 +479,7 @@ impl Inner {
             attachments: vec![],
             sent_at_ms: Some(now_ms()),
             automated: None,
+            earlier_id: None,
         });
         self.submit(event, stop).await;
     }

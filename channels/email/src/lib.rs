@@ -544,11 +544,13 @@ impl Inner {
                 id: ExternalUser(mail.from.clone()),
                 name: mail.from_name.clone(),
             },
-            message_id: ExternalMessageId(mail.message_id.clone()),
+            // A Message-ID is chosen by the sender's software: unique per sender at best.
+            message_id: ExternalMessageId::scoped(&mail.from, &mail.message_id),
             text,
             attachments,
             sent_at_ms: mail.date_ms,
             automated: mail.automated.clone(),
+            earlier_id: Some(ExternalMessageId(mail.message_id.clone())),
         });
         // Remember what threading and replies need before the engine has the mail: its bot
         // answer may go out at once, and sending needs the thread's address and subject. A

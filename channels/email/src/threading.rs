@@ -128,7 +128,14 @@ pub fn place(h: &Headers, index: &dyn Index, window_ms: i64) -> Placement {
     {
         return Placement::Subject(s.thread);
     }
-    Placement::New(h.message_id.clone())
+    match index.message(&h.message_id) {
+        // This very mail again (fetched twice): where it went the first time.
+        Some(k) if k.owner == h.from => Placement::Reply(k.thread),
+        // Another sender reused the Message-ID (fixed ids from a broken mailer, a copied
+        // one): a conversation of this sender's own.
+        Some(_) => Placement::New(format!("{}:{}:{}", h.from.len(), h.from, h.message_id)),
+        None => Placement::New(h.message_id.clone()),
+    }
 }
 
 #[cfg(test)]
@@ -270,6 +277,22 @@ mod tests {
                 "unknown headers fall back to the subject",
                 mail(a, "Where is my order", &["lost@z"], &[], 12),
                 Placement::Subject("a1@alice.test".into()),
+            ),
+            (
+                "the same mail fetched again goes where it went",
+                Headers {
+                    message_id: "a1@alice.test".into(),
+                    ..mail(a, "Where is my order", &[], &[], 10)
+                },
+                Placement::Reply("a1@alice.test".into()),
+            ),
+            (
+                "a Message-ID another sender used starts this sender's own conversation",
+                Headers {
+                    message_id: "b1@bob.test".into(),
+                    ..mail("carol@c.test", "Hello", &[], &[], 12)
+                },
+                Placement::New("12:carol@c.test:b1@bob.test".into()),
             ),
         ];
         for (what, headers, want) in cases {

@@ -243,6 +243,7 @@ fn message(msg: &Message, me: &Me, groups: GroupPolicy, topics: bool) -> Action 
         attachments: vec![],
         sent_at_ms: Some(msg.date.timestamp_millis()),
         automated: None,
+        earlier_id: None,
     };
     let is_start = text == "/start" || text.starts_with("/start ");
     Action::Submit {
@@ -291,6 +292,7 @@ fn callback(q: &CallbackQuery, topics: bool) -> Action {
             attachments: vec![],
             sent_at_ms: None,
             automated: None,
+            earlier_id: None,
         }),
         files: vec![],
         callback: Some(q.id.0.clone()),

@@ -86,7 +86,8 @@ pub struct HookMessage {
     /// The thread in the calling system; defaults to one thread per user.
     #[serde(default)]
     pub external_thread: Option<String>,
-    /// The calling system's id of this message; a repeated id is stored once.
+    /// The calling system's id of this message, unique per `external_user`: that customer's
+    /// repeated id is stored once (another customer may use the same id).
     pub message_id: String,
     #[serde(default)]
     pub text: String,
@@ -449,13 +450,16 @@ async fn receive(
     let thread = msg
         .external_thread
         .unwrap_or_else(|| msg.external_user.clone());
+    // The caller picks message ids: they are unique per customer, not across customers.
+    let message_id = ExternalMessageId::scoped(&msg.external_user, &msg.message_id);
+    let earlier_id = Some(ExternalMessageId(msg.message_id));
     let event = InboundEvent::Message(InboundMessage {
         thread: ExternalThread(thread),
         sender: Sender {
             id: ExternalUser(msg.external_user),
             name: msg.user_name,
         },
-        message_id: ExternalMessageId(msg.message_id),
+        message_id,
         text: msg.text,
         // The caller describes files (name, type, size, url); stored bytes are ours to name.
         attachments: msg
@@ -469,6 +473,7 @@ async fn receive(
             .collect(),
         sent_at_ms: msg.sent_at,
         automated: None,
+        earlier_id,
     });
     Ok(accepted(
         hook.ctx.inbound.submit(&hook.ctx.id, event).await?,

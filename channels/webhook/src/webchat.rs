@@ -356,7 +356,8 @@ fn unavailable(e: StateError) -> HookError {
 #[serde(deny_unknown_fields)]
 struct CustomerMessage {
     text: String,
-    /// The widget's own id for the message, so a retried send is stored once.
+    /// The widget's own id for the message, unique within its session, so a retried send is
+    /// stored once (another session may use the same id).
     #[serde(default)]
     client_message_id: Option<String>,
     /// Display name the customer gave, if any.
@@ -411,11 +412,13 @@ async fn customer_message(
             id: ExternalUser(format!("webchat:{session}")),
             name: msg.name,
         },
-        message_id: ExternalMessageId(message_id.clone()),
+        // The client picks its ids: unique within its session, not across sessions.
+        message_id: ExternalMessageId::scoped(&session, &message_id),
         text: msg.text.clone(),
         attachments: vec![],
         sent_at_ms: None,
         automated: None,
+        earlier_id: Some(ExternalMessageId(message_id.clone())),
     });
     let outcome = chat.ctx.inbound.submit(&chat.ctx.id, event).await?;
     let entry = Entry {
