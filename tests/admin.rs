@@ -201,7 +201,10 @@ async fn a_backup_taken_under_load_holds_every_acknowledged_message() {
                     .hook(&format!("load{w}"), &mid, &format!("message {mid}"))
                     .await;
                 if status == StatusCode::ACCEPTED {
-                    acked.push((mid, sent));
+                    // Stored under the id scoped to its customer.
+                    let id =
+                        switchboard_channel::ExternalMessageId::scoped(&format!("load{w}"), &mid);
+                    acked.push((id.0, sent));
                 }
             }
             acked

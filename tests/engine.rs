@@ -518,11 +518,17 @@ async fn ids_scoped_to_the_sender_keep_two_customers_apart_and_know_messages_fro
         .engine
         .ingest(&wire, scoped("会话乙", "1", "请给我回电话，很急"));
     assert_eq!(other_again.await.unwrap(), Accepted::Duplicate);
-    // Scoped ids can not collide however the parts are cut.
+    // Scoped ids can not collide however the parts are cut, and give back what was sent.
     assert_ne!(
         ExternalMessageId::scoped("a:b", "c"),
         ExternalMessageId::scoped("a", "b:c")
     );
+    assert_eq!(ExternalMessageId::scoped("a", "b:c").as_sent(), "b:c");
+    assert_eq!(
+        ExternalMessageId::scoped("顾客:1", "<x@y>").as_sent(),
+        "<x@y>"
+    );
+    assert_eq!(ExternalMessageId::new("123:456").as_sent(), "123:456");
     let second = rig.conversation("会话乙");
     assert_ne!(second.id, rig.conversation("会话甲").id);
     let texts: Vec<String> = rig

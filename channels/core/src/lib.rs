@@ -78,6 +78,16 @@ impl ExternalMessageId {
     pub fn scoped(sender: &str, id: &str) -> Self {
         Self(format!("{}:{sender}:{id}", sender.len()))
     }
+
+    /// The id as its sender chose it: the last part of a [`scoped`](Self::scoped) id, or the
+    /// whole of any other (an email reply names the customer's Message-ID this way).
+    pub fn as_sent(&self) -> &str {
+        let unscoped = self.0.split_once(':').and_then(|(len, rest)| {
+            let len: usize = len.parse().ok()?;
+            rest.get(len..)?.strip_prefix(':')
+        });
+        unscoped.unwrap_or(&self.0)
+    }
 }
 
 /// What a connector can do beyond plain text; the engine adapts what it sends.

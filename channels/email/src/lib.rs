@@ -723,7 +723,7 @@ impl Channel for EmailChannel {
         let in_reply_to = outbound
             .in_reply_to
             .as_ref()
-            .map(|m| m.0.clone())
+            .map(|m| m.as_sent().to_owned())
             .or_else(|| info.refs.last().cloned());
         let mut builder = lettre::Message::builder()
             .from(from)
