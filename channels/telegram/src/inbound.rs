@@ -7,8 +7,8 @@ use switchboard_channel::{
     Sender,
 };
 use teloxide::types::{
-    CallbackQuery, ChatId, FileId, Message, MessageEntityKind, MessageId, ThreadId, Update,
-    UpdateKind, User,
+    CallbackQuery, ChatId, FileId, FileMeta, Message, MessageEntityKind, MessageId, MessageKind,
+    ThreadId, Update, UpdateKind, User,
 };
 
 /// When the bot takes part in group chats.
@@ -147,7 +147,19 @@ fn find_ascii_ci(hay: &str, needle: &str) -> Option<usize> {
     (0..=h.len().checked_sub(n.len())?).find(|&i| h[i..i + n.len()].eq_ignore_ascii_case(n))
 }
 
-/// The files of a message: the largest size of a photo, a document, a voice note, a sticker.
+/// A file with the name and type Telegram gave it, or ours.
+fn file(meta: &FileMeta, name: Option<&String>, fallback: String, mime: Option<String>) -> FileRef {
+    let content_type = mime.unwrap_or_else(|| "application/octet-stream".into());
+    FileRef {
+        id: meta.id.clone(),
+        name: name.cloned().unwrap_or(fallback),
+        content_type,
+        size: meta.size.into(),
+    }
+}
+
+/// The files of a message: the largest size of a photo, a document, a voice note, a sticker,
+/// a video, a round video note, an audio file, an animation (Telegram's GIFs are MP4).
 pub fn files(msg: &Message) -> Vec<FileRef> {
     let mut out = Vec::new();
     if let Some(photo) = msg
@@ -206,8 +218,68 @@ pub fn files(msg: &Message) -> Vec<FileRef> {
             size: sticker.file.size.into(),
         });
     }
+    if let Some(v) = msg.video() {
+        let fallback = format!("video-{}.mp4", v.file.unique_id);
+        let mime = mime(v.mime_type.as_ref(), "video/mp4");
+        out.push(file(&v.file, v.file_name.as_ref(), fallback, mime));
+    }
+    if let Some(v) = msg.video_note() {
+        let fallback = format!("video-note-{}.mp4", v.file.unique_id);
+        out.push(file(&v.file, None, fallback, Some("video/mp4".into())));
+    }
+    if let Some(a) = msg.audio() {
+        let fallback = format!("audio-{}.mp3", a.file.unique_id);
+        let mime = mime(a.mime_type.as_ref(), "audio/mpeg");
+        out.push(file(&a.file, a.file_name.as_ref(), fallback, mime));
+    }
+    if let Some(a) = msg.animation() {
+        let fallback = format!("animation-{}.mp4", a.file.unique_id);
+        let mime = mime(a.mime_type.as_ref(), "video/mp4");
+        out.push(file(&a.file, a.file_name.as_ref(), fallback, mime));
+    }
     out
 }
+
+/// The file's own type, or `or`.
+fn mime<M: ToString>(m: Option<&M>, or: &str) -> Option<String> {
+    Some(m.map_or(or.to_owned(), |m| m.to_string()))
+}
+
+/// What a message without text or file says, as text for people: a location, a place, a
+/// contact card, a poll, a die; `None` for what we cannot show.
+fn described(msg: &Message) -> Option<String> {
+    if let Some(v) = msg.venue() {
+        let l = &v.location;
+        return Some(format!(
+            "[place] {} · {} ({:.6}, {:.6}) https://www.openstreetmap.org/?mlat={:.6}&mlon={:.6}",
+            v.title, v.address, l.latitude, l.longitude, l.latitude, l.longitude
+        ));
+    }
+    if let Some(l) = msg.location() {
+        return Some(format!(
+            "[location] {:.6}, {:.6} https://www.openstreetmap.org/?mlat={:.6}&mlon={:.6}",
+            l.latitude, l.longitude, l.latitude, l.longitude
+        ));
+    }
+    if let Some(c) = msg.contact() {
+        let name = match &c.last_name {
+            Some(last) => format!("{} {last}", c.first_name),
+            None => c.first_name.clone(),
+        };
+        return Some(format!("[contact] {name} {}", c.phone_number));
+    }
+    if let Some(p) = msg.poll() {
+        let options: Vec<&str> = p.options.iter().map(|o| o.text.as_str()).collect();
+        return Some(format!("[poll] {} ({})", p.question, options.join(" / ")));
+    }
+    if let Some(d) = msg.dice() {
+        return Some(format!("[dice] {:?} {}", d.emoji, d.value));
+    }
+    None
+}
+
+/// Why an update teloxide could not read is ignored.
+pub const UNREADABLE: &str = "an update this client cannot read";
 
 /// What to do with one update.
 pub fn action(update: &Update, me: &Me, groups: GroupPolicy, topics: bool) -> Action {
@@ -215,6 +287,7 @@ pub fn action(update: &Update, me: &Me, groups: GroupPolicy, topics: bool) -> Ac
         UpdateKind::Message(msg) => message(msg, me, groups, topics),
         UpdateKind::EditedMessage(msg) => edit(msg, me, groups, topics),
         UpdateKind::CallbackQuery(q) => callback(q, topics),
+        UpdateKind::Error(_) => Action::Ignore(UNREADABLE),
         _ => Action::Ignore("update kind not handled"),
     }
 }
@@ -230,10 +303,23 @@ fn message(msg: &Message, me: &Me, groups: GroupPolicy, topics: bool) -> Action 
         return Action::Ignore("group message not addressed to the bot");
     }
     let raw = msg.text().or(msg.caption()).unwrap_or_default();
-    let text = clean_text(raw, me);
+    let mut text = clean_text(raw, me);
     let files = files(msg);
     if text.is_empty() && files.is_empty() {
-        return Action::Ignore("nothing we can show (service message, poll, location...)");
+        text = match described(msg) {
+            Some(d) => d,
+            // Something a customer sent that we cannot show: stored all the same, marked,
+            // so nobody is left unanswered.
+            None if matches!(msg.kind, MessageKind::Common(_)) => {
+                tracing::info!(
+                    chat = msg.chat.id.0,
+                    message = msg.id.0,
+                    "a Telegram message of a kind we cannot show; stored as a placeholder"
+                );
+                "[a Telegram message of a kind Switchboard cannot show]".into()
+            }
+            None => return Action::Ignore("a service message (members, pins, titles...)"),
+        };
     }
     let inbound = InboundMessage {
         thread: thread_of(msg, topics),
@@ -504,5 +590,97 @@ mod tests {
             parse_message_id(&ExternalMessageId::new("-100:7")),
             Some((ChatId(-100), MessageId(7)))
         );
+    }
+
+    /// A private message from a customer with `extra` fields in place of text.
+    fn private(extra: serde_json::Value) -> Update {
+        let mut m = json!({
+            "message_id": 30, "date": 1_700_000_000,
+            "chat": {"id": 77, "type": "private", "first_name": "小明"},
+            "from": {"id": 77, "is_bot": false, "first_name": "小明"},
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            m[k] = v.clone();
+        }
+        update("message", m)
+    }
+
+    fn submitted(u: &Update) -> (String, Vec<FileRef>) {
+        match action(u, &me(), GroupPolicy::Mentions, false) {
+            Action::Submit {
+                event: InboundEvent::Message(m),
+                files,
+                ..
+            } => (m.text, files),
+            other => panic!("not submitted: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_kind_of_customer_message_is_kept_and_service_messages_are_not() {
+        let f =
+            |id: &str, size: u64| json!({"file_id": id, "file_unique_id": id, "file_size": size});
+        let video = json!({"caption": "包裹到的时候就是这样", "video": {"width": 1280, "height": 720,
+            "duration": 8, "mime_type": "video/mp4", "file_id": "BAAC", "file_unique_id": "v1", "file_size": 1_843_200}});
+        let (text, files) = submitted(&private(video));
+        assert_eq!(text, "包裹到的时候就是这样");
+        assert_eq!(
+            (files.len(), files[0].content_type.as_str()),
+            (1, "video/mp4")
+        );
+        assert_eq!(files[0].name, "video-v1.mp4");
+        let note = json!({"video_note": {"length": 240, "duration": 5, "file_id": "n1", "file_unique_id": "n1", "file_size": 100}});
+        assert_eq!(submitted(&private(note)).1[0].name, "video-note-n1.mp4");
+        let mut audio = json!({"duration": 60, "title": "录音", "file_name": "留言.m4a", "mime_type": "audio/mp4"});
+        audio
+            .as_object_mut()
+            .unwrap()
+            .extend(f("a1", 5000).as_object().unwrap().clone());
+        let (_, files) = submitted(&private(json!({ "audio": audio })));
+        assert_eq!(
+            (files[0].name.as_str(), files[0].content_type.as_str()),
+            ("留言.m4a", "audio/mp4")
+        );
+        let mut gif = json!({"width": 200, "height": 200, "duration": 2});
+        gif.as_object_mut()
+            .unwrap()
+            .extend(f("g1", 900).as_object().unwrap().clone());
+        // Telegram sends an animation as a document too (for old clients).
+        let both = json!({ "animation": gif, "document": f("g1", 900) });
+        assert_eq!(submitted(&private(both)).1.len(), 1);
+
+        let location = json!({"location": {"latitude": 31.2304, "longitude": 121.4737}});
+        let (text, files) = submitted(&private(location));
+        assert!(files.is_empty());
+        assert!(
+            text.starts_with("[location] 31.230400, 121.473700 https://"),
+            "{text}"
+        );
+        let venue = json!({"venue": {"location": {"latitude": 22.5, "longitude": 114.1},
+            "title": "自提点", "address": "深圳市南山区"}, "location": {"latitude": 22.5, "longitude": 114.1}});
+        let (text, _) = submitted(&private(venue));
+        assert!(text.starts_with("[place] 自提点 · 深圳市南山区"), "{text}");
+        let contact = json!({"contact": {"phone_number": "+8613800000000", "first_name": "王", "last_name": "芳"}});
+        assert_eq!(
+            submitted(&private(contact)).0,
+            "[contact] 王 芳 +8613800000000"
+        );
+
+        // A member joining a group is not something a customer said.
+        let joined = update(
+            "message",
+            group_msg(
+                "",
+                json!({"new_chat_members": [
+            {"id": 9, "is_bot": false, "first_name": "新人"}]}),
+            ),
+        );
+        let mut m = serde_json::to_value(&joined).unwrap();
+        m["message"].as_object_mut().unwrap().remove("text");
+        let joined: Update = serde_json::from_str(&m.to_string()).unwrap();
+        assert!(matches!(
+            action(&joined, &me(), GroupPolicy::All, true),
+            Action::Ignore(_)
+        ));
     }
 }

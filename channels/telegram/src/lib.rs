@@ -406,7 +406,15 @@ impl Inner {
         for (i, a) in actions.iter().enumerate() {
             let thread = match a {
                 Action::Submit { event, .. } => Some(event.thread().clone()),
-                Action::Ignore(_) => None,
+                Action::Ignore(why) => {
+                    let update = updates[i].id.0;
+                    if *why == inbound::UNREADABLE {
+                        tracing::warn!(channel = %self.ctx.id, update, "{why}; skipped");
+                    } else {
+                        tracing::debug!(channel = %self.ctx.id, update, "update ignored: {why}");
+                    }
+                    None
+                }
             };
             match lanes.iter_mut().find(|(t, _)| *t == thread) {
                 Some((_, list)) => list.push(i),
