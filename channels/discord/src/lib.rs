@@ -376,9 +376,11 @@ impl Inner {
         self.get::<Seen>(&seen_key(channel)).map(|_| channel)
     }
 
+    /// The message's files, and those of the messages it forwards.
     async fn attachments(&self, m: &Message) -> Vec<Attachment> {
         let mut out = Vec::new();
-        for a in &m.attachments {
+        let forwarded = m.message_snapshots.iter().flat_map(|s| &s.attachments);
+        for a in m.attachments.iter().chain(forwarded) {
             let content_type = a
                 .content_type
                 .clone()
@@ -412,6 +414,13 @@ impl Inner {
         let Some(thread) = self.thread_for(m, stop).await else {
             return;
         };
+        let attachments = self.attachments(m).await;
+        let mut text = message_text(m);
+        if text.is_empty() && attachments.is_empty() {
+            // Something the customer sent that we cannot show: kept, marked, never dropped.
+            tracing::info!(channel = %self.ctx.id, message = m.id.get(), "a Discord message of a kind we cannot show; stored as a placeholder");
+            text = "[a Discord message of a kind Switchboard cannot show]".into();
+        }
         let event = InboundEvent::Message(InboundMessage {
             thread: ExternalThread(thread.to_string()),
             sender: Sender {
@@ -419,8 +428,8 @@ impl Inner {
                 name: Some(display_name(&m.author)),
             },
             message_id: ExternalMessageId(m.id.to_string()),
-            text: m.content.clone(),
-            attachments: self.attachments(m).await,
+            text,
+            attachments,
             sent_at_ms: Some(m.timestamp.unix_timestamp() * 1000),
             automated: None,
             earlier_id: None,
@@ -659,6 +668,31 @@ impl Inner {
     }
 }
 
+/// What a customer's message says: its text, what it forwards (`message_snapshots`), and the
+/// names of its stickers.
+fn message_text(m: &Message) -> String {
+    let mut parts = vec![m.content.clone()];
+    for s in &m.message_snapshots {
+        parts.push(format!("[forwarded] {}", s.content));
+        parts.extend(
+            s.sticker_items
+                .iter()
+                .map(|st| format!("[sticker] {}", st.name)),
+        );
+    }
+    parts.extend(
+        m.sticker_items
+            .iter()
+            .map(|st| format!("[sticker] {}", st.name)),
+    );
+    let parts: Vec<&str> = parts
+        .iter()
+        .map(|p| p.trim())
+        .filter(|p| !p.is_empty())
+        .collect();
+    parts.join("\n")
+}
+
 fn display_name(u: &serenity::all::User) -> String {
     u.global_name.clone().unwrap_or_else(|| u.name.clone())
 }
@@ -804,5 +838,47 @@ impl Channel for DiscordChannel {
         let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
         state.remove_all(&refs).map_err(err)?;
         state.sync().await.map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn message(extra: serde_json::Value) -> Message {
+        let mut m = json!({
+            "id": "10", "channel_id": "20", "content": "",
+            "author": {"id": "30", "username": "xiaoming", "discriminator": "0", "avatar": null},
+            "timestamp": "2026-12-01T00:00:00.000000+00:00", "edited_timestamp": null,
+            "tts": false, "mention_everyone": false, "mentions": [], "mention_roles": [],
+            "attachments": [], "embeds": [], "pinned": false, "type": 0, "flags": 0,
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            m[k] = v.clone();
+        }
+        serde_json::from_value(m).unwrap()
+    }
+
+    #[test]
+    fn forwarded_messages_and_stickers_are_read_not_stored_empty() {
+        let snapshot = json!({"message": {
+            "content": "订单号 12345 一直没发货", "timestamp": "2026-11-30T00:00:00.000000+00:00",
+            "edited_timestamp": null, "mentions": [], "attachments": [], "embeds": [],
+            "type": 0, "flags": 0, "sticker_items": []}});
+        let forwarded = message(json!({
+            "message_reference": {"type": 1, "channel_id": "21", "message_id": "9"},
+            "message_snapshots": [snapshot],
+        }));
+        assert_eq!(
+            message_text(&forwarded),
+            "[forwarded] 订单号 12345 一直没发货"
+        );
+        let sticker = message(json!({
+            "content": "谢谢",
+            "sticker_items": [{"id": "40", "name": "点赞", "format_type": 1}],
+        }));
+        assert_eq!(message_text(&sticker), "谢谢\n[sticker] 点赞");
+        assert_eq!(message_text(&message(json!({}))), "");
     }
 }
