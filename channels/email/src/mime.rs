@@ -50,8 +50,53 @@ pub fn clean_id(s: &str) -> String {
         .to_owned()
 }
 
+/// `raw` with a blank line put where its headers stop, when a line that is neither a header
+/// (`Name: value`) nor a folded continuation comes before any blank line; `None` when the
+/// mail is well formed.
+fn repair_separator(raw: &[u8]) -> Option<Vec<u8>> {
+    let mut at = 0;
+    let mut first = true;
+    for line in raw.split_inclusive(|&b| b == b'\n') {
+        let content = line.strip_suffix(b"\n").unwrap_or(line);
+        let content = content.strip_suffix(b"\r").unwrap_or(content);
+        if content.is_empty() {
+            return None;
+        }
+        let folded = !first && matches!(content[0], b' ' | b'\t');
+        let header = content
+            .iter()
+            .position(|&b| b == b':')
+            .is_some_and(|colon| {
+                colon > 0 && content[..colon].iter().all(|b| (33..=126).contains(b))
+            });
+        // mbox's "From " line may lead.
+        let mbox = first && content.starts_with(b"From ");
+        if !(folded || header || mbox) {
+            if first {
+                return None;
+            }
+            let mut out = Vec::with_capacity(raw.len() + 2);
+            out.extend_from_slice(&raw[..at]);
+            out.extend_from_slice(if line.ends_with(b"\r\n") {
+                b"\r\n"
+            } else {
+                b"\n"
+            });
+            out.extend_from_slice(&raw[at..]);
+            return Some(out);
+        }
+        first = false;
+        at += line.len();
+    }
+    None
+}
+
 /// Parses `raw`; `None` when it is not a mail at all.
 pub fn parse(raw: &[u8]) -> Option<Mail> {
+    // A body with no blank line after the headers: read it as a body (as Python's email
+    // package does), not as broken headers to throw away.
+    let repaired = repair_separator(raw);
+    let raw = repaired.as_deref().unwrap_or(raw);
     let m = MessageParser::default().parse(raw)?;
     let from = m.from().and_then(|a| a.first());
     let address = from
@@ -70,15 +115,35 @@ pub fn parse(raw: &[u8]) -> Option<Mail> {
             )
         }
     };
-    let full_text = m
+    let own_text = m
         .body_text(0)
         .map(|t| t.replace("\r\n", "\n"))
         .unwrap_or_default()
         .trim()
         .to_owned();
-    let new_text = match strip_quotes(&full_text) {
-        t if t.trim().is_empty() => full_text.clone(),
-        t => t,
+    // Forwarded mails (`message/rfc822`, "forward as attachment"): their text is shown to
+    // people after the mail's own; it is what the customer asks about when they wrote nothing.
+    let forwarded: Vec<String> = m
+        .attachments()
+        .filter_map(|p| p.message())
+        .map(|inner| {
+            let text = inner.body_text(0).unwrap_or_default().replace("\r\n", "\n");
+            format!(
+                "[forwarded] {}\n{}",
+                inner.subject().unwrap_or_default().trim(),
+                text.trim()
+            )
+        })
+        .collect();
+    let full_text = std::iter::once(own_text.clone())
+        .chain(forwarded.iter().cloned())
+        .filter(|t| !t.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    let new_text = match strip_quotes(&own_text) {
+        t if !t.trim().is_empty() => t,
+        _ if !own_text.is_empty() => own_text.clone(),
+        _ => full_text.clone(),
     };
     // Only a real HTML part (for plain mail, mail-parser would make HTML from the text).
     let html = match m.html_part(0) {
@@ -88,6 +153,12 @@ pub fn parse(raw: &[u8]) -> Option<Mail> {
     let mut files = Vec::new();
     for part in m.attachments() {
         if part.is_message() {
+            // Kept whole, as a mail agents can open.
+            let name = part
+                .attachment_name()
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("forwarded-{}.eml", files.len() + 1));
+            files.push((name, "message/rfc822".to_owned(), part.contents().to_vec()));
             continue;
         }
         let content_type = part
@@ -376,5 +447,57 @@ Content-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\r\n\
             ))
         );
         assert!(m.automated.is_some());
+    }
+
+    #[test]
+    fn forwarded_mails_are_kept_and_read() {
+        // "Forward as attachment", as Outlook and Gmail send it.
+        let attached = "From: 王芳 <wang@example.test>\r\nTo: help@shop.test\r\n\
+            Subject: Fwd: 订单 98765\r\nMessage-ID: <f1@example.test>\r\nMIME-Version: 1.0\r\n\
+            Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n\
+            --b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n看看我收到的确认邮件，被扣了两次钱。\r\n\
+            --b1\r\nContent-Type: message/rfc822\r\n\
+            Content-Disposition: attachment; filename=\"order-98765.eml\"\r\n\r\n\
+            From: orders@shop.test\r\nSubject: Order 98765\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
+            Order 98765: 2 x Blue Kettle, charged EUR 59.98.\r\n\
+            --b1--\r\n";
+        let m = parse(attached.as_bytes()).unwrap();
+        assert_eq!(m.new_text, "看看我收到的确认邮件，被扣了两次钱。");
+        assert!(
+            m.full_text
+                .contains("[forwarded] Order 98765\nOrder 98765: 2 x Blue Kettle"),
+            "{}",
+            m.full_text
+        );
+        assert_eq!(m.files.len(), 1);
+        assert_eq!(
+            (m.files[0].0.as_str(), m.files[0].1.as_str()),
+            ("order-98765.eml", "message/rfc822")
+        );
+        assert!(String::from_utf8_lossy(&m.files[0].2).contains("charged EUR 59.98"));
+
+        // The whole body is the forwarded mail (GroupWise): its text is the question.
+        let whole = "From: li@example.test\r\nSubject: Fwd: Delivery problem\r\n\
+            Message-ID: <f2@example.test>\r\nMIME-Version: 1.0\r\nContent-Type: message/rfc822\r\n\r\n\
+            From: courier@example.test\r\nSubject: Delivery problem\r\n\r\n\
+            The courier left my parcel 4711 in the rain.\r\n";
+        let m = parse(whole.as_bytes()).unwrap();
+        assert!(
+            m.new_text.contains("parcel 4711 in the rain"),
+            "{}",
+            m.new_text
+        );
+        assert_eq!(m.files.len(), 1);
+    }
+
+    #[test]
+    fn a_body_without_the_blank_line_after_the_headers_is_kept() {
+        let raw = "From: zhao@example.test\nSubject: 有个问题\n我的快递三天没动了，怎么回事？\n还有一行\n";
+        let m = parse(raw.as_bytes()).unwrap();
+        assert_eq!(m.subject, "有个问题");
+        assert_eq!(m.new_text, "我的快递三天没动了，怎么回事？\n还有一行");
+        // Well-formed mail, folded headers and an mbox line are left as they are.
+        assert!(repair_separator(b"From: a@b\nSubject: x\n  folded\n\nbody\n").is_none());
+        assert!(repair_separator(b"From a@b Mon Dec  7 2026\nFrom: a@b\n\nbody\n").is_none());
     }
 }
