@@ -529,7 +529,7 @@ impl Inner {
                     .await,
             );
         }
-        if mail.new_text != mail.full_text || !mail.files.is_empty() {
+        if mail.new_text != mail.full_text || !mail.files.is_empty() || mail.cut {
             // The whole mail, for people: quoted history, signature, every part.
             attachments.push(self.keep("original.eml", "message/rfc822", raw).await);
         }

@@ -19,6 +19,9 @@ pub struct Mail {
     pub new_text: String,
     /// The whole text body (text/plain, or the HTML converted to text).
     pub full_text: String,
+    /// The text was longer than [`MAX_TEXT_BYTES`] and was cut (the whole mail is kept as
+    /// `original.eml`).
+    pub cut: bool,
     /// The HTML body, sanitised (no scripts, styles, event handlers or remote content), for
     /// people to see it as sent.
     pub html: Option<String>,
@@ -48,6 +51,27 @@ pub fn clean_id(s: &str) -> String {
         .trim_end_matches('>')
         .trim()
         .to_owned()
+}
+
+/// The longest text a mail is stored with, as for every other channel; the rest stays in
+/// `original.eml`.
+pub const MAX_TEXT_BYTES: usize = 64 * 1024 - 256;
+
+/// `text` cut to [`MAX_TEXT_BYTES`] at a character boundary, with a note; whether it was.
+fn capped(text: String) -> (String, bool) {
+    if text.len() <= MAX_TEXT_BYTES {
+        return (text, false);
+    }
+    let mut end = MAX_TEXT_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = format!(
+        "{}\n\n[cut: the mail's text is {} bytes; all of it is in original.eml]",
+        &text[..end],
+        text.len()
+    );
+    (cut, true)
 }
 
 /// `raw` with a blank line put where its headers stop, when a line that is neither a header
@@ -91,12 +115,58 @@ fn repair_separator(raw: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+/// Names Big5 goes by that the MIME parser does not know (`cp950` is Microsoft's; Python's
+/// email package writes `big5_tw`).
+const BIG5_ALIASES: [&[u8]; 5] = [b"cp950", b"ms950", b"x-big5", b"big5_tw", b"big5-tw"];
+
+/// `raw` with every Big5 alias in an encoded word (`=?cp950?B?...?=`) or a `charset=`
+/// parameter written `big5`; `None` when there is none.
+fn big5_aliases(raw: &[u8]) -> Option<Vec<u8>> {
+    let lower = raw.to_ascii_lowercase();
+    let mut out = Vec::new();
+    let (mut copied, mut i) = (0, 0);
+    while i < raw.len() {
+        let rest = &lower[i..];
+        let prefix = [&b"=?"[..], b"charset=\"", b"charset="]
+            .into_iter()
+            .find(|p| rest.starts_with(p))
+            .map_or(0, <[u8]>::len);
+        if prefix == 0 {
+            i += 1;
+            continue;
+        }
+        let at = i + prefix;
+        let alias = BIG5_ALIASES.iter().find(|a| {
+            lower[at..].starts_with(a)
+                && !lower
+                    .get(at + a.len())
+                    .is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+        });
+        match alias {
+            Some(a) => {
+                out.extend_from_slice(&raw[copied..at]);
+                out.extend_from_slice(b"big5");
+                copied = at + a.len();
+                i = copied;
+            }
+            None => i = at,
+        }
+    }
+    if copied == 0 {
+        return None;
+    }
+    out.extend_from_slice(&raw[copied..]);
+    Some(out)
+}
+
 /// Parses `raw`; `None` when it is not a mail at all.
 pub fn parse(raw: &[u8]) -> Option<Mail> {
     // A body with no blank line after the headers: read it as a body (as Python's email
     // package does), not as broken headers to throw away.
     let repaired = repair_separator(raw);
     let raw = repaired.as_deref().unwrap_or(raw);
+    let relabelled = big5_aliases(raw);
+    let raw = relabelled.as_deref().unwrap_or(raw);
     let m = MessageParser::default().parse(raw)?;
     let from = m.from().and_then(|a| a.first());
     let address = from
@@ -174,6 +244,8 @@ pub fn parse(raw: &[u8]) -> Option<Mail> {
             .unwrap_or_else(|| format!("attachment-{}", files.len() + 1));
         files.push((name, content_type, part.contents().to_vec()));
     }
+    let (new_text, cut_new) = capped(new_text);
+    let (full_text, cut_full) = capped(full_text);
     let mut mail = Mail {
         in_reply_to: ids(m.in_reply_to()),
         references: ids(m.references()),
@@ -188,6 +260,7 @@ pub fn parse(raw: &[u8]) -> Option<Mail> {
         full_text,
         html,
         files,
+        cut: cut_new || cut_full,
     };
     if mail.bounce.is_some() {
         mail.automated = Some("delivery status notification".into());
@@ -215,20 +288,31 @@ fn automated(m: &mail_parser::Message<'_>, from: &str) -> Option<String> {
         return Some(format!("Auto-Submitted: {v}"));
     }
     if let Some(v) = header("Precedence")
-        && matches!(v.as_str(), "bulk" | "list" | "junk")
+        && matches!(v.as_str(), "bulk" | "list" | "junk" | "auto_reply")
     {
         return Some(format!("Precedence: {v}"));
     }
     if m.header_raw("List-Id").is_some() {
         return Some("mailing list (List-Id)".into());
     }
+    // A newsletter may carry only the unsubscribe headers.
+    if m.header_raw("List-Unsubscribe").is_some() {
+        return Some("newsletter (List-Unsubscribe)".into());
+    }
     if header("X-Autoreply").is_some() || header("X-Autorespond").is_some() {
         return Some("auto-reply header".into());
     }
+    // Exchange and Outlook out-of-office replies.
+    if header("X-Auto-Response-Suppress").is_some_and(|v| v.contains("all") || v.contains("oof"))
+        || m.header_raw("X-MS-Exchange-Inbox-Rules-Loop").is_some()
+    {
+        return Some("out-of-office reply (Exchange)".into());
+    }
     let local = from.split('@').next().unwrap_or_default();
+    let no_reply = local.replace(['-', '_', '.'], "");
     if matches!(
-        local,
-        "mailer-daemon" | "postmaster" | "noreply" | "no-reply" | ""
+        no_reply.as_str(),
+        "mailerdaemon" | "postmaster" | "noreply" | "donotreply" | ""
     ) {
         return Some(format!("sender {from}"));
     }
@@ -499,5 +583,73 @@ Content-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\r\n\
         // Well-formed mail, folded headers and an mbox line are left as they are.
         assert!(repair_separator(b"From: a@b\nSubject: x\n  folded\n\nbody\n").is_none());
         assert!(repair_separator(b"From a@b Mon Dec  7 2026\nFrom: a@b\n\nbody\n").is_none());
+    }
+
+    #[test]
+    fn out_of_office_newsletters_and_no_reply_senders_are_automated() {
+        let mail = |from: &str, header: &str| {
+            format!(
+                "From: {from}\r\n{header}Subject: Automatic reply: 订单\r\n\r\nI am out of the office until Monday. Where is my order?\r\n"
+            )
+        };
+        for (from, header) in [
+            (
+                "away@example.org",
+                "X-Auto-Response-Suppress: All\r\nX-MS-Exchange-Inbox-Rules-Loop: away@example.org\r\n",
+            ),
+            ("away@example.org", "Precedence: auto_reply\r\n"),
+            (
+                "news@example.org",
+                "List-Unsubscribe: <mailto:unsub@example.org>\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+            ),
+            ("Shop <do-not-reply@example.org>", ""),
+            ("no_reply@example.org", ""),
+        ] {
+            let m = parse(mail(from, header).as_bytes()).unwrap();
+            assert!(m.automated.is_some(), "{from} {header}");
+        }
+        let person = parse(mail("wang@example.org", "").as_bytes()).unwrap();
+        assert_eq!(person.automated, None);
+    }
+
+    #[test]
+    fn big5_under_any_of_its_names_is_decoded() {
+        // 陳大文 in Big5, labelled as Windows, old Netscape and Python write it.
+        for label in ["cp950", "x-big5", "big5_tw", "CP950"] {
+            let raw = format!(
+                "From: =?{label}?b?s6+kaqTl?= <chen@example.tw>\r\nSubject: =?{label}?B?s6+kaqTl?=\r\nContent-Type: text/plain; charset={label}\r\n\r\n"
+            );
+            let mut raw = raw.into_bytes();
+            raw.extend_from_slice(b"\xb0\x68\xb3\x66\r\n");
+            let m = parse(&raw).unwrap();
+            assert_eq!(
+                (
+                    m.from_name.as_deref(),
+                    m.subject.as_str(),
+                    m.new_text.as_str()
+                ),
+                (Some("陳大文"), "陳大文", "退貨"),
+                "{label}"
+            );
+        }
+        // Words that only start like an alias are left alone.
+        assert!(big5_aliases(b"Subject: =?cp9500?B?x?=\r\n").is_none());
+    }
+
+    #[test]
+    fn a_huge_text_is_cut_and_says_so() {
+        let body = "日志 line\n".repeat(20_000);
+        let raw = format!("From: ops@example.test\r\nSubject: logs\r\n\r\n{body}");
+        let m = parse(raw.as_bytes()).unwrap();
+        assert!(m.cut);
+        assert!(
+            m.full_text.len() <= MAX_TEXT_BYTES + 200 && m.new_text.len() <= MAX_TEXT_BYTES + 200
+        );
+        assert!(
+            m.full_text.ends_with("all of it is in original.eml]"),
+            "{}",
+            &m.full_text[m.full_text.len() - 80..]
+        );
+        assert!(!parse(b"From: a@b.test\r\n\r\nshort\r\n").unwrap().cut);
     }
 }
