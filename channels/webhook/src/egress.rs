@@ -37,12 +37,16 @@ fn public_v4(ip: Ipv4Addr) -> bool {
 }
 
 fn public_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
+    let s = ip.segments();
+    let first = s[0];
     !(ip.is_unspecified()
         || ip.is_loopback()
         || ip.is_multicast()
+        || s[..6].iter().all(|&x| x == 0) // ::/96, IPv4-compatible (deprecated; some stacks route it to IPv4)
         || (first & 0xfe00) == 0xfc00 // unique local
         || (first & 0xffc0) == 0xfe80 // link-local
+        || (first & 0xffc0) == 0xfec0 // site-local (deprecated, still routed inside some sites)
+        || (first == 0x0064 && s[1] == 0xff9b && s[2] == 0x0001) // local-use NAT64
         || (first == 0x2001 && ip.segments()[1] == 0x0db8) // documentation
         || (first == 0x0064 && ip.segments()[1] == 0xff9b)) // NAT64, may reach private IPv4
 }
@@ -118,6 +122,12 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
             "64:ff9b::a00:1",
+            "64:ff9b:1::a00:1",
+            "::127.0.0.1",
+            "::10.0.0.1",
+            "::8.8.8.8",
+            "fec0::1",
+            "feff::1",
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }
