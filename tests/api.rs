@@ -248,6 +248,19 @@ async fn every_documented_route_exists_and_requires_a_token() {
             "{path}"
         );
     }
+    // Readiness details (disk, channels' errors) only to an agent.
+    let anonymous: Value = c
+        .http
+        .get(daemon.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(anonymous, json!({ "status": "ready" }));
+    let (_, detailed) = c.get("/readyz").await;
+    assert!(detailed["disk"].is_object() && detailed["channels"].is_object(), "{detailed}");
     daemon.stop();
 }
 

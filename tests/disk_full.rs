@@ -85,6 +85,7 @@ async fn readyz(c: &Client) -> (StatusCode, Value) {
     let r = c
         .http
         .get(format!("{}/readyz", c.base))
+        .bearer_auth(&c.token)
         .send()
         .await
         .unwrap();

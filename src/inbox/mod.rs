@@ -193,7 +193,13 @@ async fn healthz() -> &'static str {
 /// Ready: started, not shutting down, the store writes and the disk has room (else 503 with
 /// `not_ready`, `store_failing` or `disk_low`). A channel whose network fails makes it
 /// `degraded`, still 200: the other channels and the inbox work. The body tells which.
-async fn readyz(State(state): State<ApiState>) -> Response {
+/// Readiness for load balancers and supervisors: the status and its code to anyone; the
+/// details (disk, channels and their last errors, which may name internal hosts) only to an
+/// agent's token or session.
+async fn readyz(
+    State(state): State<ApiState>,
+    agent: Result<auth::AuthAgent, ApiError>,
+) -> Response {
     if !state.ready.load(Ordering::Relaxed) {
         return switchboard_channel::http_error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -227,6 +233,9 @@ async fn readyz(State(state): State<ApiState>) -> Response {
         (None, false, false) => (StatusCode::OK, "degraded"),
         (None, false, true) => (StatusCode::OK, "ready"),
     };
+    if agent.is_err() {
+        return (code, Json(serde_json::json!({ "status": status }))).into_response();
+    }
     let mut body = serde_json::json!({
         "status": status,
         "store_bytes": store.size_on_disk().unwrap_or(0),
