@@ -73,6 +73,32 @@ async fn bad_web_hook_requests_get_precise_errors_and_change_nothing() {
             c.hook(&"u".repeat(300), "e4", "hi").await,
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_field",
+        ),        (
+            "long name",
+            c.hook_raw(
+                json!({"external_user": "eve", "message_id": "e5", "text": "hi", "user_name": "名".repeat(201)})
+                    .to_string()
+                    .as_bytes(),
+                "application/json",
+                None,
+            )
+            .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            "too many attachments",
+            c.hook_raw(
+                json!({"external_user": "eve", "message_id": "e6", "text": "hi",
+                    "attachments": vec![json!({"name": "a.png", "content_type": "image/png", "size": 1}); 11]})
+                .to_string()
+                .as_bytes(),
+                "application/json",
+                None,
+            )
+            .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
         ),
     ];
     for (what, (status, body), want_status, want_code) in cases {
@@ -260,7 +286,10 @@ async fn every_documented_route_exists_and_requires_a_token() {
         .unwrap();
     assert_eq!(anonymous, json!({ "status": "ready" }));
     let (_, detailed) = c.get("/readyz").await;
-    assert!(detailed["disk"].is_object() && detailed["channels"].is_object(), "{detailed}");
+    assert!(
+        detailed["disk"].is_object() && detailed["channels"].is_object(),
+        "{detailed}"
+    );
     daemon.stop();
 }
 

@@ -112,6 +112,54 @@ pub struct Callback {
 }
 
 const MAX_ID_LEN: usize = 256;
+/// The longest customer text, as for agents' replies (the engine's cap).
+pub const MAX_TEXT_BYTES: usize = 64 * 1024;
+/// The longest display name: names appear in every conversation list.
+pub const MAX_NAME_CHARS: usize = 200;
+/// Attachments one message may describe.
+pub const MAX_ATTACHMENTS: usize = 10;
+/// The longest attachment name, type and URL.
+const MAX_ATTACHMENT_FIELD: usize = 2048;
+
+/// The fields of a customer message within their limits: 413 for text too long, 422 for the
+/// rest, each naming the field and its limit.
+pub(crate) fn check_fields(
+    text: &str,
+    name: Option<&str>,
+    attachments: &[Attachment],
+) -> Result<(), HookError> {
+    if text.len() > MAX_TEXT_BYTES {
+        return Err(HookError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "text_too_long",
+            format!("text is longer than {MAX_TEXT_BYTES} bytes"),
+        ));
+    }
+    let invalid = |m: String| HookError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", m);
+    if name.is_some_and(|n| n.chars().count() > MAX_NAME_CHARS) {
+        return Err(invalid(format!(
+            "the name is longer than {MAX_NAME_CHARS} characters"
+        )));
+    }
+    if attachments.len() > MAX_ATTACHMENTS {
+        return Err(invalid(format!(
+            "at most {MAX_ATTACHMENTS} attachments per message"
+        )));
+    }
+    let too_long = |a: &Attachment| {
+        a.name.len() > MAX_ATTACHMENT_FIELD
+            || a.content_type.len() > MAX_ATTACHMENT_FIELD
+            || a.url
+                .as_ref()
+                .is_some_and(|u| u.len() > MAX_ATTACHMENT_FIELD)
+    };
+    if attachments.iter().any(too_long) {
+        return Err(invalid(format!(
+            "an attachment's name, content_type or url is longer than {MAX_ATTACHMENT_FIELD} bytes"
+        )));
+    }
+    Ok(())
+}
 
 /// A generic HTTP web hook connector.
 pub struct WebhookChannel {
@@ -439,6 +487,7 @@ async fn receive(
     if let Some(t) = &msg.external_thread {
         check_id("external_thread", t)?;
     }
+    check_fields(&msg.text, msg.user_name.as_deref(), &msg.attachments)?;
     if msg.text.trim().is_empty() && msg.attachments.is_empty() {
         return Err(HookError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -502,5 +551,24 @@ mod tests {
             classify_failure(StatusCode::NOT_FOUND, &HeaderMap::new()),
             ChannelError::Permanent(_)
         ));
+    }
+
+    #[test]
+    fn customer_message_fields_have_limits() {
+        let file = Attachment::new("发票.pdf", "application/pdf", 10);
+        assert!(check_fields("你好", Some("王芳"), std::slice::from_ref(&file)).is_ok());
+        let at_limit = "字".repeat(MAX_TEXT_BYTES / 3);
+        assert!(check_fields(&at_limit, None, &[]).is_ok());
+        let over = check_fields(&"a".repeat(MAX_TEXT_BYTES + 1), None, &[]).unwrap_err();
+        assert_eq!(over.status, StatusCode::PAYLOAD_TOO_LARGE);
+        let name = "名".repeat(MAX_NAME_CHARS + 1);
+        assert_eq!(
+            check_fields("x", Some(&name), &[]).unwrap_err().code,
+            "invalid_field"
+        );
+        let many = vec![file.clone(); MAX_ATTACHMENTS + 1];
+        assert!(check_fields("x", None, &many).is_err());
+        let long = Attachment::new("a".repeat(3000), "x/y", 1);
+        assert!(check_fields("x", None, &[long]).is_err());
     }
 }

@@ -395,6 +395,7 @@ async fn customer_message(
             ),
         ));
     }
+    crate::check_fields("", msg.name.as_deref(), &[])?;
     let message_id = match msg.client_message_id {
         Some(id) => {
             check_id("client_message_id", &id)?;
