@@ -185,8 +185,9 @@ pub struct HttpConfig {
     /// How long an inbox sign-in lasts, in hours.
     #[serde(default = "default_session_hours")]
     pub session_hours: u64,
-    /// Requests per minute one IP address may make to the public endpoints (web chat
-    /// sessions and messages, inbox sign-in); more get 429 with `Retry-After`. 0: no limit.
+    /// Requests per minute one IP address may make to the public endpoints: web chat
+    /// sessions and messages, and apart from those, inbox sign-in; more get 429 with
+    /// `Retry-After`. 0: no limit.
     #[serde(default = "default_per_ip")]
     pub requests_per_minute_per_ip: u32,
     /// Behind a reverse proxy: take the client's address from the last `X-Forwarded-For`

@@ -13,7 +13,11 @@ use switchboard_channel::limit::{RateLimiter, Slot, Slots, retry_after_secs};
 
 /// The per-IP limiters and how to find the client's address.
 pub struct IpLimit {
+    /// Anonymous web chat requests.
     limiter: RateLimiter,
+    /// Agents' sign-in, apart: a chat flood from an office's address must not lock its
+    /// agents out.
+    sign_in: RateLimiter,
     /// Web chat event streams open per address.
     streams: Arc<Slots<IpAddr>>,
     /// Take the address from the last `X-Forwarded-For` entry (added by our own proxy).
@@ -27,6 +31,7 @@ impl IpLimit {
     pub fn new(per_minute: u32, streams_per_ip: usize, trust_forwarded_for: bool) -> Self {
         IpLimit {
             limiter: RateLimiter::per_minute(per_minute),
+            sign_in: RateLimiter::per_minute(per_minute),
             streams: Slots::new(streams_per_ip),
             trust_forwarded_for,
         }
@@ -56,20 +61,36 @@ pub fn chat_stream(request: &Request) -> bool {
     request.method() == Method::GET && path.starts_with("/chat/") && path.ends_with("/events")
 }
 
-/// Whether anyone may call this route without an agent's credentials.
-fn public(method: &Method, path: &str) -> bool {
-    *method == Method::POST && (path.starts_with("/chat/") || path == "/api/v1/session")
+/// Which of the address's allowances a request without an agent's credentials draws on:
+/// the web chat's or the sign-in's; `None` for every other route.
+fn public(method: &Method, path: &str) -> Option<Bucket> {
+    if *method != Method::POST {
+        None
+    } else if path.starts_with("/chat/") {
+        Some(Bucket::Chat)
+    } else if path == "/api/v1/session" {
+        Some(Bucket::SignIn)
+    } else {
+        None
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Bucket {
+    Chat,
+    SignIn,
 }
 
 impl IpLimit {
     /// Counts a public request against its client's address: the 429 to answer when the
     /// address is over its limit.
     pub fn refuse(&self, request: &Request) -> Option<Response> {
-        if !public(request.method(), request.uri().path()) {
-            return None;
-        }
+        let limiter = match public(request.method(), request.uri().path())? {
+            Bucket::Chat => &self.limiter,
+            Bucket::SignIn => &self.sign_in,
+        };
         let ip = self.client(request)?;
-        let wait = self.limiter.check(&ip.to_string()).err()?;
+        let wait = limiter.check(&ip.to_string()).err()?;
         let after = retry_after_secs(wait);
         tracing::debug!(%ip, path = request.uri().path(), "rate limited");
         let mut r = switchboard_channel::http_error(
