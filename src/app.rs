@@ -36,15 +36,17 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub fn open_store(config: &Config) -> anyhow::Result<Arc<SledStore>> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let db = config.data_dir.join("db");
     let store = SledStore::open(
-        &config.data_dir.join("db"),
+        &db,
         &SledOptions {
             cached_conversations: config.store.cached_conversations,
             commit_linger: Duration::from_micros(config.store.commit_linger_us),
             min_free_bytes: config.store.min_free_mb * 1024 * 1024,
             ..SledOptions::with_cache_mb(config.store.cache_mb)
         },
-    )?;
+    )
+    .with_context(|| format!("opening the store in {}", db.display()))?;
     Ok(Arc::new(store))
 }
 
@@ -410,7 +412,11 @@ pub async fn serve(
         engine.set_availability(Arc::new(schedule));
     }
     bootstrap_admin(&engine, &config).await?;
-    let blobs = Arc::new(FileBlobs::open(&config.data_dir.join("blobs"))?);
+    let blobs_dir = config.data_dir.join("blobs");
+    let blobs = Arc::new(
+        FileBlobs::open(&blobs_dir)
+            .with_context(|| format!("opening the file store in {}", blobs_dir.display()))?,
+    );
 
     let tasks_stop = CancellationToken::new();
     let mut tasks = Vec::new();

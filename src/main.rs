@@ -347,7 +347,10 @@ fn main() -> ExitCode {
             };
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
             let result = runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind(config.listen_addr()).await?;
+                let addr = config.listen_addr();
+                let listener = tokio::net::TcpListener::bind(&addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ([http] listen): {e}"))?;
                 let shutdown = CancellationToken::new();
                 tokio::spawn(wait_for_signal(shutdown.clone()));
                 switchboard::app::serve(config, listener, shutdown).await

@@ -56,3 +56,40 @@ fn check_config_lists_every_problem_with_file_and_line() {
     assert!(!ok);
     assert!(stderr.contains("cannot read"), "{stderr}");
 }
+
+#[test]
+fn start_up_errors_name_the_address_or_path_they_concern() {
+    let dir = tempfile::tempdir().unwrap();
+    let kb = concat!(env!("CARGO_MANIFEST_DIR"), "/config/kb");
+    let config = |data: &str, listen: &str| {
+        let path = dir.path().join("run.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "data_dir = \"{data}\"\n[http]\nlisten = \"{listen}\"\n[bot]\nkb_dir = \"{kb}\"\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    // The address is taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let data = dir.path().join("data");
+    let path = config(data.to_str().unwrap(), &addr);
+    let (ok, _, stderr) = switchboard(&["run", "--config", path.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
+    // The data directory is under a file.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let under = file.join("data");
+    let path = config(under.to_str().unwrap(), "127.0.0.1:0");
+    let (ok, _, stderr) = switchboard(&["run", "--config", path.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(stderr.contains(&under.display().to_string()), "{stderr}");
+    drop(taken);
+}
