@@ -486,7 +486,14 @@ async fn a_bot_api_outage_is_reported_and_nothing_is_lost_when_it_ends() {
     wait_chat(&fake, 5001, 1).await;
     let id = conversation(&c, "5001").await["id"].as_u64().unwrap();
     let ready = async || {
-        let r = c.http.get(c.base.clone() + "/readyz").send().await.unwrap();
+        // The channels' details need an agent.
+        let r = c
+            .http
+            .get(c.base.clone() + "/readyz")
+            .bearer_auth(&c.token)
+            .send()
+            .await
+            .unwrap();
         (r.status().as_u16(), r.json::<Value>().await.unwrap())
     };
     assert_eq!(ready().await.1["status"], "ready");

@@ -605,12 +605,7 @@ impl Engine {
             .stored_before_ids_were_scoped(channel, &msg)
             .map_err(|e| unavailable(e.into()))?
         {
-            self.store
-                .durable()
-                .await
-                .map_err(|e| unavailable(e.into()))?;
-            self.metrics.inbound(channel.as_str(), true);
-            return Ok(Accepted::Duplicate);
+            return self.duplicate(channel).await;
         }
         for _ in 0..MAX_RETRIES {
             let outcome = match self.prepare_ingest(channel, &msg, start) {
@@ -622,15 +617,7 @@ impl Engine {
                     self.metrics.inbound(channel.as_str(), false);
                     return Ok(Accepted::Stored);
                 }
-                Err(StoreError::Exists("message id")) => {
-                    // Stored before; make sure that earlier write is durable before saying so.
-                    self.store
-                        .durable()
-                        .await
-                        .map_err(|e| unavailable(e.into()))?;
-                    self.metrics.inbound(channel.as_str(), true);
-                    return Ok(Accepted::Duplicate);
-                }
+                Err(StoreError::Exists("message id")) => return self.duplicate(channel).await,
                 Err(StoreError::Conflict(_) | StoreError::Exists(_)) => continue,
                 Err(e) => return Err(unavailable(e.into())),
             }
@@ -638,6 +625,16 @@ impl Engine {
         Err(InboundError::Unavailable(
             "too much contention; retry".into(),
         ))
+    }
+
+    /// A message stored before: once that earlier write is durable, says so.
+    async fn duplicate(&self, channel: &ChannelId) -> Result<Accepted, InboundError> {
+        self.store
+            .durable()
+            .await
+            .map_err(|e| unavailable(e.into()))?;
+        self.metrics.inbound(channel.as_str(), true);
+        Ok(Accepted::Duplicate)
     }
 
     /// Whether `msg` was stored under its [`InboundMessage::earlier_id`] (before its
