@@ -309,7 +309,10 @@ async fn edge(
                     limits::too_many_streams(&mut response);
                     response
                 } else if response.status().is_success() {
-                    held_open(response, OpenStream::new(edge.metrics.clone(), slot))
+                    limits::held_open(
+                        response,
+                        limits::OpenStream::new(edge.metrics.clone(), slot),
+                    )
                 } else {
                     response
                 }
@@ -327,45 +330,6 @@ async fn edge(
     };
     edge.metrics.http(class, started.elapsed());
     response
-}
-
-/// A web chat event stream while it is open: its address's place, and the gauge.
-struct OpenStream {
-    metrics: Arc<crate::metrics::Metrics>,
-    _slot: Option<switchboard_channel::limit::Slot<std::net::IpAddr>>,
-}
-
-impl OpenStream {
-    fn new(
-        metrics: Arc<crate::metrics::Metrics>,
-        slot: Option<switchboard_channel::limit::Slot<std::net::IpAddr>>,
-    ) -> Self {
-        metrics.chat_stream(true);
-        OpenStream {
-            metrics,
-            _slot: slot,
-        }
-    }
-}
-
-impl Drop for OpenStream {
-    fn drop(&mut self) {
-        self.metrics.chat_stream(false);
-    }
-}
-
-/// `response` with `guard` kept until its (streamed) body is finished or dropped.
-fn held_open<G: Send + 'static>(
-    response: axum::response::Response,
-    guard: G,
-) -> axum::response::Response {
-    use futures::StreamExt;
-    let (parts, body) = response.into_parts();
-    let body = body.into_data_stream().map(move |chunk| {
-        let _held = &guard;
-        chunk
-    });
-    axum::response::Response::from_parts(parts, axum::body::Body::from_stream(body))
 }
 
 /// Pings the systemd watchdog while the store's writer and flusher answer: a wedged store

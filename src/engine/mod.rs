@@ -47,8 +47,8 @@ const LANES: usize = 8192;
 /// Longest label, and most labels on one conversation.
 const MAX_LABEL_CHARS: usize = 64;
 const MAX_LABELS: usize = 32;
-/// Longest agent reply or note, in bytes.
-pub const MAX_TEXT_BYTES: usize = 64 * 1024;
+/// Longest agent reply or note, in bytes: as for customers' messages.
+pub use switchboard_channel::MAX_TEXT_BYTES;
 /// Most files on one agent reply.
 pub const MAX_ATTACHMENTS: usize = 10;
 /// How many of a conversation's newest messages an agent reply's idempotency key is looked

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::extract::{ConnectInfo, Request};
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use switchboard_channel::limit::{RateLimiter, Slot, Slots, retry_after_secs};
+use switchboard_channel::limit::{RateLimiter, SLOT_RETRY_SECS, Slot, Slots, retry_after_secs};
 
 /// The per-IP limiters and how to find the client's address.
 pub struct IpLimit {
@@ -23,9 +23,6 @@ pub struct IpLimit {
     /// Take the address from the last `X-Forwarded-For` entry (added by our own proxy).
     trust_forwarded_for: bool,
 }
-
-/// Seconds a refused event stream is told to wait (an open one must close first).
-const STREAM_RETRY_SECS: u64 = 5;
 
 impl IpLimit {
     pub fn new(per_minute: u32, streams_per_ip: usize, trust_forwarded_for: bool) -> Self {
@@ -141,9 +138,42 @@ pub fn too_many_streams(response: &mut Response) {
     let headers = response.headers_mut();
     headers
         .entry(header::RETRY_AFTER)
-        .or_insert(header::HeaderValue::from(STREAM_RETRY_SECS));
+        .or_insert(header::HeaderValue::from(SLOT_RETRY_SECS));
     headers.insert(
         header::CONNECTION,
         header::HeaderValue::from_static("close"),
     );
+}
+
+/// A web chat event stream while it is open: its address's place, and the gauge.
+pub struct OpenStream {
+    metrics: Arc<crate::metrics::Metrics>,
+    _slot: Option<Slot<IpAddr>>,
+}
+
+impl OpenStream {
+    pub fn new(metrics: Arc<crate::metrics::Metrics>, slot: Option<Slot<IpAddr>>) -> Self {
+        metrics.chat_stream(true);
+        OpenStream {
+            metrics,
+            _slot: slot,
+        }
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.metrics.chat_stream(false);
+    }
+}
+
+/// `response` with `guard` kept until its (streamed) body is finished or dropped.
+pub fn held_open<G: Send + 'static>(response: Response, guard: G) -> Response {
+    use futures::StreamExt;
+    let (parts, body) = response.into_parts();
+    let body = body.into_data_stream().map(move |chunk| {
+        let _held = &guard;
+        chunk
+    });
+    Response::from_parts(parts, axum::body::Body::from_stream(body))
 }

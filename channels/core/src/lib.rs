@@ -528,6 +528,9 @@ pub fn resolve_secret(
     }
 }
 
+/// The longest message text stored, from a customer on any channel or from an agent.
+pub const MAX_TEXT_BYTES: usize = 64 * 1024;
+
 /// The shortest shared secret accepted for signing or checking requests (a web hook's HMAC
 /// key, Telegram's `secret_token`): shorter ones can be guessed.
 pub const MIN_SECRET_BYTES: usize = 16;

@@ -81,6 +81,10 @@ pub fn retry_after_secs(wait: Duration) -> u64 {
     wait.as_secs_f64().ceil().max(1.0) as u64
 }
 
+/// Seconds a request refused for want of a [`Slot`] is told to wait (`Retry-After`): a held
+/// one must close first.
+pub const SLOT_RETRY_SECS: u64 = 5;
+
 /// At most `max` things held at once per key (0: no limit); a [`Slot`] gives its place back
 /// when dropped. Only keys holding something are remembered.
 pub struct Slots<K: Eq + Hash + Clone> {

@@ -53,9 +53,10 @@ pub fn clean_id(s: &str) -> String {
         .to_owned()
 }
 
-/// The longest text a mail is stored with, as for every other channel; the rest stays in
+/// The longest text a mail is stored with: the cap of every channel, less room for the note
+/// saying it was cut; the rest stays in
 /// `original.eml`.
-pub const MAX_TEXT_BYTES: usize = 64 * 1024 - 256;
+pub const MAX_TEXT_BYTES: usize = switchboard_channel::MAX_TEXT_BYTES - 256;
 
 /// `text` cut to [`MAX_TEXT_BYTES`] at a character boundary, with a note; whether it was.
 fn capped(text: String) -> (String, bool) {

@@ -112,8 +112,6 @@ pub struct Callback {
 }
 
 const MAX_ID_LEN: usize = 256;
-/// The longest customer text, as for agents' replies (the engine's cap).
-pub const MAX_TEXT_BYTES: usize = 64 * 1024;
 /// The longest display name: names appear in every conversation list.
 pub const MAX_NAME_CHARS: usize = 200;
 /// Attachments one message may describe.
@@ -128,11 +126,14 @@ pub(crate) fn check_fields(
     name: Option<&str>,
     attachments: &[Attachment],
 ) -> Result<(), HookError> {
-    if text.len() > MAX_TEXT_BYTES {
+    if text.len() > switchboard_channel::MAX_TEXT_BYTES {
         return Err(HookError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "text_too_long",
-            format!("text is longer than {MAX_TEXT_BYTES} bytes"),
+            format!(
+                "text is longer than {} bytes",
+                switchboard_channel::MAX_TEXT_BYTES
+            ),
         ));
     }
     let invalid = |m: String| HookError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", m);
@@ -532,6 +533,7 @@ async fn receive(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use switchboard_channel::MAX_TEXT_BYTES;
 
     #[test]
     fn failures_are_classified_with_retry_after() {

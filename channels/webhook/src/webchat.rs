@@ -452,9 +452,6 @@ async fn transcript(
     Ok(axum::Json(serde_json::json!({ "entries": entries })).into_response())
 }
 
-/// Seconds a refused event stream is told to wait (an open one must close first).
-const STREAM_RETRY_SECS: u64 = 5;
-
 async fn events(
     State(chat): State<Arc<Inner>>,
     headers: HeaderMap,
@@ -471,7 +468,7 @@ async fn events(
                 "this chat session already has {} event streams open; close one first",
                 chat.config.max_streams_per_session
             ),
-            retry_after: Some(STREAM_RETRY_SECS),
+            retry_after: Some(switchboard_channel::limit::SLOT_RETRY_SECS),
         })?;
     let last_seen = headers
         .get("last-event-id")
