@@ -27,8 +27,12 @@ impl Site {
         let hits = Arc::new(Mutex::new(Vec::new()));
         let shop = format!(
             "<!doctype html><html><head><meta charset=\"utf-8\"><title>Shop</title>\
-             <link rel=\"icon\" href=\"data:,\"></head>\
-             <body><h1>A shop</h1><script src=\"{daemon_url}/chat/chat/widget.js\" \
+             <link rel=\"icon\" href=\"data:,\">\
+             <style>body {{ transform: translateZ(0); min-height: 3000px }}\
+             .promo {{ position: fixed; right: 0; bottom: 0; width: 460px; height: 640px;\
+             z-index: 2147483647; background: #fc0 }}</style></head>\
+             <body><h1>A shop</h1><div class=\"promo\">A promotion that covers the corner</div>\
+             <script src=\"{daemon_url}/chat/chat/widget.js\" \
              data-channel=\"chat\" data-title=\"Shop support\" async></script></body></html>"
         );
         let recorded = hits.clone();
@@ -142,6 +146,14 @@ async fn customer_and_agents_in_a_real_browser() {
     let receiver = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &receiver.url, "title = \"Shop support\"");
+    // Room for the longest message a customer may send (64 KiB of text) in one web hook body.
+    support::edit_config(
+        &config,
+        &[
+            ("max_body_bytes = 65536", "max_body_bytes = 131072"),
+            ("max_body_bytes = 4096", "max_body_bytes = 131072"),
+        ],
+    );
     let daemon = Daemon::start(dir.path());
     // Restarts keep the address the pages know.
     let text = std::fs::read_to_string(&config).unwrap();
@@ -158,6 +170,10 @@ async fn customer_and_agents_in_a_real_browser() {
     )
     .unwrap();
     let admin = Client::new(&daemon);
+    // One unbroken line as long as a customer's message may be (64 KiB).
+    let line = "A".repeat(65536);
+    let (s, body) = admin.hook("longline", "l-1", &line).await;
+    assert_eq!(s, 202, "{body}");
     let base = daemon.url("");
     let slot: Slot = Arc::new(Mutex::new(Some(daemon)));
     let site = Site::start(&base, slot.clone()).await;

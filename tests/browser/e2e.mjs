@@ -85,6 +85,11 @@ try {
   step("a customer asks a FAQ in the widget on another origin; the bot answers");
   const customer = await newPage({ width: 420, height: 760 });
   await customer.goto(SHOP);
+  // The shop's body is transformed and a promotion with the highest z-index covers the corner:
+  // the launcher is still on screen and on top (a click on a covered button fails).
+  const launcher = await customer.locator(".launcher").boundingBox();
+  assert.ok(launcher && launcher.y + launcher.height <= 760 && launcher.x + launcher.width <= 420,
+    `the launcher is off screen: ${JSON.stringify(launcher)}`);
   await customer.locator(".launcher").click();
   await customer.locator("textarea").fill("How long does a refund take?");
   await customer.keyboard.press("Enter");
@@ -207,6 +212,36 @@ try {
   await agent.waitForTimeout(500);
   assert.equal(await agent.evaluate(() => window.__xss), undefined);
   await agent.screenshot({ path: `${OUT}/inbox.png` });
+
+  step("one unbroken 64 KB line opens at once, and so would 1 MB; 'Show all' shows it all");
+  // tests/browser.rs sent 65,536 "A"s on the web hook. Laid out as one run, 100 KB of "A"
+  // took 20 s in this Chromium.
+  const longLine = agent.locator("#conversations button", { hasText: "AAAAAAAA" }).first();
+  let started = Date.now();
+  await longLine.click();
+  await agent.locator("#transcript .msg.customer .show-all").waitFor();
+  const opened = Date.now() - started;
+  started = Date.now();
+  await agent.locator("#transcript .msg.customer .show-all").click();
+  await agent.locator("#transcript .msg.customer .text.long").waitFor();
+  const shownAll = Date.now() - started;
+  assert.equal((await agent.locator("#transcript .msg.customer .text.long").textContent()).length, 65536);
+  // The same conversation again with the message made 1 MB on its way to the page.
+  await agent.route(/\/api\/v1\/conversations\/\d+$/, async (route) => {
+    const response = await route.fetch();
+    const detail = await response.json();
+    for (const m of detail.messages) if (m.text.startsWith("AAAA")) m.text = "A".repeat(1 << 20);
+    await route.fulfill({ response, json: detail });
+  });
+  await agent.locator("#conversations button", { hasText: "order email" }).click();
+  await agent.locator("#transcript button", { hasText: "Show formatted" }).waitFor();
+  started = Date.now();
+  await longLine.click();
+  await agent.locator("#transcript .msg.customer .show-all", { hasText: "1049K" }).waitFor();
+  const openedMb = Date.now() - started;
+  await agent.unroute(/\/api\/v1\/conversations\/\d+$/);
+  step(`opened in ${opened} ms, all 64 KB shown in ${shownAll} ms, 1 MB opened in ${openedMb} ms`);
+  for (const ms of [opened, shownAll, openedMb]) assert.ok(ms < 1000, `${ms} ms`);
 
   step("phone-size screen: list, then the conversation, then back");
   const phone = await newPage({ width: 390, height: 844 });

@@ -85,6 +85,19 @@
   let lastSeq = 0;
   const shown = new Set();
 
+  // Text goes in as runs of at most 256 characters: the browser lays out one long unbroken
+  // run (a reply of 60 KB with no space) in time that grows faster than its length.
+  function appendText(node, text) {
+    for (let start = 0; start < text.length; ) {
+      let end = Math.min(start + 256, text.length);
+      if (end < text.length && /[\ud800-\udbff]/.test(text[end - 1])) end += 1;
+      const run = document.createElement("span");
+      run.textContent = text.slice(start, end);
+      node.append(run);
+      start = end;
+    }
+  }
+
   function entryNode(e) {
     const li = document.createElement("li");
     li.className = ["customer", "bot", "agent", "system"].includes(e.from) ? e.from : "system";
@@ -94,7 +107,7 @@
       name.textContent = e.name;
       li.append(name);
     }
-    li.append(document.createTextNode(e.text));
+    appendText(li, e.text);
     if (e.buttons && e.buttons.length) {
       const row = document.createElement("div");
       row.className = "buttons";
@@ -233,7 +246,17 @@
     }
   });
 
-  (document.body || document.documentElement).append(host);
+  // Floating, it stays on top of the page and on screen whatever the page does: the highest
+  // stacking order (set through the CSSOM, which a page's CSP allows), and a child of <html>,
+  // since a `transform` on <body> would otherwise make "fixed" mean "fixed to the body".
+  if (asPage) {
+    (document.body || document.documentElement).append(host);
+  } else {
+    for (const [k, v] of [["position", "fixed"], ["z-index", "2147483647"], ["top", "0"], ["left", "0"]]) {
+      host.style.setProperty(k, v, "important");
+    }
+    document.documentElement.append(host);
+  }
   if (asPage || token) open();
   resume();
 })();

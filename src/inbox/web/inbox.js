@@ -73,6 +73,51 @@ function el(tag, props, ...children) {
   return node;
 }
 
+// Long unbroken text (a run of one letter with no space) makes the browser's line breaker
+// slow down faster than linearly: 100 KB of "A" took 20 s to lay out. Short text nodes keep
+// each run small, and a long message shows its first part until the agent asks for all of it.
+const RUN_CHARS = 256;
+const COLLAPSED_CHARS = 4000;
+const expanded = new Set();
+
+function clip(text, chars) {
+  return text.length > chars ? text.slice(0, chars) + "…" : text;
+}
+
+function textRuns(node, text) {
+  if (text.length <= RUN_CHARS) {
+    node.textContent = text;
+    return node;
+  }
+  let start = 0;
+  while (start < text.length) {
+    let end = Math.min(start + RUN_CHARS, text.length);
+    // Never split a surrogate pair.
+    if (end < text.length && /[\ud800-\udbff]/.test(text[end - 1])) end += 1;
+    node.append(el("span", { text: text.slice(start, end) }));
+    start = end;
+  }
+  return node;
+}
+
+// A message's text: in full when short, else its start and a "Show all" that stays open
+// across re-renders (`key` names the message and its text: an edit collapses it again).
+function messageText(text, key) {
+  const box = el("div", { class: "text" });
+  if (text.length <= COLLAPSED_CHARS || expanded.has(key)) {
+    if (text.length > COLLAPSED_CHARS) box.classList.add("long");
+    return textRuns(box, text);
+  }
+  textRuns(box, text.slice(0, COLLAPSED_CHARS) + "…");
+  const more = el("button", { type: "button", class: "quiet show-all",
+    text: `Show all (${Math.ceil(text.length / 1000)}K characters)` });
+  more.addEventListener("click", () => {
+    expanded.add(key);
+    box.replaceWith(messageText(text, key));
+  });
+  return el("div", {}, box, more);
+}
+
 function debounce(fn, ms) {
   let timer = null;
   return () => {
@@ -393,7 +438,7 @@ function transcriptItems(d) {
   for (const n of d.notes) {
     items.push([n.created_at_ms, 1, el("li", { class: "msg note" },
       el("div", { class: "by", text: "Private note · " + agentName(n.author) + " · " + clock(n.created_at_ms) }),
-      el("div", { class: "text", text: n.text }))]);
+      messageText(n.text, `note:${n.id}`))]);
   }
   for (const e of d.events) {
     const line = eventLine(e);
@@ -411,7 +456,7 @@ function eventLine(e) {
   switch (e.type) {
     case "status_changed": return `${e.from} → ${e.to}: ${e.reason}`;
     case "assignee_changed": return e.to ? `assigned to ${agentName(e.to)}` : "returned to the queue";
-    case "message_edited": return `the customer edited message ${e.seq} (was: “${e.previous}”)`;
+    case "message_edited": return `the customer edited message ${e.seq} (was: “${clip(e.previous, 300)}”)`;
     case "message_deleted": return `the customer deleted message ${e.seq}`;
     case "channel_unreachable": return "customer unreachable on this channel";
     case "reachable_again": return "customer reachable again";
@@ -435,7 +480,7 @@ function messageItem(m) {
   const by = el("div", { class: "by" }, el("span", { text: name }), el("span", { text: clock(m.created_at_ms) }));
   if (m.edited_at_ms) by.append(el("span", { text: "edited" }));
   if (m.deleted_at_ms) by.append(el("span", { text: "deleted by the customer" }));
-  const li = el("li", { class: "msg " + cls, "data-seq": m.seq }, by, el("div", { class: "text", text: m.text }));
+  const li = el("li", { class: "msg " + cls, "data-seq": m.seq }, by, messageText(m.text, `msg:${m.conversation}:${m.seq}:${m.text.length}`));
   if (m.verdict) {
     const v = m.verdict;
     const score = v.score === null || v.score === undefined ? "" : ` (score ${v.score.toFixed(2)})`;
@@ -573,7 +618,8 @@ function openTeach() {
   const d = state.current;
   if (!d) return;
   const last = (kind) => [...d.messages].reverse().find((m) => m.author.kind === kind);
-  $("t-question").value = (last("customer") || {}).text || "";
+  // A knowledge-base question is a sentence or two; a form field holding 64 KB is slow too.
+  $("t-question").value = clip((last("customer") || {}).text || "", 1000);
   $("t-answer").value = (last("agent") || {}).text || "";
   $("teach-error").textContent = "";
   $("teach").showModal();
