@@ -28,9 +28,10 @@ pub fn unix_now() -> i64 {
         .as_secs() as i64
 }
 
-/// Polls `check` every 20 ms until it returns `Some`, for at most `secs` seconds.
+/// Polls `check` every 20 ms until it returns `Some`, for at most `secs` seconds, and never
+/// less than 30: a busy machine is slow, and only a failing test waits the whole time.
 pub async fn eventually<T>(secs: u64, what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
+    let deadline = Instant::now() + Duration::from_secs(secs.max(30));
     loop {
         if let Some(v) = check().await {
             return v;

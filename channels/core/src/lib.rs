@@ -594,10 +594,69 @@ pub async fn sleep_or_stop(stop: &CancellationToken, d: Duration) -> bool {
     }
 }
 
+/// Exponential backoff for a connector's reconnect loop: doubles from `first` up to `max`,
+/// and starts over once a connection has held for `healthy` (a hiccup after a day online is
+/// retried at once, not after the last outage's longest wait).
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    first: Duration,
+    max: Duration,
+    healthy: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    pub fn new(first: Duration, max: Duration, healthy: Duration) -> Backoff {
+        Backoff {
+            first,
+            max,
+            healthy,
+            next: first,
+        }
+    }
+
+    /// How long to wait after a connection (or an attempt) that lasted `lasted` ended.
+    pub fn after(&mut self, lasted: Duration) -> Duration {
+        if lasted >= self.healthy {
+            self.next = self.first;
+        }
+        let wait = self.next;
+        self.next = (self.next * 2).min(self.max);
+        wait
+    }
+}
+
 /// Unix time in milliseconds.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap_and_starts_over_after_a_healthy_connection() {
+        let s = Duration::from_secs;
+        let mut b = Backoff::new(s(1), s(30), s(60));
+        // (how long the connection lasted, the wait that follows)
+        let table = [
+            (s(0), s(1)),
+            (s(2), s(2)),
+            (s(0), s(4)),
+            (s(0), s(8)),
+            (s(0), s(16)),
+            (s(0), s(30)),
+            (s(59), s(30)),
+            (s(3600), s(1)),
+            (s(0), s(2)),
+            (s(60), s(1)),
+        ];
+        for (i, (lasted, wait)) in table.into_iter().enumerate() {
+            assert_eq!(b.after(lasted), wait, "row {i}");
+        }
+    }
 }

@@ -388,16 +388,20 @@ impl FakeDiscord {
         self.inner().sessions
     }
 
-    /// Waits (up to 20 s) until `n` sessions have identified: a new session gets only what is
-    /// dispatched after it, as on Discord.
+    /// Waits (up to 60 s, for a busy machine) until `n` sessions have identified: a new session
+    /// gets only what is dispatched after it, as on Discord.
     pub async fn wait_for_sessions(&self, n: u64) {
-        for _ in 0..1_000 {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        while tokio::time::Instant::now() < deadline {
             if self.sessions() >= n {
                 return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        panic!("fake discord: no gateway session after 20 s");
+        panic!(
+            "fake discord: {} gateway sessions, not {n}, after 60 s",
+            self.sessions()
+        );
     }
 }
 

@@ -45,9 +45,9 @@ use serenity::all::{
     Message, MessageType, MessageUpdateEvent, Ready, ResumedEvent,
 };
 use switchboard_channel::{
-    Attachment, Capabilities, Channel, ChannelContext, ChannelError, ChannelHealth, ChannelId,
-    ExternalMessageId, ExternalThread, ExternalUser, HealthTracker, InboundEdit, InboundError,
-    InboundEvent, InboundMessage, Outbound, Sender, now_ms, sleep_or_stop,
+    Attachment, Backoff, Capabilities, Channel, ChannelContext, ChannelError, ChannelHealth,
+    ChannelId, ExternalMessageId, ExternalThread, ExternalUser, HealthTracker, InboundEdit,
+    InboundError, InboundEvent, InboundMessage, Outbound, Sender, now_ms, sleep_or_stop,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -60,6 +60,8 @@ pub const DISCORD_URL: &str = "https://discord.com";
 const REORDER_WINDOW: Duration = Duration::from_millis(30);
 /// Longest wait between retries of storing or of a failing start.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A gateway connection that lasted this long was healthy: the backoff starts over.
+const HEALTHY_FOR: Duration = Duration::from_secs(60);
 
 /// Configuration of one Discord bot (`type = "discord"` under `[channels.NAME]`).
 #[derive(Clone, Debug, Deserialize)]
@@ -605,7 +607,7 @@ impl Inner {
 
     /// Runs serenity's client until `stop`, starting it again (with backoff) if it ends.
     async fn gateway(&self, tx: mpsc::UnboundedSender<Incoming>, stop: CancellationToken) {
-        let mut delay = Duration::from_secs(1);
+        let mut backoff = Backoff::new(Duration::from_secs(1), MAX_BACKOFF, HEALTHY_FOR);
         while !stop.is_cancelled() {
             let mut http = serenity::http::HttpBuilder::new(&self.token).ratelimiter_disabled(true);
             if self.config.api_url != DISCORD_URL {
@@ -626,15 +628,15 @@ impl Inner {
                 Err(e) => {
                     self.health.error(&e);
                     tracing::error!(channel = %self.ctx.id, error = %e, "cannot start the Discord client");
-                    if !sleep_or_stop(&stop, delay).await {
+                    if !sleep_or_stop(&stop, backoff.after(Duration::ZERO)).await {
                         return;
                     }
-                    delay = (delay * 2).min(MAX_BACKOFF);
                     continue;
                 }
             };
             let shards = client.shard_manager.clone();
             self.health.state("connecting");
+            let started = tokio::time::Instant::now();
             tokio::select! {
                 r = client.start() => {
                     let reason = match r {
@@ -643,11 +645,11 @@ impl Inner {
                     };
                     self.health.error(&reason);
                     self.health.state("reconnecting");
-                    tracing::warn!(channel = %self.ctx.id, %reason, "Discord gateway stopped; starting again");
-                    if !sleep_or_stop(&stop, delay).await {
+                    let wait = backoff.after(started.elapsed());
+                    tracing::warn!(channel = %self.ctx.id, %reason, ?wait, "Discord gateway stopped; starting again");
+                    if !sleep_or_stop(&stop, wait).await {
                         return;
                     }
-                    delay = (delay * 2).min(MAX_BACKOFF);
                 }
                 _ = stop.cancelled() => {
                     shards.shutdown_all().await;

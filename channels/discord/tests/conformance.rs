@@ -103,13 +103,15 @@ async fn running(
     };
     let channel = Arc::new(DiscordChannel::build(config(&fake), ctx).unwrap());
     let stop = CancellationToken::new();
+    // Counted before the client starts: on a busy machine it may identify before this task
+    // runs again, and a count taken after that would wait for a session that never comes.
+    let sessions = fake.sessions();
     let task = {
         let (c, s) = (channel.clone(), stop.clone());
         tokio::spawn(async move {
             let _ = c.run(s).await;
         })
     };
-    let sessions = fake.sessions();
     fake.wait_for_sessions(sessions + 1).await;
     Running {
         fake,
@@ -137,14 +139,16 @@ fn messages(inbound: &RecordingInbound) -> Vec<InboundMessage> {
     inbound.messages()
 }
 
+/// Polls `check` until it gives a value; a deadline generous enough for a busy machine.
 async fn until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    for _ in 0..1_000 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while tokio::time::Instant::now() < deadline {
         if let Some(v) = check() {
             return v;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("timed out waiting for {what}");
+    panic!("timed out after 60 s waiting for {what}");
 }
 
 fn reply(id: &str, text: &str, buttons: Vec<Button>) -> Outbound {
