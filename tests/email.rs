@@ -403,3 +403,101 @@ async fn server_and_daemon_restarts_lose_and_duplicate_nothing() {
     assert_eq!(inbox("bob").await.len(), 6, "no answer twice");
     daemon.stop();
 }
+
+/// A mail of about `bytes` from carol, in lines a mail server accepts.
+fn bulky(i: u32, bytes: usize) -> Vec<u8> {
+    let line = "The attached log, pasted as text, line after line after line.\r\n";
+    let body = line.repeat(bytes / line.len() + 1);
+    mail(
+        "carol@example.test",
+        &format!("bulk{i}@example.test"),
+        &format!("log {i}"),
+        &body,
+        None,
+    )
+}
+
+/// The mail channel's entry in `/readyz` (as an agent: with details).
+async fn mail_health(c: &Client) -> Value {
+    let (_, ready) = c.get("/readyz").await;
+    ready["channels"]["mail"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_link_stores_mail_as_it_comes_and_a_stalled_fetch_reads_as_degraded() {
+    const KIB: u64 = 1024;
+    let link = SlowLink::start(256 * KIB).await;
+    let dir = tempfile::tempdir().unwrap();
+    let section = mail::prepare(dir.path(), "timeout_secs = 2").await;
+    let section = section.replace(
+        &format!("port = {IMAP_PORT}\nsecurity"),
+        &format!("port = {}\nsecurity", link.port),
+    );
+    for i in 1..=6 {
+        append("bridge", &bulky(i, 200_000)).await;
+    }
+    write_config(dir.path(), "http://127.0.0.1:9/unused", &section);
+    let daemon = Daemon::start(dir.path());
+    let c = Client::new(&daemon);
+    // 1.2 MB at 256 KiB/s takes ~5 s, past the 2 s timeout, but each mail arrives within its
+    // allowance (2 s + 1 s per 16 KiB) and is stored as it comes.
+    eventually(
+        90,
+        "six bulky mails stored over the slow link",
+        async || (mail_conversations(&c).await.len() == 6).then_some(()),
+    )
+    .await;
+    eventually(10, "healthy", async || {
+        (mail_health(&c).await["up"] == true).then_some(())
+    })
+    .await;
+
+    // At 1 KiB/s a small mail still comes; a 64 KB one cannot within its 5 s: the small one is
+    // kept, the fetch shrinks to the big one alone, and health says it makes no progress. (The
+    // big one arrives while the small one is fetched: it must not wait for the next IDLE.)
+    link.set_rate(KIB);
+    append("bridge", &bulky(7, 1_000)).await;
+    append("bridge", &bulky(8, 64_000)).await;
+    eventually(
+        60,
+        "the small mail stored, though its fetch was cut off",
+        async || (mail_conversations(&c).await.len() == 7).then_some(()),
+    )
+    .await;
+    let stalled = eventually(
+        90,
+        "the channel reported as making no progress",
+        async || {
+            let h = mail_health(&c).await;
+            let error = h["last_error"].as_str().unwrap_or_default().to_owned();
+            (h["up"] == false && error.contains("no progress")).then_some(error)
+        },
+    )
+    .await;
+    assert!(stalled.contains("1 mail(s)"), "{stalled}");
+    let (_, ready) = c.get("/readyz").await;
+    assert_eq!(ready["status"], "degraded", "{ready}");
+
+    // The link recovers: the big mail comes and the channel is healthy again.
+    link.set_rate(256 * KIB);
+    eventually(
+        90,
+        "the big mail stored after the link recovered",
+        async || (mail_conversations(&c).await.len() == 8).then_some(()),
+    )
+    .await;
+    eventually(30, "healthy again", async || {
+        (mail_health(&c).await["up"] == true).then_some(())
+    })
+    .await;
+    let convs = mail_conversations(&c).await;
+    for conv in &convs {
+        let id = conv["id"].as_u64().unwrap();
+        assert_eq!(
+            customer_messages(&c, id).await.len(),
+            1,
+            "stored once: {conv}"
+        );
+    }
+    daemon.stop();
+}

@@ -193,3 +193,68 @@ timeout_secs = 5
         pw = dir.join("imap.pw").display()
     )
 }
+
+/// Puts a raw mail straight into a user's INBOX (IMAP APPEND), without SMTP.
+pub async fn append(user: &str, raw: &[u8]) {
+    let mut s = imap(user).await;
+    s.append("INBOX", None, None, raw).await.unwrap();
+    let _ = s.logout().await;
+}
+
+/// A slow link to the IMAP server: what the server sends goes through at `rate` bytes a
+/// second (set at any time; 0 holds it back entirely), what the client sends goes at once.
+pub struct SlowLink {
+    pub port: u16,
+    rate: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SlowLink {
+    pub async fn start(rate: u64) -> SlowLink {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let rate = std::sync::Arc::new(AtomicU64::new(rate));
+        let shared = rate.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", IMAP_PORT)).await
+                else {
+                    continue;
+                };
+                let rate = shared.clone();
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let (mut from_client, mut to_client) = client.into_split();
+                    let (mut from_server, mut to_server) = server.into_split();
+                    tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut from_client, &mut to_server).await;
+                    });
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let now = rate.load(Ordering::Relaxed);
+                        if now == 0 {
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            continue;
+                        }
+                        // A tenth of a second's worth at a time.
+                        let most = ((now / 10) as usize).clamp(1, buf.len());
+                        let n = match from_server.read(&mut buf[..most]).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if to_client.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                        let secs = n as f64 / now as f64;
+                        tokio::time::sleep(std::time::Duration::from_secs_f64(secs)).await;
+                    }
+                });
+            }
+        });
+        SlowLink { port, rate }
+    }
+
+    pub fn set_rate(&self, rate: u64) {
+        self.rate.store(rate, std::sync::atomic::Ordering::Relaxed);
+    }
+}

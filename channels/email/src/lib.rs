@@ -19,8 +19,10 @@
 pub mod mime;
 pub mod threading;
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::TryStreamExt;
@@ -38,8 +40,13 @@ use tokio_util::sync::CancellationToken;
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Servers drop IDLE after 30 minutes (RFC 2177); re-issue before.
 const MAX_IDLE: Duration = Duration::from_secs(29 * 60);
-/// Mails fetched per round trip.
+/// Mails fetched per round trip at most; fewer after a fetch timed out.
 const FETCH_BATCH: usize = 25;
+/// Bytes fetched per round trip at most (a single larger mail goes alone).
+const FETCH_BATCH_BYTES: u64 = 8 * 1024 * 1024;
+/// A mail may take one second per this many bytes beyond the IMAP timeout: the slowest link
+/// we still wait for.
+const MIN_BYTES_PER_SEC: u64 = 16 * 1024;
 /// How many Message-IDs a reply's `References` carries at most.
 const MAX_REFERENCES: usize = 20;
 
@@ -84,6 +91,10 @@ pub struct ImapConfig {
     pub mark_seen: bool,
     /// Move stored mail to this folder (it must exist).
     pub move_to: Option<String>,
+    /// Each IMAP command, and each mail of a fetch, must answer within this long (a mail gets
+    /// one more second per 16 KiB of its size).
+    #[serde(default = "default_imap_timeout")]
+    pub timeout_secs: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -134,6 +145,9 @@ fn default_poll() -> u64 {
 }
 fn default_idle() -> u64 {
     25 * 60
+}
+fn default_imap_timeout() -> u64 {
+    60
 }
 fn default_smtp_timeout() -> u64 {
     30
@@ -217,6 +231,10 @@ struct Inner {
     from: Mailbox,
     domain: String,
     health: HealthTracker,
+    /// Mails per fetch now: halved after a fetch that timed out, doubled after one that did not.
+    batch: std::sync::atomic::AtomicUsize,
+    /// Stored mails not yet flagged or moved (a fetch was cut off before it could).
+    unflagged: std::sync::Mutex<Vec<u32>>,
 }
 
 /// The IMAP connection, plain or TLS.
@@ -235,6 +253,10 @@ enum LoopError {
     Io(#[from] std::io::Error),
     #[error("IMAP: timed out")]
     Timeout,
+    #[error(
+        "IMAP: fetching {mails} mail(s) ({bytes} bytes) made no progress in {secs} s; retrying with fewer at a time"
+    )]
+    Stalled { mails: usize, bytes: u64, secs: u64 },
     #[error("storing failed: {0}")]
     Store(InboundError),
     #[error("channel state: {0}")]
@@ -294,6 +316,8 @@ impl EmailChannel {
                 imap_password,
                 config,
                 health: HealthTracker::default(),
+                batch: FETCH_BATCH.into(),
+                unflagged: Default::default(),
             }),
         })
     }
@@ -309,9 +333,11 @@ async fn timed<T, E: Into<LoopError>>(
     }
 }
 
-const IO_TIMEOUT: Duration = Duration::from_secs(60);
-
 impl Inner {
+    fn io_timeout(&self) -> Duration {
+        Duration::from_secs(self.config.imap.timeout_secs.max(1))
+    }
+
     fn state_get<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Option<T> {
         let bytes = self.ctx.state.get(key.as_bytes()).ok()??;
         serde_json::from_slice(&bytes).ok()
@@ -333,7 +359,7 @@ impl Inner {
         let tls = c.security == Security::Tls;
         let port = c.port.unwrap_or(if tls { 993 } else { 143 });
         let tcp = timed(
-            IO_TIMEOUT,
+            self.io_timeout(),
             tokio::net::TcpStream::connect((c.host.as_str(), port)),
         )
         .await?;
@@ -346,14 +372,14 @@ impl Inner {
             let name = tokio_rustls::rustls::pki_types::ServerName::try_from(c.host.clone())
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
             let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-            Box::new(timed(IO_TIMEOUT, connector.connect(name, tcp)).await?)
+            Box::new(timed(self.io_timeout(), connector.connect(name, tcp)).await?)
         } else {
             Box::new(tcp)
         };
         let mut client = async_imap::Client::new(stream);
         // The greeting must be read before the first command.
-        timed(IO_TIMEOUT, client.read_response()).await?;
-        let session = timed(IO_TIMEOUT, async {
+        timed(self.io_timeout(), client.read_response()).await?;
+        let session = timed(self.io_timeout(), async {
             client
                 .login(&c.user, &self.imap_password)
                 .await
@@ -390,7 +416,7 @@ impl Inner {
 
     async fn serve(&self, mut session: Session, stop: &CancellationToken) -> Result<(), LoopError> {
         let folder = self.config.imap.folder.clone();
-        let mailbox = timed(IO_TIMEOUT, session.select(&folder)).await?;
+        let mailbox = timed(self.io_timeout(), session.select(&folder)).await?;
         let validity = mailbox.uid_validity.unwrap_or(0);
         let stored: Option<u32> = self.state_get("uidvalidity");
         if stored != Some(validity) {
@@ -405,19 +431,28 @@ impl Inner {
                 ("last_uid".into(), b"0".to_vec()),
             ])?;
         }
-        let idle = timed(IO_TIMEOUT, session.capabilities())
+        let idle = timed(self.io_timeout(), session.capabilities())
             .await?
             .has_str("IDLE");
-        self.health.ok();
+        // Healthy once a sync gets through: connecting alone says nothing on a link too slow
+        // to fetch.
         loop {
-            self.sync(&mut session).await?;
+            // Mail that arrives during a sync is announced (EXISTS) among that sync's
+            // responses, not by the IDLE after it: sync again while there is news.
+            new_mail(&mut session);
+            for _ in 0..10 {
+                self.sync(&mut session).await?;
+                if !new_mail(&mut session) {
+                    break;
+                }
+            }
             if stop.is_cancelled() {
                 let _ = timed(Duration::from_secs(5), session.logout()).await;
                 return Ok(());
             }
             if idle {
                 let mut handle = session.idle();
-                timed(IO_TIMEOUT, handle.init()).await?;
+                timed(self.io_timeout(), handle.init()).await?;
                 let wait = Duration::from_secs(self.config.imap.idle_secs).min(MAX_IDLE);
                 let (waiting, interrupt) = handle.wait_with_timeout(wait);
                 tokio::select! {
@@ -438,42 +473,136 @@ impl Inner {
         }
     }
 
-    /// Stores every mail after the last stored UID, in UID order.
+    /// Stores every mail after the last stored UID, in UID order, each as soon as it arrives:
+    /// on a slow link a fetch that is cut off keeps what came, and the next one is smaller.
     async fn sync(&self, session: &mut Session) -> Result<(), LoopError> {
+        let cut_off = std::mem::take(&mut *self.unflagged.lock().expect("unflagged"));
+        for uid in cut_off {
+            self.after_import(session, uid).await;
+        }
         let last: u32 = self.state_get("last_uid").unwrap_or(0);
         let found = timed(
-            IO_TIMEOUT,
+            self.io_timeout(),
             session.uid_search(format!("UID {}:*", last + 1)),
         )
         .await?;
         // "n:*" always includes the highest UID, even when it is below n.
         let mut uids: Vec<u32> = found.into_iter().filter(|u| *u > last).collect();
         uids.sort_unstable();
-        self.health.ok();
-        for chunk in uids.chunks(FETCH_BATCH) {
-            let set = chunk
-                .iter()
-                .map(u32::to_string)
-                .collect::<Vec<_>>()
-                .join(",");
-            let mut fetched: Vec<(u32, Vec<u8>)> = timed(IO_TIMEOUT, async {
-                let stream = session.uid_fetch(&set, "(UID BODY.PEEK[])").await?;
-                let all: Vec<_> = stream.try_collect().await?;
-                Ok::<_, async_imap::error::Error>(
-                    all.iter()
-                        .filter_map(|f| Some((f.uid?, f.body()?.to_vec())))
-                        .collect(),
-                )
-            })
-            .await?;
-            fetched.sort_by_key(|(uid, _)| *uid);
-            for (uid, raw) in fetched {
-                self.import(&raw).await.map_err(LoopError::Store)?;
-                self.state_put(&[("last_uid".into(), uid.to_string().into_bytes())])?;
-                self.after_import(session, uid).await;
-            }
+        if uids.is_empty() {
+            self.health.ok();
+            return Ok(());
+        }
+        let sizes = self.sizes(session, &uids).await?;
+        let mut rest = &uids[..];
+        while !rest.is_empty() {
+            let most = self.batch.load(Ordering::Relaxed).clamp(1, FETCH_BATCH);
+            let take = batch_len(rest, &sizes, most);
+            let (chunk, after) = rest.split_at(take);
+            rest = after;
+            self.fetch(session, chunk, &sizes).await?;
+            self.health.ok();
         }
         Ok(())
+    }
+
+    /// Each mail's size (`RFC822.SIZE`), to bound batches and give big mails time.
+    async fn sizes(
+        &self,
+        session: &mut Session,
+        uids: &[u32],
+    ) -> Result<HashMap<u32, u64>, LoopError> {
+        let mut sizes = HashMap::with_capacity(uids.len());
+        for chunk in uids.chunks(1000) {
+            let got: Vec<_> = timed(self.io_timeout(), async {
+                let stream = session
+                    .uid_fetch(uid_set(chunk), "(UID RFC822.SIZE)")
+                    .await?;
+                stream.try_collect().await
+            })
+            .await?;
+            for f in got {
+                if let (Some(uid), Some(size)) = (f.uid, f.size) {
+                    sizes.insert(uid, u64::from(size));
+                }
+            }
+        }
+        Ok(sizes)
+    }
+
+    /// Fetches `chunk` and stores each mail in UID order as it comes; each must arrive within
+    /// the IMAP timeout plus a second per 16 KiB of the largest one still missing.
+    async fn fetch(
+        &self,
+        session: &mut Session,
+        chunk: &[u32],
+        sizes: &HashMap<u32, u64>,
+    ) -> Result<(), LoopError> {
+        let size = |uid: &u32| sizes.get(uid).copied().unwrap_or(0);
+        let started = tokio::time::Instant::now();
+        let mut waiting: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
+        let mut stored: Vec<u32> = Vec::new();
+        let mut next = 0;
+        let outcome = async {
+            let mut stream = session
+                .uid_fetch(uid_set(chunk), "(UID BODY.PEEK[])")
+                .await?;
+            loop {
+                let largest = chunk[next..].iter().map(size).max().unwrap_or(0);
+                let wait = self.io_timeout() + Duration::from_secs(largest / MIN_BYTES_PER_SEC);
+                let Some(item) = timed(wait, stream.try_next()).await? else {
+                    break;
+                };
+                if let (Some(uid), Some(body)) = (item.uid, item.body()) {
+                    waiting.insert(uid, body.to_vec());
+                }
+                // Store what is next in UID order; a mail gone from the server is skipped
+                // when the fetch ends.
+                while let Some(raw) = chunk.get(next).and_then(|uid| waiting.remove(uid)) {
+                    self.store(chunk[next], &raw).await?;
+                    stored.push(chunk[next]);
+                    next += 1;
+                }
+            }
+            for (uid, raw) in std::mem::take(&mut waiting) {
+                self.store(uid, &raw).await?;
+                stored.push(uid);
+            }
+            Ok::<_, LoopError>(())
+        }
+        .await;
+        let grown = match &outcome {
+            Err(LoopError::Timeout) => {
+                let now = self.batch.load(Ordering::Relaxed);
+                self.batch.store((now / 2).max(1), Ordering::Relaxed);
+                self.unflagged.lock().expect("unflagged").extend(&stored);
+                if stored.is_empty() {
+                    return Err(LoopError::Stalled {
+                        mails: chunk.len(),
+                        bytes: chunk.iter().map(size).sum(),
+                        secs: started.elapsed().as_secs(),
+                    });
+                }
+                tracing::warn!(channel = %self.ctx.id, stored = stored.len(), of = chunk.len(), "IMAP fetch timed out; fetching fewer mails at a time");
+                return Err(LoopError::Timeout);
+            }
+            Err(_) => {
+                self.unflagged.lock().expect("unflagged").extend(&stored);
+                return outcome;
+            }
+            Ok(()) => (self.batch.load(Ordering::Relaxed) * 2).min(FETCH_BATCH),
+        };
+        self.batch.store(grown, Ordering::Relaxed);
+        for uid in stored {
+            self.after_import(session, uid).await;
+        }
+        Ok(())
+    }
+
+    /// Stores one fetched mail and moves the channel's position past it.
+    async fn store(&self, uid: u32, raw: &[u8]) -> Result<(), LoopError> {
+        self.import(raw).await.map_err(LoopError::Store)?;
+        self.state_put(&[("last_uid".into(), uid.to_string().into_bytes())])
     }
 
     async fn after_import(&self, session: &mut Session, uid: u32) {
@@ -626,6 +755,41 @@ impl Inner {
         }
         a
     }
+}
+
+/// Whether the server announced new mail since the last call (and forgets what it said).
+fn new_mail(session: &mut Session) -> bool {
+    let mut news = false;
+    while let Ok(r) = session.unsolicited_responses.try_recv() {
+        news |= matches!(
+            r,
+            async_imap::types::UnsolicitedResponse::Exists(_)
+                | async_imap::types::UnsolicitedResponse::Recent(_)
+        );
+    }
+    news
+}
+
+/// How many of `uids` (at most `most`) the next fetch takes: up to `FETCH_BATCH_BYTES`, and
+/// always at least one.
+fn batch_len(uids: &[u32], sizes: &HashMap<u32, u64>, most: usize) -> usize {
+    let mut bytes = 0;
+    let mut n = 0;
+    for uid in uids.iter().take(most) {
+        bytes += sizes.get(uid).copied().unwrap_or(0);
+        if n > 0 && bytes > FETCH_BATCH_BYTES {
+            break;
+        }
+        n += 1;
+    }
+    n.max(1).min(uids.len())
+}
+
+fn uid_set(uids: &[u32]) -> String {
+    uids.iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn json<T: Serialize>(v: &T) -> Vec<u8> {
@@ -825,5 +989,30 @@ impl header::Header for AutoSubmitted {
     }
     fn display(&self) -> header::HeaderValue {
         header::HeaderValue::new(Self::name(), self.0.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fetch_takes_up_to_its_count_and_bytes_and_never_nothing() {
+        const MB: u64 = 1024 * 1024;
+        let uids: Vec<u32> = (1..=30).collect();
+        let sized = |size: &dyn Fn(u32) -> u64| uids.iter().map(|u| (*u, size(*u))).collect();
+        // (sizes, the batch allowed now, mails taken)
+        let table: [(HashMap<u32, u64>, usize, usize); 6] = [
+            (sized(&|_| 1000), 25, 25),
+            (sized(&|_| 1000), 3, 3),
+            (sized(&|_| 3 * MB), 25, 2),
+            (sized(&|u| if u == 1 { 50 * MB } else { 1000 }), 25, 1),
+            (sized(&|u| if u == 2 { 50 * MB } else { 1000 }), 25, 1),
+            (HashMap::new(), 0, 1),
+        ];
+        for (i, (sizes, most, taken)) in table.into_iter().enumerate() {
+            assert_eq!(batch_len(&uids, &sizes, most), taken, "row {i}");
+        }
+        assert_eq!(batch_len(&uids[..2], &HashMap::new(), 25), 2);
     }
 }
