@@ -956,7 +956,7 @@ async fn web_chat_serves_its_widget_and_page_and_answers_allowed_origins() {
     let other = preflight("https://evil.example").await.unwrap();
     assert!(!other.headers().contains_key("access-control-allow-origin"));
 
-    // A button press: the engine gets the payload, the customer's transcript the label.
+    // A button press: stored and shown as the label pressed, the payload kept for the bot.
     let token = c.chat_session().await;
     let r = c
         .http
@@ -977,7 +977,8 @@ async fn web_chat_serves_its_widget_and_page_and_answers_allowed_origins() {
     let (_, list) = c.get("/api/v1/conversations?channel=chat").await;
     let id = list["items"][0]["id"].as_u64().unwrap();
     let said = c.customer_messages(id).await;
-    assert_eq!(said[0]["text"], "kb:refund-time-en");
+    assert_eq!(said[0]["text"], "When do I get my refund?");
+    assert_eq!(said[0]["payload"], "kb:refund-time-en");
     daemon.stop();
 }
 

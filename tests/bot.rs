@@ -66,6 +66,33 @@ async fn answers_clarifies_hands_over_and_learns() {
     // Picking a button answers that entry.
     c.hook("vague", "vague-2", "kb:payment-methods-en").await;
     assert!(receiver.wait_for("vague", 2).await[1].text.contains("Visa"));
+    // Where there are no buttons, the customer writes back the option's number ("２" and
+    // "第2个" too); a caller that shows buttons sends the label pressed and its payload.
+    for (user, reply) in [("num-a", "2"), ("num-b", "第２个")] {
+        c.hook(user, &format!("{user}-1"), "payment").await;
+        let ask = receiver.wait_for(user, 1).await[0].buttons.clone();
+        let expected = match ask[1]["payload"].as_str() {
+            Some("kb:payment-methods-en") => "Visa",
+            Some("kb:payment-failed-en") => "released by your bank",
+            _ => panic!("option 2 of {ask}"),
+        };
+        c.hook(user, &format!("{user}-2"), reply).await;
+        let answer = &receiver.wait_for(user, 2).await[1];
+        assert!(answer.text.contains(expected), "{user}: {answer:?}");
+    }
+    let body = json!({"external_user": "labelled", "message_id": "l-1",
+        "text": "Which payment methods do you accept?", "payload": "kb:payment-methods-en"});
+    let (s, _) = c
+        .hook_raw(body.to_string().as_bytes(), "application/json", None)
+        .await;
+    assert_eq!(s, 202);
+    assert!(
+        receiver.wait_for("labelled", 1).await[0]
+            .text
+            .contains("Visa")
+    );
+    let labelled = conversation(&c, "labelled").await;
+    assert_eq!(labelled["messages"][0]["payload"], "kb:payment-methods-en");
 
     // Asking for a person hands over at once.
     c.hook("human", "human-1", "转人工").await;

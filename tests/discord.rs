@@ -104,7 +104,6 @@ async fn dm_thread_escalation_agent_reply_buttons_and_rate_limits() {
         .and_then(|b| b.iter().find(|b| b["custom_id"] == "human"))
         .cloned()
         .unwrap_or_else(|| panic!("a person button: {:?}", clarify[0].components));
-    let _ = button;
     fake.click(7002, clarify[0].id, 13, "human");
     let bo = c.conversation_on("dc", "7002").await;
     let bo_id = bo["id"].as_u64().unwrap();
@@ -113,6 +112,10 @@ async fn dm_thread_escalation_agent_reply_buttons_and_rate_limits() {
         (d["conversation"]["status"] == "queued").then_some(())
     })
     .await;
+    // Stored as the label Bo saw, with the payload the bot read.
+    let press = c.customer_messages(bo_id).await.pop().unwrap();
+    assert_eq!(press["text"], button["label"], "{press}");
+    assert_eq!(press["payload"], "human", "{press}");
     assert_eq!(fake.callbacks().len(), 1, "acknowledged");
 
     // A burst of agent replies through rate limits: all arrive, once, in order.

@@ -501,3 +501,67 @@ async fn a_slow_link_stores_mail_as_it_comes_and_a_stalled_fetch_reads_as_degrad
     }
     daemon.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_subject_is_read_shown_and_searched_and_a_numbered_option_is_picked_by_reply() {
+    let (_dir, daemon, c) = started("").await;
+    // The question is in the subject; the body only greets.
+    let raw = mail(
+        "alice@example.test",
+        "subj-1@example.test",
+        "How much is shipping?",
+        "Hello,\r\n\r\nAlice",
+        None,
+    );
+    send_raw("alice@example.test", &raw).await;
+    let answer = &wait_inbox("alice", 1).await[0];
+    assert!(text(answer).contains("4.90"), "{}", text(answer));
+    let conv = mail_conversations(&c).await[0].clone();
+    assert_eq!(conv["subject"], "How much is shipping?", "{conv}");
+    let id = conv["id"].as_u64().unwrap();
+    assert_eq!(
+        customer_messages(&c, id).await[0]["subject"],
+        "How much is shipping?"
+    );
+    let (_, found) = c.get("/api/v1/conversations?q=shipping").await;
+    assert_eq!(found["items"][0]["id"], id, "{found}");
+
+    // Mail has no buttons: the options come numbered, and a reply with a number picks one.
+    let raw = mail(
+        "bob@example.test",
+        "vague-1@example.test",
+        "payment",
+        "payment",
+        None,
+    );
+    send_raw("bob@example.test", &raw).await;
+    let ask = text(&wait_inbox("bob", 1).await[0]);
+    assert!(ask.contains("1. ") && ask.contains("2. "), "{ask}");
+    assert!(ask.contains("Reply with the number"), "{ask}");
+    let second = ask
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("2. "))
+        .unwrap()
+        .to_owned();
+    let expected = if second.contains("payment methods") {
+        "Visa"
+    } else {
+        "released by your bank"
+    };
+    let ours = header(&wait_inbox("bob", 1).await[0], "Message-ID").unwrap();
+    let ours = ours.trim_matches(['<', '>', ' ']);
+    let raw = mail(
+        "bob@example.test",
+        "vague-2@example.test",
+        "Re: payment",
+        "2\r\n\r\n> Did you mean",
+        Some(ours),
+    );
+    send_raw("bob@example.test", &raw).await;
+    let picked = text(&wait_inbox("bob", 2).await[1]);
+    assert!(
+        picked.contains(expected),
+        "option 2 was {second:?}: {picked}"
+    );
+    daemon.stop();
+}

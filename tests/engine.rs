@@ -85,6 +85,8 @@ fn message(thread: &str, id: &str, text: &str) -> InboundEvent {
         sent_at_ms: None,
         automated: None,
         earlier_id: None,
+        subject: None,
+        payload: None,
     })
 }
 

@@ -224,18 +224,33 @@ async fn customer_bot_agent_groups_files_and_edits() {
             .contains("shipping"),
         "{sent:?}"
     );
+    // Another member asks in the same group: the message names who wrote it.
+    fake.push_update(
+        "message",
+        fake::group_message(-100500, 8, "Wu", 12, "And is delivery free?", true),
+    );
     let group = conversation(&c, "-100500").await;
-    let texts = c.customer_texts(group["id"].as_u64().unwrap()).await;
-    assert_eq!(texts, ["How much is shipping?"]);
+    let group_id = group["id"].as_u64().unwrap();
+    let messages = eventually(20, "both group messages", async || {
+        let m = c.customer_messages(group_id).await;
+        (m.len() == 2).then_some(m)
+    })
+    .await;
+    assert_eq!(messages[0]["text"], "How much is shipping?");
+    assert!(messages[0].get("member").is_none(), "{messages:?}");
+    assert_eq!(messages[1]["member"], json!({"user": "8", "name": "Wu"}));
 
-    // A pressed button arrives as its payload and is answered.
+    // A pressed button is stored as the label Bo saw; the bot reads its payload.
     let pressed = json!({
         "id": "cbq-1", "chat_instance": "ci-1", "data": "kb:returns-en",
         "from": {"id": 2002, "is_bot": false, "first_name": "Bo"},
         "message": {"message_id": 77, "date": 1_700_000_000,
             "chat": {"id": 2002, "type": "private", "first_name": "Bo"},
             "from": {"id": fake::BOT_ID, "is_bot": true, "first_name": "Switchboard Test"},
-            "text": "Did you mean one of these?"}
+            "text": "Did you mean one of these?",
+            "reply_markup": {"inline_keyboard": [
+                [{"text": "How do I return an item?", "callback_data": "kb:returns-en"}],
+                [{"text": "Talk to a person", "callback_data": "human"}]]}}
     });
     fake.push_update("callback_query", pressed);
     let sent = wait_chat(&fake, 2002, 1).await;
@@ -244,6 +259,10 @@ async fn customer_bot_agent_groups_files_and_edits() {
         "{sent:?}"
     );
     assert_eq!(fake.callback_answers(), ["cbq-1"]);
+    let bo = conversation(&c, "2002").await;
+    let pressed = &c.customer_messages(bo["id"].as_u64().unwrap()).await[0];
+    assert_eq!(pressed["text"], "How do I return an item?", "{pressed}");
+    assert_eq!(pressed["payload"], "kb:returns-en", "{pressed}");
 
     // A voice note alone: the bot cannot read it and hands over at once.
     let voice = fake.add_file("voice/file_2.oga", b"OggS voice");

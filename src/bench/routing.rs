@@ -152,6 +152,8 @@ pub async fn routing(args: RoutingArgs) -> anyhow::Result<()> {
                     sent_at_ms: None,
                     automated: None,
                     earlier_id: None,
+                    subject: None,
+                    payload: None,
                 });
                 engine
                     .ingest(&channel, event)

@@ -16,6 +16,65 @@ use crate::model::{
     Action, Actor, BotVerdict, ConversationId, Escalation, EventKind, Message, Status,
 };
 
+/// How far back a numbered reply may look for the options it picks from.
+const OPTIONS_LOOKBACK: u64 = 6;
+
+/// The options of the bot's latest message before `seq`, if it offered any.
+fn offered_before(
+    engine: &Engine,
+    conv: ConversationId,
+    seq: u64,
+) -> Result<Vec<switchboard_channel::Button>, EngineError> {
+    for earlier in (seq.saturating_sub(OPTIONS_LOOKBACK).max(1)..seq).rev() {
+        match engine.store.message(conv, earlier)? {
+            Some(m) if m.author == crate::model::Author::Bot => return Ok(m.buttons),
+            _ => {}
+        }
+    }
+    Ok(vec![])
+}
+
+/// What the bot reads of a customer message: the payload of a button they pressed (or of the
+/// option whose number they wrote back, where the bot offered numbered options), else the
+/// subject that starts a topic and the text.
+pub(crate) fn bot_reads(message: &Message, offered: &[switchboard_channel::Button]) -> String {
+    if let Some(payload) = &message.payload {
+        return payload.clone();
+    }
+    if let Some(button) = option_number(&message.text)
+        .and_then(|n| n.checked_sub(1))
+        .and_then(|i| offered.get(i))
+    {
+        return button.payload.clone();
+    }
+    match &message.subject {
+        Some(subject) => format!("{subject}\n{}", message.text),
+        None => message.text.clone(),
+    }
+}
+
+/// The number a reply consists of: "2", "２", "#2", "2.", "第2个", "(2)".
+pub(crate) fn option_number(text: &str) -> Option<usize> {
+    let digits: String = text
+        .trim()
+        .chars()
+        .map(|c| match c {
+            '０'..='９' => char::from_u32(c as u32 - '０' as u32 + '0' as u32).unwrap_or(c),
+            c => c,
+        })
+        .collect();
+    let core = digits
+        .trim_start_matches(['#', '第', '(', '（'])
+        .trim_end_matches([
+            '.', '。', ')', '）', '、', '个', '個', '项', '項', '!', '！',
+        ])
+        .trim();
+    if core.is_empty() || core.len() > 2 || !core.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    core.parse().ok().filter(|n| *n > 0)
+}
+
 /// Longest a "typing…" indicator may take; it is only a courtesy.
 const TYPING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -125,7 +184,8 @@ async fn handle(
         });
     }
     let responder = engine.responder.read().expect("responder lock").clone();
-    let text = message.text.clone();
+    let offered = offered_before(engine, conv, seq)?;
+    let text = bot_reads(&message, &offered);
     let misses = current.bot_misses;
     let last_entry = current.bot_last_entry.clone();
     let decision = if text.trim().is_empty() && !message.attachments.is_empty() {

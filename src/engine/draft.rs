@@ -1,7 +1,7 @@
 //! A [`Draft`] collects one state change of one conversation: the new record, the messages,
 //! events and outbox items it brings. Pure bookkeeping: the engine applies it to the store.
 
-use switchboard_channel::{Attachment, Button, ExternalMessageId, Outbound};
+use switchboard_channel::{Attachment, Button, ExternalMessageId, InboundMessage, Outbound};
 
 use crate::model::{
     Action, Actor, Author, BotVerdict, Conversation, Delivery, DeliveryState, Event, EventId,
@@ -125,18 +125,18 @@ impl<'s> Draft<'s> {
     }
 
     /// Adds a customer message.
-    pub fn push_inbound(
-        &mut self,
-        text: String,
-        attachments: Vec<switchboard_channel::Attachment>,
-        external_id: ExternalMessageId,
-    ) -> Result<u64, StoreError> {
+    /// Adds a customer message; `member`: written by someone other than the conversation's
+    /// contact (a group chat), who is then named on the message.
+    pub fn push_inbound(&mut self, msg: &InboundMessage, member: bool) -> Result<u64, StoreError> {
         let seq = self.next_seq();
         self.touch();
-        self.conv.preview = crate::model::preview_of(&text);
+        self.conv.preview = crate::model::preview_of(&msg.text);
+        if self.conv.subject.is_none() {
+            self.conv.subject.clone_from(&msg.subject);
+        }
         self.change.new_external_ids.push((
             self.conv.channel.clone(),
-            external_id.clone(),
+            msg.message_id.clone(),
             self.conv.id,
             seq,
         ));
@@ -144,15 +144,22 @@ impl<'s> Draft<'s> {
             conversation: self.conv.id,
             seq,
             author: Author::Customer,
-            text,
-            attachments,
-            external_id: Some(external_id),
+            text: msg.text.clone(),
+            attachments: msg.attachments.clone(),
+            external_id: Some(msg.message_id.clone()),
             delivery: None,
             verdict: None,
             created_at_ms: self.now,
             edited_at_ms: None,
             deleted_at_ms: None,
             idempotency_key: None,
+            subject: msg.subject.clone(),
+            payload: msg.payload.clone(),
+            member: member.then(|| crate::model::Member {
+                user: msg.sender.id.0.clone(),
+                name: msg.sender.name.clone(),
+            }),
+            buttons: vec![],
         });
         self.event(EventKind::MessageReceived { seq })?;
         Ok(seq)
@@ -172,7 +179,7 @@ impl<'s> Draft<'s> {
                 id: id.clone(),
                 author: reply.author.outbound(reply.author_name),
                 text: reply.text.clone(),
-                buttons: reply.buttons,
+                buttons: reply.buttons.clone(),
                 in_reply_to: reply.in_reply_to,
                 format: reply.author.text_format(),
                 attachments: reply.attachments.clone(),
@@ -201,6 +208,10 @@ impl<'s> Draft<'s> {
             edited_at_ms: None,
             deleted_at_ms: None,
             idempotency_key: None,
+            subject: None,
+            payload: None,
+            member: None,
+            buttons: reply.buttons,
         });
         self.event(EventKind::MessageQueued { seq })?;
         Ok(seq)

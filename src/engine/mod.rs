@@ -839,11 +839,8 @@ impl Engine {
         if let Some(reason) = draft.conv.unreachable.take() {
             draft.event(EventKind::ReachableAgain { was: reason })?;
         }
-        let seq = draft.push_inbound(
-            msg.text.clone(),
-            msg.attachments.clone(),
-            msg.message_id.clone(),
-        )?;
+        let member = draft.conv.contact != contact_id;
+        let seq = draft.push_inbound(msg, member)?;
         match (start, draft.conv.status) {
             (true, Status::Bot) => {
                 let welcome = self.settings().welcome_message.clone();

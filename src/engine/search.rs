@@ -62,6 +62,10 @@ impl Engine {
     fn matches(&self, conv: &Conversation, words: &[String]) -> Result<bool, EngineError> {
         let mut hay = String::new();
         hay.push_str(&conv.preview);
+        if let Some(subject) = &conv.subject {
+            hay.push(' ');
+            hay.push_str(subject);
+        }
         for label in &conv.labels {
             hay.push(' ');
             hay.push_str(label);
@@ -81,8 +85,10 @@ impl Engine {
             return Ok(true);
         }
         for m in self.store.messages(conv.id, 0, MESSAGES)? {
-            hay.push(' ');
-            hay.push_str(&m.text.to_lowercase());
+            for part in m.subject.iter().chain([&m.text]) {
+                hay.push(' ');
+                hay.push_str(&part.to_lowercase());
+            }
         }
         Ok(words.iter().all(|w| hay.contains(w.as_str())))
     }

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 use switchboard_channel::{
-    Attachment, ChannelId, ExternalMessageId, ExternalThread, ExternalUser, Outbound,
+    Attachment, Button, ChannelId, ExternalMessageId, ExternalThread, ExternalUser, Outbound,
 };
 use utoipa::ToSchema;
 
@@ -146,6 +146,9 @@ pub struct Conversation {
     /// The service-level clock while a customer waits for a person (`routing::sla`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sla: Option<SlaClock>,
+    /// The subject of the first message that had one (email).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
 }
 
 impl Conversation {
@@ -177,6 +180,7 @@ impl Conversation {
             version: 0,
             unreachable: None,
             sla: None,
+            subject: None,
         }
     }
 
@@ -213,6 +217,7 @@ impl Conversation {
             version: _,
             unreachable,
             sla,
+            subject,
         } = self;
         *id == other.id
             && *contact == other.contact
@@ -229,6 +234,7 @@ impl Conversation {
             && *created_at_ms == other.created_at_ms
             && *unreachable == other.unreachable
             && *sla == other.sla
+            && *subject == other.subject
     }
 
     pub fn set_state(&mut self, s: ConvState) {
@@ -302,6 +308,14 @@ pub struct BotVerdict {
     pub reason: String,
 }
 
+/// A member of a group chat, as their network names them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Member {
+    /// Their id on the channel.
+    pub user: String,
+    pub name: Option<String>,
+}
+
 /// One message in a conversation, in either direction.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Message {
@@ -332,6 +346,21 @@ pub struct Message {
     /// answers with this message instead of sending a second one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// Customer messages: the subject they gave (email) when it starts a topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// Customer messages: the button they pressed stands for this (the text is its label).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+    /// Customer messages written by someone other than the conversation's contact (another
+    /// member of a group chat): who.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<Member>,
+    /// Bot replies: the options offered, as buttons or, where the channel has none, as
+    /// numbered lines (a reply with the number picks one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
+    pub buttons: Vec<Button>,
 }
 
 /// An agent-only note on a conversation; never sent to the customer.

@@ -166,6 +166,10 @@ mod tests {
             edited_at_ms: None,
             deleted_at_ms: None,
             idempotency_key: None,
+            subject: None,
+            payload: None,
+            member: None,
+            buttons: vec![],
         }
     }
 

@@ -170,6 +170,14 @@ pub struct InboundMessage {
     /// is another customer's, and this one is new.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub earlier_id: Option<ExternalMessageId>,
+    /// The subject the customer gave this message (email) when it starts a topic; a reply's
+    /// "Re: …" is left out. Shown to agents, searched, and read by the bot before the text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// A button the customer pressed: what it stands for ([`Button::payload`]); `text` is
+    /// the label they saw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
 }
 
 /// The customer changed a message they sent earlier.
@@ -301,6 +309,40 @@ impl Outbound {
         match self.format {
             TextFormat::Plain => markup::escape_html(&self.text).replace('\n', newline),
             TextFormat::Markdown => markup::to_html(&self.text, newline),
+        }
+    }
+
+    /// The buttons as numbered lines and how to choose, in the language of the text, for
+    /// networks without buttons (a reply with the number picks that option); `None` without
+    /// buttons.
+    pub fn numbered_options(&self) -> Option<String> {
+        if self.buttons.is_empty() {
+            return None;
+        }
+        let mut out: Vec<String> = self
+            .buttons
+            .iter()
+            .enumerate()
+            .map(|(i, b)| format!("{}. {}", i + 1, b.label))
+            .collect();
+        let chinese = self
+            .text
+            .chars()
+            .any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c));
+        out.push(String::new());
+        out.push(if chinese {
+            "请回复选项的数字。".to_owned()
+        } else {
+            "Reply with the number of your choice.".to_owned()
+        });
+        Some(out.join("\n"))
+    }
+
+    /// [`Outbound::plain_text`] followed by [`Outbound::numbered_options`].
+    pub fn plain_text_with_options(&self) -> String {
+        match self.numbered_options() {
+            Some(options) => format!("{}\n\n{options}", self.plain_text()),
+            None => self.plain_text(),
         }
     }
 }

@@ -435,6 +435,8 @@ impl Inner {
             sent_at_ms: Some(m.timestamp.unix_timestamp() * 1000),
             automated: None,
             earlier_id: None,
+            subject: None,
+            payload: None,
         });
         if self.submit(event, stop).await {
             self.seen(m.channel_id.get(), m.id.get());
@@ -466,7 +468,8 @@ impl Inner {
         self.submit(edit, stop).await;
     }
 
-    /// A button press (acknowledged already by the handler).
+    /// A button press (acknowledged already by the handler): stored as the label the customer
+    /// saw (found on the message the button was on), the payload for the bot.
     async fn on_component(&self, c: &ComponentInteraction, stop: &CancellationToken) {
         let channel = c.channel_id.get();
         if self.get::<Seen>(&seen_key(channel)).is_none() {
@@ -486,11 +489,13 @@ impl Inner {
                 name: Some(display_name(&c.user)),
             },
             message_id: ExternalMessageId(format!("i{}", c.id)),
-            text: payload,
+            text: button_label(&c.message, &c.data.custom_id).unwrap_or_else(|| payload.clone()),
             attachments: vec![],
             sent_at_ms: Some(now_ms()),
             automated: None,
             earlier_id: None,
+            subject: None,
+            payload: Some(payload),
         });
         self.submit(event, stop).await;
     }
@@ -693,6 +698,22 @@ fn message_text(m: &Message) -> String {
         .filter(|p| !p.is_empty())
         .collect();
     parts.join("\n")
+}
+
+/// The label of the button with `custom_id` on `message`, if it is still there.
+fn button_label(message: &serenity::all::Message, custom_id: &str) -> Option<String> {
+    use serenity::all::{ActionRowComponent, ButtonKind};
+    message
+        .components
+        .iter()
+        .flat_map(|row| &row.components)
+        .find_map(|c| match c {
+            ActionRowComponent::Button(b) => match &b.data {
+                ButtonKind::NonLink { custom_id: id, .. } if id == custom_id => b.label.clone(),
+                _ => None,
+            },
+            _ => None,
+        })
 }
 
 fn display_name(u: &serenity::all::User) -> String {

@@ -280,7 +280,9 @@ async fn buttons_are_components_and_a_press_is_acknowledged_and_stored() {
             .find(|m| m.message_id.0 == format!("i{click}"))
     })
     .await;
-    assert_eq!(pressed.text, long);
+    // Stored as the label on the button, the (long, hashed) payload restored for the bot.
+    assert_eq!(pressed.text, "Returns");
+    assert_eq!(pressed.payload.as_deref(), Some(long.as_str()));
     assert_eq!(
         r.fake.callbacks(),
         [(click.to_string(), 6)],

@@ -662,10 +662,16 @@ impl Inner {
             // The whole mail, for people: quoted history, signature, every part.
             attachments.push(self.keep("original.eml", "message/rfc822", raw).await);
         }
-        let text = if mail.new_text.is_empty() && mail.files.is_empty() {
-            mail.subject.clone()
+        // The subject is part of the question when it starts a topic ("Re: …" does not);
+        // with no words in the body it is the text.
+        let (text, subject) = if mail.new_text.is_empty() && mail.files.is_empty() {
+            (mail.subject.clone(), None)
         } else {
-            mail.new_text.clone()
+            let topic = !mail.subject.trim().is_empty() && !threading::subject_key(&mail.subject).1;
+            (
+                mail.new_text.clone(),
+                topic.then(|| mail.subject.trim().to_owned()),
+            )
         };
         let event = InboundEvent::Message(InboundMessage {
             thread: ExternalThread(thread.clone()),
@@ -680,6 +686,8 @@ impl Inner {
             sent_at_ms: mail.date_ms,
             automated: mail.automated.clone(),
             earlier_id: Some(ExternalMessageId(mail.message_id.clone())),
+            subject,
+            payload: None,
         });
         // Remember what threading and replies need before the engine has the mail: its bot
         // answer may go out at once, and sending needs the thread's address and subject. A
@@ -912,12 +920,22 @@ impl Channel for EmailChannel {
         ) {
             builder = builder.header(AutoSubmitted("auto-replied".into()));
         }
+        // Mail has no buttons: the options go as numbered lines; a reply with the number picks.
+        let options = outbound
+            .numbered_options()
+            .map(|o| {
+                format!(
+                    "<br><br>{}",
+                    switchboard_channel::markup::escape_html(&o).replace('\n', "<br>")
+                )
+            })
+            .unwrap_or_default();
         let html = format!(
-            "<!doctype html><html><body><div style=\"font-family:sans-serif\">{}</div></body></html>",
+            "<!doctype html><html><body><div style=\"font-family:sans-serif\">{}{options}</div></body></html>",
             outbound.html("<br>")
         );
         let alternative = MultiPart::alternative()
-            .singlepart(SinglePart::plain(outbound.plain_text()))
+            .singlepart(SinglePart::plain(outbound.plain_text_with_options()))
             .singlepart(SinglePart::html(html));
         let body = if outbound.attachments.is_empty() {
             alternative

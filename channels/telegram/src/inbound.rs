@@ -7,8 +7,8 @@ use switchboard_channel::{
     Sender,
 };
 use teloxide::types::{
-    CallbackQuery, ChatId, FileId, FileMeta, Message, MessageEntityKind, MessageId, MessageKind,
-    ThreadId, Update, UpdateKind, User,
+    CallbackQuery, ChatId, FileId, FileMeta, InlineKeyboardButtonKind, Message, MessageEntityKind,
+    MessageId, MessageKind, ThreadId, Update, UpdateKind, User,
 };
 
 /// When the bot takes part in group chats.
@@ -330,6 +330,8 @@ fn message(msg: &Message, me: &Me, groups: GroupPolicy, topics: bool) -> Action 
         sent_at_ms: Some(msg.date.timestamp_millis()),
         automated: None,
         earlier_id: None,
+        subject: None,
+        payload: None,
     };
     let is_start = text == "/start" || text.starts_with("/start ");
     Action::Submit {
@@ -360,7 +362,8 @@ fn edit(msg: &Message, me: &Me, groups: GroupPolicy, topics: bool) -> Action {
     }
 }
 
-/// A pressed inline button: its payload arrives as if the customer had typed it.
+/// A pressed inline button: stored as the label the customer saw (found on the message the
+/// button was on), with its data as the payload the bot reads.
 fn callback(q: &CallbackQuery, topics: bool) -> Action {
     let (Some(data), Some(origin)) = (q.data.as_ref(), q.message.as_ref()) else {
         return Action::Ignore("callback without data or message");
@@ -369,16 +372,25 @@ fn callback(q: &CallbackQuery, topics: bool) -> Action {
         Some(m) => thread_of(m, topics),
         None => ExternalThread(origin.chat().id.0.to_string()),
     };
+    let label = origin
+        .regular_message()
+        .and_then(|m| m.reply_markup())
+        .into_iter()
+        .flat_map(|k| k.inline_keyboard.iter().flatten())
+        .find(|b| matches!(&b.kind, InlineKeyboardButtonKind::CallbackData(d) if d == data))
+        .map(|b| b.text.clone());
     Action::Submit {
         event: InboundEvent::Message(InboundMessage {
             thread,
             sender: sender(&q.from),
             message_id: ExternalMessageId(format!("cb:{}", q.id.0)),
-            text: data.clone(),
+            text: label.unwrap_or_else(|| data.clone()),
             attachments: vec![],
             sent_at_ms: None,
             automated: None,
             earlier_id: None,
+            subject: None,
+            payload: Some(data.clone()),
         }),
         files: vec![],
         callback: Some(q.id.0.clone()),

@@ -462,8 +462,16 @@ impl Inner {
         if let InboundEvent::Message(m) = &mut event
             && let Some(id) = callback.as_ref()
         {
-            match self.button_payload(&m.text) {
-                Some(payload) => m.text = payload,
+            let data = m.payload.clone().unwrap_or_default();
+            match self.button_payload(&data) {
+                Some(payload) => {
+                    // No label found (the message was too old to carry its keyboard): the
+                    // payload is the best text there is.
+                    if m.text == data {
+                        m.text.clone_from(&payload);
+                    }
+                    m.payload = Some(payload);
+                }
                 None => {
                     self.answer_callback(id, Some("This button has expired."))
                         .await;

@@ -96,6 +96,10 @@ pub struct HookMessage {
     /// When the customer sent it, unix milliseconds.
     #[serde(default)]
     pub sent_at: Option<i64>,
+    /// The customer pressed a button of a reply: its payload (what the bot reads); `text` is
+    /// the label they saw.
+    #[serde(default)]
+    pub payload: Option<String>,
 }
 
 /// The callback JSON body for one reply.
@@ -489,6 +493,17 @@ async fn receive(
         check_id("external_thread", t)?;
     }
     check_fields(&msg.text, msg.user_name.as_deref(), &msg.attachments)?;
+    if msg
+        .payload
+        .as_ref()
+        .is_some_and(|p| p.len() > MAX_ATTACHMENT_FIELD)
+    {
+        return Err(HookError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            format!("payload is longer than {MAX_ATTACHMENT_FIELD} bytes"),
+        ));
+    }
     if msg.text.trim().is_empty() && msg.attachments.is_empty() {
         return Err(HookError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -524,6 +539,8 @@ async fn receive(
         sent_at_ms: msg.sent_at,
         automated: None,
         earlier_id,
+        subject: None,
+        payload: msg.payload,
     });
     Ok(accepted(
         hook.ctx.inbound.submit(&hook.ctx.id, event).await?,

@@ -363,8 +363,8 @@ struct CustomerMessage {
     /// Display name the customer gave, if any.
     #[serde(default)]
     name: Option<String>,
-    /// For a button press: the button's label, shown in the transcript instead of `text`
-    /// (which carries the button's payload).
+    /// For a button press: the button's label, stored and shown as the message's text;
+    /// `text` carries the button's payload (what the bot reads).
     #[serde(default)]
     label: Option<String>,
 }
@@ -407,6 +407,12 @@ async fn customer_message(
             hex::encode(raw)
         }
     };
+    let (text, payload) = match msg.label {
+        Some(label) if !label.trim().is_empty() => {
+            (label.chars().take(200).collect(), Some(msg.text))
+        }
+        _ => (msg.text, None),
+    };
     let event = InboundEvent::Message(InboundMessage {
         thread: ExternalThread(session.clone()),
         sender: Sender {
@@ -415,21 +421,20 @@ async fn customer_message(
         },
         // The client picks its ids: unique within its session, not across sessions.
         message_id: ExternalMessageId::scoped(&session, &message_id),
-        text: msg.text.clone(),
+        text: text.clone(),
         attachments: vec![],
         sent_at_ms: None,
         automated: None,
         earlier_id: Some(ExternalMessageId(message_id.clone())),
+        subject: None,
+        payload,
     });
     let outcome = chat.ctx.inbound.submit(&chat.ctx.id, event).await?;
     let entry = Entry {
         seq: 0,
         from: "customer".into(),
         name: None,
-        text: msg
-            .label
-            .map(|l| l.chars().take(200).collect())
-            .unwrap_or(msg.text),
+        text,
         html: None,
         buttons: vec![],
         at_ms: now_ms(),

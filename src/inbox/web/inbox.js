@@ -364,6 +364,7 @@ function listItem(c, contacts) {
     el("span", { class: "row1" },
       el("span", { class: "who", text: who(c, contacts) }),
       el("span", { class: "when", text: c.status + " · " + ago(c.updated_at_ms) })),
+    c.subject ? el("span", { class: "subject", text: c.subject }) : null,
     el("span", { class: "preview", text: c.preview || " " }),
     tags);
   return el("li", {}, button);
@@ -400,7 +401,7 @@ async function refreshConversation() {
 function renderConversation(d, first) {
   const c = d.conversation;
   const name = (d.contact && d.contact.name) || "Customer " + c.contact;
-  $("c-title").textContent = name;
+  $("c-title").textContent = c.subject ? `${name} — ${c.subject}` : name;
   const owner = c.assignee ? " · assigned to " + agentName(c.assignee) : "";
   $("c-meta").replaceChildren(
     `#${c.id} · ${c.channel} · ${c.status}${owner} · since ${clock(c.created_at_ms)} `,
@@ -476,16 +477,23 @@ function authorOf(m) {
 }
 
 function messageItem(m) {
-  const [cls, name] = authorOf(m);
+  const [cls, author] = authorOf(m);
+  // In a group chat, the member who wrote it.
+  const name = m.member ? `${m.member.name || m.member.user} (${m.member.user})` : author;
   const by = el("div", { class: "by" }, el("span", { text: name }), el("span", { text: clock(m.created_at_ms) }));
   if (m.edited_at_ms) by.append(el("span", { text: "edited" }));
   if (m.deleted_at_ms) by.append(el("span", { text: "deleted by the customer" }));
-  const li = el("li", { class: "msg " + cls, "data-seq": m.seq }, by, messageText(m.text, `msg:${m.conversation}:${m.seq}:${m.text.length}`));
+  if (m.payload) by.append(el("span", { class: "payload", title: m.payload, text: "pressed a button" }));
+  const subject = m.subject ? el("div", { class: "subject", text: m.subject }) : null;
+  const li = el("li", { class: "msg " + cls, "data-seq": m.seq }, by, subject, messageText(m.text, `msg:${m.conversation}:${m.seq}:${m.text.length}`));
   if (m.verdict) {
     const v = m.verdict;
     const score = v.score === null || v.score === undefined ? "" : ` (score ${v.score.toFixed(2)})`;
     const entry = v.entry ? ` · ${v.entry}` : "";
     li.append(el("div", { class: "verdict", text: `Bot: ${v.decision}${entry}${score} — ${v.reason}` }));
+  }
+  if (m.buttons && m.buttons.length) {
+    li.append(el("div", { class: "verdict", text: "Options: " + m.buttons.map((b, i) => `${i + 1}. ${b.label}`).join("  ") }));
   }
   if (m.attachments && m.attachments.length) li.append(files(m.attachments));
   if (m.delivery) li.append(delivery(m));
