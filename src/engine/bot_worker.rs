@@ -406,3 +406,32 @@ fn verdict_of(d: &Decision) -> BotVerdict {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::option_number;
+
+    #[test]
+    fn a_reply_that_is_only_a_number_picks_an_option() {
+        let table = [
+            ("2", Some(2)),
+            (" 2 ", Some(2)),
+            ("２", Some(2)),
+            ("#3", Some(3)),
+            ("3.", Some(3)),
+            ("(1)", Some(1)),
+            ("第2个", Some(2)),
+            ("第１項", Some(1)),
+            ("12", Some(12)),
+            ("0", None),
+            ("123", None),
+            ("2 please", None),
+            ("order 2", None),
+            ("", None),
+            ("two", None),
+        ];
+        for (text, want) in table {
+            assert_eq!(option_number(text), want, "{text:?}");
+        }
+    }
+}
