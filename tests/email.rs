@@ -565,3 +565,75 @@ async fn the_subject_is_read_shown_and_searched_and_a_numbered_option_is_picked_
     );
     daemon.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_without_a_sender_and_reports_about_other_mail_are_kept_apart_and_never_answered() {
+    let (_dir, daemon, c) = started("").await;
+    // Two mails whose From has no address: two customers, not one shared "foo".
+    for id in ["nobody-1", "nobody-2"] {
+        let raw = format!(
+            "From: foo\r\nSubject: where is my order {id}\r\nMessage-ID: <{id}@x.test>\r\n\r\nWhere is my order?\r\n"
+        );
+        append("bridge", raw.as_bytes()).await;
+    }
+    // A delivery report about mail an agent sent from their own client (not ours).
+    let dsn = "From: Mail Delivery System <MAILER-DAEMON@mx.example.test>\r\n\
+        To: bridge@shop.test\r\nSubject: Undelivered Mail Returned to Sender\r\n\
+        Message-ID: <dsn-1@mx.example.test>\r\nMIME-Version: 1.0\r\n\
+        Content-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\r\n\r\n\
+        --b\r\nContent-Type: text/plain\r\n\r\nI could not deliver your message.\r\n\
+        --b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.test\r\n\r\n\
+        Final-Recipient: rfc822; gone@example.test\r\nAction: failed\r\nStatus: 5.1.1\r\n\
+        Diagnostic-Code: smtp; 550 5.1.1 user unknown\r\n\r\n\
+        --b\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: <agent-own-1@laptop.example.test>\r\n\
+        Subject: your quote\r\n\r\n--b--\r\n";
+    append("bridge", dsn.as_bytes()).await;
+    let convs = eventually(30, "three conversations", async || {
+        let all = mail_conversations(&c).await;
+        (all.len() == 3).then_some(all)
+    })
+    .await;
+    let contacts: std::collections::BTreeSet<u64> = convs
+        .iter()
+        .map(|conv| conv["contact"].as_u64().unwrap())
+        .collect();
+    assert_eq!(contacts.len(), 3, "{convs:?}");
+    let report = convs
+        .iter()
+        .find(|conv| {
+            conv["preview"]
+                .as_str()
+                .unwrap()
+                .contains("could not deliver")
+        })
+        .unwrap_or_else(|| panic!("the report is stored: {convs:?}"));
+    // Neither the report nor the address-less mails get a bot answer by mail; the report is
+    // marked as automated.
+    let id = report["id"].as_u64().unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        c.messages(id).await.len(),
+        1,
+        "no answer to a report: {report}"
+    );
+    // An agent's reply to a mail with no address is refused with the reason.
+    let nobody = convs
+        .iter()
+        .find(|conv| conv["preview"] == "Where is my order?")
+        .unwrap();
+    let nobody_id = nobody["id"].as_u64().unwrap();
+    let (s, body) = c
+        .post(
+            &format!("/api/v1/conversations/{nobody_id}/messages"),
+            json!({"text": "Your order is on its way."}),
+        )
+        .await;
+    assert_eq!(s, 201, "{body}");
+    let why = eventually(30, "the reply refused", async || {
+        let (_, d) = c.get(&format!("/api/v1/conversations/{nobody_id}")).await;
+        d["conversation"]["unreachable"].as_str().map(str::to_owned)
+    })
+    .await;
+    assert!(why.contains("no valid sender address"), "{why}");
+    daemon.stop();
+}

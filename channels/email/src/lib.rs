@@ -632,8 +632,15 @@ impl Inner {
             return Ok(());
         };
         self.health.received(1);
+        let mut automated = mail.automated.clone();
         if let Some((id, reason)) = &mail.bounce {
-            return self.bounced(id, reason).await;
+            if self.ours(id).is_some() {
+                return self.bounced(id, reason).await;
+            }
+            // About mail we did not send (an agent's own client on this mailbox): stored for
+            // people like any mail from a mailer daemon, never answered.
+            tracing::info!(channel = %self.ctx.id, message_id = %id, "a bounce of a mail we did not send; stored, not answered");
+            automated = Some(format!("a delivery report about other mail: {reason}"));
         }
         let index = StateIndex(self);
         let now = switchboard_channel::now_ms();
@@ -684,7 +691,7 @@ impl Inner {
             text,
             attachments,
             sent_at_ms: mail.date_ms,
-            automated: mail.automated.clone(),
+            automated,
             earlier_id: Some(ExternalMessageId(mail.message_id.clone())),
             subject,
             payload: None,
@@ -729,10 +736,14 @@ impl Inner {
     }
 
     /// A bounce of one of our mails marks that reply failed.
+    /// The outbound id of one of our mails, from its Message-ID.
+    fn ours<'a>(&self, message_id: &'a str) -> Option<&'a str> {
+        message_id.strip_suffix(&format!("@{}", self.domain))
+    }
+
+    /// A bounce of one of our mails: that reply failed.
     async fn bounced(&self, message_id: &str, reason: &str) -> Result<(), InboundError> {
-        let suffix = format!("@{}", self.domain);
-        let Some(outbound_id) = message_id.strip_suffix(&suffix) else {
-            tracing::info!(channel = %self.ctx.id, %message_id, "a bounce of a mail we did not send; ignored");
+        let Some(outbound_id) = self.ours(message_id) else {
             return Ok(());
         };
         let thread = self
@@ -872,6 +883,12 @@ impl Channel for EmailChannel {
             // Written before the engine stores a mail; missing only for a moment at most
             // (or for good after an erasure, when retries run out).
             .ok_or_else(|| ChannelError::retryable(format!("no mail conversation {to} yet")))?;
+        if info.owner.starts_with("unknown:") {
+            return Err(ChannelError::Unreachable(format!(
+                "the customer's mail had no valid sender address ({}); it cannot be answered by mail",
+                info.owner_name.as_deref().unwrap_or("no From")
+            )));
+        }
         let recipient: lettre::Address = info.owner.parse().map_err(|e| {
             ChannelError::Unreachable(format!("customer address {}: {e}", info.owner))
         })?;

@@ -10,7 +10,9 @@ pub struct Mail {
     pub message_id: String,
     pub in_reply_to: Vec<String>,
     pub references: Vec<String>,
-    /// Sender address, lower case; display name.
+    /// Sender address, lower case; `unknown:{message-id}` when the mail has none that can be
+    /// replied to (each such mail is its own customer, never one shared "nobody"). Display
+    /// name (for a mail without an address: what its From said, marked).
     pub from: String,
     pub from_name: Option<String>,
     pub subject: String,
@@ -170,11 +172,7 @@ pub fn parse(raw: &[u8]) -> Option<Mail> {
     let raw = relabelled.as_deref().unwrap_or(raw);
     let m = MessageParser::default().parse(raw)?;
     let from = m.from().and_then(|a| a.first());
-    let address = from
-        .and_then(|a| a.address())
-        .unwrap_or_default()
-        .trim()
-        .to_lowercase();
+    let written = from.and_then(|a| a.address()).unwrap_or_default().trim();
     let message_id = match m.message_id() {
         Some(id) if !clean_id(id).is_empty() => clean_id(id),
         // Stable for the same bytes, so a redelivery is still recognised.
@@ -245,12 +243,23 @@ pub fn parse(raw: &[u8]) -> Option<Mail> {
             .unwrap_or_else(|| format!("attachment-{}", files.len() + 1));
         files.push((name, content_type, part.contents().to_vec()));
     }
+    let (address, from_name) = match reply_address(written) {
+        Some(a) => (a, from.and_then(|a| a.name()).map(str::to_owned)),
+        None => {
+            let said = from.and_then(|a| a.name()).unwrap_or(written).trim();
+            let said = if said.is_empty() { "no sender" } else { said };
+            (
+                format!("unknown:{message_id}"),
+                Some(format!("{said} (no valid address)")),
+            )
+        }
+    };
     let (new_text, cut_new) = capped(new_text);
     let (full_text, cut_full) = capped(full_text);
     let mut mail = Mail {
         in_reply_to: ids(m.in_reply_to()),
         references: ids(m.references()),
-        from_name: from.and_then(|a| a.name()).map(str::to_owned),
+        from_name,
         subject: m.subject().unwrap_or_default().trim().to_owned(),
         date_ms: m.date().map(|d| d.to_timestamp() * 1000),
         automated: automated(&m, &address),
@@ -322,6 +331,36 @@ fn automated(m: &mail_parser::Message<'_>, from: &str) -> Option<String> {
 
 /// A DSN (multipart/report; report-type=delivery-status) names the mail it is about in the
 /// returned headers; the first Diagnostic-Code or Status says why.
+/// The address a reply can go to, from what a From header gave: comments dropped, spaces in
+/// the domain closed up (RFC 5322's obsolete syntax), a display name that leaked into the
+/// local part left out, the first address of several; `None` when nothing valid is left.
+pub fn reply_address(written: &str) -> Option<String> {
+    let mut plain = String::with_capacity(written.len());
+    let mut depth = 0usize;
+    for c in written.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' if depth > 0 => depth -= 1,
+            c if depth == 0 => plain.push(c),
+            _ => {}
+        }
+    }
+    let candidate = if plain.matches('@').count() > 1 {
+        plain
+            .split_whitespace()
+            .find(|t| t.contains('@'))?
+            .to_owned()
+    } else {
+        plain
+    };
+    let (local, domain) = candidate.rsplit_once('@')?;
+    let local = local.split_whitespace().last()?;
+    let domain: String = domain.split_whitespace().collect();
+    let address = format!("{local}@{domain}").to_lowercase();
+    address.parse::<lettre::Address>().ok()?;
+    Some(address)
+}
+
 fn bounce(m: &mail_parser::Message<'_>) -> Option<(String, String)> {
     let report = m.root_part().content_type().is_some_and(|c| {
         c.ctype().eq_ignore_ascii_case("multipart")
@@ -421,6 +460,46 @@ pub fn strip_quotes(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_reply_address_is_what_a_mangled_from_means() {
+        let table = [
+            ("bob@example.com", Some("bob@example.com")),
+            ("Bob@Example.COM", Some("bob@example.com")),
+            ("Big Bug bb@bug.com", Some("bb@bug.com")),
+            (
+                "tim@powerupdev.com concierge@powerupdev.com",
+                Some("tim@powerupdev.com"),
+            ),
+            (
+                "jdoe@machine(comment).  example",
+                Some("jdoe@machine.example"),
+            ),
+            ("jdoe@machine.  example", Some("jdoe@machine.example")),
+            ("foo", None),
+            ("", None),
+            ("@example.com", None),
+            ("bob@", None),
+        ];
+        for (written, want) in table {
+            assert_eq!(reply_address(written).as_deref(), want, "{written:?}");
+        }
+    }
+
+    #[test]
+    fn mail_without_a_valid_sender_is_its_own_customer() {
+        let mail = |id: &str| {
+            format!("From: foo\r\nSubject: hi\r\nMessage-ID: <{id}@x.test>\r\n\r\nHello\r\n")
+        };
+        let a = parse(mail("a").as_bytes()).unwrap();
+        let b = parse(mail("b").as_bytes()).unwrap();
+        assert_eq!(a.from, "unknown:a@x.test");
+        assert_eq!(b.from, "unknown:b@x.test");
+        assert_eq!(a.from_name.as_deref(), Some("foo (no valid address)"));
+        let mangled =
+            parse(b"From: Big Bug bb@bug.com\r\nMessage-ID: <m@x>\r\n\r\nHi\r\n").unwrap();
+        assert_eq!(mangled.from, "bb@bug.com");
+    }
 
     #[test]
     fn quoted_history_and_signatures_are_cut() {
