@@ -174,6 +174,13 @@ async fn customer_and_agents_in_a_real_browser() {
     let line = "A".repeat(65536);
     let (s, body) = admin.hook("longline", "l-1", &line).await;
     assert_eq!(s, 202, "{body}");
+    // A name that shows as "admin" if its right-to-left override is obeyed.
+    let spoof = json!({"external_user": "spoof", "message_id": "s-1",
+        "user_name": "\u{202E}nimda", "text": "Refund me \u{200B}now"});
+    let (s, body) = admin
+        .hook_raw(spoof.to_string().as_bytes(), "application/json", None)
+        .await;
+    assert_eq!(s, 202, "{body}");
     let base = daemon.url("");
     let slot: Slot = Arc::new(Mutex::new(Some(daemon)));
     let site = Site::start(&base, slot.clone()).await;

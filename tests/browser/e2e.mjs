@@ -243,6 +243,13 @@ try {
   step(`opened in ${opened} ms, all 64 KB shown in ${shownAll} ms, 1 MB opened in ${openedMb} ms`);
   for (const ms of [opened, shownAll, openedMb]) assert.ok(ms < 1000, `${ms} ms`);
 
+  step("direction overrides and invisible characters in names and texts are shown, not obeyed");
+  const spoofed = agent.locator("#conversations button", { hasText: "[U+202E]nimda" });
+  await spoofed.click();
+  await agent.locator("#c-title", { hasText: "[U+202E]nimda" }).waitFor();
+  await agent.locator("#transcript .msg.customer .text", { hasText: "Refund me [U+200B]now" }).waitFor();
+  assert.equal(await agent.locator("#conversations").evaluate((n) => n.textContent.includes("\u202e")), false);
+
   step("phone-size screen: list, then the conversation, then back");
   const phone = await newPage({ width: 390, height: 844 });
   await signIn(phone, GRACE);

@@ -61,11 +61,20 @@ async function api(method, path, body, headers) {
   return data;
 }
 
+// Direction overrides, isolates and invisible characters (U+202E turns "nimda" into "admin"
+// on screen) are shown as what they are, never obeyed: nobody can pose as someone else.
+const HIDDEN_CONTROLS = /[\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]/g;
+
+function visible(text) {
+  return String(text).replace(HIDDEN_CONTROLS,
+    (c) => "[U+" + c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0") + "]");
+}
+
 function el(tag, props, ...children) {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(props || {})) {
     if (k === "class") node.className = v;
-    else if (k === "text") node.textContent = v;
+    else if (k === "text") node.textContent = visible(v);
     else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
     else if (v !== undefined && v !== null && v !== false) node.setAttribute(k, v === true ? "" : v);
   }
@@ -86,7 +95,7 @@ function clip(text, chars) {
 
 function textRuns(node, text) {
   if (text.length <= RUN_CHARS) {
-    node.textContent = text;
+    node.textContent = visible(text);
     return node;
   }
   let start = 0;
@@ -177,7 +186,7 @@ async function start(session) {
   state.csrf = session.csrf;
   $("signin").hidden = true;
   $("app").hidden = false;
-  $("me").textContent = state.me.name;
+  $("me").textContent = visible(state.me.name);
   $("presence").value = state.me.presence || "offline";
   $("notify").hidden = !("Notification" in window) || Notification.permission !== "default";
   const [team, channels, canned] = await Promise.all([
@@ -401,7 +410,7 @@ async function refreshConversation() {
 function renderConversation(d, first) {
   const c = d.conversation;
   const name = (d.contact && d.contact.name) || "Customer " + c.contact;
-  $("c-title").textContent = c.subject ? `${name} — ${c.subject}` : name;
+  $("c-title").textContent = visible(c.subject ? `${name} — ${c.subject}` : name);
   const owner = c.assignee ? " · assigned to " + agentName(c.assignee) : "";
   $("c-meta").replaceChildren(
     `#${c.id} · ${c.channel} · ${c.status}${owner} · since ${clock(c.created_at_ms)} `,
@@ -425,7 +434,7 @@ function renderConversation(d, first) {
       document.createTextNode(" — " + c.escalation.detail + " (" + ago(c.escalation.at_ms) + " ago)"));
   }
   $("unreachable").hidden = !c.unreachable;
-  $("unreachable").textContent = c.unreachable ? "The customer cannot be reached on " + c.channel + ": " + c.unreachable : "";
+  $("unreachable").textContent = visible(c.unreachable ? "The customer cannot be reached on " + c.channel + ": " + c.unreachable : "");
 
   const list = $("transcript");
   const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
