@@ -748,6 +748,23 @@ async fn inbox_sessions_need_csrf_for_changes_and_end_on_sign_out_or_rotation() 
         .await;
         assert_eq!(s, StatusCode::FORBIDDEN);
     }
+    // With the right token but from another site's page (a leaked token, say): refused too.
+    for (name, value) in [
+        ("origin", "https://evil.example"),
+        ("sec-fetch-site", "cross-site"),
+    ] {
+        let r = c
+            .http
+            .put(daemon.url("/api/v1/me/presence"))
+            .header("cookie", &cookie)
+            .header("x-csrf-token", &csrf)
+            .header(name, value)
+            .json(&online)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{name}: {value}");
+    }
     let (_, team) = c.get("/api/v1/team").await;
     assert_eq!(team[0]["presence"], "offline", "{team}");
     let (s, me) = with_cookie(

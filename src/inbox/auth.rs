@@ -41,6 +41,32 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
+/// Whether a browser request comes from our own pages, by what browsers say on their own
+/// (a second layer under the CSRF token): `Sec-Fetch-Site` must be `same-origin` (or `none`,
+/// typed by the user), and an `Origin` must name the host the request went to (`Host`, or
+/// `X-Forwarded-Host` behind a proxy). A header a browser did not send is not held against it.
+pub fn from_our_pages(headers: &HeaderMap) -> bool {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = text("sec-fetch-site")
+        && !matches!(site, "same-origin" | "none")
+    {
+        return false;
+    }
+    let Some(origin) = text("origin") else {
+        return true;
+    };
+    let Some(origin_host) = origin
+        .split_once("://")
+        .map(|(_, rest)| rest.trim_end_matches('/'))
+    else {
+        return false;
+    };
+    [text("x-forwarded-host"), text("host")]
+        .into_iter()
+        .flatten()
+        .any(|host| host.eq_ignore_ascii_case(origin_host))
+}
+
 /// The session id in the request's cookies, if any.
 pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
     headers
@@ -71,6 +97,11 @@ impl FromRequestParts<ApiState> for AuthAgent {
             .lookup(id)?
             .ok_or_else(ApiError::unauthorized)?;
         if !matches!(parts.method, Method::GET | Method::HEAD) {
+            if !from_our_pages(&parts.headers) {
+                return Err(ApiError::forbidden(
+                    "a change made with the session cookie must come from the inbox's own pages",
+                ));
+            }
             let sent = parts
                 .headers
                 .get(CSRF_HEADER)
@@ -195,4 +226,49 @@ fn unavailable(e: switchboard_channel::StateError) -> ApiError {
         "unavailable",
         "sign-in is unavailable; try again",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::from_our_pages;
+    use axum::http::HeaderMap;
+
+    #[test]
+    fn cookie_changes_come_only_from_our_own_pages() {
+        // (headers, allowed)
+        let table: [(&[(&str, &str)], bool); 9] = [
+            (&[], true),
+            (&[("sec-fetch-site", "same-origin")], true),
+            (&[("sec-fetch-site", "none")], true),
+            (&[("sec-fetch-site", "cross-site")], false),
+            (&[("sec-fetch-site", "same-site")], false),
+            (
+                &[
+                    ("host", "inbox.shop.test"),
+                    ("origin", "https://inbox.shop.test"),
+                ],
+                true,
+            ),
+            (
+                &[("host", "inbox.shop.test"), ("origin", "https://evil.test")],
+                false,
+            ),
+            (
+                &[
+                    ("host", "127.0.0.1:8080"),
+                    ("x-forwarded-host", "support.shop.test"),
+                    ("origin", "https://support.shop.test"),
+                ],
+                true,
+            ),
+            (&[("host", "inbox.shop.test"), ("origin", "null")], false),
+        ];
+        for (i, (pairs, allowed)) in table.into_iter().enumerate() {
+            let mut headers = HeaderMap::new();
+            for (k, v) in pairs {
+                headers.insert(*k, v.parse().unwrap());
+            }
+            assert_eq!(from_our_pages(&headers), allowed, "row {i}");
+        }
+    }
 }
