@@ -748,8 +748,93 @@ impl Config {
                 ));
             }
         }
+        // Zeros that switch a limit off: say so, in case 0 was meant as "none allowed".
+        let mut off = |zero: bool, key: String, what: &str| {
+            if zero {
+                w.push(format!("{key} = 0: {what} (0 turns it off)"));
+            }
+        };
+        off(
+            self.store.min_free_mb == 0,
+            "[store] min_free_mb".into(),
+            "no disk reserve; a full disk stops the store until a restart",
+        );
+        off(
+            self.http.requests_per_minute_per_ip == 0,
+            "[http] requests_per_minute_per_ip".into(),
+            "no limit on web chat and sign-in requests per IP address",
+        );
+        off(
+            self.http.max_chat_streams_per_ip == 0,
+            "[http] max_chat_streams_per_ip".into(),
+            "no limit on web chat event streams per IP address",
+        );
+        for (id, ch) in &self.channels {
+            let (messages, streams) = match ch {
+                ChannelConfig::Webhook(h) => (h.max_messages_per_minute, None),
+                ChannelConfig::Webchat(c) => {
+                    (c.max_messages_per_minute, Some(c.max_streams_per_session))
+                }
+                _ => continue,
+            };
+            off(
+                messages == 0,
+                format!("[channels.{id}] max_messages_per_minute"),
+                "no limit on messages per customer",
+            );
+            off(
+                streams == Some(0),
+                format!("[channels.{id}] max_streams_per_session"),
+                "no limit on event streams per chat session",
+            );
+        }
         w
     }
+}
+
+/// The longest replay window a web hook may have: a day.
+const MAX_REPLAY_WINDOW_SECS: u64 = 86_400;
+
+/// An origin as browsers send it: `*`, or `scheme://host[:port]` and nothing more.
+fn check_origin(origin: &str) -> Result<(), &'static str> {
+    if origin == "*" {
+        return Ok(());
+    }
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return Err("is not an origin like https://shop.example");
+    };
+    if !matches!(scheme, "https" | "http") {
+        return Err("must start with https:// (or http://)");
+    }
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@', ' ']) {
+        return Err("must be scheme://host[:port], with no path, query or user");
+    }
+    if let Some((_, port)) = rest.rsplit_once(':')
+        && !rest.ends_with(']')
+        && port.parse::<u16>().is_err()
+    {
+        return Err("has a port that is not a number");
+    }
+    Ok(())
+}
+
+/// The size of the file system holding `dir` (or its nearest existing parent), MiB.
+fn disk_total_mb(dir: &Path) -> Option<u64> {
+    let mut at = dir;
+    loop {
+        if at.exists() {
+            break;
+        }
+        at = at.parent()?;
+    }
+    let at = if at.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        at
+    };
+    crate::store::disk::total_bytes(at)
+        .ok()
+        .map(|b| b / (1024 * 1024))
 }
 
 /// The span of `key` inside a section, or of the section itself.
@@ -990,6 +1075,20 @@ impl<'a> Parser<'a> {
             );
         }
         for (name, p) in [("semantic", &bot.semantic), ("lexical", &bot.lexical)] {
+            for (key, v) in [
+                ("answer", p.answer),
+                ("clarify", p.clarify),
+                ("margin", p.margin),
+            ] {
+                if !(0.0..=1.0).contains(&v) {
+                    self.problem(
+                        at("bot", name),
+                        format!(
+                            "[bot.{name}] {key} = {v} is a score threshold: it must be in 0..1"
+                        ),
+                    );
+                }
+            }
             if !(p.clarify <= p.answer
                 && (0.0..=1.0).contains(&p.lexical_weight)
                 && (0.0..=1.0).contains(&p.centroid_weight)
@@ -1007,6 +1106,18 @@ impl<'a> Parser<'a> {
             self.problem(
                 at("bot", "max_misses"),
                 "[bot] max_misses must be at least 1",
+            );
+        }
+        if store.min_free_mb > 0
+            && let Some(total) = disk_total_mb(&data_dir)
+            && store.min_free_mb >= total
+        {
+            self.problem(
+                at("store", "min_free_mb"),
+                format!(
+                    "[store] min_free_mb = {} is more than the whole disk under data_dir ({total} MiB): nothing could ever be stored",
+                    store.min_free_mb
+                ),
             );
         }
         if store.cache_mb < 4 {
@@ -1074,11 +1185,30 @@ impl<'a> Parser<'a> {
             ) {
                 self.problem(Some(span.clone()), e);
             }
+            if h.replay_window_secs == 0 || h.replay_window_secs > MAX_REPLAY_WINDOW_SECS {
+                self.problem(
+                    Some(span.clone()),
+                    format!(
+                        "[channels.{id}] replay_window_secs = {} must be 1 to {MAX_REPLAY_WINDOW_SECS} (a day): a signed request older than that is a replay",
+                        h.replay_window_secs
+                    ),
+                );
+            }
             if let Some(url) = &h.callback_url
                 && let Err(e) =
                     switchboard_webhook::egress::check_url(url, h.allow_private_callback)
             {
-                self.problem(Some(span), format!("[channels.{id}] {e}"));
+                self.problem(Some(span.clone()), format!("[channels.{id}] {e}"));
+            }
+        }
+        if let ChannelConfig::Webchat(w) = ch {
+            for origin in &w.allowed_origins {
+                if let Err(why) = check_origin(origin) {
+                    self.problem(
+                        Some(span.clone()),
+                        format!("[channels.{id}] allowed_origins: `{origin}` {why}"),
+                    );
+                }
             }
         }
     }
@@ -1137,6 +1267,62 @@ mod tests {
         }
         let ok = "[bot]\nkb_dir = \"config/kb\"\nmax_wrong_rate = 0.05\n";
         assert!(Config::parse(ok, "t.toml").is_ok());
+    }
+
+    #[test]
+    fn meaningless_values_are_refused_and_zeros_that_switch_a_limit_off_are_named() {
+        let kb = "[bot]\nkb_dir = \"config/kb\"\n";
+        // (extra config, what the problem names)
+        let table = [
+            (
+                "[channels.h]\ntype = \"webhook\"\nsecret = \"0123456789abcdef0123\"\nreplay_window_secs = 1000000000000000000\n",
+                "replay_window_secs",
+            ),
+            (
+                "[channels.h]\ntype = \"webhook\"\nsecret = \"0123456789abcdef0123\"\nreplay_window_secs = 0\n",
+                "replay_window_secs",
+            ),
+            (
+                "[bot.semantic]\nanswer = 1.5\nmargin = 0.02\nclarify = 0.3\n",
+                "answer = 1.5",
+            ),
+            (
+                "[bot.lexical]\nanswer = 0.3\nmargin = 0.1\nclarify = -0.2\n",
+                "clarify = -0.2",
+            ),
+            ("[store]\nmin_free_mb = 1000000000000\n", "min_free_mb"),
+            (
+                "[channels.w]\ntype = \"webchat\"\nallowed_origins = [\"shop.example\"]\n",
+                "`shop.example`",
+            ),
+            (
+                "[channels.w]\ntype = \"webchat\"\nallowed_origins = [\"https://shop.example/path\"]\n",
+                "no path",
+            ),
+            (
+                "[channels.w]\ntype = \"webchat\"\nallowed_origins = [\"ftp://shop.example\"]\n",
+                "https://",
+            ),
+        ];
+        for (extra, named) in table {
+            let text = format!("{kb}{extra}");
+            let err = Config::parse(&text, "t.toml").unwrap_err();
+            assert!(
+                err.problems.iter().any(|p| p.message.contains(named)),
+                "{extra:?}: {err}"
+            );
+        }
+        let fine = format!(
+            "{kb}[channels.w]\ntype = \"webchat\"\nallowed_origins = [\"*\", \"https://shop.example\", \"http://127.0.0.1:8080\"]\nmax_messages_per_minute = 0\n[http]\nrequests_per_minute_per_ip = 0\n"
+        );
+        let config = Config::parse(&fine, "t.toml").unwrap();
+        let warnings = config.warnings().join("\n");
+        for named in [
+            "[channels.w] max_messages_per_minute = 0: no limit",
+            "[http] requests_per_minute_per_ip = 0: no limit",
+        ] {
+            assert!(warnings.contains(named), "{named}: {warnings}");
+        }
     }
 
     #[test]

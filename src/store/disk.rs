@@ -106,6 +106,16 @@ impl DiskGuard {
 }
 
 fn free_bytes(path: &Path) -> std::io::Result<u64> {
+    sizes(path).map(|(free, _)| free)
+}
+
+/// The whole size of the file system holding `path`, bytes.
+pub fn total_bytes(path: &Path) -> std::io::Result<u64> {
+    sizes(path).map(|(_, total)| total)
+}
+
+/// Bytes available to us, and the file system's size.
+fn sizes(path: &Path) -> std::io::Result<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
@@ -117,7 +127,10 @@ fn free_bytes(path: &Path) -> std::io::Result<u64> {
     }
     // SAFETY: statvfs returned 0, so it filled `s`.
     let s = unsafe { s.assume_init() };
-    Ok(s.f_bavail.saturating_mul(s.f_frsize))
+    Ok((
+        s.f_bavail.saturating_mul(s.f_frsize),
+        s.f_blocks.saturating_mul(s.f_frsize),
+    ))
 }
 
 #[cfg(test)]
