@@ -397,6 +397,7 @@ pub async fn serve(
                 config.http.session_hours,
                 config.http.secure_cookies,
             )),
+            backups_dir: std::path::absolute(config.backups_dir())?,
         },
         &config.http,
     );

@@ -132,6 +132,10 @@ pub struct StoreConfig {
     /// messages, replies and notes are refused with 503 until space is freed. 0 turns it off.
     #[serde(default = "default_min_free_mb")]
     pub min_free_mb: u64,
+    /// Where `POST /admin/backup` (and `switchboard backup` while the daemon runs) may write;
+    /// default `<data_dir>/backups`.
+    #[serde(default)]
+    pub backups_dir: Option<PathBuf>,
 }
 
 /// sled's page cache unless configured, MiB. sled reads what is not cached through the kernel's
@@ -159,6 +163,7 @@ impl Default for StoreConfig {
             cached_conversations: default_cached_conversations(),
             commit_linger_us: default_commit_linger(),
             min_free_mb: default_min_free_mb(),
+            backups_dir: None,
         }
     }
 }
@@ -715,6 +720,14 @@ impl Config {
                 problems: p.problems,
             }),
         }
+    }
+
+    /// Where the running daemon writes backups.
+    pub fn backups_dir(&self) -> PathBuf {
+        self.store
+            .backups_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("backups"))
     }
 
     pub fn listen_addr(&self) -> SocketAddr {

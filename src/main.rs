@@ -255,6 +255,10 @@ async fn wait_for_signal(shutdown: CancellationToken) {
 fn main() -> ExitCode {
     // SAFETY: set before any other thread exists (mimalloc's options are not thread safe).
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    // What the daemon and its commands create (the store, attachment files, backups,
+    // generated secrets) is for its own user only, under systemd (UMask=0077) or not.
+    // SAFETY: umask only changes this process's file-creation mask.
+    unsafe { libc::umask(0o077) };
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { config } => match Config::load(&config) {

@@ -211,7 +211,8 @@ async fn a_backup_taken_under_load_holds_every_acknowledged_message() {
         }));
     }
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
-    let backup = dir.path().join("backup");
+    // The running daemon writes backups only under its backups directory.
+    let backup = dir.path().join("data/backups/under-load");
     let started = std::time::Instant::now();
     let backup_arg = backup.display().to_string();
     let config_arg = config.clone();
@@ -223,6 +224,28 @@ async fn a_backup_taken_under_load_holds_every_acknowledged_message() {
     assert!(ok, "{err}");
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     stop.cancel();
+    // Elsewhere is refused, and what it wrote is for the daemon's user only.
+    for dest in [
+        "/tmp/switchboard-backup-elsewhere",
+        "../db-copy",
+        "a/../../x",
+    ] {
+        let (s, body) = c.post("/api/v1/admin/backup", json!({"dest": dest})).await;
+        assert_eq!(s, 422, "{dest}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("backups_dir"),
+            "{body}"
+        );
+    }
+    assert!(!std::path::Path::new("/tmp/switchboard-backup-elsewhere").exists());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&backup), 0o700, "backup directory");
+    assert_eq!(mode(&backup.join("store.snapshot")), 0o600, "snapshot");
+    assert_eq!(mode(&dir.path().join("data/db")), 0o700, "store directory");
     let mut before = Vec::new();
     let mut total = 0;
     for w in writers {

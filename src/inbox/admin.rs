@@ -41,8 +41,9 @@ pub async fn forget_contact(
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct BackupBody {
-    /// Where to write the backup, on the daemon's machine; relative paths are inside the data
-    /// directory. Must not exist, or be empty. Default: `backups/<time>`.
+    /// Where to write the backup, on the daemon's machine: under `[store] backups_dir` (a
+    /// relative path is taken inside it; `..` is refused). Must not exist, or be empty.
+    /// Default: `<backups_dir>/<time>`.
     #[schema(value_type = Option<String>)]
     dest: Option<PathBuf>,
 }
@@ -56,16 +57,15 @@ pub async fn backup(
     _admin: AdminAgent,
     ApiJson(body): ApiJson<BackupBody>,
 ) -> Result<(StatusCode, Json<BackupReport>), ApiError> {
-    let data_dir = state
-        .blobs
-        .dir()
-        .parent()
-        .map(|p| p.to_owned())
-        .unwrap_or_default();
     let dest = match body.dest {
-        Some(p) if p.is_absolute() => p,
-        Some(p) => data_dir.join(p),
-        None => data_dir.join("backups").join(
+        Some(p) => backup_dest(&state.backups_dir, &p).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "the daemon writes backups only under {} ([store] backups_dir), with no `..`; `{}` is not there",
+                state.backups_dir.display(),
+                p.display()
+            ))
+        })?,
+        None => state.backups_dir.join(
             jiff::Timestamp::now()
                 .strftime("%Y-%m-%dT%H-%M-%SZ")
                 .to_string(),
@@ -89,6 +89,20 @@ pub async fn backup(
     }
 }
 
+/// `dest` inside `root` (itself, or a path below it): relative paths are taken inside it, and
+/// any `..`, `.` or prefix is refused, so a backup cannot be written elsewhere.
+fn backup_dest(root: &std::path::Path, dest: &std::path::Path) -> Option<PathBuf> {
+    let dest = if dest.is_absolute() {
+        dest.strip_prefix(root).ok()?.to_owned()
+    } else {
+        dest.to_owned()
+    };
+    let plain = dest
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    (plain && dest.components().next().is_some()).then(|| root.join(dest))
+}
+
 /// Record counts per kind, conversations per status, private spaces and bytes on disk.
 #[utoipa::path(get, path = "/admin/stats", tag = "admin",
     responses((status = 200, body = Object), (status = 403, body = ErrorBody)))]
@@ -103,4 +117,40 @@ pub async fn stats(
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
         })??;
     Ok(Json(stats))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backup_dest;
+    use std::path::Path;
+
+    #[test]
+    fn backups_are_written_only_under_the_backups_directory() {
+        let root = Path::new("/var/lib/switchboard/backups");
+        let table = [
+            ("today", Some("/var/lib/switchboard/backups/today")),
+            (
+                "2026/12/07",
+                Some("/var/lib/switchboard/backups/2026/12/07"),
+            ),
+            (
+                "/var/lib/switchboard/backups/x",
+                Some("/var/lib/switchboard/backups/x"),
+            ),
+            ("/var/lib/switchboard/backups", None),
+            ("/etc/cron.d/x", None),
+            ("/var/lib/switchboard/backups/../db", None),
+            ("../db", None),
+            ("a/../../db", None),
+            ("./x", None),
+            ("", None),
+        ];
+        for (dest, want) in table {
+            assert_eq!(
+                backup_dest(root, Path::new(dest)),
+                want.map(Into::into),
+                "{dest:?}"
+            );
+        }
+    }
 }

@@ -46,6 +46,8 @@ pub struct ApiState {
     pub blobs: Arc<crate::store::blobs::FileBlobs>,
     /// The inbox page's sign-ins.
     pub sessions: Arc<auth::Sessions>,
+    /// The only place the backup API writes to.
+    pub backups_dir: std::path::PathBuf,
 }
 
 #[derive(OpenApi)]
