@@ -41,6 +41,9 @@ pub enum Fault {
     RateLimited(f64),
     /// HTTP 403, code 50007: the user does not accept messages from the bot.
     CannotMessageUser,
+    /// The message is created (and dispatched, as Discord does with the bot's own messages),
+    /// but the response is lost: the client sees HTTP 500.
+    LostResponse,
 }
 
 /// A message the bot sent, as the fake stored it.
@@ -73,7 +76,11 @@ struct Inner {
     /// Channel objects of threads created, by id.
     threads: BTreeMap<u64, Value>,
     sent: Vec<Sent>,
-    nonces: HashMap<(u64, String), u64>,
+    /// Nonces of created messages: the message id and when. Discord honours `enforce_nonce`
+    /// only "in the past few minutes": older ones are forgotten.
+    nonces: HashMap<(u64, String), (u64, std::time::Instant)>,
+    /// How long a nonce is remembered (default five minutes).
+    nonce_window: Option<std::time::Duration>,
     /// Outcomes of the next create-message calls: `None` succeeds.
     faults: VecDeque<Option<Fault>>,
     /// Dispatches in order: `(seq, event name, data)`.
@@ -333,6 +340,11 @@ impl FakeDiscord {
         self.inner().gateway_down = down;
     }
 
+    /// How long `enforce_nonce` recognises a nonce (Discord: "the past few minutes").
+    pub fn set_nonce_window(&self, window: std::time::Duration) {
+        self.inner().nonce_window = Some(window);
+    }
+
     /// The next create-message call fails as `fault`.
     pub fn fail_next(&self, fault: Fault) {
         self.inner().faults.push_back(Some(fault));
@@ -497,6 +509,7 @@ async fn create_message(
         );
     }
     let fault = f.inner().faults.pop_front().flatten();
+    let lost = matches!(fault, Some(Fault::LostResponse));
     match fault {
         Some(Fault::ServerError) => {
             return discord_error(
@@ -526,14 +539,18 @@ async fn create_message(
                 "Cannot send messages to this user",
             );
         }
-        None => {}
+        Some(Fault::LostResponse) | None => {}
     }
     let nonce = payload["nonce"].as_str().map(str::to_owned);
     let enforce = payload["enforce_nonce"].as_bool().unwrap_or(false);
     let mut inner = f.inner();
+    let window = inner
+        .nonce_window
+        .unwrap_or(std::time::Duration::from_secs(300));
     if enforce
         && let Some(n) = &nonce
-        && let Some(id) = inner.nonces.get(&(channel, n.clone())).copied()
+        && let Some((id, at)) = inner.nonces.get(&(channel, n.clone())).copied()
+        && at.elapsed() < window
         && let Some(m) = inner
             .history
             .get(&channel)
@@ -553,7 +570,9 @@ async fn create_message(
         .collect::<Vec<_>>());
     if let Some(n) = &nonce {
         m["nonce"] = json!(n);
-        inner.nonces.insert((channel, n.clone()), id);
+        inner
+            .nonces
+            .insert((channel, n.clone()), (id, std::time::Instant::now()));
     }
     let reference = payload["message_reference"]["message_id"]
         .as_str()
@@ -570,6 +589,15 @@ async fn create_message(
     });
     inner.history.entry(channel).or_default().push(m.clone());
     drop(inner);
+    // The bot receives its own messages too, with the nonce it sent.
+    f.dispatch("MESSAGE_CREATE", m.clone());
+    if lost {
+        return discord_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            0,
+            "500: Internal Server Error",
+        );
+    }
     Json(m).into_response()
 }
 

@@ -23,8 +23,10 @@
 //!   each recent channel is read back over REST from that id. The engine drops duplicates by
 //!   message id.
 //! - Out: every message carries a `nonce` derived from the outbound id with
-//!   `enforce_nonce`, so Discord itself drops a repeated send; parts of a long reply are
-//!   recorded as sent, so a retry sends only what is missing. Mentions never ping
+//!   `enforce_nonce`, so Discord itself drops a repeated send within its few minutes; parts of
+//!   a long reply are recorded as sent, and every message of ours that comes back over the
+//!   gateway is recorded by its nonce (kept a week), so a retry long after a lost response
+//!   sends only what is missing. Mentions never ping
 //!   (`allowed_mentions` empty).
 
 pub mod render;
@@ -222,6 +224,8 @@ struct Inner {
     health: HealthTracker,
     /// The bot's own user id, once READY told it.
     me: AtomicU64,
+    /// When the nonce ledger was last pruned (unix ms).
+    pruned_ms: std::sync::atomic::AtomicI64,
     support: HashSet<u64>,
 }
 
@@ -233,6 +237,10 @@ fn customer_thread_key(support: u64, user: u64) -> String {
     format!("u/{support}/{user}")
 }
 const BUTTON_PREFIX: &str = "btn/";
+/// Our own messages seen over the gateway, by nonce: `nonce/{nonce}` → (message id, when).
+const NONCE_PREFIX: &str = "nonce/";
+/// How long the nonce ledger remembers a message: a week.
+const NONCE_LEDGER_MS: i64 = 7 * 86_400_000;
 
 impl DiscordChannel {
     pub fn build(config: DiscordConfig, ctx: ChannelContext) -> Result<Self, String> {
@@ -257,6 +265,7 @@ impl DiscordChannel {
                 token,
                 health: HealthTracker::default(),
                 me: AtomicU64::new(0),
+                pruned_ms: Default::default(),
                 support,
                 config,
             }),
@@ -407,6 +416,12 @@ impl Inner {
 
     async fn on_message(&self, m: &Message, stop: &CancellationToken) {
         let me = self.me.load(Ordering::Relaxed);
+        if m.author.id.get() == me
+            && let Some(serenity::all::Nonce::String(nonce)) = &m.nonce
+        {
+            self.record_own(nonce, m.id.get());
+            return;
+        }
         if m.author.bot || m.author.id.get() == me {
             return;
         }
@@ -664,6 +679,37 @@ impl Inner {
         }
     }
 
+    /// Our own message, as Discord created it, by nonce: the ledger that keeps a retry whose
+    /// response was lost from posting it again after Discord forgot the nonce. Entries live a
+    /// week (the outbox gives up long before); pruned at most hourly.
+    fn record_own(&self, nonce: &str, id: u64) {
+        let now = now_ms();
+        self.put(&format!("{NONCE_PREFIX}{nonce}"), &(id, now));
+        let last = self.pruned_ms.load(Ordering::Relaxed);
+        if now - last < 3_600_000 || self.pruned_ms.swap(now, Ordering::Relaxed) != last {
+            return;
+        }
+        let Ok(entries) = self
+            .ctx
+            .state
+            .scan(NONCE_PREFIX.as_bytes(), None, 1_000_000)
+        else {
+            return;
+        };
+        let old: Vec<Vec<u8>> = entries
+            .into_iter()
+            .filter(|(_, v)| {
+                serde_json::from_slice::<(u64, i64)>(v)
+                    .is_ok_and(|(_, at)| now - at > NONCE_LEDGER_MS)
+            })
+            .map(|(k, _)| k)
+            .collect();
+        let keys: Vec<&[u8]> = old.iter().map(Vec::as_slice).collect();
+        if let Err(e) = self.ctx.state.remove_all(&keys) {
+            tracing::warn!(channel = %self.ctx.id, error = %e, "cannot prune the sent-message ledger");
+        }
+    }
+
     /// Records a long button payload under its hash; returns the `custom_id` to send.
     fn button_id(&self, payload: &str) -> String {
         if payload.len() <= render::MAX_CUSTOM_ID && !payload.starts_with("h:") {
@@ -784,7 +830,15 @@ impl Channel for DiscordChannel {
         let mut first = None;
         for i in 0..count.max(1) {
             let key = format!("sent/{}/{i}", outbound.id);
-            if multi && let Some(id) = inner.get::<u64>(&key) {
+            // Sent already: recorded when its response came (parts of a long reply), or seen
+            // coming back over the gateway (a response that was lost).
+            let nonce = render::nonce(&outbound.id, i);
+            let sent = (if multi { inner.get::<u64>(&key) } else { None }).or_else(|| {
+                inner
+                    .get::<(u64, i64)>(&format!("{NONCE_PREFIX}{nonce}"))
+                    .map(|(id, _)| id)
+            });
+            if let Some(id) = sent {
                 first.get_or_insert(id);
                 continue;
             }
@@ -792,7 +846,7 @@ impl Channel for DiscordChannel {
             let mut payload = serde_json::json!({
                 "content": parts.get(i).cloned().unwrap_or_default(),
                 "allowed_mentions": {"parse": []},
-                "nonce": render::nonce(&outbound.id, i),
+                "nonce": nonce,
                 "enforce_nonce": true,
             });
             if i == 0

@@ -10,8 +10,8 @@ use switchboard_channel::conformance::{
     self, Failure, Harness, MemoryBlobs, MemoryState, RecordingInbound,
 };
 use switchboard_channel::{
-    Button, Channel, ChannelContext, ChannelId, ExternalThread, InboundEvent, InboundMessage,
-    Outbound, OutboundAuthor, TextFormat,
+    Button, Channel, ChannelContext, ChannelId, ChannelState, ExternalThread, InboundEvent,
+    InboundMessage, Outbound, OutboundAuthor, TextFormat,
 };
 use switchboard_discord::fake::{FakeDiscord, Fault, visible_text};
 use switchboard_discord::{DiscordChannel, DiscordConfig};
@@ -462,4 +462,39 @@ async fn files_travel_both_ways_and_edits_arrive() {
     assert_eq!(sent[1].files, ["label.png"]);
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_a_lost_response_posts_once_even_after_discord_forgot_the_nonce() {
+    let r = running(
+        FakeDiscord::start(45_000).await,
+        Default::default(),
+        Default::default(),
+    )
+    .await;
+    r.fake.dm(4343, 5, "Ann", "help");
+    until("the DM", || r.messages().into_iter().next()).await;
+    // Discord remembers nonces only for a few minutes; the outbox may retry later than that.
+    r.fake.set_nonce_window(Duration::ZERO);
+    r.fake.fail_next(Fault::LostResponse);
+    let to = ExternalThread("4343".into());
+    let answer = reply("o-lost", "Your refund is on its way.", vec![]);
+    assert!(
+        r.channel.send(&to, &answer).await.is_err(),
+        "the response was lost"
+    );
+    // The message came back over the gateway with our nonce: the retry finds it there.
+    let ledger = until("our own message seen over the gateway", || {
+        r.state
+            .scan(b"nonce/", None, 10)
+            .ok()
+            .filter(|v| !v.is_empty())
+    })
+    .await;
+    assert_eq!(ledger.len(), 1);
+    let id = r.channel.send(&to, &answer).await.unwrap();
+    let sent = r.fake.sent();
+    assert_eq!(sent.len(), 1, "posted once: {sent:?}");
+    assert_eq!(id.0, sent[0].id.to_string());
+    r.stop().await;
 }
