@@ -164,3 +164,57 @@ async fn the_soft_open_files_limit_is_raised_to_the_hard_one() {
     );
     daemon.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_chat_session_unused_for_its_idle_time_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    support::write_config(
+        dir.path(),
+        "http://127.0.0.1:9/unused",
+        "session_idle_secs = 2",
+    );
+    let daemon = Daemon::start(dir.path());
+    let c = Client::new(&daemon);
+    let token = c.chat_session().await;
+    let post = async |token: &str, text: &str| {
+        c.http
+            .post(daemon.url("/chat/chat/messages"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"text": text}))
+            .send()
+            .await
+            .unwrap()
+    };
+    assert_eq!(post(&token, "hello").await.status(), StatusCode::ACCEPTED);
+    // Used again within its idle time: still good.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        post(&token, "still there?").await.status(),
+        StatusCode::ACCEPTED
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        post(&token, "and now?").await.status(),
+        StatusCode::ACCEPTED
+    );
+    // Unused for longer than that: the token is refused everywhere, with the reason.
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let r = post(&token, "back after a while").await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "session_expired", "{body}");
+    let events = c
+        .http
+        .get(daemon.url(&format!("/chat/chat/events?token={token}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), StatusCode::UNAUTHORIZED);
+    // A new session works at once.
+    let fresh = c.chat_session().await;
+    assert_eq!(
+        post(&fresh, "back after a while").await.status(),
+        StatusCode::ACCEPTED
+    );
+    daemon.stop();
+}

@@ -197,7 +197,7 @@
     return Array.from(a, (b) => b.toString(16).padStart(2, "0")).join("");
   }
 
-  async function send(text, label, id) {
+  async function send(text, label, id, renewed) {
     text = text.trim();
     if (!text) return;
     const clientId = id || randomId();
@@ -214,6 +214,14 @@
       await call("POST", "/messages", body);
       status.textContent = "";
     } catch (e) {
+      if (e.status === 401 && !renewed) {
+        // The session ended (unused too long): start a new one and send there.
+        token = null;
+        localStorage.removeItem(storeKey);
+        if (events) { events.close(); events = null; }
+        pending.remove();
+        return send(text, label, id, true);
+      }
       pending.classList.remove("pending");
       pending.classList.add("failed");
       const retry = document.createElement("button");

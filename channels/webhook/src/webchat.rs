@@ -67,11 +67,21 @@ pub struct WebchatConfig {
     /// max_chat_streams_per_ip`.) 0 means no limit.
     #[serde(default = "default_streams_per_session")]
     pub max_streams_per_session: usize,
+    /// A session unused for this long ends: its token is refused (401 `session_expired`) and
+    /// the widget starts a new one. 0 keeps sessions forever.
+    #[serde(default = "default_session_idle")]
+    pub session_idle_secs: u64,
 }
 
 fn default_streams_per_session() -> usize {
     4
 }
+fn default_session_idle() -> u64 {
+    30 * 86_400
+}
+/// Last use of a session is written at most this often (ms): a token used all day costs one
+/// write an hour, not one per request.
+const ACTIVITY_GRANULARITY_MS: i64 = 60_000;
 
 fn default_messages_per_minute() -> u32 {
     20
@@ -189,6 +199,42 @@ impl Inner {
         let (session, _) = token.split_once('.')?;
         let expected = self.token_for(session);
         bool::from(expected.as_bytes().ct_eq(token.as_bytes())).then(|| session.to_owned())
+    }
+
+    /// Refuses a session unused for longer than `session_idle_secs`, else notes its use (at
+    /// most once a minute). A session's clock starts at its first use (sessions are made
+    /// without a write, and those from before this was recorded count as used now).
+    fn still_active(&self, session: &str, now: i64) -> Result<(), HookError> {
+        let key = format!("la/{session}").into_bytes();
+        let last = self
+            .ctx
+            .state
+            .get(&key)
+            .map_err(unavailable)?
+            .and_then(|v| v.try_into().ok())
+            .map(i64::from_be_bytes);
+        let idle_ms = self.config.session_idle_secs.saturating_mul(1000) as i64;
+        if let Some(last) = last {
+            if idle_ms > 0 && now - last > idle_ms {
+                return Err(HookError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "session_expired",
+                    "this chat session ended after a time without use; start a new one",
+                ));
+            }
+            let granularity = if idle_ms > 0 {
+                ACTIVITY_GRANULARITY_MS.min(idle_ms / 4)
+            } else {
+                ACTIVITY_GRANULARITY_MS
+            };
+            if now - last < granularity {
+                return Ok(());
+            }
+        }
+        self.ctx
+            .state
+            .put_all(&[(&key, &now.to_be_bytes())])
+            .map_err(unavailable)
     }
 
     /// Appends an entry under `extra_key` (an idempotency marker) unless that marker exists.
@@ -337,7 +383,7 @@ fn authorize(chat: &Inner, headers: &HeaderMap, query: &TokenQuery) -> Result<St
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let token = bearer.or(query.token.as_deref());
-    token
+    let session = token
         .and_then(|t| chat.session_of(t.trim()))
         .ok_or_else(|| {
             HookError::new(
@@ -345,7 +391,9 @@ fn authorize(chat: &Inner, headers: &HeaderMap, query: &TokenQuery) -> Result<St
                 "unauthorized",
                 "a valid web chat session token is required",
             )
-        })
+        })?;
+    chat.still_active(&session, now_ms())?;
+    Ok(session)
 }
 
 fn unavailable(e: StateError) -> HookError {
