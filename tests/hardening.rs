@@ -218,3 +218,70 @@ async fn a_web_chat_session_unused_for_its_idle_time_ends() {
     );
     daemon.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forty_slow_downloads_of_a_large_file_do_not_hold_it_in_memory() {
+    const SIZE: usize = 20_000_000;
+    let dir = tempfile::tempdir().unwrap();
+    support::write_config(dir.path(), "http://127.0.0.1:9/unused", "");
+    let daemon = Daemon::start(dir.path());
+    let c = Client::new(&daemon);
+    // Not compressible, so nothing could shrink it on the way.
+    let mut bytes = vec![0u8; SIZE];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for chunk in bytes.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    let r = c
+        .http
+        .post(daemon.url("/api/v1/attachments?name=big.bin"))
+        .bearer_auth(&c.token)
+        .header("content-type", "application/octet-stream")
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let blob = r.json::<serde_json::Value>().await.unwrap()["blob"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = daemon.rss_bytes();
+    // Forty clients start downloading and then read nothing more.
+    let mut slow = Vec::new();
+    for _ in 0..40 {
+        let mut s = TcpStream::connect(daemon.addr).await.unwrap();
+        let request = format!(
+            "GET /api/v1/attachments/{blob} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+            c.token
+        );
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut head = [0u8; 4096];
+        let n = s.read(&mut head).await.unwrap();
+        assert!(
+            head[..n].starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&head[..n])
+        );
+        slow.push(s);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let during = daemon.rss_bytes();
+    let grown = during.saturating_sub(before);
+    println!(
+        "RSS {} MB before, {} MB with 40 downloads held open",
+        before >> 20,
+        during >> 20
+    );
+    assert!(
+        grown < 50 << 20,
+        "40 held downloads of a 20 MB file grew RSS by {} MB",
+        grown >> 20
+    );
+    drop(slow);
+    daemon.stop();
+}

@@ -30,6 +30,22 @@ impl FileBlobs {
         valid.then(|| self.dir.join(&s[..2]).join(s))
     }
 
+    /// A stored blob opened for reading, with its size (downloads stream from it, never
+    /// holding the whole file in memory); `None` when there is none by that name.
+    pub async fn open_file(&self, id: &BlobId) -> std::io::Result<Option<(tokio::fs::File, u64)>> {
+        let Some(path) = self.path(id) else {
+            return Ok(None);
+        };
+        match tokio::fs::File::open(path).await {
+            Ok(file) => {
+                let size = file.metadata().await?.len();
+                Ok(Some((file, size)))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Size of a stored blob, `None` when there is none by that name.
     pub fn size(&self, id: &BlobId) -> Option<u64> {
         let path = self.path(id)?;

@@ -206,6 +206,18 @@ impl Daemon {
         format!("http://{}{path}", self.addr)
     }
 
+    /// The daemon's resident memory now, bytes (Linux `/proc`).
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the daemon's /proc status");
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS");
+        kb * 1024
+    }
+
     pub fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
