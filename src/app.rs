@@ -385,7 +385,7 @@ pub async fn serve(
     let tasks_stop = CancellationToken::new();
     let mut tasks = Vec::new();
     let ready = Arc::new(AtomicBool::new(false));
-    let (mut router, _) = crate::inbox::api(
+    let mut router = crate::inbox::api(
         ApiState {
             engine: engine.clone(),
             kb: kb.clone(),

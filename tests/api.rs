@@ -147,7 +147,26 @@ async fn bad_api_requests_get_precise_errors_and_change_nothing() {
     let (s, b) = c.get("/api/v1/nowhere").await;
     assert_eq!((s, code(&b)), (StatusCode::NOT_FOUND, "not_found"));
     let (s, b) = c.get("/api/v1/conversations?status=open").await;
+    assert_eq!((s, code(&b)), (StatusCode::BAD_REQUEST, "bad_request"));
+    let (s, b) = c.get("/api/v1/conversations/-1").await;
+    assert_eq!(
+        (s, code(&b)),
+        (StatusCode::BAD_REQUEST, "bad_request"),
+        "{b}"
+    );
+    let (s, b) = c.get("/api/v1/conversations?limit=abc").await;
+    assert_eq!(
+        (s, code(&b)),
+        (StatusCode::BAD_REQUEST, "bad_request"),
+        "{b}"
+    );
+    let (s, b) = c.get("/api/v1/conversations?limit=0").await;
     assert_eq!((s, code(&b)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid"));
+    let (s, b) = c.send("TRACE", "/api/v1/agents", None).await;
+    assert_eq!(
+        (s, code(&b)),
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+    );
     let (s, b) = c.get("/api/v1/conversations?cursor=zzz").await;
     assert_eq!((s, code(&b)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid"));
 
@@ -832,7 +851,7 @@ async fn canned_responses_are_kept_and_conversations_found_by_text_or_contact() 
     assert_eq!(s, StatusCode::CREATED, "{refund}");
     assert_eq!(refund["shortcut"], "refund");
     let (s, _) = c.post("/api/v1/canned", body("refund")).await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "taken");
+    assert_eq!(s, StatusCode::CONFLICT, "taken");
     let (s, _) = c.post("/api/v1/canned", body("two words")).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     let (s, _) = c.post("/api/v1/canned", body("hello")).await;

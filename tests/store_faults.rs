@@ -242,7 +242,7 @@ async fn a_failing_store_answers_503_and_loses_nothing_accepted() {
         )),
         backups_dir: std::env::temp_dir().join("switchboard-store-faults-backups"),
     };
-    let (api, _) = switchboard::inbox::api(state, &Default::default());
+    let api = switchboard::inbox::api(state, &Default::default());
     let router = api.merge(channel.http_routes().unwrap());
 
     let (status, _, _) = call(&router, hook_request("z1", "first")).await;

@@ -33,6 +33,9 @@ pub enum LiveError {
     Storage(String),
     #[error("{0}")]
     Invalid(String),
+    /// The proposal was decided already.
+    #[error("{0}")]
+    Conflict(String),
     #[error("no such {0}")]
     NotFound(&'static str),
 }
@@ -391,9 +394,12 @@ impl LiveKb {
         let _w = self.write.lock().expect("kb write lock");
         let mut p = self.proposal(id)?;
         if p.status != ProposalStatus::Pending {
-            return Err(LiveError::Invalid(format!(
-                "proposal {id} is already {:?}",
-                p.status
+            let done = match p.status {
+                ProposalStatus::Approved => "approved",
+                _ => "rejected",
+            };
+            return Err(LiveError::Conflict(format!(
+                "proposal {id} is already {done}"
             )));
         }
         p.status = if approve {

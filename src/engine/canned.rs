@@ -84,7 +84,7 @@ impl Engine {
             .iter()
             .any(|c| c.shortcut == shortcut && Some(c.id) != id)
         {
-            return Err(EngineError::Invalid(format!(
+            return Err(EngineError::Conflict(format!(
                 "the shortcut /{shortcut} is taken"
             )));
         }

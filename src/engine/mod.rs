@@ -63,6 +63,9 @@ pub enum EngineError {
     Transition(#[from] TransitionError),
     #[error("{0}")]
     Invalid(String),
+    /// Valid on its own, but clashes with what is stored (a name already taken).
+    #[error("{0}")]
+    Conflict(String),
     #[error("too many concurrent changes to the same conversation; try again")]
     Busy,
     #[error("{0}")]
@@ -1127,12 +1130,12 @@ impl Engine {
             .message(id, seq)?
             .ok_or(EngineError::NotFound("message"))?;
         let Some(delivery) = &message.delivery else {
-            return Err(EngineError::Invalid(
+            return Err(EngineError::Conflict(
                 "only outbound messages are delivered".into(),
             ));
         };
         if delivery.state != crate::model::DeliveryState::Failed {
-            return Err(EngineError::Invalid(
+            return Err(EngineError::Conflict(
                 "only a failed delivery can be retried".into(),
             ));
         }

@@ -4,14 +4,14 @@
 use std::path::PathBuf;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::ApiState;
 use super::auth::AdminAgent;
-use super::error::{ApiError, ApiJson, ErrorBody};
+use super::error::{ApiError, ApiJson, ApiPath, ErrorBody};
 use crate::admin::{BackupError, BackupReport, ForgetReport};
 use crate::model::ContactId;
 use crate::store::StoreStats;
@@ -25,7 +25,7 @@ use crate::store::StoreStats;
 pub async fn forget_contact(
     State(state): State<ApiState>,
     AdminAgent(admin): AdminAgent,
-    Path(id): Path<u64>,
+    ApiPath(id): ApiPath<u64>,
 ) -> Result<Json<ForgetReport>, ApiError> {
     let report = crate::admin::forget_contact(
         &state.engine,
@@ -44,7 +44,7 @@ pub struct BackupBody {
     /// Where to write the backup, on the daemon's machine: under `[store] backups_dir` (a
     /// relative path is taken inside it; `..` is refused). Must not exist, or be empty.
     /// Default: `<backups_dir>/<time>`.
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1)]
     dest: Option<PathBuf>,
 }
 

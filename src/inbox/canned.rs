@@ -1,22 +1,27 @@
 //! `/api/v1/canned`: the team's saved replies.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::ApiState;
 use super::auth::AuthAgent;
-use super::error::{ApiError, ApiJson, ErrorBody};
+use super::error::{ApiError, ApiJson, ApiPath, ErrorBody};
 use crate::engine::CannedResponse;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CannedBody {
-    /// One word, typed after `/` in the reply box.
+    /// One word (letters, digits, `-`, `_`; up to 32), typed after `/` in the reply box.
+    #[schema(pattern = r"\S", max_length = 33)]
     shortcut: String,
+    /// Up to 100 characters, not blank.
+    #[schema(pattern = r"\S", max_length = 100)]
     title: String,
+    /// Up to 4,000 characters, not blank.
+    #[schema(pattern = r"\S", max_length = 4000)]
     text: String,
 }
 
@@ -32,7 +37,7 @@ pub async fn list(
 
 /// Saves a new reply.
 #[utoipa::path(post, path = "/canned", tag = "canned responses", request_body = CannedBody,
-    responses((status = 201, body = CannedResponse), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = CannedResponse), (status = 409, description = "The shortcut is taken", body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create(
     State(state): State<ApiState>,
     _agent: AuthAgent,
@@ -47,11 +52,11 @@ pub async fn create(
 /// Replaces a saved reply.
 #[utoipa::path(put, path = "/canned/{id}", tag = "canned responses", request_body = CannedBody,
     params(("id" = u64, Path, description = "Canned response id")),
-    responses((status = 200, body = CannedResponse), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = CannedResponse), (status = 404, body = ErrorBody), (status = 409, description = "The shortcut is taken", body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update(
     State(state): State<ApiState>,
     _agent: AuthAgent,
-    Path(id): Path<u64>,
+    ApiPath(id): ApiPath<u64>,
     ApiJson(body): ApiJson<CannedBody>,
 ) -> Result<Json<CannedResponse>, ApiError> {
     Ok(Json(state.engine.save_canned(
@@ -69,7 +74,7 @@ pub async fn update(
 pub async fn delete(
     State(state): State<ApiState>,
     _agent: AuthAgent,
-    Path(id): Path<u64>,
+    ApiPath(id): ApiPath<u64>,
 ) -> Result<StatusCode, ApiError> {
     state.engine.delete_canned(id)?;
     Ok(StatusCode::NO_CONTENT)

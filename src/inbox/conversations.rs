@@ -1,7 +1,7 @@
 //! `/api/v1/conversations`: the shared inbox. Handlers parse, call the engine, and answer.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use switchboard_channel::ChannelId;
@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::ApiState;
 use super::auth::AuthAgent;
-use super::error::{ApiError, ApiJson, ErrorBody};
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use crate::model::{
     Action, Actor, AgentId, Contact, Conversation, ConversationId, Event, Message, Note, Priority,
     Status,
@@ -22,21 +22,32 @@ const MAX_LIMIT: usize = 200;
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
-    /// bot, queued, assigned, snoozed or resolved.
-    status: Option<String>,
+    /// Only conversations in this status; all when absent.
+    status: Option<Status>,
     /// An agent id, or `me`.
+    #[param(pattern = "^(me|[0-9]{1,19})$")]
     assignee: Option<String>,
     channel: Option<String>,
     label: Option<String>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = "^[0-9]{1,18}-[0-9]{1,19}$")]
     cursor: Option<String>,
-    /// 1 to 200; default 50.
+    /// Default 50.
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<usize>,
-    /// `newest` (default) or `oldest` first, by last update.
-    order: Option<String>,
+    /// By last update; default newest first.
+    #[param(inline)]
+    order: Option<SortOrder>,
     /// Words that must all appear in the contact (name, identities), labels or messages.
     /// A search scans up to 2,000 conversations per call; follow `next_cursor` for more.
     q: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SortOrder {
+    Newest,
+    Oldest,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -65,34 +76,23 @@ pub struct ConversationPage {
 pub async fn list_conversations(
     State(state): State<ApiState>,
     AuthAgent(me): AuthAgent,
-    Query(p): Query<ListParams>,
+    ApiQuery(p): ApiQuery<ListParams>,
 ) -> Result<Json<ConversationPage>, ApiError> {
-    let status = match p.status.as_deref() {
-        None | Some("") | Some("all") => None,
-        Some(s) => Some(
-            Status::parse(s).ok_or_else(|| ApiError::invalid(format!("unknown status `{s}`")))?,
-        ),
-    };
     let assignee = match p.assignee.as_deref() {
-        None | Some("") => None,
+        None => None,
         Some("me") => Some(me.id),
-        Some(a) => Some(
-            a.parse::<AgentId>()
-                .map_err(|_| ApiError::invalid("assignee must be an agent id or `me`"))?,
-        ),
+        Some(a) if (1..=19).contains(&a.len()) && a.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(AgentId(a.parse().expect("19 digits fit in u64")))
+        }
+        Some(_) => return Err(ApiError::invalid("assignee must be an agent id or `me`")),
     };
     let after = match p.cursor.as_deref() {
-        None | Some("") => None,
+        None => None,
         Some(c) => Some(Cursor::decode(c).ok_or_else(|| ApiError::invalid("malformed cursor"))?),
     };
-    let order = match p.order.as_deref() {
-        None | Some("newest") => Order::NewestFirst,
-        Some("oldest") => Order::OldestFirst,
-        Some(o) => {
-            return Err(ApiError::invalid(format!(
-                "order must be newest or oldest, not `{o}`"
-            )));
-        }
+    let order = match p.order {
+        None | Some(SortOrder::Newest) => Order::NewestFirst,
+        Some(SortOrder::Oldest) => Order::OldestFirst,
     };
     let limit = p.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
@@ -100,7 +100,7 @@ pub async fn list_conversations(
     }
     let store = state.engine.store();
     let query = ConversationQuery {
-        status,
+        status: p.status,
         assignee,
         channel: p.channel.filter(|c| !c.is_empty()).map(ChannelId),
         label: p.label.filter(|l| !l.is_empty()).map(|l| l.to_lowercase()),
@@ -157,7 +157,7 @@ const DETAIL_MESSAGES: usize = 1000;
 pub async fn get_conversation(
     State(state): State<ApiState>,
     _agent: AuthAgent,
-    Path(id): Path<u64>,
+    ApiPath(id): ApiPath<u64>,
 ) -> Result<Json<ConversationDetail>, ApiError> {
     let id = ConversationId(id);
     let store = state.engine.store();
@@ -181,7 +181,8 @@ pub async fn get_conversation(
 pub struct MessagesParams {
     /// Messages after this seq; 0 (default) from the first.
     after: Option<u64>,
-    /// 1 to 1000; default 200.
+    /// Default 200.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
@@ -200,15 +201,18 @@ pub struct MessagePage {
 pub async fn list_messages(
     State(state): State<ApiState>,
     _agent: AuthAgent,
-    Path(id): Path<u64>,
-    Query(p): Query<MessagesParams>,
+    ApiPath(id): ApiPath<u64>,
+    ApiQuery(p): ApiQuery<MessagesParams>,
 ) -> Result<Json<MessagePage>, ApiError> {
     let id = ConversationId(id);
     let store = state.engine.store();
     let conversation = store
         .conversation(id)?
         .ok_or_else(|| ApiError::not_found("conversation"))?;
-    let limit = p.limit.unwrap_or(200).clamp(1, 1000);
+    let limit = p.limit.unwrap_or(200);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit must be 1 to 1000"));
+    }
     let messages = store.messages(id, p.after.unwrap_or(0), limit)?;
     let next_after = messages
         .last()
@@ -223,6 +227,8 @@ pub async fn list_messages(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TextBody {
+    /// Not blank.
+    #[schema(pattern = r"\S")]
     text: String,
 }
 
@@ -251,13 +257,13 @@ pub struct ReplyQueued {
 /// the reply already stored, and the customer gets it once.
 #[utoipa::path(post, path = "/conversations/{id}/messages", tag = "conversations",
     params(("id" = u64, Path, description = "Conversation id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retried request safe: 1 to 255 visible ASCII characters")),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes a retried request safe: 1 to 255 visible ASCII characters")),
     request_body = ReplyBody,
     responses((status = 201, body = ReplyQueued), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn reply(
     State(state): State<ApiState>,
     AuthAgent(me): AuthAgent,
-    Path(id): Path<u64>,
+    ApiPath(id): ApiPath<u64>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<ReplyBody>,
 ) -> Result<(StatusCode, Json<ReplyQueued>), ApiError> {
@@ -300,11 +306,11 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
 /// Tries a failed delivery again.
 #[utoipa::path(post, path = "/conversations/{id}/messages/{seq}/retry", tag = "conversations",
     params(("id" = u64, Path, description = "Conversation id"), ("seq" = u64, Path, description = "Message number")),
-    responses((status = 200, body = Message), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = Message), (status = 404, body = ErrorBody), (status = 409, description = "Not a failed delivery", body = ErrorBody)))]
 pub async fn retry_delivery(
     State(state): State<ApiState>,
     AuthAgent(me): AuthAgent,
-    Path((id, seq)): Path<(u64, u64)>,
+    ApiPath((id, seq)): ApiPath<(u64, u64)>,
 ) -> Result<Json<Message>, ApiError> {
     Ok(Json(
         state
@@ -321,7 +327,7 @@ pub async fn retry_delivery(
 pub async fn add_note(
     State(state): State<ApiState>,
     AuthAgent(me): AuthAgent,
-    Path(id): Path<u64>,
+    ApiPath(id): ApiPath<u64>,
     ApiJson(body): ApiJson<TextBody>,
 ) -> Result<(StatusCode, Json<Note>), ApiError> {
     let note = state
@@ -366,7 +372,7 @@ async fn act(
 pub async fn assign(
     State(state): State<ApiState>,
     AuthAgent(me): AuthAgent,
-    Path(id): Path<u64>,
+    ApiPath(id): ApiPath<u64>,
     ApiJson(body): ApiJson<AssignBody>,
 ) -> Result<Json<Conversation>, ApiError> {
     let to = AgentId(body.agent_id);
@@ -392,7 +398,7 @@ macro_rules! plain_action {
         pub async fn $name(
             State(state): State<ApiState>,
             AuthAgent(me): AuthAgent,
-            Path(id): Path<u64>,
+            ApiPath(id): ApiPath<u64>,
         ) -> Result<Json<Conversation>, ApiError> {
             let action: fn(&crate::model::Agent) -> Action = $action;
             let reason = format!(concat!($reason, " by {}"), me.name);
@@ -429,7 +435,7 @@ plain_action!(
 pub async fn snooze(
     State(state): State<ApiState>,
     AuthAgent(me): AuthAgent,
-    Path(id): Path<u64>,
+    ApiPath(id): ApiPath<u64>,
     ApiJson(body): ApiJson<SnoozeBody>,
 ) -> Result<Json<Conversation>, ApiError> {
     act(
@@ -444,9 +450,26 @@ pub async fn snooze(
     .await
 }
 
+/// One label, for the document: 1 to 64 characters, not blank.
+pub struct Label;
+
+impl utoipa::PartialSchema for Label {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(r"\S"))
+            .max_length(Some(64))
+            .into()
+    }
+}
+
+impl ToSchema for Label {}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LabelsBody {
+    /// Up to 32, each 1 to 64 characters (not blank); kept in lower case.
+    #[schema(max_items = 32, inline, value_type = Vec<Label>)]
     labels: Vec<String>,
 }
 
@@ -457,7 +480,7 @@ pub struct LabelsBody {
 pub async fn set_labels(
     State(state): State<ApiState>,
     AuthAgent(me): AuthAgent,
-    Path(id): Path<u64>,
+    ApiPath(id): ApiPath<u64>,
     ApiJson(body): ApiJson<LabelsBody>,
 ) -> Result<Json<Conversation>, ApiError> {
     Ok(Json(
@@ -481,7 +504,7 @@ pub struct PriorityBody {
 pub async fn set_priority(
     State(state): State<ApiState>,
     AuthAgent(me): AuthAgent,
-    Path(id): Path<u64>,
+    ApiPath(id): ApiPath<u64>,
     ApiJson(body): ApiJson<PriorityBody>,
 ) -> Result<Json<Conversation>, ApiError> {
     Ok(Json(

@@ -2,8 +2,9 @@
 //! Internal details are logged, never sent.
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use switchboard_channel::http_error;
@@ -105,6 +106,7 @@ impl From<EngineError> for ApiError {
                 Self::new(StatusCode::CONFLICT, "invalid_transition", t.to_string())
             }
             EngineError::Invalid(m) => Self::invalid(m),
+            EngineError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
             EngineError::Busy => Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string()),
             EngineError::DiskFull(m) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "disk_full", m),
             EngineError::Store(s) => s.into(),
@@ -128,6 +130,53 @@ where
             Err(rejection) => Err(json_rejection(rejection)),
         }
     }
+}
+
+/// `Path<T>` whose rejections (an id that is not a number, one out of range) use our error
+/// shape: 400 `bad_request`.
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(ApiPath(v)),
+            Err(r) => Err(bad_request(r.status(), r.body_text())),
+        }
+    }
+}
+
+/// `Query<T>` whose rejections (a missing, malformed or unknown value) use our error shape:
+/// 400 `bad_request`.
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
+            Err(r) => Err(bad_request(r.status(), r.body_text())),
+        }
+    }
+}
+
+/// A request the server cannot read; a 5xx from an extractor is our own mistake, logged.
+fn bad_request(status: StatusCode, message: String) -> ApiError {
+    if status.is_server_error() {
+        tracing::error!(%status, %message, "extractor failed");
+        return ApiError::new(status, "internal", "internal error");
+    }
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
 }
 
 fn json_rejection(r: JsonRejection) -> ApiError {

@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::convert::Infallible;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -18,7 +18,7 @@ use utoipa::IntoParams;
 
 use super::ApiState;
 use super::auth::AuthAgent;
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ApiQuery, ErrorBody};
 use crate::model::{ConversationId, Event, EventId};
 
 /// Stored events replayed at most per connection; older gaps need the conversation view.
@@ -65,7 +65,7 @@ pub async fn events(
     State(state): State<ApiState>,
     AuthAgent(agent): AuthAgent,
     headers: HeaderMap,
-    Query(p): Query<EventParams>,
+    ApiQuery(p): ApiQuery<EventParams>,
 ) -> Result<Response, ApiError> {
     // While the stream is open the agent counts as present (routing sets them away after
     // their last stream has been gone a while).

@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -12,11 +12,16 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::ApiState;
 use super::auth::AuthAgent;
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ApiPath, ApiQuery, ErrorBody};
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UploadQuery {
-    /// File name shown to the customer.
+    /// File name shown to the customer: up to 255 characters, not blank, no slashes.
+    #[param(
+        pattern = r"^[^/\\\u0000]*[^/\\\u0000\s][^/\\\u0000]*$",
+        max_length = 255
+    )]
     name: String,
 }
 
@@ -37,14 +42,14 @@ pub struct StoredFile {
 pub async fn upload(
     State(state): State<ApiState>,
     _agent: AuthAgent,
-    Query(query): Query<UploadQuery>,
+    ApiQuery(query): ApiQuery<UploadQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<StoredFile>), ApiError> {
     let name = query.name.trim();
-    if name.is_empty() || name.len() > 255 || name.contains(['/', '\\', '\0']) {
+    if name.is_empty() || name.chars().count() > 255 || name.contains(['/', '\\', '\0']) {
         return Err(ApiError::invalid(
-            "name must be 1-255 bytes without slashes",
+            "name must be 1 to 255 characters without slashes",
         ));
     }
     if body.is_empty() {
@@ -75,10 +80,18 @@ pub async fn upload(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DownloadQuery {
     /// `html`: show the file as an inert HTML page (an email's sanitised body), under a
     /// sandbox policy: no scripts, no forms, no remote loads, an origin of its own.
-    view: Option<String>,
+    #[param(inline)]
+    view: Option<View>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum View {
+    Html,
 }
 
 /// What an inline HTML view may do: nothing but lay out text and inline images.
@@ -88,12 +101,14 @@ const SANDBOX_POLICY: &str =
 /// A stored file's bytes: a download, or an inert HTML view (never run in the inbox's origin).
 #[utoipa::path(get, path = "/attachments/{blob}", tag = "attachments",
     params(("blob" = String, Path, description = "SHA-256 of the content"), DownloadQuery),
-    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "The file; with `view=html`, the inert HTML page",
+        content((Vec<u8> = "application/octet-stream"), (String = "text/html"))),
+        (status = 404, body = ErrorBody)))]
 pub async fn download(
     State(state): State<ApiState>,
     _agent: AuthAgent,
-    Path(blob): Path<String>,
-    Query(query): Query<DownloadQuery>,
+    ApiPath(blob): ApiPath<String>,
+    ApiQuery(query): ApiQuery<DownloadQuery>,
 ) -> Result<Response, ApiError> {
     let (file, size) = state
         .blobs
@@ -113,9 +128,8 @@ pub async fn download(
     let bytes =
         axum::body::Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024));
     let length = (header::CONTENT_LENGTH, size.to_string());
-    match query.view.as_deref() {
-        None => {}
-        Some("html") => {
+    if let Some(View::Html) = query.view {
+        {
             return Ok((
                 [
                     (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -128,7 +142,6 @@ pub async fn download(
             )
                 .into_response());
         }
-        Some(other) => return Err(ApiError::invalid(format!("unknown view `{other}`"))),
     }
     Ok((
         [

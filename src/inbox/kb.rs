@@ -2,14 +2,14 @@
 //! import and reload.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::ApiState;
 use super::auth::{AdminAgent, AuthAgent};
-use super::error::{ApiError, ApiJson, ErrorBody};
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use crate::bot::Suggestion;
 use crate::bot::kb::Entry;
 use crate::bot::live::{LiveError, NewProposal, Proposal, ProposalStatus};
@@ -20,6 +20,7 @@ impl From<LiveError> for ApiError {
         match e {
             LiveError::NotFound(what) => ApiError::not_found(what),
             LiveError::Invalid(m) => ApiError::invalid(m),
+            LiveError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
             other => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -45,7 +46,7 @@ pub struct Suggestions {
 pub async fn suggestions(
     State(state): State<ApiState>,
     AuthAgent(_me): AuthAgent,
-    Path(id): Path<u64>,
+    ApiPath(id): ApiPath<u64>,
 ) -> Result<Json<Suggestions>, ApiError> {
     let engine = state.engine.clone();
     let (for_seq, suggestions) =
@@ -134,6 +135,7 @@ pub async fn reload(
 #[serde(deny_unknown_fields)]
 pub struct ProposeBody {
     /// The customer's question, as asked.
+    #[schema(pattern = r"\S")]
     pub question: String,
     /// Add the question to this existing entry...
     pub entry: Option<String>,
@@ -192,6 +194,7 @@ pub async fn propose(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ProposalFilter {
     /// `pending`, `approved` or `rejected`; all when absent.
     pub status: Option<ProposalStatus>,
@@ -203,7 +206,7 @@ pub struct ProposalFilter {
 pub async fn list_proposals(
     State(state): State<ApiState>,
     AuthAgent(_me): AuthAgent,
-    Query(filter): Query<ProposalFilter>,
+    ApiQuery(filter): ApiQuery<ProposalFilter>,
 ) -> Result<Json<Vec<Proposal>>, ApiError> {
     Ok(Json(state.kb.proposals(filter.status)?))
 }
@@ -220,11 +223,11 @@ async fn decide(state: &ApiState, id: u64, approve: bool, by: &str) -> Result<Pr
 /// Approves a proposal (admin): the bot answers with it from now on, without a restart.
 #[utoipa::path(post, path = "/kb/proposals/{id}/approve", tag = "knowledge base",
     params(("id" = u64, Path, description = "Proposal id")),
-    responses((status = 200, body = Proposal), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = Proposal), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "Already decided", body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn approve(
     State(state): State<ApiState>,
     AdminAgent(me): AdminAgent,
-    Path(id): Path<u64>,
+    ApiPath(id): ApiPath<u64>,
 ) -> Result<Json<Proposal>, ApiError> {
     Ok(Json(decide(&state, id, true, &me.name).await?))
 }
@@ -232,11 +235,11 @@ pub async fn approve(
 /// Rejects a proposal (admin).
 #[utoipa::path(post, path = "/kb/proposals/{id}/reject", tag = "knowledge base",
     params(("id" = u64, Path, description = "Proposal id")),
-    responses((status = 200, body = Proposal), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = Proposal), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "Already decided", body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn reject(
     State(state): State<ApiState>,
     AdminAgent(me): AdminAgent,
-    Path(id): Path<u64>,
+    ApiPath(id): ApiPath<u64>,
 ) -> Result<Json<Proposal>, ApiError> {
     Ok(Json(decide(&state, id, false, &me.name).await?))
 }

@@ -13,6 +13,7 @@ mod events;
 mod files;
 mod kb;
 pub mod limits;
+mod openapi;
 mod page;
 mod people;
 mod session;
@@ -64,11 +65,9 @@ pub struct ApiState {
 )]
 struct ApiDoc;
 
-/// The `/api/v1` routes and their OpenAPI document.
-pub fn api(
-    state: ApiState,
-    http: &crate::config::HttpConfig,
-) -> (axum::Router, utoipa::openapi::OpenApi) {
+/// The `/api/v1` routes with their OpenAPI document (`/api/v1/openapi.json`), the health
+/// routes and the inbox page.
+pub fn api(state: ApiState, http: &crate::config::HttpConfig) -> axum::Router {
     let (max_body_bytes, max_upload_bytes) = (http.max_body_bytes, http.max_upload_bytes);
     let v1 = OpenApiRouter::new()
         .routes(routes!(conversations::list_conversations))
@@ -125,13 +124,15 @@ pub fn api(
     let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", v1)
         .split_for_parts();
-    let doc_json = Arc::new(doc.clone());
+    let doc = serde_json::to_value(&doc).expect("the OpenAPI document serialises");
+    let doc = Arc::new(openapi::complete(doc));
     let router = router
         .route(
             "/api/v1/openapi.json",
-            get(move || async move { Json((*doc_json).clone()) }),
+            get(move || async move { Json(doc.as_ref().clone()) }),
         )
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state.clone());
     let health = axum::Router::new()
@@ -139,11 +140,20 @@ pub fn api(
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state);
-    (router.merge(health).merge(page::routes()), doc)
+    router.merge(health).merge(page::routes())
 }
 
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+/// A route that exists, asked with a method it does not take (axum adds `Allow`).
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method (see Allow)",
+    )
 }
 
 /// Prometheus metrics, for any agent token (a scraper gets its own agent).

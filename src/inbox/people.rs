@@ -1,14 +1,14 @@
 //! `/api/v1/contacts` and `/api/v1/agents`: customers across channels, and the team.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::ApiState;
 use super::auth::{AdminAgent, AuthAgent};
-use super::error::{ApiError, ApiJson, ErrorBody};
+use super::error::{ApiError, ApiJson, ApiPath, ErrorBody};
 use crate::model::{Agent, AgentId, Contact, ContactId, Conversation, Presence, Role};
 
 /// A contact (merged contacts resolve to the one they were merged into).
@@ -18,7 +18,7 @@ use crate::model::{Agent, AgentId, Contact, ContactId, Conversation, Presence, R
 pub async fn get_contact(
     State(state): State<ApiState>,
     _agent: AuthAgent,
-    Path(id): Path<u64>,
+    ApiPath(id): ApiPath<u64>,
 ) -> Result<Json<Contact>, ApiError> {
     let contact = state
         .engine
@@ -34,7 +34,7 @@ pub async fn get_contact(
 pub async fn contact_history(
     State(state): State<ApiState>,
     _agent: AuthAgent,
-    Path(id): Path<u64>,
+    ApiPath(id): ApiPath<u64>,
 ) -> Result<Json<Vec<Conversation>>, ApiError> {
     let contact = state
         .engine
@@ -64,7 +64,7 @@ pub struct MergeBody {
 pub async fn merge_contacts(
     State(state): State<ApiState>,
     AuthAgent(me): AuthAgent,
-    Path(id): Path<u64>,
+    ApiPath(id): ApiPath<u64>,
     ApiJson(body): ApiJson<MergeBody>,
 ) -> Result<Json<Contact>, ApiError> {
     let merged = state
@@ -83,8 +83,7 @@ pub async fn me(AuthAgent(me): AuthAgent) -> Json<Agent> {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PresenceBody {
-    /// `online`, `away` or `offline`.
-    presence: String,
+    presence: Presence,
 }
 
 /// Sets the calling agent's presence.
@@ -95,8 +94,7 @@ pub async fn set_presence(
     AuthAgent(me): AuthAgent,
     ApiJson(body): ApiJson<PresenceBody>,
 ) -> Result<Json<Agent>, ApiError> {
-    let presence = Presence::parse(&body.presence)
-        .ok_or_else(|| ApiError::invalid("presence must be online, away or offline"))?;
+    let presence = body.presence;
     Ok(Json(
         state
             .engine
@@ -157,6 +155,8 @@ pub async fn list_agents(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewAgent {
+    /// Up to 100 characters, not blank.
+    #[schema(pattern = r"\S", max_length = 100)]
     name: String,
     #[serde(default = "agent_role")]
     role: Role,
@@ -192,11 +192,12 @@ pub async fn create_agent(
 /// Disables an agent: its token stops working at once (admin).
 #[utoipa::path(post, path = "/agents/{id}/disable", tag = "agents",
     params(("id" = u64, Path, description = "Agent id")),
-    responses((status = 200, body = Agent), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Agent), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 422, description = "An admin cannot disable themselves", body = ErrorBody)))]
 pub async fn disable_agent(
     State(state): State<ApiState>,
     AdminAgent(admin): AdminAgent,
-    Path(id): Path<u64>,
+    ApiPath(id): ApiPath<u64>,
 ) -> Result<Json<Agent>, ApiError> {
     if id == admin.id.0 {
         return Err(ApiError::invalid("an admin cannot disable themselves"));
@@ -217,7 +218,7 @@ pub async fn disable_agent(
 pub async fn enable_agent(
     State(state): State<ApiState>,
     AdminAgent(admin): AdminAgent,
-    Path(id): Path<u64>,
+    ApiPath(id): ApiPath<u64>,
 ) -> Result<Json<Agent>, ApiError> {
     Ok(Json(
         state
@@ -235,7 +236,7 @@ pub async fn enable_agent(
 pub async fn rotate_token(
     State(state): State<ApiState>,
     AuthAgent(me): AuthAgent,
-    Path(id): Path<u64>,
+    ApiPath(id): ApiPath<u64>,
 ) -> Result<Json<AgentWithToken>, ApiError> {
     if me.role != Role::Admin && me.id.0 != id {
         return Err(ApiError::forbidden(

@@ -28,8 +28,9 @@ pub struct SessionInfo {
 }
 
 /// Signs in with an agent token: sets the HttpOnly session cookie.
-#[utoipa::path(post, path = "/session", tag = "agents", request_body = SignIn,
-    responses((status = 201, body = SessionInfo), (status = 401, body = ErrorBody)))]
+#[utoipa::path(post, path = "/session", tag = "agents", request_body = SignIn, security(()),
+    responses((status = 201, body = SessionInfo), (status = 401, body = ErrorBody),
+        (status = 429, description = "Too many sign-ins from this address; see Retry-After", body = ErrorBody)))]
 pub async fn sign_in(
     State(state): State<ApiState>,
     ApiJson(body): ApiJson<SignIn>,
@@ -63,7 +64,13 @@ pub async fn current(
         .map(|id| state.sessions.lookup(id))
         .transpose()?
         .flatten()
-        .ok_or_else(|| ApiError::invalid("this request was not made with a session cookie"))?;
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "not signed in: this request carries no session cookie",
+            )
+        })?;
     Ok(Json(SessionInfo {
         agent: agent.redacted(),
         csrf: session.csrf,

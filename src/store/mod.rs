@@ -150,8 +150,16 @@ impl Cursor {
         format!("{}-{}", self.updated_ms, self.id)
     }
 
+    /// Reads what [`Cursor::encode`] wrote (digits only: `updated_ms` up to 18, `id` up to
+    /// 19), and nothing else.
     pub fn decode(s: &str) -> Option<Cursor> {
         let (u, i) = s.split_once('-')?;
+        let digits = |d: &str, max: usize| {
+            (1..=max).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit())
+        };
+        if !digits(u, 18) || !digits(i, 19) {
+            return None;
+        }
         Some(Cursor {
             updated_ms: u.parse().ok()?,
             id: i.parse().ok()?,
