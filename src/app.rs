@@ -26,7 +26,6 @@ use crate::inbox::ApiState;
 use crate::model::Role;
 use crate::notify::Notifier;
 use crate::store::blobs::FileBlobs;
-use crate::store::sled_store::SledOptions;
 use crate::store::{SledStore, Store};
 
 /// How long shutdown waits for background tasks.
@@ -34,20 +33,24 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Opens the store in `config.data_dir`.
 pub fn open_store(config: &Config) -> anyhow::Result<Arc<SledStore>> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-    let db = config.data_dir.join("db");
-    let store = SledStore::open(
-        &db,
-        &SledOptions {
-            cached_conversations: config.store.cached_conversations,
-            commit_linger: Duration::from_micros(config.store.commit_linger_us),
-            min_free_bytes: config.store.min_free_mb * 1024 * 1024,
-            ..SledOptions::with_cache_mb(config.store.cache_mb)
-        },
-    )
-    .with_context(|| format!("opening the store in {}", db.display()))?;
-    Ok(Arc::new(store))
+    crate::store::open(&config.data_dir, &config.store).with_context(|| {
+        format!(
+            "opening the store in {}",
+            config.data_dir.join("db").display()
+        )
+    })
+}
+
+/// Loads the sentence-embedding model in `dir`, logging how long it took.
+pub fn load_model(dir: &std::path::Path) -> anyhow::Result<Arc<crate::bot::embed::Embedder>> {
+    let t = std::time::Instant::now();
+    let e = crate::bot::embed::Embedder::load(dir)?;
+    tracing::info!(
+        model = e.id(),
+        ms = t.elapsed().as_millis() as u64,
+        "embedding model loaded"
+    );
+    Ok(Arc::new(e))
 }
 
 /// The engine's settings from the config.
@@ -77,7 +80,7 @@ pub fn build_bot(
             );
             None
         }
-        Some(dir) => Some(crate::kb_cli::load_model(dir)?),
+        Some(dir) => Some(load_model(dir)?),
         None => None,
     };
     let kb = Arc::new(LiveKb::open(store, &config.bot, model)?);
@@ -423,7 +426,7 @@ pub async fn serve(
         .set_max_per_agent(config.http.max_event_streams_per_agent);
     tasks.extend(engine.start(tasks_stop.clone())?);
     engine.set_sla(config.routing.sla.clone());
-    let routing = crate::routing::router::Router::new(engine.clone(), config.routing.clone());
+    let routing = crate::engine::router::Router::new(engine.clone(), config.routing.clone());
     tasks.push(tokio::spawn(routing.run(tasks_stop.clone())));
     tasks.push(tokio::spawn(reload_on_hangup(
         kb,

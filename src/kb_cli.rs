@@ -38,17 +38,6 @@ fn local_config() -> Option<Config> {
     path.exists().then(|| Config::load(path).ok()).flatten()
 }
 
-pub fn load_model(dir: &Path) -> anyhow::Result<Arc<Embedder>> {
-    let t = Instant::now();
-    let e = Embedder::load(dir)?;
-    tracing::info!(
-        model = e.id(),
-        ms = t.elapsed().as_millis() as u64,
-        "embedding model loaded"
-    );
-    Ok(Arc::new(e))
-}
-
 /// Embeddings kept in `dir` (a sled directory) between runs, or none. The store is returned
 /// to be kept open while the cache is in use.
 pub fn vector_cache(
@@ -115,7 +104,7 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
     let entries = kb::read_jsonl(&args.kb)?;
     let queries = eval::read_queries(&args.queries)?;
     let model = match model_dir(args.model, config.as_ref()) {
-        Some(dir) => Some(load_model(&dir)?),
+        Some(dir) => Some(crate::app::load_model(&dir)?),
         None => None,
     };
     let bot = config.as_ref().map(|c| c.bot.clone()).unwrap_or_default();
@@ -298,7 +287,7 @@ fn open_live(config: &Config, model: bool) -> anyhow::Result<(Arc<SledStore>, Li
         "opening the store (is the daemon running? stop it, or use POST /api/v1/kb/import)",
     )?;
     let model = match model_dir(None, Some(config)).filter(|_| model) {
-        Some(dir) => Some(load_model(&dir)?),
+        Some(dir) => Some(crate::app::load_model(&dir)?),
         None => None,
     };
     let kb = LiveKb::open(store.as_ref(), &config.bot, model)?;

@@ -1,22 +1,34 @@
 //! Switchboard: a customer-service daemon.
 //!
 //! # Layout
-//! - [`model`]: pure types and the conversation state machine (no I/O).
-//! - [`store`]: the narrow `Store` trait and its sled implementation (one writer, atomic
-//!   batches, group commit, in-memory index and caches).
-//! - [`engine`]: turns inbound messages and agent actions into state changes; runs the bot
-//!   workers and the outbox. Knows channels only through the `Channel` trait.
+//! - [`model`]: pure types, the conversation state machine, and the vocabulary every layer
+//!   shares (a text's language, `Localized` texts, the `Availability` seam). No I/O.
+//! - [`store`]: the narrow `Store` trait, `store::open` (the one place a backend is opened)
+//!   and its sled implementation (one writer, atomic batches, group commit, in-memory index
+//!   and caches).
+//! - [`routing`]: pure policy for who answers when: business hours, teams and the choice of
+//!   agent, per-team schedules, SLA clocks.
 //! - [`bot`]: the `Responder` seam, the knowledge base and the responder of this build.
+//! - [`engine`]: turns inbound messages and agent actions into state changes; runs the bot
+//!   workers, the outbox and the router loop. Knows channels only through the `Channel` trait.
 //! - [`inbox`]: the agent HTTP API (axum): thin handlers, auth extractors, SSE, OpenAPI.
-//! - [`routing`]: business hours (when people work, when they open next).
-//! - [`config`]: the typed configuration file.
-//! - [`app`]: wiring and lifecycle ([`notify`]: systemd readiness and watchdog). `main.rs` is only the command line.
-//! - [`bench`]: the load generators behind `switchboard bench`.
+//! - [`listener`]: the HTTP/1.1 accept loop (timeouts, the connection cap).
+//! - [`metrics`]: counters and the Prometheus text.
+//! - [`admin`]: whole-installation operations (backup, export/import, forget a customer).
+//! - [`config`]: the span-aware loader of the configuration file; each section's type lives
+//!   beside its code (`[bot]` in `bot::config`, `[store]` in `store::config`, ...).
+//! - [`app`]: wiring and lifecycle ([`notify`]: systemd readiness and watchdog).
+//! - [`admin_cli`], [`kb_cli`], [`bench`]: the commands behind `switchboard agent|export|...`,
+//!   `switchboard kb ...` and `switchboard bench ...`. `main.rs` is only the command line.
+//!
+//! Layers depend downwards only: model ← store, routing ← bot ← engine ← inbox ← app ← the
+//! commands.
 //!
 //! Connectors live in their own crates under `channels/` and depend only on
 //! `switchboard-channel`.
 
 pub mod admin;
+pub mod admin_cli;
 pub mod app;
 pub mod bench;
 pub mod bot;

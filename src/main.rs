@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use switchboard::admin::cli::{AgentCommand, ContactCommand};
+use switchboard::admin_cli::{AgentCommand, ContactCommand};
 use switchboard::config::{Config, DEFAULT_CONFIG};
 use tokio_util::sync::CancellationToken;
 
@@ -161,9 +161,9 @@ enum Bench {
     Telegram(switchboard::bench::telegram::TelegramArgs),
 }
 
-/// The admin commands (see `switchboard::admin::cli`).
+/// The admin commands (see `switchboard::admin_cli`).
 fn admin(command: Command) -> ExitCode {
-    use switchboard::admin::cli;
+    use switchboard::admin_cli as cli;
     init_logging("warn");
     let config_path = match &command {
         Command::Agent { config, .. }

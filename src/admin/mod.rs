@@ -1,7 +1,6 @@
 //! Operations on a whole installation, shared by the admin API and the `switchboard` admin
 //! commands: forgetting a customer, consistent backups, export and import.
 
-pub mod cli;
 pub mod transfer;
 
 use std::path::{Path, PathBuf};

@@ -11,12 +11,13 @@ use std::time::Instant;
 use anyhow::Context;
 
 use super::rss_mb;
+use crate::app::load_model;
+use crate::bot::config::BotConfig;
 use crate::bot::kb::{Entry, read_jsonl};
 use crate::bot::matcher::Matcher;
 use crate::bot::responder::KbResponder;
 use crate::bot::{BotInput, Responder, eval};
-use crate::config::BotConfig;
-use crate::kb_cli::{load_model, vector_cache};
+use crate::kb_cli::vector_cache;
 
 /// Arguments of `switchboard bench bot`.
 #[derive(clap::Args)]

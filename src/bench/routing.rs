@@ -19,13 +19,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::tempdir;
 use crate::bot::{BotInput, Decision, EscalationReason, Responder};
-use crate::config::OutboxConfig;
+use crate::engine::outbox::OutboxConfig;
+use crate::engine::router::Router;
 use crate::engine::{Engine, EngineSettings};
+use crate::model::lang::language_of;
 use crate::model::{AgentId, Presence, Role, Status};
 use crate::routing::assign::{
-    Candidate, RoutingConfig, Strategy, TeamConfig, choose, language_of, resolve_teams,
+    Candidate, RoutingConfig, Strategy, TeamConfig, choose, resolve_teams,
 };
-use crate::routing::router::Router;
 use crate::store::sled_store::{SledOptions, SledStore};
 use crate::store::{ConversationQuery, Order, Store};
 
@@ -215,7 +216,7 @@ pub async fn routing(args: RoutingArgs) -> anyhow::Result<()> {
             .map(|m| m.text)
             .unwrap_or_default();
         let language = language_of(&text);
-        let topic = crate::routing::assign::Topic {
+        let topic = crate::model::availability::Topic {
             language,
             tags: &[],
         };

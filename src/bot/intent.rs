@@ -95,7 +95,7 @@ struct Class {
     #[serde(default)]
     ignore: Vec<String>,
     #[serde(default)]
-    reply: Option<crate::engine::Localized>,
+    reply: Option<crate::model::lang::Localized>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

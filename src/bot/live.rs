@@ -18,7 +18,7 @@ use super::matcher::{MatchError, Matcher};
 use super::responder::KbResponder;
 use super::rules::near_duplicate;
 use super::{Responder, Suggestion};
-use crate::config::BotConfig;
+use crate::bot::config::BotConfig;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]

@@ -11,9 +11,9 @@ use super::matcher::{MatchError, Matcher, Policies, Verdict};
 use super::rules::{Cue, Rules, asked_again};
 use super::text::has_cjk;
 use super::{BotInput, Decision, EscalationReason, Responder, Suggestion};
-use crate::config::BotConfig;
-use crate::engine::Localized;
-use crate::routing::assign::language_of;
+use crate::bot::config::BotConfig;
+use crate::model::lang::Localized;
+use crate::model::lang::language_of;
 
 const PICK: &str = "kb:";
 const NONE_OF_THESE: &str = "kb:none";

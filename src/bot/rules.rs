@@ -140,7 +140,7 @@ pub fn near_duplicate(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::BotConfig;
+    use crate::bot::config::BotConfig;
 
     fn rules() -> Rules {
         let c = BotConfig::default();

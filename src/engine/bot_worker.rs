@@ -254,7 +254,7 @@ async fn handle(
         engine.store.bot_done(conv, seq);
         return Ok(());
     }
-    let language = crate::routing::assign::language_of(&message.text);
+    let language = crate::model::lang::language_of(&message.text);
     let handoff = engine.handoff_message(switchboard_channel::now_ms(), &current, language);
     let in_reply_to = message.external_id.clone();
     engine

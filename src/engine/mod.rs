@@ -6,6 +6,8 @@
 //! - Writes are optimistic: a conversation changed by someone else in between is re-read and
 //!   the change rebuilt (bounded retries).
 //! - The engine knows channels only through the `Channel` trait; it never touches a network.
+//! - [`router`] is the loop that applies routing's policy (`crate::routing`): presence,
+//!   SLA marks, assignment.
 
 mod agents;
 pub use agents::{MIN_TOKEN_LEN, TOKEN_PREFIX};
@@ -14,9 +16,10 @@ mod canned;
 mod erase;
 pub use canned::CannedResponse;
 pub(crate) mod draft;
-pub(crate) mod outbox;
+pub mod outbox;
 mod presence;
 pub use presence::{AttachGuard, Attachments};
+pub mod router;
 mod search;
 mod sla;
 pub use sla::SlaMark;
@@ -32,13 +35,15 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::bot::Responder;
-use crate::config::OutboxConfig;
+use crate::model::availability::{AlwaysStaffed, Availability, Topic};
+use crate::model::lang::Localized;
 use crate::model::{
     Action, Actor, AgentId, Author, Contact, ContactId, Conversation, ConversationId, Event,
     EventId, EventKind, Identity, Message, Note, NoteId, Priority, Status, TransitionError,
 };
 use crate::store::{Change, ConversationWrite, Store, StoreError};
 use draft::{Draft, DraftError, Reply};
+use outbox::OutboxConfig;
 
 /// How often a write that lost a race is rebuilt before giving up.
 const MAX_RETRIES: usize = 32;
@@ -90,31 +95,6 @@ pub(crate) struct BotWork {
     pub message: Option<Message>,
 }
 
-/// A message for customers: one text for everyone, or one per language (`en`, `zh`), picked
-/// by the language of the customer's latest message.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
-#[serde(untagged)]
-pub enum Localized {
-    One(String),
-    PerLanguage { en: String, zh: String },
-}
-
-impl Localized {
-    pub fn pick(&self, language: &str) -> &str {
-        match self {
-            Localized::One(t) => t,
-            Localized::PerLanguage { zh, .. } if language == "zh" => zh,
-            Localized::PerLanguage { en, .. } => en,
-        }
-    }
-}
-
-impl From<&str> for Localized {
-    fn from(s: &str) -> Self {
-        Localized::One(s.to_owned())
-    }
-}
-
 /// Settings the engine takes from the config.
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
@@ -132,63 +112,6 @@ pub struct EngineSettings {
     pub outbox: OutboxConfig,
     /// Parallel bot workers; a conversation always goes to the same one (ordering).
     pub bot_workers: usize,
-}
-
-/// Whether people are at work. Routing provides the real schedule; without it, someone
-/// always is.
-pub use crate::routing::assign::Topic;
-
-pub trait Availability: Send + Sync + 'static {
-    /// `None` when someone is on shift at `now_ms`; otherwise when the next shift starts,
-    /// in words for the customer ("at 09:00 (UTC)").
-    fn next_shift(&self, now_ms: i64) -> Option<String>;
-
-    /// When `ms` of working time have passed since `from_ms` (SLA deadlines); always-staffed
-    /// counts every millisecond.
-    fn after_working(&self, from_ms: i64, ms: i64) -> i64 {
-        from_ms.saturating_add(ms)
-    }
-
-    /// `next_shift` for one conversation: its team's hours where teams keep their own
-    /// (`topic`: its customer's language and the KB tags behind it). By default the same
-    /// for all.
-    fn next_shift_for(
-        &self,
-        now_ms: i64,
-        _conv: &Conversation,
-        _topic: Topic<'_>,
-    ) -> Option<String> {
-        self.next_shift(now_ms)
-    }
-
-    /// `after_working` for one conversation (see `next_shift_for`).
-    fn after_working_for(
-        &self,
-        from_ms: i64,
-        ms: i64,
-        _conv: &Conversation,
-        _topic: Topic<'_>,
-    ) -> i64 {
-        self.after_working(from_ms, ms)
-    }
-
-    /// The team a conversation belongs to (routing's teams), if any.
-    fn team_of(&self, _conv: &Conversation, _topic: Topic<'_>) -> Option<String> {
-        None
-    }
-
-    /// Teams with hours of their own: name, and their next opening when closed now.
-    fn team_openings(&self, _now_ms: i64) -> Vec<(String, Option<String>)> {
-        Vec::new()
-    }
-}
-
-pub struct AlwaysStaffed;
-
-impl Availability for AlwaysStaffed {
-    fn next_shift(&self, _: i64) -> Option<String> {
-        None
-    }
 }
 
 pub struct Engine {

@@ -15,15 +15,57 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
+use serde::Deserialize;
 use switchboard_channel::{ChannelError, now_ms};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::{Engine, EngineError};
-use crate::config::OutboxConfig;
 use crate::model::{
     Actor, Conversation, ConversationId, Delivery, DeliveryState, EventKind, Message, OutboxItem,
 };
+
+/// `[outbox]`: how replies are retried.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxConfig {
+    /// Deliveries tried this many times are marked failed (visible in the inbox).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt, with jitter.
+    #[serde(default = "default_base_delay")]
+    pub base_delay_ms: u64,
+    /// Upper bound of the retry delay.
+    #[serde(default = "default_max_delay")]
+    pub max_delay_ms: u64,
+    /// Conversations delivered to at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+}
+
+fn default_max_attempts() -> u32 {
+    12
+}
+fn default_base_delay() -> u64 {
+    500
+}
+fn default_max_delay() -> u64 {
+    5 * 60 * 1000
+}
+fn default_concurrency() -> usize {
+    32
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: default_max_attempts(),
+            base_delay_ms: default_base_delay(),
+            max_delay_ms: default_max_delay(),
+            concurrency: default_concurrency(),
+        }
+    }
+}
 
 /// Longest one send may take before it counts as a (retryable) failure.
 const SEND_TIMEOUT: Duration = Duration::from_secs(60);

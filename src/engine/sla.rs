@@ -32,9 +32,9 @@ impl Engine {
             ClockChange::Start(kind) => {
                 let availability = self.availability.read().expect("availability lock").clone();
                 // The preview is the customer's latest message: its language picks the team.
-                let language = crate::routing::assign::language_of(&d.conv.preview);
+                let language = crate::model::lang::language_of(&d.conv.preview);
                 let tags = self.topic_tags(&d.conv);
-                let topic = super::Topic {
+                let topic = crate::model::availability::Topic {
                     language,
                     tags: &tags,
                 };

@@ -2,10 +2,14 @@
 //!
 //! - [`ids`]: numeric ids of our own records.
 //! - [`state`]: conversation statuses and the transition function, unit-tested edge by edge.
+//! - [`lang`]: the language of a customer's text and texts kept per language.
+//! - [`availability`]: whether people are at work (routing's schedules answer it).
 //! - this file: contacts, conversations, messages, notes, agents, events and outbox items as
 //!   stored and as served by the API.
 
+pub mod availability;
 pub mod ids;
+pub mod lang;
 pub mod state;
 
 use std::collections::BTreeSet;

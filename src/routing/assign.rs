@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Deserialize;
 
+use crate::model::availability::Topic;
 use crate::model::{AgentId, Conversation};
 
 /// How an agent is chosen among those free to take a conversation.
@@ -110,15 +111,6 @@ pub struct TeamConfig {
     pub hours: Option<super::hours::HoursConfig>,
 }
 
-/// What a conversation is about, for team rules beyond the conversation record.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Topic<'a> {
-    /// `en` or `zh`: the customer's latest message.
-    pub language: &'a str,
-    /// Tags of the knowledge-base entry behind the hand-over.
-    pub tags: &'a [String],
-}
-
 impl TeamConfig {
     pub fn matches(&self, conv: &Conversation, topic: Topic<'_>) -> bool {
         let language = topic.language;
@@ -134,19 +126,6 @@ impl TeamConfig {
             && any(&self.tags, &|t| {
                 topic.tags.iter().any(|x| x.eq_ignore_ascii_case(t))
             })
-    }
-}
-
-/// The language of a customer's text, as far as routing cares: Chinese or not.
-pub fn language_of(text: &str) -> &'static str {
-    let han = text
-        .chars()
-        .filter(|c| matches!(*c as u32, 0x4E00..=0x9FFF | 0x3400..=0x4DBF))
-        .count();
-    if han > 0 && han * 4 >= text.chars().filter(|c| !c.is_whitespace()).count() {
-        "zh"
-    } else {
-        "en"
     }
 }
 
@@ -348,16 +327,5 @@ mod tests {
         };
         assert!(payments.matches(&conv("webchat", &[], Some("sensitive")), about));
         assert!(!payments.matches(&conv("webchat", &[], Some("sensitive")), lang("en")));
-    }
-
-    #[test]
-    fn language_is_chinese_when_han_characters_carry_the_text() {
-        assert_eq!(language_of("我的退款什么时候到？"), "zh");
-        assert_eq!(language_of("订单 12345 没收到"), "zh");
-        assert_eq!(language_of("Where is my order?"), "en");
-        assert_eq!(
-            language_of("My order from 京东 is late, can you check please"),
-            "en"
-        );
     }
 }

@@ -8,7 +8,7 @@ use jiff::tz::TimeZone;
 use jiff::{Timestamp, Zoned};
 use serde::Deserialize;
 
-use crate::engine::Availability;
+use crate::model::availability::Availability;
 
 /// `[hours]` in the config.
 #[derive(Debug, Clone, Deserialize)]

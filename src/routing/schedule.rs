@@ -4,10 +4,11 @@
 
 use jiff::Timestamp;
 
-use super::assign::{TeamConfig, Topic};
+use super::assign::TeamConfig;
 use super::hours::{BusinessHours, HoursConfig};
-use crate::engine::Availability;
 use crate::model::Conversation;
+use crate::model::availability::Availability;
+use crate::model::availability::Topic;
 
 pub struct Schedule {
     general: Option<BusinessHours>,

@@ -11,6 +11,7 @@
 //! [`sled_store`].
 
 pub mod blobs;
+pub mod config;
 pub mod disk;
 pub mod keys;
 pub mod records;
@@ -30,6 +31,7 @@ use crate::model::{
     Note, OutboxItem, Status,
 };
 
+pub use config::{StoreConfig, open};
 pub use sled_store::SledStore;
 
 #[derive(Debug, Clone, thiserror::Error)]

@@ -298,7 +298,7 @@ fn spinner(what: &str) -> indicatif::ProgressBar {
     bar
 }
 
-fn print_counts(verb: &str, counts: &super::transfer::Counts) {
+fn print_counts(verb: &str, counts: &crate::admin::transfer::Counts) {
     let total: u64 = counts.values().sum();
     let parts: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
     eprintln!("{verb} {total} records: {}", parts.join(", "));
@@ -329,7 +329,7 @@ pub async fn export(config: &Config, output: Option<&Path>) -> anyhow::Result<()
         _ => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
     let bar = spinner("exporting");
-    let result = super::transfer::export(store.as_ref(), &mut out, &mut |_| bar.inc(1));
+    let result = crate::admin::transfer::export(store.as_ref(), &mut out, &mut |_| bar.inc(1));
     bar.finish_and_clear();
     drop(store);
     if let Some(dir) = snapshot {
@@ -362,9 +362,10 @@ pub async fn import(config: &Config, file: &Path) -> anyhow::Result<()> {
         .expect("valid template")
         .progress_chars("=> "),
     );
-    let counts = super::transfer::import(store.as_ref(), &mut input, &mut |b| bar.set_position(b))
-        .await
-        .with_context(|| format!("importing {}", file.display()))?;
+    let counts =
+        crate::admin::transfer::import(store.as_ref(), &mut input, &mut |b| bar.set_position(b))
+            .await
+            .with_context(|| format!("importing {}", file.display()))?;
     bar.finish_and_clear();
     print_counts("imported", &counts);
 
@@ -409,7 +410,7 @@ pub async fn backup(config: &Config, dest: &Path) -> anyhow::Result<()> {
     let report = match target(config)? {
         Target::Local(store) => {
             let blobs = FileBlobs::open(&config.data_dir.join("blobs"))?;
-            super::backup(store.as_ref(), &blobs, &dest).await?
+            crate::admin::backup(store.as_ref(), &blobs, &dest).await?
         }
         Target::Remote(api) => serde_json::from_value(
             api.post("/admin/backup", json!({"dest": dest}))
@@ -440,7 +441,8 @@ pub async fn restore(config: &Config, from: &Path) -> anyhow::Result<()> {
     }
     let started = std::time::Instant::now();
     let (from_dir, data_dir) = (from.to_owned(), config.data_dir.clone());
-    let pairs = tokio::task::spawn_blocking(move || super::restore(&from_dir, &data_dir)).await??;
+    let pairs =
+        tokio::task::spawn_blocking(move || crate::admin::restore(&from_dir, &data_dir)).await??;
     eprintln!(
         "restored {pairs} pairs from {} into {} in {} ms",
         from.display(),
@@ -468,7 +470,7 @@ pub async fn contact(config: &Config, command: ContactCommand) -> anyhow::Result
     if !yes && !confirmed(id)? {
         bail!("not confirmed; nothing was erased");
     }
-    let report: super::ForgetReport = match target(config)? {
+    let report: crate::admin::ForgetReport = match target(config)? {
         Target::Local(store) => {
             let engine = offline_engine(config, &store)?;
             // The channels' own copies (web chat transcripts) go too.
@@ -480,7 +482,8 @@ pub async fn contact(config: &Config, command: ContactCommand) -> anyhow::Result
                 engine.register_channel(channel);
             }
             let kb = crate::bot::live::LiveKb::open(store.as_ref(), &config.bot, None)?;
-            let report = super::forget_contact(&engine, &kb, &blobs, ContactId(id), None).await?;
+            let report =
+                crate::admin::forget_contact(&engine, &kb, &blobs, ContactId(id), None).await?;
             // Rewrite the files now rather than at the daemon's next start: every handle
             // closes, then an open rewrites (waiting, bounded, for sled's threads to let go).
             drop((engine, kb, store));

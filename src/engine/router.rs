@@ -26,12 +26,12 @@ use std::time::Duration;
 use switchboard_channel::now_ms;
 use tokio_util::sync::CancellationToken;
 
-use super::assign::{
-    Candidate, RoutingConfig, Strategy, Topic, choose, language_of, resolve_teams,
-};
-use super::hours::BusinessHours;
-use crate::engine::{Engine, EngineError, SlaMark};
+use super::{Engine, EngineError, SlaMark};
+use crate::model::availability::Topic;
+use crate::model::lang::language_of;
 use crate::model::{Actor, Agent, AgentId, Author, Conversation, EventKind, Presence, Status};
+use crate::routing::assign::{Candidate, RoutingConfig, Strategy, choose, resolve_teams};
+use crate::routing::hours::BusinessHours;
 use crate::store::{ConversationQuery, Order};
 
 /// How often a pass runs when nothing happens.
