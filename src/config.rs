@@ -55,8 +55,8 @@ impl Config {
     /// restart.
     pub fn diff(&self, new: &Config) -> ConfigDiff {
         let mut d = ConfigDiff::default();
-        let mut check = |name: String, old: String, new: String, live: bool| {
-            if old != new {
+        let mut check = |name: String, changed: bool, live: bool| {
+            if changed {
                 if live {
                     d.applied.push(name);
                 } else {
@@ -64,52 +64,42 @@ impl Config {
                 }
             }
         };
-        let dbg = |v: &dyn std::fmt::Debug| format!("{v:?}");
-        check(
-            "data_dir".into(),
-            dbg(&self.data_dir),
-            dbg(&new.data_dir),
-            false,
-        );
-        check("store".into(), dbg(&self.store), dbg(&new.store), false);
-        check("http".into(), dbg(&self.http), dbg(&new.http), false);
-        check("admin".into(), dbg(&self.admin), dbg(&new.admin), false);
-        let model = |b: &BotConfig| dbg(&(&b.model_dir, &b.model_languages));
+        check("data_dir".into(), self.data_dir != new.data_dir, false);
+        check("store".into(), self.store != new.store, false);
+        check("http".into(), self.http != new.http, false);
+        check("admin".into(), self.admin != new.admin, false);
+        let model = |b: &BotConfig| (b.model_dir.clone(), b.model_languages.clone());
         check(
             "bot.model_dir".into(),
-            model(&self.bot),
-            model(&new.bot),
+            model(&self.bot) != model(&new.bot),
             false,
         );
         let without_model = |b: &BotConfig| {
             let mut b = b.clone();
             (b.model_dir, b.model_languages) = (None, Vec::new());
-            dbg(&b)
+            b
         };
         check(
             "bot".into(),
-            without_model(&self.bot),
-            without_model(&new.bot),
+            without_model(&self.bot) != without_model(&new.bot),
             true,
         );
-        check("outbox".into(), dbg(&self.outbox), dbg(&new.outbox), false);
-        check("hours".into(), dbg(&self.hours), dbg(&new.hours), true);
+        check("outbox".into(), self.outbox != new.outbox, false);
+        check("hours".into(), self.hours != new.hours, true);
         check(
             "routing.sla".into(),
-            dbg(&self.routing.sla),
-            dbg(&new.routing.sla),
+            self.routing.sla != new.routing.sla,
             true,
         );
         let (mut old_r, mut new_r) = (self.routing.clone(), new.routing.clone());
         (old_r.sla, new_r.sla) = (None, None);
-        check("routing".into(), dbg(&old_r), dbg(&new_r), false);
+        check("routing".into(), old_r != new_r, false);
         let ids: std::collections::BTreeSet<&String> =
             self.channels.keys().chain(new.channels.keys()).collect();
         for id in ids {
             check(
                 format!("channels.{id}"),
-                dbg(&self.channels.get(id)),
-                dbg(&new.channels.get(id)),
+                self.channels.get(id) != new.channels.get(id),
                 false,
             );
         }
@@ -117,7 +107,7 @@ impl Config {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     /// Address of the agent API, inbox page, web hooks and web chat.
@@ -217,7 +207,7 @@ impl Default for HttpConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// Name of the first admin agent, created on first start.
@@ -244,7 +234,7 @@ impl Default for AdminConfig {
 }
 
 /// One channel instance; `type` picks the connector.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ChannelConfig {
     Webhook(WebhookConfig),
@@ -940,6 +930,26 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("./data"));
         assert!(c.channels.contains_key("webhook"));
         assert!(c.channels.contains_key("webchat"));
+    }
+
+    #[test]
+    fn a_team_rule_with_an_unknown_escalation_reason_is_refused_with_its_line() {
+        let team = "[[routing.teams]]\nname = \"accounts\"\nmembers = [\"li\"]\nreasons = [\"sensitive\", \"angry\"]\n";
+        let err = Config::parse(team, "t.toml").unwrap_err();
+        let p = err
+            .problems
+            .iter()
+            .find(|p| p.message.contains("angry"))
+            .unwrap_or_else(|| panic!("{err}"));
+        assert!(
+            p.message.contains("frustrated"),
+            "names the known ones: {err}"
+        );
+        assert!(p.line.is_some(), "{err}");
+        let ok = team.replace("\"angry\"", "\"frustrated\"");
+        if let Err(e) = Config::parse(&ok, "t.toml") {
+            panic!("{ok}: {e}");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use super::matcher::Policy;
 use crate::model::lang::Localized;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BotConfig {
     /// Directory of knowledge-base files (`*.toml`).

@@ -39,30 +39,7 @@ pub struct BotInput<'a> {
     pub last_entry: Option<&'a str>,
 }
 
-/// Why the bot hands a conversation to people.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EscalationReason {
-    AskedForHuman,
-    LowConfidence,
-    Sensitive,
-    Frustrated,
-    BotError,
-    /// The customer sent only files (a photo, a voice note): the bot reads words only.
-    FilesOnly,
-}
-
-impl EscalationReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::AskedForHuman => "asked_for_human",
-            Self::LowConfidence => "low_confidence",
-            Self::Sensitive => "sensitive",
-            Self::Frustrated => "frustrated",
-            Self::BotError => "bot_error",
-            Self::FilesOnly => "files_only",
-        }
-    }
-}
+pub use crate::model::EscalationReason;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {

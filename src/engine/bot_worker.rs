@@ -13,7 +13,7 @@ use super::draft::Reply;
 use super::{Engine, EngineError};
 use crate::bot::{BotInput, Decision, EscalationReason};
 use crate::model::{
-    Action, Actor, BotVerdict, ConversationId, Escalation, EventKind, Message, Status,
+    Action, Actor, BotVerdict, ConversationId, Escalation, EventKind, Message, Status, VerdictKind,
 };
 
 /// How far back a numbered reply may look for the options it picks from.
@@ -357,7 +357,7 @@ fn escalate(
     detail: &str,
 ) -> Result<(), EngineError> {
     d.conv.escalation = Some(Escalation {
-        reason: reason.as_str().to_owned(),
+        reason,
         detail: detail.to_owned(),
         at_ms: d.now,
     });
@@ -377,7 +377,7 @@ fn verdict_of(d: &Decision) -> BotVerdict {
             detail,
             ..
         } => BotVerdict {
-            decision: "answer".into(),
+            decision: VerdictKind::Answer,
             entry: Some(entry.clone()),
             score: Some(*score),
             reason: if *escalate_after {
@@ -387,19 +387,19 @@ fn verdict_of(d: &Decision) -> BotVerdict {
             },
         },
         Decision::Reply { detail, .. } => BotVerdict {
-            decision: "reply".into(),
+            decision: VerdictKind::Reply,
             entry: None,
             score: None,
             reason: detail.clone(),
         },
         Decision::Clarify { score, detail, .. } => BotVerdict {
-            decision: "clarify".into(),
+            decision: VerdictKind::Clarify,
             entry: None,
             score: *score,
             reason: detail.clone(),
         },
         Decision::Escalate { reason, detail } => BotVerdict {
-            decision: "escalate".into(),
+            decision: VerdictKind::Escalate,
             entry: None,
             score: None,
             reason: format!("{}: {detail}", reason.as_str()),

@@ -463,12 +463,12 @@ impl Engine {
 
     /// Loads a conversation, lets `build` change it, and commits, retrying lost races.
     /// A build that records no event and dequeues nothing writes nothing.
-    pub(crate) async fn update(
+    pub(crate) async fn update<T>(
         &self,
         id: ConversationId,
         actor: Actor,
-        build: impl Fn(&mut Draft<'_>) -> Result<(), EngineError>,
-    ) -> Result<Conversation, EngineError> {
+        mut build: impl FnMut(&mut Draft<'_>) -> Result<T, EngineError>,
+    ) -> Result<(Conversation, T), EngineError> {
         let first = self
             .store
             .conversation(id)?
@@ -482,16 +482,16 @@ impl Engine {
                 .conversation(id)?
                 .ok_or(EngineError::NotFound("conversation"))?;
             let mut draft = Draft::new(self.store.as_ref(), conv, false, actor.clone(), now_ms());
-            build(&mut draft)?;
+            let out = build(&mut draft)?;
             if draft.change.events.is_empty() && draft.change.bot_queue_remove.is_empty() {
-                return Ok(draft.conv);
+                return Ok((draft.conv, out));
             }
             self.clock_sla(&mut draft);
             let (change, mut conv) = draft.finish();
             match self.commit(change).await {
                 Ok(()) => {
                     conv.version += 1;
-                    return Ok(conv);
+                    return Ok((conv, out));
                 }
                 Err(StoreError::Conflict(_)) => continue,
                 Err(e) => return Err(e.into()),
@@ -590,19 +590,18 @@ impl Engine {
         let Some((conv, seq)) = draft::parse_outbound_id(outbound_id) else {
             return Ok(Accepted::Duplicate);
         };
-        let changed = std::sync::atomic::AtomicBool::new(false);
         let result = self
             .update(conv, Actor::System, |d| {
                 let Some(mut message) = self.store.message(d.conv.id, seq)? else {
-                    return Ok(());
+                    return Ok(false);
                 };
                 let Some(delivery) = message.delivery.as_mut() else {
-                    return Ok(());
+                    return Ok(false);
                 };
                 if delivery.outbound_id != outbound_id
                     || delivery.state == crate::model::DeliveryState::Failed
                 {
-                    return Ok(());
+                    return Ok(false);
                 }
                 delivery.state = crate::model::DeliveryState::Failed;
                 delivery.last_error = Some(reason.to_owned());
@@ -614,13 +613,12 @@ impl Engine {
                     state: crate::model::DeliveryState::Failed,
                     error: Some(reason.to_owned()),
                 })?;
-                changed.store(true, std::sync::atomic::Ordering::Relaxed);
-                Ok(())
+                Ok(true)
             })
             .await;
         match result {
-            Ok(_) if changed.into_inner() => Ok(Accepted::Stored),
-            Ok(_) | Err(EngineError::NotFound(_)) => Ok(Accepted::Duplicate),
+            Ok((_, true)) => Ok(Accepted::Stored),
+            Ok((_, false)) | Err(EngineError::NotFound(_)) => Ok(Accepted::Duplicate),
             Err(e) => Err(unavailable(e)),
         }
     }
@@ -676,30 +674,28 @@ impl Engine {
         else {
             return Ok(Accepted::Duplicate);
         };
-        let changed = std::sync::atomic::AtomicBool::new(false);
         let result = self
             .update(conv, Actor::Customer, |d| {
                 let Some(mut message) = self.store.message(d.conv.id, seq)? else {
-                    return Ok(());
+                    return Ok(false);
                 };
                 if message.author != Author::Customer {
-                    return Ok(());
+                    return Ok(false);
                 }
                 let Some(event) = change(&mut message, seq, d.now) else {
-                    return Ok(());
+                    return Ok(false);
                 };
                 if d.conv.last_seq == seq && message.deleted_at_ms.is_none() {
                     d.conv.preview = crate::model::preview_of(&message.text);
                 }
                 d.change.messages.push(message);
                 d.event(event)?;
-                changed.store(true, std::sync::atomic::Ordering::Relaxed);
-                Ok(())
+                Ok(true)
             })
             .await;
         match result {
-            Ok(_) if changed.into_inner() => Ok(Accepted::Stored),
-            Ok(_) => Ok(Accepted::Duplicate),
+            Ok((_, true)) => Ok(Accepted::Stored),
+            Ok((_, false)) => Ok(Accepted::Duplicate),
             Err(e) => Err(unavailable(e)),
         }
     }
@@ -829,27 +825,20 @@ impl Engine {
                 )));
             }
         }
-        let seq = std::sync::atomic::AtomicU64::new(0);
-        let first_response = std::sync::atomic::AtomicI64::new(-1);
-        let conv = self
+        let (conv, (seq, waited)) = self
             .update(id, Actor::Agent(agent.id), |d| {
                 // Under the conversation's lane: a concurrent retry sees this one's commit.
                 if let Some(key) = key
                     && let Some(earlier) = self.replied_with_key(&d.conv, agent.id, key)?
                 {
-                    seq.store(earlier, std::sync::atomic::Ordering::Relaxed);
-                    return Ok(());
+                    return Ok((earlier, None));
                 }
                 if d.conv.status != Status::Assigned || d.conv.assignee != Some(agent.id) {
                     d.transition(Action::Assign(agent.id), "agent replied")?;
                 }
                 let in_reply_to = self.last_customer_external_id(d.conv.id, d.conv.last_seq)?;
-                first_response.store(
-                    self.waited_for_first_response(&d.conv, d.now)?
-                        .unwrap_or(-1),
-                    std::sync::atomic::Ordering::Relaxed,
-                );
-                let s = d.push_outbound(Reply {
+                let waited = self.waited_for_first_response(&d.conv, d.now)?;
+                let seq = d.push_outbound(Reply {
                     author: Author::Agent(agent.id),
                     author_name: Some(agent.name.clone()),
                     text: text.clone(),
@@ -861,17 +850,15 @@ impl Engine {
                 if let Some(m) = d.change.messages.last_mut() {
                     m.idempotency_key = key.map(str::to_owned);
                 }
-                seq.store(s, std::sync::atomic::Ordering::Relaxed);
-                Ok(())
+                Ok((seq, waited))
             })
             .await?;
-        let waited = first_response.into_inner();
-        if waited >= 0 {
+        if let Some(waited) = waited {
             self.metrics
                 .first_response(std::time::Duration::from_millis(waited as u64));
             self.recent_waits.record(waited);
         }
-        Ok((conv, seq.into_inner()))
+        Ok((conv, seq))
     }
 
     /// Refuses new messages while the disk is below its reserve (see [`crate::store::disk`]).
@@ -941,22 +928,21 @@ impl Engine {
         self.room_for_more()?;
         let text = checked_text(text)?;
         let note_id = NoteId(self.store.next_id()?);
-        let note = Mutex::new(None);
-        self.update(id, Actor::Agent(agent), |d| {
-            let n = Note {
-                id: note_id,
-                conversation: d.conv.id,
-                author: agent,
-                text: text.clone(),
-                created_at_ms: d.now,
-            };
-            d.change.notes.push(n.clone());
-            d.event(EventKind::NoteAdded { note: note_id })?;
-            *note.lock().expect("note") = Some(n);
-            Ok(())
-        })
-        .await?;
-        Ok(note.into_inner().expect("note").expect("built"))
+        let (_, note) = self
+            .update(id, Actor::Agent(agent), |d| {
+                let n = Note {
+                    id: note_id,
+                    conversation: d.conv.id,
+                    author: agent,
+                    text: text.clone(),
+                    created_at_ms: d.now,
+                };
+                d.change.notes.push(n.clone());
+                d.event(EventKind::NoteAdded { note: note_id })?;
+                Ok(n)
+            })
+            .await?;
+        Ok(note)
     }
 
     /// A state-machine action by an agent (assign, resolve, snooze, ...).
@@ -992,6 +978,7 @@ impl Engine {
             Ok(())
         })
         .await
+        .map(|(conv, ())| conv)
     }
 
     pub async fn set_labels(
@@ -1023,6 +1010,7 @@ impl Engine {
             Ok(())
         })
         .await
+        .map(|(conv, ())| conv)
     }
 
     pub async fn set_priority(
@@ -1039,6 +1027,7 @@ impl Engine {
             Ok(())
         })
         .await
+        .map(|(conv, ())| conv)
     }
 
     /// Puts a failed delivery back into the outbox.
@@ -1066,23 +1055,22 @@ impl Engine {
             Author::Agent(a) => self.store.agent(*a)?.map(|a| a.name),
             _ => None,
         };
-        let updated = Mutex::new(None);
-        self.update(id, Actor::Agent(agent), |d| {
-            let mut m = message.clone();
-            let item = outbox::requeue(&d.conv, &mut m, author_name.clone(), d.now);
-            d.change.outbox_put.push(item);
-            d.change.failed_remove.push((id, seq));
-            d.change.messages.push(m.clone());
-            d.event(EventKind::DeliveryChanged {
-                seq,
-                state: crate::model::DeliveryState::Queued,
-                error: None,
-            })?;
-            *updated.lock().expect("message") = Some(m);
-            Ok(())
-        })
-        .await?;
-        Ok(updated.into_inner().expect("message").expect("built"))
+        let (_, updated) = self
+            .update(id, Actor::Agent(agent), |d| {
+                let mut m = message.clone();
+                let item = outbox::requeue(&d.conv, &mut m, author_name.clone(), d.now);
+                d.change.outbox_put.push(item);
+                d.change.failed_remove.push((id, seq));
+                d.change.messages.push(m.clone());
+                d.event(EventKind::DeliveryChanged {
+                    seq,
+                    state: crate::model::DeliveryState::Queued,
+                    error: None,
+                })?;
+                Ok(m)
+            })
+            .await?;
+        Ok(updated)
     }
 
     /// Follows `merged_into` links to the contact that stands for `id` now.

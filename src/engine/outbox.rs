@@ -26,7 +26,7 @@ use crate::model::{
 };
 
 /// `[outbox]`: how replies are retried.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct OutboxConfig {
     /// Deliveries tried this many times are marked failed (visible in the inbox).

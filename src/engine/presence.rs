@@ -90,7 +90,7 @@ impl Engine {
         agent: AgentId,
         reason: &str,
     ) -> Result<bool, EngineError> {
-        let conv = self
+        let (conv, ()) = self
             .update(id, Actor::System, |d| {
                 if d.conv.status == Status::Queued {
                     d.transition(Action::Assign(agent), reason)?;
@@ -108,7 +108,7 @@ impl Engine {
         agent: AgentId,
         reason: &str,
     ) -> Result<bool, EngineError> {
-        let conv = self
+        let (conv, ()) = self
             .update(id, Actor::System, |d| {
                 if d.conv.status == Status::Assigned && d.conv.assignee == Some(agent) {
                     d.transition(Action::Unassign, reason)?;

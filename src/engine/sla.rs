@@ -57,30 +57,28 @@ impl Engine {
 
     /// Records that the conversation's clock came due soon or was missed (once each).
     pub async fn mark_sla(&self, id: ConversationId, mark: SlaMark) -> Result<(), EngineError> {
-        let mut raised = None;
-        let raised_ref = std::sync::Mutex::new(&mut raised);
-        self.update(id, Actor::System, |d| {
-            let Some(clock) = d.conv.sla.as_mut() else {
-                return Ok(());
-            };
-            let (target, due_ms) = (clock.kind, clock.due_ms);
-            let kind = match mark {
-                SlaMark::Breached if !clock.breached => {
-                    clock.breached = true;
-                    clock.warned = true;
-                    EventKind::SlaBreached { target, due_ms }
-                }
-                SlaMark::DueSoon if !clock.warned => {
-                    clock.warned = true;
-                    EventKind::SlaDueSoon { target, due_ms }
-                }
-                _ => return Ok(()),
-            };
-            **raised_ref.lock().expect("mark lock") = Some((target, mark));
-            d.event(kind)?;
-            Ok(())
-        })
-        .await?;
+        let (_, raised) = self
+            .update(id, Actor::System, |d| {
+                let Some(clock) = d.conv.sla.as_mut() else {
+                    return Ok(None);
+                };
+                let (target, due_ms) = (clock.kind, clock.due_ms);
+                let kind = match mark {
+                    SlaMark::Breached if !clock.breached => {
+                        clock.breached = true;
+                        clock.warned = true;
+                        EventKind::SlaBreached { target, due_ms }
+                    }
+                    SlaMark::DueSoon if !clock.warned => {
+                        clock.warned = true;
+                        EventKind::SlaDueSoon { target, due_ms }
+                    }
+                    _ => return Ok(None),
+                };
+                d.event(kind)?;
+                Ok(Some((target, mark)))
+            })
+            .await?;
         if let Some((target, mark)) = raised {
             let event = match mark {
                 SlaMark::DueSoon => "due_soon",

@@ -64,12 +64,45 @@ pub enum Priority {
 /// Why the bot handed a conversation to people.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Escalation {
-    /// Machine-readable reason: `asked_for_human`, `low_confidence`, `sensitive`,
-    /// `frustrated`, `bot_error`, `agent`.
-    pub reason: String,
+    pub reason: EscalationReason,
     /// Human-readable detail (scores, cues, the KB entry).
     pub detail: String,
     pub at_ms: i64,
+}
+
+/// Why the bot hands a conversation to people (stored and served in snake case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EscalationReason {
+    AskedForHuman,
+    LowConfidence,
+    Sensitive,
+    Frustrated,
+    BotError,
+    /// The customer sent only files (a photo, a voice note): the bot reads words only.
+    FilesOnly,
+}
+
+impl EscalationReason {
+    pub const ALL: [EscalationReason; 6] = [
+        Self::AskedForHuman,
+        Self::LowConfidence,
+        Self::Sensitive,
+        Self::Frustrated,
+        Self::BotError,
+        Self::FilesOnly,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AskedForHuman => "asked_for_human",
+            Self::LowConfidence => "low_confidence",
+            Self::Sensitive => "sensitive",
+            Self::Frustrated => "frustrated",
+            Self::BotError => "bot_error",
+            Self::FilesOnly => "files_only",
+        }
+    }
 }
 
 /// Longest conversation preview, in characters.
@@ -303,13 +336,26 @@ pub struct Delivery {
 /// What the bot decided about a customer message, kept on the bot's reply and in the events.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct BotVerdict {
-    /// `answer`, `clarify` or `escalate`.
-    pub decision: String,
+    pub decision: VerdictKind,
     /// KB entry answered with, if any.
     pub entry: Option<String>,
     /// Best score seen, in the responder's own scale.
     pub score: Option<f32>,
     pub reason: String,
+}
+
+/// The kind of a bot decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VerdictKind {
+    /// Answered from the knowledge base.
+    Answer,
+    /// Small talk.
+    Reply,
+    /// Asked which of a few questions was meant.
+    Clarify,
+    /// Handed over to people.
+    Escalate,
 }
 
 /// A member of a group chat, as their network names them.

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::Deserialize;
 
 use crate::model::availability::Topic;
-use crate::model::{AgentId, Conversation};
+use crate::model::{AgentId, Conversation, EscalationReason};
 
 /// How an agent is chosen among those free to take a conversation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -20,7 +20,7 @@ pub enum Strategy {
 }
 
 /// `[routing]` in the config.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RoutingConfig {
     /// Assign escalated conversations automatically (agents can always claim by hand).
@@ -84,7 +84,7 @@ impl Default for RoutingConfig {
 
 /// `[[routing.teams]]`: members by agent name and the conversations they take. An empty rule
 /// list matches anything.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TeamConfig {
     pub name: String,
@@ -100,7 +100,7 @@ pub struct TeamConfig {
     pub labels: Vec<String>,
     /// Escalation reasons (`asked_for_human`, `sensitive`, `low_confidence`, ...).
     #[serde(default)]
-    pub reasons: Vec<String>,
+    pub reasons: Vec<EscalationReason>,
     /// Tags of the knowledge-base entry the bot answered last before handing over (a
     /// sensitive topic such as `payments`).
     #[serde(default)]
@@ -120,9 +120,11 @@ impl TeamConfig {
         any(&self.channels, &|c| c == conv.channel.as_str())
             && any(&self.languages, &|l| l.eq_ignore_ascii_case(language))
             && any(&self.labels, &|l| conv.labels.contains(&l.to_lowercase()))
-            && any(&self.reasons, &|r| {
-                conv.escalation.as_ref().is_some_and(|e| e.reason == r)
-            })
+            && (self.reasons.is_empty()
+                || conv
+                    .escalation
+                    .as_ref()
+                    .is_some_and(|e| self.reasons.contains(&e.reason)))
             && any(&self.tags, &|t| {
                 topic.tags.iter().any(|x| x.eq_ignore_ascii_case(t))
             })
@@ -268,6 +270,12 @@ mod tests {
     }
 
     fn conv(channel: &str, labels: &[&str], reason: Option<&str>) -> Conversation {
+        let reason = reason.map(|r| {
+            *crate::model::EscalationReason::ALL
+                .iter()
+                .find(|x| x.as_str() == r)
+                .expect("a reason")
+        });
         let mut c = Conversation::new(
             ConversationId(1),
             ContactId(1),
@@ -278,7 +286,7 @@ mod tests {
         c.status = Status::Queued;
         c.labels = labels.iter().map(|l| l.to_string()).collect();
         c.escalation = reason.map(|r| Escalation {
-            reason: r.into(),
+            reason: r,
             detail: String::new(),
             at_ms: 0,
         });

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use crate::model::availability::Availability;
 
 /// `[hours]` in the config.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HoursConfig {
     /// IANA time zone, e.g. `Europe/Berlin`, `Asia/Shanghai`.

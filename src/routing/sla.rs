@@ -13,7 +13,7 @@ use crate::model::{Author, Conversation, Message, Priority, Status};
 pub use crate::model::{SlaClock, SlaKind};
 
 /// `[routing.sla]` in the config. Times are durations like `"1h"`, `"90m"`, `"4h 30m"`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SlaConfig {
     /// Business time until a person first answers a handed-over customer.
@@ -37,7 +37,7 @@ fn default_due_soon() -> u8 {
     80
 }
 
-#[derive(Clone, Copy, Debug, Deserialize)]
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Targets {
     #[serde(deserialize_with = "duration_ms")]

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::StoreError;
 use super::sled_store::{SledOptions, SledStore};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     /// sled's page cache in MiB. The daemon's memory follows it; sled's own default is 1 GiB.

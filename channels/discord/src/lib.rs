@@ -66,7 +66,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const HEALTHY_FOR: Duration = Duration::from_secs(60);
 
 /// Configuration of one Discord bot (`type = "discord"` under `[channels.NAME]`).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DiscordConfig {
     /// Bot token from the developer portal, inline (development only); prefer

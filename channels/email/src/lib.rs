@@ -63,7 +63,7 @@ pub enum Security {
     Tls,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ImapConfig {
     pub host: String,
@@ -97,7 +97,7 @@ pub struct ImapConfig {
     pub timeout_secs: u64,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SmtpConfig {
     pub host: String,
@@ -114,7 +114,7 @@ pub struct SmtpConfig {
 }
 
 /// One mailbox (`type = "email"` under `[channels.NAME]`).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EmailConfig {
     /// The support address customers write to; replies come from it.

@@ -75,7 +75,7 @@ pub enum Mode {
 }
 
 /// Configuration of one Telegram bot (`type = "telegram"` under `[channels.NAME]`).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TelegramConfig {
     /// Bot token from @BotFather, inline (development only); prefer `token_env`/`token_file`.

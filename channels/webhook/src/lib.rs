@@ -29,7 +29,7 @@ use switchboard_channel::{
 use tokio_util::sync::CancellationToken;
 
 /// Configuration of one web hook channel (`type = "webhook"` in `[[channels]]`).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// Shared HMAC secret, inline. Prefer `secret_env` or `secret_file` outside development.

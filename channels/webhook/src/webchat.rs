@@ -42,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{HookError, accepted, check_id, parse_json, require_json, within_limit};
 
 /// Configuration of a web chat channel (`type = "webchat"` in `[[channels]]`).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct WebchatConfig {
     /// Largest accepted request body.
