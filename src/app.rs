@@ -17,6 +17,7 @@ use switchboard_webhook::webchat::WebchatChannel;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
+use tracing::Instrument;
 
 use crate::bot::live::LiveKb;
 use crate::bot::responder::KbResponder;
@@ -414,12 +415,15 @@ pub async fn serve(
         // Channels stop with the listener (ending their event streams); the engine's workers
         // keep delivering until the HTTP side has finished.
         let stop = shutdown.child_token();
-        let id = id.clone();
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = channel.run(stop).await {
-                tracing::error!(channel = %id, error = %e, "channel stopped");
+        let span = tracing::info_span!("channel", channel = %id);
+        tasks.push(tokio::spawn(
+            async move {
+                if let Err(e) = channel.run(stop).await {
+                    tracing::error!(error = %e, "channel stopped");
+                }
             }
-        }));
+            .instrument(span),
+        ));
     }
     engine
         .attachments()

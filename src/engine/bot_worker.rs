@@ -146,6 +146,7 @@ pub(crate) async fn feed_backlog(engine: Arc<Engine>, shutdown: CancellationToke
     }
 }
 
+#[tracing::instrument(name = "bot", skip_all, fields(conversation = conv.0, seq))]
 async fn handle(
     engine: &Arc<Engine>,
     conv: ConversationId,

@@ -501,6 +501,8 @@ impl Engine {
     }
 
     /// Stores one customer event durably.
+    #[tracing::instrument(name = "ingest", skip_all,
+        fields(channel = %channel, conversation = tracing::field::Empty))]
     pub async fn ingest(
         &self,
         channel: &ChannelId,
@@ -535,7 +537,12 @@ impl Engine {
         }
         for _ in 0..MAX_RETRIES {
             let outcome = match self.prepare_ingest(channel, &msg, start) {
-                Ok(change) => self.commit(change).await,
+                Ok(change) => {
+                    if let Some(w) = change.conversations.first() {
+                        tracing::Span::current().record("conversation", w.record.id.0);
+                    }
+                    self.commit(change).await
+                }
                 Err(e) => return Err(unavailable(e)),
             };
             match outcome {

@@ -241,6 +241,7 @@ async fn finish(mut deliveries: tokio::task::JoinSet<()>) {
 }
 
 /// Delivers one conversation's items head first until none is due, or shutdown.
+#[tracing::instrument(name = "deliver", skip_all, fields(conversation = conv.0))]
 async fn deliver_conversation(
     engine: &Arc<Engine>,
     conv: ConversationId,
