@@ -9,11 +9,6 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use switchboard_channel::{Channel, ChannelContext, ChannelId, Inbound};
-use switchboard_discord::DiscordChannel;
-use switchboard_email::EmailChannel;
-use switchboard_telegram::TelegramChannel;
-use switchboard_webhook::WebhookChannel;
-use switchboard_webhook::webchat::WebchatChannel;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
@@ -262,23 +257,9 @@ pub(crate) fn build_channel(
         blobs: blobs.clone(),
         id: id.clone(),
     };
-    let channel: Arc<dyn Channel> = match config {
-        ChannelConfig::Webhook(c) => {
-            Arc::new(WebhookChannel::build(c.clone(), ctx).map_err(anyhow::Error::msg)?)
-        }
-        ChannelConfig::Webchat(c) => {
-            Arc::new(WebchatChannel::build(c.clone(), ctx).map_err(anyhow::Error::msg)?)
-        }
-        ChannelConfig::Telegram(c) => {
-            Arc::new(TelegramChannel::build(c.clone(), ctx).map_err(anyhow::Error::msg)?)
-        }
-        ChannelConfig::Discord(c) => {
-            Arc::new(DiscordChannel::build(c.clone(), ctx).map_err(anyhow::Error::msg)?)
-        }
-        ChannelConfig::Email(c) => {
-            Arc::new(EmailChannel::build(c.clone(), ctx).map_err(anyhow::Error::msg)?)
-        }
-    };
+    let channel = config
+        .build(ctx)
+        .with_context(|| format!("building [channels.{id}] ({})", config.type_name()))?;
     Ok(channel)
 }
 

@@ -13,8 +13,11 @@ use std::path::{Path, PathBuf};
 pub use crate::bot::config::BotConfig;
 pub use crate::engine::outbox::OutboxConfig;
 pub use crate::store::config::{DEFAULT_CACHE_MB, StoreConfig};
+use std::sync::Arc;
+
 use serde::Deserialize;
 use serde::de::{DeserializeOwned, IntoDeserializer};
+use switchboard_channel::{BuildError, Channel, ChannelContext, ChannelFactory, ChannelId};
 use switchboard_webhook::WebhookConfig;
 use switchboard_webhook::webchat::WebchatConfig;
 use toml::Spanned;
@@ -233,15 +236,52 @@ impl Default for AdminConfig {
     }
 }
 
-/// One channel instance; `type` picks the connector.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ChannelConfig {
-    Webhook(WebhookConfig),
-    Webchat(WebchatConfig),
-    Telegram(switchboard_telegram::TelegramConfig),
-    Discord(switchboard_discord::DiscordConfig),
-    Email(switchboard_email::EmailConfig),
+/// The connectors of this build: `Variant: its config type`, one line each. The config
+/// type is the connector's [`ChannelFactory`] (its `type = "..."` name, validation, build);
+/// the variant is that name in CamelCase.
+macro_rules! channels {
+    ($($variant:ident: $config:ty),* $(,)?) => {
+        /// One channel instance; `type` picks the connector.
+        #[derive(Debug, Clone, Deserialize, PartialEq)]
+        #[serde(tag = "type", rename_all = "snake_case")]
+        pub enum ChannelConfig {
+            $($variant($config)),*
+        }
+
+        impl ChannelConfig {
+            /// Every connector's `type` name, in the order listed.
+            pub const TYPES: &'static [&'static str] = &[$(<$config as ChannelFactory>::TYPE),*];
+
+            /// The connector's `type` name.
+            pub fn type_name(&self) -> &'static str {
+                match self {
+                    $(Self::$variant(_) => <$config as ChannelFactory>::TYPE),*
+                }
+            }
+
+            /// The connector's own checks of its section.
+            pub fn validate(&self, id: &ChannelId) -> Vec<String> {
+                match self {
+                    $(Self::$variant(c) => c.validate(id)),*
+                }
+            }
+
+            /// Builds the channel (no network yet).
+            pub fn build(&self, ctx: ChannelContext) -> Result<Arc<dyn Channel>, BuildError> {
+                match self {
+                    $(Self::$variant(c) => c.clone().build(ctx)),*
+                }
+            }
+        }
+    };
+}
+
+channels! {
+    Webhook: WebhookConfig,
+    Webchat: WebchatConfig,
+    Telegram: switchboard_telegram::TelegramConfig,
+    Discord: switchboard_discord::DiscordConfig,
+    Email: switchboard_email::EmailConfig,
 }
 
 /// Replaces `${NAME}` and `${NAME:-default}` with environment variables, line by line (so
@@ -469,32 +509,6 @@ impl Config {
         }
         w
     }
-}
-
-/// The longest replay window a web hook may have: a day.
-const MAX_REPLAY_WINDOW_SECS: u64 = 86_400;
-
-/// An origin as browsers send it: `*`, or `scheme://host[:port]` and nothing more.
-fn check_origin(origin: &str) -> Result<(), &'static str> {
-    if origin == "*" {
-        return Ok(());
-    }
-    let Some((scheme, rest)) = origin.split_once("://") else {
-        return Err("is not an origin like https://shop.example");
-    };
-    if !matches!(scheme, "https" | "http") {
-        return Err("must start with https:// (or http://)");
-    }
-    if rest.is_empty() || rest.contains(['/', '?', '#', '@', ' ']) {
-        return Err("must be scheme://host[:port], with no path, query or user");
-    }
-    if let Some((_, port)) = rest.rsplit_once(':')
-        && !rest.ends_with(']')
-        && port.parse::<u16>().is_err()
-    {
-        return Err("has a port that is not a number");
-    }
-    Ok(())
 }
 
 /// The size of the file system holding `dir` (or its nearest existing parent), MiB.
@@ -842,53 +856,8 @@ impl<'a> Parser<'a> {
                 format!("channel id `{id}` may use only letters, digits, - and _"),
             );
         }
-        let problems = match ch {
-            ChannelConfig::Telegram(t) => t.problems(id),
-            ChannelConfig::Discord(d) => d
-                .problems()
-                .into_iter()
-                .map(|p| format!("[channels.{id}] {p}"))
-                .collect(),
-            ChannelConfig::Email(e) => e.problems(id),
-            _ => vec![],
-        };
-        for p in problems {
+        for p in ch.validate(&switchboard_channel::ChannelId::new(id)) {
             self.problem(Some(span.clone()), p);
-        }
-        if let ChannelConfig::Webhook(h) = ch {
-            if let Err(e) = switchboard_channel::resolve_signing_secret(
-                &format!("[channels.{id}]"),
-                h.secret.as_deref(),
-                h.secret_env.as_deref(),
-                h.secret_file.as_deref(),
-            ) {
-                self.problem(Some(span.clone()), e);
-            }
-            if h.replay_window_secs == 0 || h.replay_window_secs > MAX_REPLAY_WINDOW_SECS {
-                self.problem(
-                    Some(span.clone()),
-                    format!(
-                        "[channels.{id}] replay_window_secs = {} must be 1 to {MAX_REPLAY_WINDOW_SECS} (a day): a signed request older than that is a replay",
-                        h.replay_window_secs
-                    ),
-                );
-            }
-            if let Some(url) = &h.callback_url
-                && let Err(e) =
-                    switchboard_webhook::egress::check_url(url, h.allow_private_callback)
-            {
-                self.problem(Some(span.clone()), format!("[channels.{id}] {e}"));
-            }
-        }
-        if let ChannelConfig::Webchat(w) = ch {
-            for origin in &w.allowed_origins {
-                if let Err(why) = check_origin(origin) {
-                    self.problem(
-                        Some(span.clone()),
-                        format!("[channels.{id}] allowed_origins: `{origin}` {why}"),
-                    );
-                }
-            }
         }
     }
 }
@@ -920,6 +889,27 @@ mod tests {
         let lines: Vec<Option<usize>> = problems.iter().map(|p| p.line).collect();
         assert_eq!(lines, [Some(2), Some(3), Some(4), Some(5)], "{problems:?}");
         assert!(problems[0].message.contains("MISSING is not set"));
+    }
+
+    #[test]
+    fn each_connector_is_named_in_config_files_by_its_factory_type() {
+        // serde names a variant in snake case; the factory's TYPE must be that same name.
+        for (ty, example) in ChannelConfig::TYPES.iter().zip([
+            "type = \"webhook\"\nsecret = \"0123456789abcdef0123\"",
+            "type = \"webchat\"",
+            "type = \"telegram\"\ntoken = \"1:x\"",
+            "type = \"discord\"\ntoken = \"x\"",
+            "type = \"email\"\naddress = \"a@b.example\"\n[imap]\nhost = \"h\"\nusername = \"u\"\npassword = \"p\"\n[smtp]\nhost = \"h\"\nusername = \"u\"\npassword = \"p\"",
+        ]) {
+            let parsed: Result<ChannelConfig, _> = toml::from_str(example);
+            match parsed {
+                Ok(c) => assert_eq!(c.type_name(), *ty),
+                Err(e) => assert!(
+                    !e.to_string().contains("unknown variant"),
+                    "{ty}: serde does not know it: {e}"
+                ),
+            }
+        }
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //! - Opaque ids ([`ChannelId`], [`ExternalThread`], [`ExternalUser`], [`ExternalMessageId`]):
 //!   the core never parses a network's ids.
 //! - [`markup`]: the light Markdown of bot answers, rendered for each network.
+//! - [`ChannelFactory`]: a connector's config type, validated and built; the daemon lists
+//!   each factory once.
 //!
 //! A connector crate depends on this crate only: it knows its network and nothing of the engine,
 //! the bot or the store.
@@ -427,6 +429,29 @@ pub struct ChannelContext {
     pub state: Arc<dyn ChannelState>,
     pub blobs: Arc<dyn Blobs>,
 }
+
+/// A connector's configuration, and how it becomes a channel: what `type = "..."` in a
+/// `[channels.ID]` section names (Vector's `SourceConfig` is the model). The daemon lists
+/// every factory once; adding a connector is its crate plus that one line.
+pub trait ChannelFactory:
+    serde::de::DeserializeOwned + Clone + std::fmt::Debug + PartialEq + Send + Sync + 'static
+{
+    /// The `type` value that picks this connector.
+    const TYPE: &'static str;
+
+    /// Every problem of this configuration, each a sentence naming the key
+    /// (`[channels.ID] key ...`), for `check-config` and start-up; none when it is usable.
+    fn validate(&self, id: &ChannelId) -> Vec<String>;
+
+    /// Builds the channel from its configuration. No network yet: [`Channel::run`] connects.
+    fn build(self, ctx: ChannelContext) -> Result<Arc<dyn Channel>, BuildError>;
+}
+
+/// A channel could not be built from its configuration (a secret that cannot be read, an
+/// address that does not parse...); the message says what and where.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BuildError(pub String);
 
 /// How a connection is doing, for `/readyz`, the API and metrics.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

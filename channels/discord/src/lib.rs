@@ -110,6 +110,26 @@ fn default_backfill_days() -> u32 {
     7
 }
 
+impl switchboard_channel::ChannelFactory for DiscordConfig {
+    const TYPE: &'static str = "discord";
+
+    fn validate(&self, id: &ChannelId) -> Vec<String> {
+        self.problems()
+            .into_iter()
+            .map(|p| format!("[channels.{id}] {p}"))
+            .collect()
+    }
+
+    fn build(
+        self,
+        ctx: ChannelContext,
+    ) -> Result<Arc<dyn Channel>, switchboard_channel::BuildError> {
+        DiscordChannel::build(self, ctx)
+            .map(|c| Arc::new(c) as Arc<dyn Channel>)
+            .map_err(switchboard_channel::BuildError)
+    }
+}
+
 impl DiscordConfig {
     /// Problems with the configuration, for `check-config`.
     pub fn problems(&self) -> Vec<String> {

@@ -162,6 +162,23 @@ fn default_max_attachment() -> u64 {
     10 * 1024 * 1024
 }
 
+impl switchboard_channel::ChannelFactory for EmailConfig {
+    const TYPE: &'static str = "email";
+
+    fn validate(&self, id: &ChannelId) -> Vec<String> {
+        self.problems(id.as_str())
+    }
+
+    fn build(
+        self,
+        ctx: ChannelContext,
+    ) -> Result<Arc<dyn Channel>, switchboard_channel::BuildError> {
+        EmailChannel::build(self, ctx)
+            .map(|c| Arc::new(c) as Arc<dyn Channel>)
+            .map_err(switchboard_channel::BuildError)
+    }
+}
+
 impl EmailConfig {
     /// Every problem of this section, for `check-config`.
     pub fn problems(&self, id: &str) -> Vec<String> {

@@ -137,6 +137,23 @@ fn default_group_interval() -> u64 {
     3000
 }
 
+impl switchboard_channel::ChannelFactory for TelegramConfig {
+    const TYPE: &'static str = "telegram";
+
+    fn validate(&self, id: &ChannelId) -> Vec<String> {
+        self.problems(id.as_str())
+    }
+
+    fn build(
+        self,
+        ctx: ChannelContext,
+    ) -> Result<Arc<dyn Channel>, switchboard_channel::BuildError> {
+        TelegramChannel::build(self, ctx)
+            .map(|c| Arc::new(c) as Arc<dyn Channel>)
+            .map_err(switchboard_channel::BuildError)
+    }
+}
+
 impl TelegramConfig {
     /// Every problem of this section, for `check-config`.
     pub fn problems(&self, id: &str) -> Vec<String> {

@@ -180,6 +180,46 @@ struct Inner {
     limit: switchboard_channel::limit::RateLimiter,
 }
 
+/// The longest replay window a web hook may have: a day.
+pub const MAX_REPLAY_WINDOW_SECS: u64 = 86_400;
+
+impl switchboard_channel::ChannelFactory for WebhookConfig {
+    const TYPE: &'static str = "webhook";
+
+    fn validate(&self, id: &ChannelId) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Err(e) = switchboard_channel::resolve_signing_secret(
+            &format!("[channels.{id}]"),
+            self.secret.as_deref(),
+            self.secret_env.as_deref(),
+            self.secret_file.as_deref(),
+        ) {
+            out.push(e);
+        }
+        if self.replay_window_secs == 0 || self.replay_window_secs > MAX_REPLAY_WINDOW_SECS {
+            out.push(format!(
+                "[channels.{id}] replay_window_secs = {} must be 1 to {MAX_REPLAY_WINDOW_SECS} (a day): a signed request older than that is a replay",
+                self.replay_window_secs
+            ));
+        }
+        if let Some(url) = &self.callback_url
+            && let Err(e) = egress::check_url(url, self.allow_private_callback)
+        {
+            out.push(format!("[channels.{id}] {e}"));
+        }
+        out
+    }
+
+    fn build(
+        self,
+        ctx: ChannelContext,
+    ) -> Result<Arc<dyn Channel>, switchboard_channel::BuildError> {
+        WebhookChannel::build(self, ctx)
+            .map(|c| Arc::new(c) as Arc<dyn Channel>)
+            .map_err(switchboard_channel::BuildError)
+    }
+}
+
 impl WebhookChannel {
     /// Builds the connector; fails when the secret cannot be resolved.
     pub fn build(config: WebhookConfig, ctx: ChannelContext) -> Result<Self, String> {

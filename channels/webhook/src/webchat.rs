@@ -157,6 +157,52 @@ fn state_err(e: StateError) -> ChannelError {
     ChannelError::retryable(e.to_string())
 }
 
+impl switchboard_channel::ChannelFactory for WebchatConfig {
+    const TYPE: &'static str = "webchat";
+
+    fn validate(&self, id: &ChannelId) -> Vec<String> {
+        self.allowed_origins
+            .iter()
+            .filter_map(|origin| {
+                let why = check_origin(origin).err()?;
+                Some(format!("[channels.{id}] allowed_origins: `{origin}` {why}"))
+            })
+            .collect()
+    }
+
+    fn build(
+        self,
+        ctx: ChannelContext,
+    ) -> Result<Arc<dyn Channel>, switchboard_channel::BuildError> {
+        WebchatChannel::build(self, ctx)
+            .map(|c| Arc::new(c) as Arc<dyn Channel>)
+            .map_err(switchboard_channel::BuildError)
+    }
+}
+
+/// An origin as browsers send it: `*`, or `scheme://host[:port]` and nothing more.
+pub fn check_origin(origin: &str) -> Result<(), &'static str> {
+    if origin == "*" {
+        return Ok(());
+    }
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return Err("is not an origin like https://shop.example");
+    };
+    if !matches!(scheme, "https" | "http") {
+        return Err("must start with https:// (or http://)");
+    }
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@', ' ']) {
+        return Err("must be scheme://host[:port], with no path, query or user");
+    }
+    if let Some((_, port)) = rest.rsplit_once(':')
+        && !rest.ends_with(']')
+        && port.parse::<u16>().is_err()
+    {
+        return Err("has a port that is not a number");
+    }
+    Ok(())
+}
+
 impl WebchatChannel {
     pub fn build(config: WebchatConfig, ctx: ChannelContext) -> Result<Self, String> {
         let session_key = match ctx.state.get(SESSION_KEY).map_err(|e| e.to_string())? {
