@@ -140,17 +140,14 @@ impl Store for FlakyStore {
     fn kv(&self, space: &str) -> Result<Arc<dyn ChannelState>> {
         self.inner.kv(space)
     }
-    fn size_on_disk(&self) -> Result<u64> {
-        self.inner.size_on_disk()
+    fn maintenance(&self) -> Option<&dyn switchboard::store::Maintenance> {
+        self.inner.maintenance()
     }
     fn records(&self, visit: &mut dyn FnMut(records::Record) -> Result<()>) -> Result<()> {
         self.inner.records(visit)
     }
     fn restore(&self, records: Vec<records::Record>) -> Pending<()> {
         self.inner.restore(records)
-    }
-    fn snapshot(&self, dest: &std::path::Path) -> Pending<u64> {
-        self.inner.snapshot(dest)
     }
     fn erase_contact(&self, contact: ContactId, at_ms: i64) -> Pending<Erased> {
         self.inner.erase_contact(contact, at_ms)

@@ -96,7 +96,8 @@ pub async fn backup(
     std::fs::create_dir_all(dest).map_err(|e| dest_error(dest, e))?;
     // The database first: every file it refers to was written before (blobs are durable
     // before the message that names them), so copying the files afterwards covers them all.
-    let pairs = store.snapshot(&dest.join(SNAPSHOT_FILE)).await?;
+    let maintenance = store.maintenance().ok_or(BackupError::NotEmbedded)?;
+    let pairs = maintenance.snapshot(&dest.join(SNAPSHOT_FILE)).await?;
     let (from, to) = (blobs.clone(), dest.join("blobs"));
     let files = tokio::task::spawn_blocking(move || from.copy_to(&to))
         .await
@@ -138,4 +139,7 @@ pub enum BackupError {
     Store(#[from] crate::store::StoreError),
     #[error("copying attachment files: {0}")]
     Files(String),
+    /// The store is a shared database, backed up with its own tools.
+    #[error("this store is not embedded in the daemon; back it up with its own tools")]
+    NotEmbedded,
 }

@@ -870,7 +870,10 @@ impl Engine {
 
     /// Refuses new messages while the disk is below its reserve (see [`crate::store::disk`]).
     fn room_for_more(&self) -> Result<(), EngineError> {
-        let space = self.store.disk();
+        let Some(maintenance) = self.store.maintenance() else {
+            return Ok(());
+        };
+        let space = maintenance.disk();
         if space.low() {
             return Err(EngineError::DiskFull(space.explain()));
         }

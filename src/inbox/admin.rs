@@ -51,7 +51,8 @@ pub struct BackupBody {
 /// Writes a consistent copy of everything (database and attachment files) while the daemon
 /// runs; writes wait for the moment of the copy, reads go on.
 #[utoipa::path(post, path = "/admin/backup", tag = "admin", request_body = BackupBody,
-    responses((status = 201, body = BackupReport), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = BackupReport), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 501, description = "The store is a shared database, backed up with its own tools", body = ErrorBody)))]
 pub async fn backup(
     State(state): State<ApiState>,
     _admin: AdminAgent,
@@ -78,6 +79,11 @@ pub async fn backup(
         }
         Err(BackupError::Store(e)) => Err(e.into()),
         Err(e @ BackupError::Dest { .. }) => Err(ApiError::invalid(e.to_string())),
+        Err(e @ BackupError::NotEmbedded) => Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "not_embedded",
+            e.to_string(),
+        )),
         Err(e @ BackupError::Files(_)) => {
             tracing::error!(error = %e, "backup failed");
             Err(ApiError::new(

@@ -175,8 +175,11 @@ async fn metrics(
         outbox_conversations: store.outbox_conversations()?.len() as u64,
         bot_backlog: engine.bot_backlog() as u64,
         failed_deliveries: store.failed_deliveries(100_000)?.len() as u64,
-        store_bytes: store.size_on_disk()?,
-        disk: store.disk(),
+        store_bytes: match store.maintenance() {
+            Some(m) => m.size_on_disk()?,
+            None => 0,
+        },
+        disk: disk_of(store.as_ref()),
         channels: engine
             .channels()
             .iter()
@@ -195,6 +198,14 @@ async fn metrics(
         body,
     )
         .into_response())
+}
+
+/// Free space against the reserve where the store keeps its files (none to watch for a
+/// shared database).
+fn disk_of(store: &dyn crate::store::Store) -> crate::store::disk::DiskSpace {
+    store
+        .maintenance()
+        .map_or(crate::store::disk::DiskSpace::UNLIMITED, |m| m.disk())
 }
 
 /// Alive: the process answers.
@@ -226,7 +237,7 @@ async fn readyz(
         Ok(Err(e)) => Some(e.to_string()),
         Err(_) => Some("the store did not answer within 2 s".to_owned()),
     };
-    let disk = store.disk();
+    let disk = disk_of(store.as_ref());
     let channels: serde_json::Map<String, serde_json::Value> = state
         .engine
         .channels()
@@ -250,7 +261,7 @@ async fn readyz(
     }
     let mut body = serde_json::json!({
         "status": status,
-        "store_bytes": store.size_on_disk().unwrap_or(0),
+        "store_bytes": store.maintenance().and_then(|m| m.size_on_disk().ok()).unwrap_or(0),
         "disk": disk,
         "channels": channels,
     });

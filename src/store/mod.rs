@@ -305,13 +305,11 @@ pub trait Store: Send + Sync + 'static {
     /// knowledge base, cached embeddings), by name.
     fn kv(&self, space: &str) -> Result<Arc<dyn ChannelState>>;
 
-    /// Bytes on disk, for health and metrics.
-    fn size_on_disk(&self) -> Result<u64>;
-
-    /// Free space where the store writes, against its reserve: when low, new messages are
-    /// refused before the disk fills (see [`disk`]).
-    fn disk(&self) -> disk::DiskSpace {
-        disk::DiskSpace::UNLIMITED
+    /// What only a store embedded in the daemon does (its files, their disk, a snapshot of
+    /// them); `None` for a store the daemon does not own (a shared database is backed up and
+    /// given room by its own operators).
+    fn maintenance(&self) -> Option<&dyn Maintenance> {
+        None
     }
 
     /// Every record, in a stable order (agents, contacts, identities, conversations, threads,
@@ -324,11 +322,6 @@ pub trait Store: Send + Sync + 'static {
     /// collide with theirs. Meant for an empty store.
     fn restore(&self, records: Vec<records::Record>) -> Pending<()>;
 
-    /// Writes a consistent copy of everything into the file `dest` (which must not exist),
-    /// for [`sled_store::restore_snapshot`]. Writes wait while the store is read (about a
-    /// second per million pairs here); reads go on. Resolves to the number of pairs.
-    fn snapshot(&self, dest: &Path) -> Pending<u64>;
-
     /// Erases a contact (and every contact merged into it): identities, conversations,
     /// messages, notes, events, queued deliveries. The contact stays as a tombstone. The bytes
     /// leave the files when the store is next opened (it rewrites itself then).
@@ -336,4 +329,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// Counts records; reads every key, so it takes a moment on a large store.
     fn stats(&self) -> Result<StoreStats>;
+}
+
+/// The embedded store's own upkeep, asked for through [`Store::maintenance`].
+pub trait Maintenance: Send + Sync {
+    /// Bytes on disk, for health and metrics.
+    fn size_on_disk(&self) -> Result<u64>;
+
+    /// Free space where the store writes, against its reserve: when low, new messages are
+    /// refused before the disk fills (see [`disk`]).
+    fn disk(&self) -> disk::DiskSpace;
+
+    /// Writes a consistent copy of everything into the file `dest` (which must not exist),
+    /// for [`sled_store::restore_snapshot`]. Writes wait while the store is read (about a
+    /// second per million pairs here); reads go on. Resolves to the number of pairs.
+    fn snapshot(&self, dest: &Path) -> Pending<u64>;
 }

@@ -660,12 +660,8 @@ impl Store for SledStore {
         self.private_tree(format!("kv/{space}"))
     }
 
-    fn size_on_disk(&self) -> Result<u64> {
-        self.db.size_on_disk().map_err(io)
-    }
-
-    fn disk(&self) -> super::disk::DiskSpace {
-        self.disk.space()
+    fn maintenance(&self) -> Option<&dyn super::Maintenance> {
+        Some(self)
     }
 
     fn records(&self, visit: &mut dyn FnMut(Record) -> Result<()>) -> Result<()> {
@@ -679,6 +675,25 @@ impl Store for SledStore {
             writer.commit(change?).await?;
             writer.sync().await
         })
+    }
+
+    fn erase_contact(&self, contact: ContactId, at_ms: i64) -> Pending<Erased> {
+        self.writer
+            .exclusive(move |x| admin::erase(x, contact, at_ms))
+    }
+
+    fn stats(&self) -> Result<StoreStats> {
+        self.count()
+    }
+}
+
+impl super::Maintenance for SledStore {
+    fn size_on_disk(&self) -> Result<u64> {
+        self.db.size_on_disk().map_err(io)
+    }
+
+    fn disk(&self) -> super::disk::DiskSpace {
+        self.disk.space()
     }
 
     fn snapshot(&self, dest: &Path) -> Pending<u64> {
@@ -695,15 +710,6 @@ impl Store for SledStore {
             );
             Ok(pairs)
         })
-    }
-
-    fn erase_contact(&self, contact: ContactId, at_ms: i64) -> Pending<Erased> {
-        self.writer
-            .exclusive(move |x| admin::erase(x, contact, at_ms))
-    }
-
-    fn stats(&self) -> Result<StoreStats> {
-        self.count()
     }
 }
 

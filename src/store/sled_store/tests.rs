@@ -1,3 +1,4 @@
+use crate::store::Maintenance;
 use switchboard_channel::{ChannelId, ExternalMessageId, ExternalThread, ExternalUser};
 
 use super::*;
