@@ -447,6 +447,15 @@ pub trait ChannelFactory:
     fn build(self, ctx: ChannelContext) -> Result<Arc<dyn Channel>, BuildError>;
 }
 
+/// A connector's `build` result as a factory answers it.
+pub fn built<C: Channel + 'static>(
+    channel: Result<C, String>,
+) -> Result<Arc<dyn Channel>, BuildError> {
+    channel
+        .map(|c| Arc::new(c) as Arc<dyn Channel>)
+        .map_err(BuildError)
+}
+
 /// A channel could not be built from its configuration (a secret that cannot be read, an
 /// address that does not parse...); the message says what and where.
 #[derive(Debug, thiserror::Error)]

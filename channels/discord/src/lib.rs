@@ -124,9 +124,7 @@ impl switchboard_channel::ChannelFactory for DiscordConfig {
         self,
         ctx: ChannelContext,
     ) -> Result<Arc<dyn Channel>, switchboard_channel::BuildError> {
-        DiscordChannel::build(self, ctx)
-            .map(|c| Arc::new(c) as Arc<dyn Channel>)
-            .map_err(switchboard_channel::BuildError)
+        switchboard_channel::built(DiscordChannel::build(self, ctx))
     }
 }
 

@@ -173,9 +173,7 @@ impl switchboard_channel::ChannelFactory for EmailConfig {
         self,
         ctx: ChannelContext,
     ) -> Result<Arc<dyn Channel>, switchboard_channel::BuildError> {
-        EmailChannel::build(self, ctx)
-            .map(|c| Arc::new(c) as Arc<dyn Channel>)
-            .map_err(switchboard_channel::BuildError)
+        switchboard_channel::built(EmailChannel::build(self, ctx))
     }
 }
 

@@ -148,9 +148,7 @@ impl switchboard_channel::ChannelFactory for TelegramConfig {
         self,
         ctx: ChannelContext,
     ) -> Result<Arc<dyn Channel>, switchboard_channel::BuildError> {
-        TelegramChannel::build(self, ctx)
-            .map(|c| Arc::new(c) as Arc<dyn Channel>)
-            .map_err(switchboard_channel::BuildError)
+        switchboard_channel::built(TelegramChannel::build(self, ctx))
     }
 }
 

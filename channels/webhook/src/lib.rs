@@ -214,9 +214,7 @@ impl switchboard_channel::ChannelFactory for WebhookConfig {
         self,
         ctx: ChannelContext,
     ) -> Result<Arc<dyn Channel>, switchboard_channel::BuildError> {
-        WebhookChannel::build(self, ctx)
-            .map(|c| Arc::new(c) as Arc<dyn Channel>)
-            .map_err(switchboard_channel::BuildError)
+        switchboard_channel::built(WebhookChannel::build(self, ctx))
     }
 }
 

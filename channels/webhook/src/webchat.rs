@@ -174,9 +174,7 @@ impl switchboard_channel::ChannelFactory for WebchatConfig {
         self,
         ctx: ChannelContext,
     ) -> Result<Arc<dyn Channel>, switchboard_channel::BuildError> {
-        WebchatChannel::build(self, ctx)
-            .map(|c| Arc::new(c) as Arc<dyn Channel>)
-            .map_err(switchboard_channel::BuildError)
+        switchboard_channel::built(WebchatChannel::build(self, ctx))
     }
 }
 
