@@ -66,6 +66,11 @@ impl ApiError {
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
     }
+
+    /// Valid on its own, but clashes with what is stored now.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -77,7 +82,7 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Conflict(_) => Self::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            StoreError::Conflict(_) => Self::conflict(e.to_string()),
             StoreError::Corrupt { .. } | StoreError::Schema { .. } | StoreError::Exists(_) => {
                 tracing::error!(error = %e, "store error");
                 Self::new(
@@ -106,7 +111,7 @@ impl From<EngineError> for ApiError {
                 Self::new(StatusCode::CONFLICT, "invalid_transition", t.to_string())
             }
             EngineError::Invalid(m) => Self::invalid(m),
-            EngineError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+            EngineError::Conflict(m) => Self::conflict(m),
             EngineError::Busy => Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string()),
             EngineError::DiskFull(m) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "disk_full", m),
             EngineError::Store(s) => s.into(),

@@ -129,19 +129,17 @@ pub async fn download(
         axum::body::Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024));
     let length = (header::CONTENT_LENGTH, size.to_string());
     if let Some(View::Html) = query.view {
-        {
-            return Ok((
-                [
-                    (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-                    (header::CONTENT_SECURITY_POLICY, SANDBOX_POLICY),
-                    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-                    (header::REFERRER_POLICY, "no-referrer"),
-                ],
-                [length],
-                bytes,
-            )
-                .into_response());
-        }
+        return Ok((
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (header::CONTENT_SECURITY_POLICY, SANDBOX_POLICY),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                (header::REFERRER_POLICY, "no-referrer"),
+            ],
+            [length],
+            bytes,
+        )
+            .into_response());
     }
     Ok((
         [

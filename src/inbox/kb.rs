@@ -20,7 +20,7 @@ impl From<LiveError> for ApiError {
         match e {
             LiveError::NotFound(what) => ApiError::not_found(what),
             LiveError::Invalid(m) => ApiError::invalid(m),
-            LiveError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            LiveError::Conflict(m) => ApiError::conflict(m),
             other => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",

@@ -65,9 +65,8 @@ impl Default for StoreConfig {
 /// Opens the store of `data_dir` as `config` says (creating the directory). Every command that
 /// reads or writes the daemon's state opens it here.
 pub fn open(data_dir: &Path, config: &StoreConfig) -> Result<Arc<SledStore>, StoreError> {
-    let io = |what: &str, e: &dyn std::fmt::Display| StoreError::Io(format!("{what}: {e}"));
     std::fs::create_dir_all(data_dir)
-        .map_err(|e| io(&format!("creating data dir {}", data_dir.display()), &e))?;
+        .map_err(|e| StoreError::Io(format!("creating data dir {}: {e}", data_dir.display())))?;
     let db = data_dir.join("db");
     let store = SledStore::open(
         &db,
