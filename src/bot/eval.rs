@@ -214,6 +214,7 @@ pub fn sweep(
                         lexical_weight,
                         top_k,
                         centroid_weight: base.semantic.centroid_weight,
+                        confidence: None,
                     };
                     let both = if matcher.has_model() {
                         Policies {

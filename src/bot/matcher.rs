@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::confidence::{Confidence, features_of};
 use super::embed::{EmbedError, Embedder, VectorCache, dot};
 use super::kb::Entry;
 use super::lexical::{Lexical, LexicalError};
@@ -336,6 +337,10 @@ pub struct Policy {
     /// ...blended with the cosine to its centroid at this share (0 = variants only).
     #[serde(default)]
     pub centroid_weight: f32,
+    /// Learned by the calibration: when set, the bot answers when the probability that the
+    /// best entry is right reaches its threshold, instead of `answer` and `margin`.
+    #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<Confidence>,
 }
 
 fn one() -> usize {
@@ -353,6 +358,7 @@ impl Policy {
         lexical_weight: 0.2,
         top_k: 5,
         centroid_weight: 0.0,
+        confidence: None,
     };
     /// Tuned on the same split, lexical only: the lead over the runner-up is what tells;
     /// answers far less, so that it is rarely wrong.
@@ -363,6 +369,7 @@ impl Policy {
         lexical_weight: 1.0,
         top_k: 1,
         centroid_weight: 0.0,
+        confidence: None,
     };
 
     /// Combined score per candidate, best first.
@@ -394,7 +401,13 @@ impl Policy {
             return Verdict::NoMatch { best: None };
         };
         let s2 = ranked.get(1).map_or(0.0, |r| r.1);
-        if s1 >= self.answer && s1 - s2 >= self.margin {
+        let answered = match &self.confidence {
+            Some(c) => {
+                features_of(&ranked, scored).is_some_and(|(_, x)| c.probability(&x) >= c.answer)
+            }
+            None => s1 >= self.answer && s1 - s2 >= self.margin,
+        };
+        if answered {
             return Verdict::Answer {
                 entry: top,
                 score: s1,
@@ -418,15 +431,18 @@ impl Policy {
 
 impl std::fmt::Display for Policy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.confidence {
+            Some(c) => write!(f, "answer when p(right) >= {:.3} (learned)", c.answer)?,
+            None => write!(
+                f,
+                "answer >= {:.3}, margin >= {:.3}",
+                self.answer, self.margin
+            )?,
+        }
         write!(
             f,
-            "answer >= {:.3}, margin >= {:.3}, clarify >= {:.3}, lexical_weight {:.1}, top_k {}, centroid_weight {:.1}",
-            self.answer,
-            self.margin,
-            self.clarify,
-            self.lexical_weight,
-            self.top_k,
-            self.centroid_weight
+            ", clarify >= {:.3}, lexical_weight {:.1}, top_k {}, centroid_weight {:.1}",
+            self.clarify, self.lexical_weight, self.top_k, self.centroid_weight
         )
     }
 }
@@ -500,6 +516,7 @@ mod tests {
         lexical_weight: 0.0,
         top_k: 2,
         centroid_weight: 0.0,
+        confidence: None,
     };
 
     #[test]

@@ -12,6 +12,7 @@
 
 pub mod bert;
 pub mod calibrate;
+pub mod confidence;
 pub mod config;
 pub mod embed;
 pub mod eval;
