@@ -326,7 +326,10 @@ impl Intents {
             let c = &self.classes[&i];
             let mut rest = folded.to_owned();
             let mut hit = None;
-            for p in &c.phrases {
+            // Longest first: "有人在吗" whole, not "在吗" leaving "有人".
+            let mut phrases: Vec<&String> = c.phrases.iter().collect();
+            phrases.sort_by_key(|p| std::cmp::Reverse(p.chars().count()));
+            for p in phrases {
                 if contains(&rest, p) {
                     rest = rest.replace(p.as_str(), " ");
                     hit.get_or_insert(p.clone());
@@ -380,7 +383,17 @@ fn asks_for_people(c: &Class, t: &str) -> Option<String> {
         .trim()
         .to_owned();
     let core = strip_fillers(&trimmed);
-    if let Some(a) = c.alone.iter().find(|a| core == **a) {
+    // The word alone, or said again and again: "人工人工人工", "agent agent".
+    let squeezed: String = core.split_whitespace().collect();
+    let alone = |a: &String| {
+        let a_squeezed: String = a.split_whitespace().collect();
+        core == *a
+            || (!a_squeezed.is_empty()
+                && !squeezed.is_empty()
+                && squeezed.len() % a_squeezed.len() == 0
+                && squeezed == a_squeezed.repeat(squeezed.len() / a_squeezed.len()))
+    };
+    if let Some(a) = c.alone.iter().find(|a| alone(a)) {
         return Some(a.clone());
     }
     for person in &c.people {
@@ -481,4 +494,47 @@ fn is_filler(rest: &str) -> bool {
         .filter(|w| !w.is_empty() && w.is_ascii())
         .count();
     cjk <= 1 && latin_words <= 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// By words, each class in Simplified Chinese, Traditional Chinese and English, and the
+    /// questions that look like them but stay questions.
+    #[test]
+    fn words_tell_the_classes_apart() {
+        let intents = Intents::load(None).unwrap();
+        let cases: &[(&str, Option<Intent>)] = &[
+            ("转人工", Some(Intent::Human)),
+            ("轉人工", Some(Intent::Human)),
+            ("人工人工人工", Some(Intent::Human)),
+            ("agent agent", Some(Intent::Human)),
+            ("get me a representative", Some(Intent::Human)),
+            ("被扣了兩次錢", Some(Intent::Sensitive)),
+            ("有人用我的账号买东西", Some(Intent::Sensitive)),
+            ("someone hacked my account", Some(Intent::Sensitive)),
+            ("什麼爛服務，氣死我了", Some(Intent::Frustrated)),
+            ("你们这客服效率也太低了吧", Some(Intent::Frustrated)),
+            (
+                "this is a complete waste of my time",
+                Some(Intent::Frustrated),
+            ),
+            // The longest phrase first: "在吗" alone would leave "有人" and miss.
+            ("有人在吗", Some(Intent::Greeting)),
+            ("收到，谢谢", Some(Intent::Thanks)),
+            ("have a nice day, bye", Some(Intent::Goodbye)),
+            ("你是機器人嗎", Some(Intent::Bot)),
+            // Questions about people, and ordinary questions.
+            ("人工客服几点上班", None),
+            ("customer service hours", None),
+            ("账户怎么注销", None),
+            ("how long does delivery take", None),
+            ("人工智能", None),
+        ];
+        for &(text, want) in cases {
+            let got = intents.by_words(text).map(|f| f.intent);
+            assert_eq!(got, want, "{text}");
+        }
+    }
 }

@@ -541,10 +541,22 @@ mod tests {
         assert_eq!(s[0].entry, "refund-time-en", "{s:?}");
     }
 
-    /// tests/data/intent-probes.jsonl through the bot as a first message, by class: how many
-    /// are handed over (asking for a person, upset, sensitive), get a short reply (small
-    /// talk), or stay questions answered from the knowledge base.
-    fn probe_rates(b: &KbResponder) -> std::collections::BTreeMap<String, (usize, usize)> {
+    /// The probe set written with the intents (tests/data/intent-probes.jsonl).
+    const PROBES: &str = include_str!("../../tests/data/intent-probes.jsonl");
+    /// A second set written afterwards, in other words, and never tuned on
+    /// (tests/data/intent-probes-unseen.jsonl): what the first set's rates look like on
+    /// phrasings the exemplars and rules were not written from.
+    const UNSEEN: &str = include_str!("../../tests/data/intent-probes-unseen.jsonl");
+    /// A third set, written after the second was used to fix what it found.
+    const CHECK: &str = include_str!("../../tests/data/intent-probes-check.jsonl");
+
+    /// Probes through the bot as a first message, by class: how many are handed over
+    /// (asking for a person, upset, sensitive), get a short reply (small talk), or stay
+    /// questions answered from the knowledge base.
+    fn probe_rates(
+        b: &KbResponder,
+        probes: &str,
+    ) -> std::collections::BTreeMap<String, (usize, usize)> {
         #[derive(serde::Deserialize)]
         struct Probe {
             text: String,
@@ -553,7 +565,7 @@ mod tests {
         }
         let mut rates = std::collections::BTreeMap::<String, (usize, usize)>::new();
         let mut misses = Vec::new();
-        for line in include_str!("../../tests/data/intent-probes.jsonl").lines() {
+        for line in probes.lines() {
             let p: Probe = serde_json::from_str(line).unwrap();
             let d = decide(b, &p.text, 0, None);
             // A question counts when answered right, or when the right entry is the first
@@ -599,14 +611,6 @@ mod tests {
 
     fn assert_targets(rates: &std::collections::BTreeMap<String, (usize, usize)>, question: f64) {
         let rate = |c: &str| rates[c].0 as f64 / rates[c].1 as f64;
-        assert!(
-            rates
-                .iter()
-                .filter(|r| r.0 != "question answered")
-                .map(|r| r.1.1)
-                .sum::<usize>()
-                >= 300
-        );
         assert!(rate("human") >= 0.95, "{rates:?}");
         assert!(rate("frustrated") >= 0.85, "{rates:?}");
         assert!(rate("sensitive") >= 0.85, "{rates:?}");
@@ -616,9 +620,11 @@ mod tests {
 
     #[test]
     fn probes_by_words() {
-        let rates = probe_rates(&lexical());
+        assert!(PROBES.lines().count() >= 300);
         // Words alone answer fewer paraphrases; hand-over must not depend on the model.
-        assert_targets(&rates, 0.6);
+        assert_targets(&probe_rates(&lexical(), PROBES), 0.6);
+        assert_targets(&probe_rates(&lexical(), UNSEEN), 0.6);
+        assert_targets(&probe_rates(&lexical(), CHECK), 0.6);
     }
 
     #[test]
@@ -644,6 +650,8 @@ mod tests {
         let mut intents = Intents::load(None).unwrap();
         intents.embed(&model, &NoCache).unwrap();
         let b = KbResponder::new(m, &config).with_intents(intents);
-        assert_targets(&probe_rates(&b), 0.9);
+        assert_targets(&probe_rates(&b, PROBES), 0.9);
+        assert_targets(&probe_rates(&b, UNSEEN), 0.9);
+        assert_targets(&probe_rates(&b, CHECK), 0.9);
     }
 }

@@ -84,6 +84,7 @@ impl TokenStream for JiebaTokens {
 /// enough to match phrases written once in Simplified Chinese (`bot::intent`), not a
 /// general converter.
 const TRADITIONAL: &[&str] = &[
+    "瘋疯爭争煩烦亂乱惡恶賠赔償偿遲迟觸触歸归闆板儘尽擾扰騷骚訟讼凍冻註注係系竊窃詢询專专",
     "個个們们傳传價价億亿優优兩两劃划動动務务勝胜區区協协參参叢丛員员問问啟启單单嗎吗",
     "國国圍围圖图團团報报場场塊块壓压壞坏夠够夢梦奪夺奮奋婦妇媽妈孫孙學学實实寧宁寫写",
     "寶宝將将尋寻對对導导屆届層层屬属島岛師师帳账幣币幫帮廣广張张強强彈弹彥彦徑径從从",
