@@ -390,7 +390,7 @@ fn asks_for_people(c: &Class, t: &str) -> Option<String> {
         core == *a
             || (!a_squeezed.is_empty()
                 && !squeezed.is_empty()
-                && squeezed.len() % a_squeezed.len() == 0
+                && squeezed.len().is_multiple_of(a_squeezed.len())
                 && squeezed == a_squeezed.repeat(squeezed.len() / a_squeezed.len()))
     };
     if let Some(a) = c.alone.iter().find(|a| alone(a)) {
