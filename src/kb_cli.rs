@@ -221,11 +221,14 @@ pub(crate) fn describe_calibration(c: &calibrate::Calibration) -> String {
     match &c.note {
         Some(note) => format!("{chosen} ({note})"),
         None => format!(
-            "{chosen}; estimated from {} held-out questions and {} out of scope: {:.1}% answered right, {:.1}% wrong, {:.1}% one tap away",
+            "{chosen}; estimated from {} held-out questions and {} out of scope: {:.1}% answered right, {:.1}% wrong ({:.1}% of questions it knows, {:.1}% of held-out topics, {:.1}% of chit-chat), {:.1}% one tap away",
             c.in_scope_samples,
             c.out_of_scope_samples,
             c.in_scope_accuracy * 100.0,
             c.wrong_answer_rate * 100.0,
+            c.in_scope_wrong * 100.0,
+            c.held_out_answered * 100.0,
+            c.off_topic_answered * 100.0,
             c.clarify_hit_rate * 100.0
         ),
     }

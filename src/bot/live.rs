@@ -210,8 +210,10 @@ impl LiveKb {
             .model
             .as_ref()
             .map(|m| (m.clone(), &self.cache as &dyn super::embed::VectorCache));
-        let matcher = Matcher::build(entries, model, progress)?;
         let mut config = self.config();
+        // Calibrated as it will decide: by meaning in the languages the model knows.
+        let matcher =
+            Matcher::build(entries, model, progress)?.with_model_languages(&config.model_languages);
         if config.calibrate {
             calibrate_config(&matcher, &mut config)?;
         }
@@ -545,7 +547,9 @@ fn calibrate_config(matcher: &Matcher, config: &mut BotConfig) -> Result<(), Liv
         let p = c.policy;
         tracing::info!(
             scores,
+            policy = %p,
             answer = p.answer,
+            answer_probability = p.confidence.map_or(f32::NAN, |c| c.answer),
             margin = p.margin,
             clarify = p.clarify,
             lexical_weight = p.lexical_weight,
@@ -553,6 +557,8 @@ fn calibrate_config(matcher: &Matcher, config: &mut BotConfig) -> Result<(), Liv
             centroid_weight = p.centroid_weight,
             est_accuracy = c.in_scope_accuracy,
             est_wrong = c.wrong_answer_rate,
+            est_held_out_answered = c.held_out_answered,
+            est_off_topic_answered = c.off_topic_answered,
             note = c.note.as_deref().unwrap_or(""),
             "bot thresholds calibrated"
         );

@@ -258,10 +258,15 @@ impl KbResponder {
                 runner_up,
             } => {
                 let e = &self.matcher.entries()[entry];
-                let detail = format!(
-                    "{} at {score:.2} (answer at {:.2}), runner-up {runner_up:.2}",
-                    e.id, policy.answer
-                );
+                let why = match policy.confidence {
+                    Some(c) => {
+                        let p = super::confidence::features(&policy, &scored)
+                            .map_or(0.0, |(_, x)| c.probability(&x));
+                        format!("right with p {p:.2}, answer at {:.2}", c.answer)
+                    }
+                    None => format!("answer at {:.2}", policy.answer),
+                };
+                let detail = format!("{} at {score:.2} ({why}), runner-up {runner_up:.2}", e.id);
                 self.answer(e, text, score, detail)
             }
             Verdict::Clarify { options } => {
