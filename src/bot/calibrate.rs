@@ -216,15 +216,14 @@ fn share(n: usize, of: usize) -> f64 {
 }
 
 impl Counts {
+    /// Out of scope, the two kinds weighed as in the wrong-answer estimate.
     fn oos_rate(&self, answered_hard: usize, answered_easy: usize) -> f64 {
-        match (self.hard, self.easy) {
-            (0, 0) => 0.0,
-            (0, e) => share(answered_easy, e),
-            (h, 0) => share(answered_hard, h),
-            (h, e) => {
-                HARD_SHARE * share(answered_hard, h) + (1.0 - HARD_SHARE) * share(answered_easy, e)
-            }
+        let (_, w_hard, w_easy) = self.weights();
+        if w_hard + w_easy == 0.0 {
+            return 0.0;
         }
+        (w_hard * share(answered_hard, self.hard) + w_easy * share(answered_easy, self.easy))
+            / (w_hard + w_easy)
     }
 
     /// See [`kind_weights`].
