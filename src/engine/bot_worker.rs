@@ -10,10 +10,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::draft::Reply;
+use super::plan::{BotPlan, LastEntry, Misses, Say, bot_may_speak, bot_plan};
 use super::{Engine, EngineError};
 use crate::bot::{BotInput, Decision, EscalationReason};
 use crate::model::{
-    Action, Actor, BotVerdict, ConversationId, Escalation, EventKind, Message, Status, VerdictKind,
+    Action, Actor, BotVerdict, ConversationId, Escalation, EventKind, Message, VerdictKind,
 };
 
 /// How far back a numbered reply may look for the options it picks from.
@@ -166,7 +167,7 @@ async fn handle(
     let Some(current) = engine.store.conversation(conv)? else {
         return Ok(());
     };
-    if !matches!(current.status, Status::Bot | Status::Queued) {
+    if !bot_may_speak(current.status) {
         // A person owns it now: nothing to say, only the queue entry to drop.
         engine.store.bot_done(conv, seq);
         return Ok(());
@@ -246,12 +247,9 @@ async fn handle(
             _ => None,
         },
     );
-    // Waiting for a person with nothing new the bot may say (see below): only the queue
-    // entry to drop, without touching the conversation.
-    let silent_in_queue = current.status == Status::Queued
-        && !matches!(&decision, Decision::Answer { entry, escalate_after: false, .. }
-            if current.bot_last_entry.as_ref() != Some(entry));
-    if silent_in_queue {
+    // Nothing the bot may say (waiting for a person, with nothing new to tell): only the
+    // queue entry to drop, without touching the conversation.
+    if bot_plan(current.status, current.bot_last_entry.as_deref(), &decision) == BotPlan::Silent {
         engine.store.bot_done(conv, seq);
         return Ok(());
     }
@@ -261,90 +259,43 @@ async fn handle(
     engine
         .update(conv, Actor::Bot, |d| {
             d.change.bot_queue_remove.push((conv, seq));
-            let decision = &decision;
-            match d.conv.status {
-                Status::Bot => {}
-                // Waiting for a person: the bot answers what it knows well (not sensitive
-                // topics), each entry once (a customer repeating themselves while they wait
-                // is not answered the same way again), and is otherwise silent; the
-                // conversation stays in the queue.
-                Status::Queued => {
-                    if let Decision::Answer {
-                        text,
-                        entry,
-                        escalate_after: false,
-                        ..
-                    } = decision
-                        && d.conv.bot_last_entry.as_ref() != Some(entry)
-                    {
-                        d.conv.bot_last_entry = Some(entry.clone());
-                        let verdict = verdict_of(decision);
-                        d.event(EventKind::BotDecided {
-                            seq,
-                            verdict: verdict.clone(),
-                        })?;
-                        d.push_outbound(Reply {
-                            verdict: Some(verdict),
-                            ..Reply::bot(text.clone(), in_reply_to.clone())
-                        })?;
-                    }
-                    return Ok(());
-                }
-                // A person took over while the bot was thinking: the bot is silent.
-                _ => return Ok(()),
-            }
-            let verdict = verdict_of(decision);
+            // Planned again on the record read for this commit: a person may have taken
+            // over while the bot was thinking, and then it is silent.
+            let BotPlan::Speak {
+                say,
+                misses,
+                last_entry,
+                escalate,
+            } = bot_plan(d.conv.status, d.conv.bot_last_entry.as_deref(), &decision)
+            else {
+                return Ok(());
+            };
+            let verdict = verdict_of(&decision);
             d.event(EventKind::BotDecided {
                 seq,
                 verdict: verdict.clone(),
             })?;
-            match decision {
-                Decision::Answer {
-                    text,
-                    escalate_after,
-                    entry,
-                    buttons,
-                    ..
-                } => {
-                    d.conv.bot_misses = 0;
-                    d.conv.bot_last_entry = Some(entry.clone());
-                    d.push_outbound(Reply {
-                        buttons: buttons.clone(),
-                        verdict: Some(verdict),
-                        ..Reply::bot(text.clone(), in_reply_to.clone())
-                    })?;
-                    if *escalate_after {
-                        escalate(
-                            d,
-                            EscalationReason::Sensitive,
-                            &format!("knowledge-base entry {entry} is marked sensitive"),
-                        )?;
-                    }
-                }
-                // Small talk: said, and nothing else changes.
-                Decision::Reply { text, .. } => {
-                    d.push_outbound(Reply {
-                        verdict: Some(verdict),
-                        ..Reply::bot(text.clone(), in_reply_to.clone())
-                    })?;
-                }
-                Decision::Clarify { text, options, .. } => {
-                    d.conv.bot_misses += 1;
-                    d.push_outbound(Reply {
-                        buttons: options.clone(),
-                        verdict: Some(verdict),
-                        ..Reply::bot(text.clone(), in_reply_to.clone())
-                    })?;
-                }
-                Decision::Escalate { reason, detail } => {
-                    d.conv.bot_misses = 0;
-                    d.conv.bot_last_entry = None;
-                    d.push_outbound(Reply {
-                        verdict: Some(verdict),
-                        ..Reply::bot(handoff.clone(), in_reply_to.clone())
-                    })?;
-                    escalate(d, *reason, detail)?;
-                }
+            match misses {
+                Misses::Keep => {}
+                Misses::Reset => d.conv.bot_misses = 0,
+                Misses::Add => d.conv.bot_misses += 1,
+            }
+            match last_entry {
+                LastEntry::Keep => {}
+                LastEntry::Set(entry) => d.conv.bot_last_entry = Some(entry.to_owned()),
+                LastEntry::Clear => d.conv.bot_last_entry = None,
+            }
+            let (text, buttons) = match say {
+                Say::Text { text, buttons } => (text.to_owned(), buttons.to_vec()),
+                Say::HandOff => (handoff.clone(), vec![]),
+            };
+            d.push_outbound(Reply {
+                buttons,
+                verdict: Some(verdict),
+                ..Reply::bot(text, in_reply_to.clone())
+            })?;
+            if let Some((reason, detail)) = escalate {
+                hand_over(d, reason, &detail)?;
             }
             Ok(())
         })
@@ -352,7 +303,7 @@ async fn handle(
     Ok(())
 }
 
-fn escalate(
+fn hand_over(
     d: &mut super::draft::Draft<'_>,
     reason: EscalationReason,
     detail: &str,

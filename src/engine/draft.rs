@@ -217,6 +217,13 @@ impl<'s> Draft<'s> {
         Ok(seq)
     }
 
+    /// The messages this change adds to the conversation (not those it only updates, such
+    /// as a reply's delivery state).
+    pub fn added_messages(&self) -> impl Iterator<Item = &Message> {
+        let before = self.original.as_ref().map_or(0, |c| c.last_seq);
+        self.change.messages.iter().filter(move |m| m.seq > before)
+    }
+
     /// The status before this change (`None` for a new conversation).
     pub fn status_before(&self) -> Option<crate::model::Status> {
         self.original.as_ref().map(|c| c.status)

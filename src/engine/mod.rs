@@ -17,6 +17,7 @@ mod erase;
 pub use canned::CannedResponse;
 pub(crate) mod draft;
 pub mod outbox;
+mod plan;
 mod presence;
 pub use presence::{AttachGuard, Attachments};
 pub mod router;
@@ -462,7 +463,8 @@ impl Engine {
     }
 
     /// Loads a conversation, lets `build` change it, and commits, retrying lost races.
-    /// A build that records no event and dequeues nothing writes nothing.
+    /// A build that adds nothing to the change (no event, message, queue entry...) writes
+    /// nothing, whatever it did to the conversation record.
     pub(crate) async fn update<T>(
         &self,
         id: ConversationId,
@@ -483,7 +485,7 @@ impl Engine {
                 .ok_or(EngineError::NotFound("conversation"))?;
             let mut draft = Draft::new(self.store.as_ref(), conv, false, actor.clone(), now_ms());
             let out = build(&mut draft)?;
-            if draft.change.events.is_empty() && draft.change.bot_queue_remove.is_empty() {
+            if draft.change.is_empty() {
                 return Ok((draft.conv, out));
             }
             self.clock_sla(&mut draft);

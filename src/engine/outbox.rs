@@ -20,6 +20,8 @@ use switchboard_channel::{ChannelError, now_ms};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use super::draft::Draft;
+use super::plan::{DeliveryPlan, delivery_plan};
 use super::{Engine, EngineError};
 use crate::model::{
     Actor, Conversation, ConversationId, Delivery, DeliveryState, EventKind, Message, OutboxItem,
@@ -107,17 +109,18 @@ impl Outbox {
         drop(slots);
         self.wake.notify_one();
     }
+}
 
-    /// Delay before attempt number `attempts + 1`: exponential, capped, with jitter in the
-    /// upper half so that many failures do not retry in lockstep.
-    fn backoff(&self, attempts: u32) -> Duration {
+impl OutboxConfig {
+    /// Milliseconds before attempt number `attempts + 1`: exponential, capped, spread over
+    /// the upper half by `jitter` in `[0, 1)` so that many failures do not retry in lockstep.
+    pub(crate) fn backoff_ms(&self, attempts: u32, jitter: f64) -> u64 {
         let exp = self
-            .config
             .base_delay_ms
             .saturating_mul(1u64 << attempts.min(30))
-            .min(self.config.max_delay_ms);
-        let jittered = rand::rng().random_range(exp / 2..=exp.max(1));
-        Duration::from_millis(jittered)
+            .min(self.max_delay_ms);
+        let half = exp / 2;
+        half + ((exp - half) as f64 * jitter.clamp(0.0, 1.0)) as u64
     }
 }
 
@@ -300,21 +303,60 @@ async fn deliver_conversation(
     }
 }
 
-/// Commits the outcome of one send.
+/// Commits the outcome of one send: the message's delivery state, the outbox, and where the
+/// network says the customer cannot be reached, the conversation's mark, in one commit.
 async fn record(
     engine: &Arc<Engine>,
     item: &OutboxItem,
     result: Result<switchboard_channel::ExternalMessageId, ChannelError>,
 ) -> Result<(), EngineError> {
-    let mut message = engine
+    let message = engine
         .store
         .message(item.conversation, item.seq)?
         .ok_or(EngineError::NotFound("message"))?;
-    let now = now_ms();
-    let attempts = item.attempts + 1;
-    let tries = attempts + item.flood_waits;
-    let mut change = crate::store::Change::default();
-    let mut unreachable = None;
+    let plan = delivery_plan(
+        item,
+        result,
+        &engine.outbox.config,
+        now_ms(),
+        rand::rng().random(),
+    );
+    engine
+        .metrics
+        .outbound(item.channel.as_str(), plan.outcome());
+    let (conversation, seq) = (item.conversation, item.seq);
+    match &plan {
+        DeliveryPlan::Sent(_) => {}
+        DeliveryPlan::Retry {
+            at_ms,
+            attempts,
+            flood_waits,
+            reason,
+        } => {
+            let delay_ms = at_ms - now_ms();
+            tracing::info!(%conversation, seq, attempts, flood_waits, delay_ms, %reason, "delivery will be retried");
+        }
+        DeliveryPlan::Failed { error, .. } => {
+            tracing::warn!(%conversation, seq, attempts = item.attempts + 1, %error, "delivery failed for good");
+        }
+    }
+    // Recorded durably before the next item of this conversation is sent.
+    engine
+        .update(conversation, Actor::System, |d| {
+            apply_delivery(d, item, message.clone(), &plan)
+        })
+        .await?;
+    Ok(())
+}
+
+/// Writes a [`DeliveryPlan`] into the draft of the item's conversation.
+fn apply_delivery(
+    d: &mut Draft<'_>,
+    item: &OutboxItem,
+    mut message: Message,
+    plan: &DeliveryPlan,
+) -> Result<(), EngineError> {
+    let now = d.now;
     let delivery = message.delivery.get_or_insert_with(|| Delivery {
         outbound_id: item.outbound.id.clone(),
         state: DeliveryState::Queued,
@@ -323,101 +365,58 @@ async fn record(
         external_id: None,
         updated_at_ms: now,
     });
-    delivery.attempts = tries;
+    delivery.attempts = item.attempts + 1 + item.flood_waits;
     delivery.updated_at_ms = now;
-    let outcome = match &result {
-        Ok(_) => "sent",
-        Err(ChannelError::Retryable { .. }) if attempts < engine.outbox.config.max_attempts => {
-            "retry"
-        }
-        Err(ChannelError::Retryable { after: Some(_), .. }) => "retry",
-        Err(_) => "failed",
-    };
-    engine.metrics.outbound(item.channel.as_str(), outcome);
-    let event = match result {
-        Ok(external_id) => {
+    let key = (item.conversation, item.seq);
+    match plan {
+        DeliveryPlan::Sent(external_id) => {
             delivery.state = DeliveryState::Sent;
             delivery.external_id = Some(external_id.clone());
             delivery.last_error = None;
-            message.external_id = Some(external_id);
-            change.outbox_remove.push((item.conversation, item.seq));
-            Some(EventKind::DeliveryChanged {
+            message.external_id = Some(external_id.clone());
+            d.change.outbox_remove.push(key);
+            d.event(EventKind::DeliveryChanged {
                 seq: item.seq,
                 state: DeliveryState::Sent,
                 error: None,
-            })
+            })?;
         }
-        // Flood control (the network named its own wait) is waited out as often as it
-        // comes: it says "later", not "failed", so it does not use up attempts.
-        Err(ChannelError::Retryable {
+        DeliveryPlan::Retry {
+            at_ms,
+            attempts,
+            flood_waits,
             reason,
-            after: Some(after),
-        }) => {
-            let delay = after.max(Duration::from_millis(engine.outbox.config.base_delay_ms));
-            tracing::info!(conversation = %item.conversation, seq = item.seq, ?delay, %reason, "flood control: delivery waits");
-            delivery.last_error = Some(reason);
-            let mut retry = item.clone();
-            retry.flood_waits += 1;
-            retry.next_attempt_ms = now + delay.as_millis() as i64;
-            change.outbox_put.push(retry);
-            None
+        } => {
+            delivery.last_error = Some(reason.clone());
+            d.change.outbox_put.push(OutboxItem {
+                attempts: *attempts,
+                flood_waits: *flood_waits,
+                next_attempt_ms: *at_ms,
+                ..item.clone()
+            });
         }
-        Err(ChannelError::Retryable {
-            reason,
-            after: None,
-        }) if attempts < engine.outbox.config.max_attempts => {
-            let delay = engine.outbox.backoff(item.attempts);
-            tracing::info!(conversation = %item.conversation, seq = item.seq, attempts, ?delay, %reason, "delivery will be retried");
-            delivery.last_error = Some(reason);
-            let mut retry = item.clone();
-            retry.attempts = attempts;
-            retry.next_attempt_ms = now + delay.as_millis() as i64;
-            change.outbox_put.push(retry);
-            None
-        }
-        Err(e) => {
-            if let ChannelError::Unreachable(reason) = &e {
-                unreachable = Some(reason.clone());
-            }
-            tracing::warn!(conversation = %item.conversation, seq = item.seq, attempts, error = %e, "delivery failed for good");
-            let error = e.to_string();
+        DeliveryPlan::Failed { error, unreachable } => {
             delivery.state = DeliveryState::Failed;
             delivery.last_error = Some(error.clone());
-            change.outbox_remove.push((item.conversation, item.seq));
-            change.failed_put.push((item.conversation, item.seq));
-            Some(EventKind::DeliveryChanged {
+            d.change.outbox_remove.push(key);
+            d.change.failed_put.push(key);
+            d.event(EventKind::DeliveryChanged {
                 seq: item.seq,
                 state: DeliveryState::Failed,
-                error: Some(error),
-            })
+                error: Some(error.clone()),
+            })?;
+            // Shown on the conversation until the customer writes again.
+            if let Some(reason) = unreachable
+                && d.conv.unreachable.as_ref() != Some(reason)
+            {
+                d.conv.unreachable = Some(reason.clone());
+                d.event(EventKind::ChannelUnreachable {
+                    seq: item.seq,
+                    reason: reason.clone(),
+                })?;
+            }
         }
-    };
-    change.messages.push(message);
-    if let Some(kind) = event {
-        change.events.push(crate::model::Event {
-            id: crate::model::EventId(engine.store.next_id()?),
-            conversation: Some(item.conversation),
-            actor: Actor::System,
-            at_ms: now,
-            kind,
-        });
     }
-    // Recorded durably before the next item of this conversation is sent.
-    engine.commit(change).await?;
-    if let Some(reason) = unreachable {
-        // Shown on the conversation until the customer writes again.
-        engine
-            .update(item.conversation, Actor::System, |d| {
-                if d.conv.unreachable.as_deref() != Some(reason.as_str()) {
-                    d.conv.unreachable = Some(reason.clone());
-                    d.event(EventKind::ChannelUnreachable {
-                        seq: item.seq,
-                        reason: reason.clone(),
-                    })?;
-                }
-                Ok(())
-            })
-            .await?;
-    }
+    d.change.messages.push(message);
     Ok(())
 }

@@ -26,7 +26,9 @@ impl Engine {
         let Some(sla) = self.sla.read().expect("sla lock").clone() else {
             return;
         };
-        match clock_change(d.status_before(), &d.conv, &d.change.messages) {
+        let added: Vec<crate::model::Author> =
+            d.added_messages().map(|m| m.author.clone()).collect();
+        match clock_change(d.status_before(), &d.conv, &added) {
             ClockChange::Keep => {}
             ClockChange::Stop => d.conv.sla = None,
             ClockChange::Start(kind) => {

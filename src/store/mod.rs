@@ -132,6 +132,46 @@ pub struct Change {
     pub agents: Vec<Agent>,
 }
 
+impl Change {
+    /// Whether the change writes nothing at all.
+    pub fn is_empty(&self) -> bool {
+        let Change {
+            conversations,
+            contacts,
+            new_identities,
+            moved_identities,
+            new_threads,
+            new_external_ids,
+            messages,
+            notes,
+            events,
+            outbox_put,
+            outbox_remove,
+            bot_queue_put,
+            bot_queue_remove,
+            failed_put,
+            failed_remove,
+            agents,
+        } = self;
+        conversations.is_empty()
+            && contacts.is_empty()
+            && new_identities.is_empty()
+            && moved_identities.is_empty()
+            && new_threads.is_empty()
+            && new_external_ids.is_empty()
+            && messages.is_empty()
+            && notes.is_empty()
+            && events.is_empty()
+            && outbox_put.is_empty()
+            && outbox_remove.is_empty()
+            && bot_queue_put.is_empty()
+            && bot_queue_remove.is_empty()
+            && failed_put.is_empty()
+            && failed_remove.is_empty()
+            && agents.is_empty()
+    }
+}
+
 /// Sort order of conversation lists, by last update.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Order {
