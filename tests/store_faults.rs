@@ -54,6 +54,9 @@ impl Store for FlakyStore {
     fn next_id(&self) -> Result<u64> {
         self.inner.next_id()
     }
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<switchboard::model::Event> {
+        self.inner.subscribe()
+    }
     fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>> {
         self.inner.conversation(id)
     }

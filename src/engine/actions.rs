@@ -75,7 +75,7 @@ impl Engine {
                 d.conv.labels = set.clone();
                 d.event(EventKind::LabelsChanged {
                     labels: set.clone(),
-                })?;
+                });
             }
             Ok(())
         })
@@ -92,7 +92,7 @@ impl Engine {
         self.update(id, Actor::Agent(agent), |d| {
             if d.conv.priority != priority {
                 d.conv.priority = priority;
-                d.event(EventKind::PriorityChanged { priority })?;
+                d.event(EventKind::PriorityChanged { priority });
             }
             Ok(())
         })
@@ -136,7 +136,7 @@ impl Engine {
                     seq,
                     state: crate::model::DeliveryState::Queued,
                     error: None,
-                })?;
+                });
                 Ok(m)
             })
             .await?;

@@ -10,7 +10,7 @@ use sha2::Sha256;
 use switchboard_channel::now_ms;
 
 use super::{Engine, EngineError};
-use crate::model::{Actor, Agent, AgentId, Event, EventId, EventKind, Presence, Role};
+use crate::model::{Actor, Agent, AgentId, Event, EventKind, Presence, Role};
 use crate::store::{Change, Store};
 
 const KEY_META: &str = "token_key";
@@ -59,16 +59,15 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let change = Change {
             agents: vec![agent.clone()],
-            events: vec![Event {
-                id: EventId(self.store.next_id()?),
-                conversation: None,
-                actor: by.map(Actor::Agent).unwrap_or(Actor::System),
-                at_ms: now_ms(),
-                kind: EventKind::AgentChanged {
+            events: vec![Event::new(
+                None,
+                by.map(Actor::Agent).unwrap_or(Actor::System),
+                now_ms(),
+                EventKind::AgentChanged {
                     agent: agent.id,
                     change: what.to_owned(),
                 },
-            }],
+            )],
             ..Change::default()
         };
         Ok(self.commit(change).await?)

@@ -274,7 +274,7 @@ async fn handle(
             d.event(EventKind::BotDecided {
                 seq,
                 verdict: verdict.clone(),
-            })?;
+            });
             match misses {
                 Misses::Keep => {}
                 Misses::Reset => d.conv.bot_misses = 0,
@@ -293,7 +293,7 @@ async fn handle(
                 buttons,
                 verdict: Some(verdict),
                 ..Reply::bot(text, in_reply_to.clone())
-            })?;
+            });
             if let Some((reason, detail)) = escalate {
                 hand_over(d, reason, &detail)?;
             }
@@ -304,7 +304,7 @@ async fn handle(
 }
 
 fn hand_over(
-    d: &mut super::draft::Draft<'_>,
+    d: &mut super::draft::Draft,
     reason: EscalationReason,
     detail: &str,
 ) -> Result<(), EngineError> {

@@ -3,7 +3,7 @@
 use switchboard_channel::now_ms;
 
 use super::{Engine, EngineError, MAX_RETRIES};
-use crate::model::{Actor, AgentId, Contact, ContactId, Event, EventId, EventKind};
+use crate::model::{Actor, AgentId, Contact, ContactId, Event, EventKind};
 use crate::store::{Change, ConversationWrite, StoreError};
 
 impl Engine {
@@ -78,16 +78,15 @@ impl Engine {
                         .push(ConversationWrite::update(previous, conv));
                 }
             }
-            change.events.push(Event {
-                id: EventId(self.store.next_id()?),
-                conversation: None,
-                actor: Actor::Agent(agent),
-                at_ms: now,
-                kind: EventKind::ContactsMerged {
+            change.events.push(Event::new(
+                None,
+                Actor::Agent(agent),
+                now,
+                EventKind::ContactsMerged {
                     from: source.id,
                     into: target.id,
                 },
-            });
+            ));
             change.contacts = vec![target.clone(), source];
             match self.commit(change).await {
                 Ok(()) => return Ok(target),

@@ -4,13 +4,12 @@
 use switchboard_channel::{Attachment, Button, ExternalMessageId, InboundMessage, Outbound};
 
 use crate::model::{
-    Action, Actor, Author, BotVerdict, Conversation, Delivery, DeliveryState, Event, EventId,
-    EventKind, Message, OutboxItem, TransitionError, transition,
+    Action, Actor, Author, BotVerdict, Conversation, Delivery, DeliveryState, Event, EventKind,
+    Message, OutboxItem, TransitionError, transition,
 };
-use crate::store::{Change, ConversationWrite, Store, StoreError};
+use crate::store::{Change, ConversationWrite};
 
-pub(crate) struct Draft<'s> {
-    store: &'s dyn Store,
+pub(crate) struct Draft {
     pub conv: Conversation,
     /// The conversation as read, `None` when this change creates it.
     original: Option<Conversation>,
@@ -59,16 +58,9 @@ pub(crate) fn parse_outbound_id(id: &str) -> Option<(crate::model::ConversationI
     ))
 }
 
-impl<'s> Draft<'s> {
-    pub fn new(
-        store: &'s dyn Store,
-        conv: Conversation,
-        is_new: bool,
-        actor: Actor,
-        now: i64,
-    ) -> Self {
+impl Draft {
+    pub fn new(conv: Conversation, is_new: bool, actor: Actor, now: i64) -> Self {
         Draft {
-            store,
             original: (!is_new).then(|| conv.clone()),
             conv,
             change: Change::default(),
@@ -77,21 +69,19 @@ impl<'s> Draft<'s> {
         }
     }
 
-    pub fn event(&mut self, kind: EventKind) -> Result<(), StoreError> {
-        let id = EventId(self.store.next_id()?);
-        self.change.events.push(Event {
-            id,
-            conversation: Some(self.conv.id),
-            actor: self.actor.clone(),
-            at_ms: self.now,
+    /// Records an event of this conversation (its id comes with the commit).
+    pub fn event(&mut self, kind: EventKind) {
+        self.change.events.push(Event::new(
+            Some(self.conv.id),
+            self.actor.clone(),
+            self.now,
             kind,
-        });
-        Ok(())
+        ));
     }
 
     /// Applies a state-machine action, recording status and assignee changes with `reason`.
     /// Returns whether anything changed.
-    pub fn transition(&mut self, action: Action, reason: &str) -> Result<bool, DraftError> {
+    pub fn transition(&mut self, action: Action, reason: &str) -> Result<bool, TransitionError> {
         let before = self.conv.state();
         let after = transition(before, action)?;
         if after == before {
@@ -103,14 +93,14 @@ impl<'s> Draft<'s> {
                 from: before.status,
                 to: after.status,
                 reason: reason.to_owned(),
-            })?;
+            });
         }
         if before.assignee != after.assignee {
             self.event(EventKind::AssigneeChanged {
                 from: before.assignee,
                 to: after.assignee,
                 reason: reason.to_owned(),
-            })?;
+            });
         }
         Ok(true)
     }
@@ -127,7 +117,7 @@ impl<'s> Draft<'s> {
     /// Adds a customer message.
     /// Adds a customer message; `member`: written by someone other than the conversation's
     /// contact (a group chat), who is then named on the message.
-    pub fn push_inbound(&mut self, msg: &InboundMessage, member: bool) -> Result<u64, StoreError> {
+    pub fn push_inbound(&mut self, msg: &InboundMessage, member: bool) -> u64 {
         let seq = self.next_seq();
         self.touch();
         self.conv.preview = crate::model::preview_of(&msg.text);
@@ -161,12 +151,12 @@ impl<'s> Draft<'s> {
             }),
             buttons: vec![],
         });
-        self.event(EventKind::MessageReceived { seq })?;
-        Ok(seq)
+        self.event(EventKind::MessageReceived { seq });
+        seq
     }
 
     /// Adds a reply and queues it in the outbox.
-    pub fn push_outbound(&mut self, reply: Reply) -> Result<u64, StoreError> {
+    pub fn push_outbound(&mut self, reply: Reply) -> u64 {
         let seq = self.next_seq();
         self.touch();
         let id = outbound_id(&self.conv, seq);
@@ -213,8 +203,8 @@ impl<'s> Draft<'s> {
             member: None,
             buttons: reply.buttons,
         });
-        self.event(EventKind::MessageQueued { seq })?;
-        Ok(seq)
+        self.event(EventKind::MessageQueued { seq });
+        seq
     }
 
     /// The messages this change adds to the conversation (not those it only updates, such
@@ -238,12 +228,4 @@ impl<'s> Draft<'s> {
         });
         (self.change, self.conv)
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum DraftError {
-    #[error(transparent)]
-    Transition(#[from] TransitionError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
 }

@@ -5,7 +5,7 @@
 use switchboard_channel::now_ms;
 
 use super::{Engine, EngineError};
-use crate::model::{Actor, AgentId, ContactId, Event, EventId, EventKind};
+use crate::model::{Actor, AgentId, ContactId, Event, EventKind};
 use crate::store::{Change, Erased};
 
 impl Engine {
@@ -34,17 +34,16 @@ impl Engine {
         let at = now_ms();
         let erased = self.store.erase_contact(contact.id, at).await?;
         self.commit(Change {
-            events: vec![Event {
-                id: EventId(self.store.next_id()?),
-                conversation: None,
-                actor: by.map(Actor::Agent).unwrap_or(Actor::System),
-                at_ms: at,
-                kind: EventKind::ContactForgotten {
+            events: vec![Event::new(
+                None,
+                by.map(Actor::Agent).unwrap_or(Actor::System),
+                at,
+                EventKind::ContactForgotten {
                     contact: contact.id,
                     conversations: erased.conversations.len() as u64,
                     messages: erased.messages,
                 },
-            }],
+            )],
             ..Change::default()
         })
         .await?;

@@ -133,7 +133,7 @@ impl Engine {
                     seq,
                     state: crate::model::DeliveryState::Failed,
                     error: Some(reason.to_owned()),
-                })?;
+                });
                 Ok(true)
             })
             .await;
@@ -210,7 +210,7 @@ impl Engine {
                     d.conv.preview = crate::model::preview_of(&message.text);
                 }
                 d.change.messages.push(message);
-                d.event(event)?;
+                d.event(event);
                 Ok(true)
             })
             .await;
@@ -272,22 +272,22 @@ impl Engine {
                 Conversation::new(id, contact_id, channel.clone(), msg.thread.clone(), now)
             }
         };
-        let mut draft = Draft::new(store, conv, is_new, Actor::Customer, now);
+        let mut draft = Draft::new(conv, is_new, Actor::Customer, now);
         draft.change = change;
         if is_new {
-            draft.event(EventKind::ConversationCreated)?;
+            draft.event(EventKind::ConversationCreated);
         }
         draft.transition(Action::CustomerMessage, "customer wrote")?;
         // The customer wrote: whatever failed to reach them before may work again.
         if let Some(reason) = draft.conv.unreachable.take() {
-            draft.event(EventKind::ReachableAgain { was: reason })?;
+            draft.event(EventKind::ReachableAgain { was: reason });
         }
         let member = draft.conv.contact != contact_id;
-        let seq = draft.push_inbound(msg, member)?;
+        let seq = draft.push_inbound(msg, member);
         match (start, draft.conv.status) {
             (true, Status::Bot) => {
                 let welcome = self.settings().welcome_message.clone();
-                draft.push_outbound(Reply::bot(welcome, Some(msg.message_id.clone())))?;
+                draft.push_outbound(Reply::bot(welcome, Some(msg.message_id.clone())));
             }
             // Machines (auto-replies, lists) are stored for people, never answered. While the
             // customer waits for a person the bot still answers what it knows.

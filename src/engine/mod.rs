@@ -1,8 +1,9 @@
 //! The conversation engine: turns inbound events and agent actions into state changes.
 //!
 //! - Every change is built as a [`draft::Draft`] (pure), applied to the store as one
-//!   transaction, made durable, and only then announced: events go to subscribers (SSE), new
-//!   replies wake the [`outbox`], new customer messages go to the [`bot_worker`].
+//!   transaction, made durable, and only then announced: the store gives its events their ids
+//!   and announces them in commit order (SSE and the router subscribe), new replies wake the
+//!   [`outbox`], new customer messages go to the [`bot_worker`].
 //! - Writes are optimistic: a conversation changed by someone else in between is re-read and
 //!   the change rebuilt (bounded retries).
 //! - The engine knows channels only through the `Channel` trait; it never touches a network.
@@ -50,7 +51,7 @@ use crate::model::availability::{AlwaysStaffed, Availability};
 use crate::model::lang::Localized;
 use crate::model::{Actor, Conversation, ConversationId, Event, Message, TransitionError};
 use crate::store::{Change, Store, StoreError};
-use draft::{Draft, DraftError};
+use draft::Draft;
 use outbox::OutboxConfig;
 
 /// How often a write that lost a race is rebuilt before giving up.
@@ -82,15 +83,6 @@ pub enum EngineError {
     DiskFull(String),
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-impl From<DraftError> for EngineError {
-    fn from(e: DraftError) -> Self {
-        match e {
-            DraftError::Transition(t) => EngineError::Transition(t),
-            DraftError::Store(s) => EngineError::Store(s),
-        }
-    }
 }
 
 /// A customer message for the bot; the message itself when it was at hand (else it is read).
@@ -125,7 +117,6 @@ pub struct Engine {
     availability: RwLock<Arc<dyn Availability>>,
     channels: RwLock<HashMap<ChannelId, Arc<dyn Channel>>>,
     settings: RwLock<Arc<EngineSettings>>,
-    events: broadcast::Sender<Event>,
     bot_shards: Vec<mpsc::UnboundedSender<BotWork>>,
     /// Taken by `start`.
     bot_inboxes: Mutex<Option<Vec<mpsc::UnboundedReceiver<BotWork>>>>,
@@ -151,7 +142,6 @@ impl Engine {
         settings: EngineSettings,
     ) -> Result<Arc<Engine>, EngineError> {
         let token_key = agents::load_or_create_key(store.as_ref())?;
-        let (events, _) = broadcast::channel(4096);
         let workers = settings.bot_workers.max(1);
         let (bot_shards, inboxes) = (0..workers).map(|_| mpsc::unbounded_channel()).unzip();
         Ok(Arc::new(Engine {
@@ -161,7 +151,6 @@ impl Engine {
             channels: RwLock::new(HashMap::new()),
             outbox: outbox::Outbox::new(settings.outbox.clone()),
             settings: RwLock::new(Arc::new(settings)),
-            events,
             bot_shards,
             bot_inboxes: Mutex::new(Some(inboxes)),
             bot_outstanding: Default::default(),
@@ -226,7 +215,7 @@ impl Engine {
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.events.subscribe()
+        self.store.subscribe()
     }
 
     /// Starts the bot workers and the outbox; they stop when `shutdown` fires. Pending work
@@ -302,9 +291,6 @@ impl Engine {
         for item in &change.outbox_put {
             self.outbox.wake(item.conversation);
         }
-        for e in change.events {
-            let _ = self.events.send(e);
-        }
         Ok(())
     }
 
@@ -315,7 +301,7 @@ impl Engine {
         &self,
         id: ConversationId,
         actor: Actor,
-        mut build: impl FnMut(&mut Draft<'_>) -> Result<T, EngineError>,
+        mut build: impl FnMut(&mut Draft) -> Result<T, EngineError>,
     ) -> Result<(Conversation, T), EngineError> {
         let first = self
             .store
@@ -329,7 +315,7 @@ impl Engine {
                 .store
                 .conversation(id)?
                 .ok_or(EngineError::NotFound("conversation"))?;
-            let mut draft = Draft::new(self.store.as_ref(), conv, false, actor.clone(), now_ms());
+            let mut draft = Draft::new(conv, false, actor.clone(), now_ms());
             let out = build(&mut draft)?;
             if draft.change.is_empty() {
                 return Ok((draft.conv, out));

@@ -351,7 +351,7 @@ async fn record(
 
 /// Writes a [`DeliveryPlan`] into the draft of the item's conversation.
 fn apply_delivery(
-    d: &mut Draft<'_>,
+    d: &mut Draft,
     item: &OutboxItem,
     mut message: Message,
     plan: &DeliveryPlan,
@@ -379,7 +379,7 @@ fn apply_delivery(
                 seq: item.seq,
                 state: DeliveryState::Sent,
                 error: None,
-            })?;
+            });
         }
         DeliveryPlan::Retry {
             at_ms,
@@ -404,7 +404,7 @@ fn apply_delivery(
                 seq: item.seq,
                 state: DeliveryState::Failed,
                 error: Some(error.clone()),
-            })?;
+            });
             // Shown on the conversation until the customer writes again.
             if let Some(reason) = unreachable
                 && d.conv.unreachable.as_ref() != Some(reason)
@@ -413,7 +413,7 @@ fn apply_delivery(
                 d.event(EventKind::ChannelUnreachable {
                     seq: item.seq,
                     reason: reason.clone(),
-                })?;
+                });
             }
         }
     }

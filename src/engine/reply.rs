@@ -89,7 +89,7 @@ impl Engine {
                     attachments: attachments.to_vec(),
                     in_reply_to,
                     verdict: None,
-                })?;
+                });
                 if let Some(m) = d.change.messages.last_mut() {
                     m.idempotency_key = key.map(str::to_owned);
                 }
@@ -184,7 +184,7 @@ impl Engine {
                     created_at_ms: d.now,
                 };
                 d.change.notes.push(n.clone());
-                d.event(EventKind::NoteAdded { note: note_id })?;
+                d.event(EventKind::NoteAdded { note: note_id });
                 Ok(n)
             })
             .await?;

@@ -22,7 +22,7 @@ impl Engine {
     }
 
     /// Starts or stops the conversation's clock as this change requires.
-    pub(super) fn clock_sla(&self, d: &mut Draft<'_>) {
+    pub(super) fn clock_sla(&self, d: &mut Draft) {
         let Some(sla) = self.sla.read().expect("sla lock").clone() else {
             return;
         };
@@ -77,7 +77,7 @@ impl Engine {
                     }
                     _ => return Ok(None),
                 };
-                d.event(kind)?;
+                d.event(kind);
                 Ok(Some((target, mark)))
             })
             .await?;

@@ -93,28 +93,20 @@ pub async fn events(
         .map(EventId);
     // Subscribe before reading the backlog, so nothing falls between the two.
     let live = BroadcastStream::new(state.engine.subscribe());
-    let backlog: Vec<Event> = match last {
-        Some(after) => state
-            .engine
-            .store()
-            .events(Some(after), MAX_REPLAY)?
-            .into_iter()
-            .filter(|e| filter.wants(e))
-            .collect(),
+    let stored = match last {
+        Some(after) => state.engine.store().events(Some(after), MAX_REPLAY)?,
         None => Vec::new(),
     };
-    // Live events already replayed from the store are skipped. (Ids are allocated before
-    // commit, so concurrent changes may arrive slightly out of id order: no "id > last" filter.)
-    let replayed: HashSet<EventId> = backlog.iter().map(|e| e.id).collect();
-    let floor = last.unwrap_or(EventId(0));
+    // Ids are positions in the log, announced in order: live events up to the last one read
+    // from the store were replayed (or filtered out) already.
+    let floor = stored.last().map(|e| e.id).or(last).unwrap_or(EventId(0));
+    let backlog: Vec<Event> = stored.into_iter().filter(|e| filter.wants(e)).collect();
     let replay = futures::stream::iter(backlog).map(|e| to_sse(&e));
     let live = live
         .take_while(|item| std::future::ready(item.is_ok()))
         .filter_map(move |item| {
             let out = match item {
-                Ok(e) if e.id > floor && !replayed.contains(&e.id) && filter.wants(&e) => {
-                    Some(to_sse(&e))
-                }
+                Ok(e) if e.id > floor && filter.wants(&e) => Some(to_sse(&e)),
                 _ => None,
             };
             std::future::ready(out)

@@ -49,10 +49,17 @@ numeric_id!(
     AgentId
 );
 numeric_id!(
-    /// An event in the append-only log; also the SSE `id`.
+    /// An event in the append-only log, and its position there (ids rise in commit order);
+    /// also the SSE `id`.
     EventId
 );
 numeric_id!(
     /// A private note.
     NoteId
 );
+
+impl EventId {
+    /// The id of an event not yet committed: the store gives it its id in the commit, in
+    /// commit order, so that ids are positions in the log.
+    pub const UNASSIGNED: EventId = EventId(0);
+}

@@ -630,6 +630,24 @@ pub struct Event {
     pub kind: EventKind,
 }
 
+impl Event {
+    /// An event to commit; the store gives it its id.
+    pub fn new(
+        conversation: Option<ConversationId>,
+        actor: Actor,
+        at_ms: i64,
+        kind: EventKind,
+    ) -> Event {
+        Event {
+            id: EventId::UNASSIGNED,
+            conversation,
+            actor,
+            at_ms,
+            kind,
+        }
+    }
+}
+
 /// A reply waiting in the outbox for delivery.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OutboxItem {

@@ -119,6 +119,8 @@ pub struct Change {
     /// Messages, upserted by `(conversation, seq)`.
     pub messages: Vec<Message>,
     pub notes: Vec<Note>,
+    /// Events to append to the log. Those with [`EventId::UNASSIGNED`] get their id in the
+    /// commit, in commit order (an imported event keeps its own).
     pub events: Vec<Event>,
     pub outbox_put: Vec<OutboxItem>,
     pub outbox_remove: Vec<(ConversationId, u64)>,
@@ -230,7 +232,8 @@ pub struct Page {
 /// A future that resolves once earlier writes are durable.
 pub type Durable = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
 
-/// A future that resolves once a change is applied and durable, giving the change back.
+/// A future that resolves once a change is applied and durable, giving the change back with
+/// its events' ids.
 pub type Commit = Pin<Box<dyn Future<Output = Result<Change>> + Send>>;
 
 /// A store operation that finishes later.
@@ -300,10 +303,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Message>>;
     fn notes(&self, conversation: ConversationId) -> Result<Vec<Note>>;
 
-    /// The stored events with ids above `after`, in the order they were stored (ids are
-    /// allocated before commit, so concurrent changes may store them slightly out of id
-    /// order), at most `limit`.
+    /// The stored events with ids above `after`, in id order, which is commit order: a reader
+    /// that resumes after the last id it saw misses nothing committed since, however commits
+    /// interleave. At most `limit`.
     fn events(&self, after: Option<EventId>, limit: usize) -> Result<Vec<Event>>;
+
+    /// Events as they are committed and durable, in id order, from now on (the live half of
+    /// the event feed; [`Store::events`] is the stored half). A receiver that falls more than
+    /// a few thousand behind is told it lagged and should read the rest with `events`.
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event>;
     fn conversation_events(&self, conversation: ConversationId) -> Result<Vec<Event>>;
 
     fn list_conversations(&self, query: &ConversationQuery) -> Result<Page>;

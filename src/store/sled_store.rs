@@ -295,12 +295,15 @@ impl SledStore {
         }
         Ok(SledStore {
             writer: Writer::start(
-                db.clone(),
-                data.clone(),
-                index.clone(),
-                caches.clone(),
-                live,
-                last_segment,
+                writer::Parts {
+                    db: db.clone(),
+                    data: data.clone(),
+                    index: index.clone(),
+                    caches: caches.clone(),
+                    ids: ids.clone(),
+                    versions: live,
+                    last_segment,
+                },
                 options,
             ),
             caches,
@@ -500,6 +503,10 @@ impl Store for SledStore {
 
     fn events(&self, after: Option<EventId>, limit: usize) -> Result<Vec<Event>> {
         segments::after(self.tree(EVENTS), after.map_or(0, |a| a.0), limit)
+    }
+
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.writer.subscribe()
     }
 
     fn conversation_events(&self, conversation: ConversationId) -> Result<Vec<Event>> {

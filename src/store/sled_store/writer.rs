@@ -25,6 +25,7 @@ use sled::Tree;
 use tokio::sync::oneshot;
 
 use super::Caches;
+use super::ids::Ids;
 use super::index::ConvIndex;
 use super::segments::{Closed, Segments};
 use super::space::Space;
@@ -33,12 +34,14 @@ use super::{
     EXTERNAL_IDS, FAILED, IDENTITIES, MESSAGES, NOTES, OUTBOX, PREFIXES, THREADS, TOKENS, TREES,
     decode, encode, io,
 };
-use crate::model::{Agent, AgentId, Author, Conversation, ConversationId, Status};
+use crate::model::{Agent, AgentId, Author, Conversation, ConversationId, Event, EventId, Status};
 use crate::store::keys;
 use crate::store::{Change, Commit, Durable, Result, StoreError};
 
 /// Most changes applied in one round.
 const MAX_BATCH: usize = 512;
+/// Committed events a slow subscriber may fall behind by before it is told it lagged.
+const FEED_CAPACITY: usize = 4096;
 
 enum Request {
     Commit {
@@ -74,7 +77,6 @@ struct Prepared {
     contacts: Vec<Vec<u8>>,
     messages: Vec<Vec<u8>>,
     notes: Vec<Vec<u8>>,
-    events: Vec<Vec<u8>>,
     outbox: Vec<Vec<u8>>,
     agents: Vec<Vec<u8>>,
 }
@@ -109,7 +111,6 @@ impl Prepared {
             contacts: change.contacts.iter().map(encode).collect(),
             messages: change.messages.iter().map(encode).collect(),
             notes: change.notes.iter().map(encode).collect(),
-            events: change.events.iter().map(encode).collect(),
             outbox: change.outbox_put.iter().map(encode).collect(),
             agents: change.agents.iter().map(encode).collect(),
             change,
@@ -174,8 +175,15 @@ impl Prepared {
         Ok(Ok(Checked { old_tokens }))
     }
 
-    /// Stages the writes of a checked change.
-    fn stage(&self, st: &mut Staging<'_>, checked: Checked) {
+    /// Stages the writes of a checked change. Its events get their ids here, in the order
+    /// changes are applied, and are encoded here (they are small), so that an event's id is
+    /// its position in the log: a reader resuming after id `x` misses nothing committed later.
+    fn stage(&mut self, st: &mut Staging<'_>, checked: Checked) -> Result<()> {
+        for e in &mut self.change.events {
+            if e.id == EventId::UNASSIGNED {
+                e.id = EventId(st.ids.next()?);
+            }
+        }
         let c = &self.change;
         for (i, key, value, _) in self.claims() {
             st.claim(i, &key, &value);
@@ -231,11 +239,11 @@ impl Prepared {
         for (n, bytes) in c.notes.iter().zip(&self.notes) {
             st.put(NOTES, &keys::pair(n.conversation.0, n.id.0), bytes);
         }
-        for (e, bytes) in c.events.iter().zip(&self.events) {
+        for e in &c.events {
             let logged = e.conversation.filter(|_| e.kind.in_conversation_log());
             if let Some(closed) = st
                 .segments
-                .push(e.id.0, logged, bytes, &mut st.last_segment)
+                .push(e.id.0, logged, &encode(e), &mut st.last_segment)
             {
                 st.write_segment(closed);
             }
@@ -276,6 +284,7 @@ impl Prepared {
             st.put(AGENTS, &key, bytes);
             st.tokens.insert(agent.id, agent.token_hash.clone());
         }
+        Ok(())
     }
 }
 
@@ -296,6 +305,8 @@ struct Staging<'a> {
     segments: Segments,
     /// The key of the last segment written.
     last_segment: u64,
+    /// Where events get their ids.
+    ids: &'a Ids,
 }
 
 impl Staging<'_> {
@@ -558,9 +569,10 @@ type Outcome = std::result::Result<(), StoreError>;
 /// live state.
 fn apply_batch(
     data: &Tree,
+    ids: &Ids,
     versions: &LiveMap,
     bot_queue: &Mutex<BotQueue>,
-    batch: &[&Prepared],
+    batch: &mut [&mut Prepared],
     bot_done: &[(ConversationId, u64)],
     last_segment: &mut u64,
 ) -> Result<Staged> {
@@ -577,12 +589,13 @@ fn apply_batch(
         bot: BTreeMap::new(),
         segments: Segments::default(),
         last_segment: *last_segment,
+        ids,
     };
     let mut outcomes = Vec::with_capacity(batch.len());
-    for p in batch {
+    for p in batch.iter_mut() {
         outcomes.push(match p.check(&st)? {
             Ok(checked) => {
-                p.stage(&mut st, checked);
+                p.stage(&mut st, checked)?;
                 Ok(())
             }
             Err(e) => Err(e),
@@ -611,6 +624,19 @@ struct Staged {
     bot: BTreeMap<(ConversationId, u64), Option<bool>>,
 }
 
+/// What the writer owns or shares, handed over by the store it writes for.
+pub(super) struct Parts {
+    pub db: sled::Db,
+    pub data: Tree,
+    pub index: Arc<ConvIndex>,
+    pub caches: Arc<Caches>,
+    pub ids: Arc<Ids>,
+    /// Every conversation's version and activity mark, as read at open.
+    pub versions: LiveMap,
+    /// The key of the last event segment on disk.
+    pub last_segment: u64,
+}
+
 #[derive(Clone)]
 pub(super) struct Writer {
     inner: Arc<WriterInner>,
@@ -620,25 +646,30 @@ struct WriterInner {
     /// `None` once the store is closed.
     requests: Mutex<Option<std::sync::mpsc::Sender<Request>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    feed: Feed,
 }
 
 impl Writer {
-    pub fn start(
-        db: sled::Db,
-        data: Tree,
-        index: Arc<ConvIndex>,
-        caches: Arc<Caches>,
-        mut versions: LiveMap,
-        mut last_segment: u64,
-        options: &super::SledOptions,
-    ) -> Writer {
+    pub fn start(parts: Parts, options: &super::SledOptions) -> Writer {
+        let Parts {
+            db,
+            data,
+            index,
+            caches,
+            ids,
+            mut versions,
+            mut last_segment,
+        } = parts;
         let (linger, checkpoint_every) = (options.commit_linger, options.checkpoint_every);
         let (tx, rx) = std::sync::mpsc::channel::<Request>();
         let (applied_tx, applied_rx) = std::sync::mpsc::channel::<Applied>();
         let flush_db = db.clone();
+        let (feed, _) = tokio::sync::broadcast::channel(FEED_CAPACITY);
+        let flush_feed = feed.clone();
+        let writer_feed = feed.clone();
         let flush_thread = std::thread::Builder::new()
             .name("sled-flusher".into())
-            .spawn(move || flusher(flush_db, applied_rx))
+            .spawn(move || flusher(flush_db, applied_rx, &flush_feed))
             .expect("spawn sled flusher");
         let thread = std::thread::Builder::new()
             .name("sled-writer".into())
@@ -676,6 +707,7 @@ impl Writer {
                             .partition(|r| matches!(r, Request::Exclusive(_)));
                         let applied = round(
                             &data,
+                            &ids,
                             &index,
                             &caches,
                             &mut versions,
@@ -685,7 +717,7 @@ impl Writer {
                         if let Err(std::sync::mpsc::SendError(applied)) = applied_tx.send(applied) {
                             // The flusher is gone (it panicked): flush here.
                             let flushed = db.flush().map(|_| ()).map_err(io);
-                            answer(applied.requests, applied.outcomes, &flushed);
+                            answer(applied.requests, applied.outcomes, &flushed, &writer_feed);
                         }
                         for job in jobs {
                             let Request::Exclusive(job) = job else {
@@ -718,8 +750,14 @@ impl Writer {
             inner: Arc::new(WriterInner {
                 requests: Mutex::new(Some(tx)),
                 thread: Mutex::new(Some(thread)),
+                feed,
             }),
         }
+    }
+
+    /// Committed events from now on, in id order.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.inner.feed.subscribe()
     }
 
     fn send(&self, request: Request) -> bool {
@@ -799,23 +837,24 @@ struct Applied {
 /// answers everyone.
 fn round(
     data: &Tree,
+    ids: &Ids,
     index: &ConvIndex,
     caches: &Caches,
     versions: &mut LiveMap,
     last_segment: &mut u64,
-    requests: Vec<Request>,
+    mut requests: Vec<Request>,
 ) -> Applied {
-    let prepared: Vec<&Prepared> = requests
-        .iter()
-        .filter_map(|r| match r {
-            Request::Commit { change, .. } => Some(&**change),
-            _ => None,
-        })
-        .collect();
     let bot_done: Vec<(ConversationId, u64)> = requests
         .iter()
         .filter_map(|r| match r {
             Request::BotDone(conv, seq) => Some((*conv, *seq)),
+            _ => None,
+        })
+        .collect();
+    let mut prepared: Vec<&mut Prepared> = requests
+        .iter_mut()
+        .filter_map(|r| match r {
+            Request::Commit { change, .. } => Some(&mut **change),
             _ => None,
         })
         .collect();
@@ -824,9 +863,10 @@ fn round(
     } else {
         apply_batch(
             data,
+            ids,
             versions,
             &caches.bot,
-            &prepared,
+            &mut prepared,
             &bot_done,
             last_segment,
         )
@@ -855,27 +895,35 @@ fn round(
             staged.outcomes
         })
     };
+    let changes = prepared.len();
     let outcomes = match outcomes {
         Ok(o) => o,
-        Err(e) => vec![Err(e); prepared.len()],
+        Err(e) => vec![Err(e); changes],
     };
     Applied { requests, outcomes }
 }
 
 /// The flusher: takes every applied round waiting, flushes once, answers them all. It runs
 /// beside the writer, so the next round is applied while this one's fsync is under way.
-fn flusher(db: sled::Db, rounds: std::sync::mpsc::Receiver<Applied>) {
+fn flusher(db: sled::Db, rounds: std::sync::mpsc::Receiver<Applied>, feed: &Feed) {
     while let Ok(first) = rounds.recv() {
         let mut ready = vec![first];
         ready.extend(rounds.try_iter());
         let flushed = db.flush().map(|_| ()).map_err(io);
         for Applied { requests, outcomes } in ready {
-            answer(requests, outcomes, &flushed);
+            answer(requests, outcomes, &flushed, feed);
         }
     }
 }
 
-fn answer(requests: Vec<Request>, outcomes: Vec<Outcome>, flushed: &Result<()>) {
+/// Where committed events are announced, in the order of their ids (see [`Store::subscribe`]).
+///
+/// [`Store::subscribe`]: crate::store::Store::subscribe
+pub(super) type Feed = tokio::sync::broadcast::Sender<Event>;
+
+/// Answers a round's waiters once its flush is done; the events of each change that made it
+/// are announced first, in id order (rounds are answered in order, and so are their changes).
+fn answer(requests: Vec<Request>, outcomes: Vec<Outcome>, flushed: &Result<()>, feed: &Feed) {
     let mut outcomes = outcomes.into_iter();
     for request in requests {
         match request {
@@ -884,7 +932,13 @@ fn answer(requests: Vec<Request>, outcomes: Vec<Outcome>, flushed: &Result<()>) 
                     .next()
                     .unwrap_or(Err(StoreError::Io("lost outcome".into())));
                 let answer = match (outcome, flushed) {
-                    (Ok(()), Ok(())) => Ok(change.change),
+                    (Ok(()), Ok(())) => {
+                        for e in &change.change.events {
+                            // Nobody listening is fine.
+                            let _ = feed.send(e.clone());
+                        }
+                        Ok(change.change)
+                    }
                     (Ok(()), Err(e)) => Err(e.clone()),
                     (Err(e), _) => Err(e),
                 };
