@@ -46,6 +46,7 @@ use serenity::all::{
     ComponentInteraction, Context, EventHandler, GatewayIntents, GuildChannel, Interaction,
     Message, MessageType, MessageUpdateEvent, Ready, ResumedEvent,
 };
+use switchboard_channel::ledger::{ButtonPayloads, SentParts};
 use switchboard_channel::{
     Attachment, Backoff, Capabilities, Channel, ChannelContext, ChannelError, ChannelHealth,
     ChannelId, ExternalMessageId, ExternalThread, ExternalUser, HealthTracker, InboundEdit,
@@ -254,7 +255,6 @@ fn seen_key(channel: u64) -> String {
 fn customer_thread_key(support: u64, user: u64) -> String {
     format!("u/{support}/{user}")
 }
-const BUTTON_PREFIX: &str = "btn/";
 /// Our own messages seen over the gateway, by nonce: `nonce/{nonce}` → (message id, when).
 const NONCE_PREFIX: &str = "nonce/";
 /// How long the nonce ledger remembers a message: a week.
@@ -508,12 +508,8 @@ impl Inner {
         if self.get::<Seen>(&seen_key(channel)).is_none() {
             return;
         }
-        let payload = match c.data.custom_id.strip_prefix("h:") {
-            Some(hash) => match self.get::<String>(&format!("{BUTTON_PREFIX}{hash}")) {
-                Some(p) => p,
-                None => return,
-            },
-            None => c.data.custom_id.clone(),
+        let Some(payload) = self.buttons().payload(&c.data.custom_id).ok().flatten() else {
+            return;
         };
         let event = InboundEvent::Message(InboundMessage {
             thread: ExternalThread(channel.to_string()),
@@ -728,14 +724,14 @@ impl Inner {
         }
     }
 
-    /// Records a long button payload under its hash; returns the `custom_id` to send.
-    fn button_id(&self, payload: &str) -> String {
-        if payload.len() <= render::MAX_CUSTOM_ID && !payload.starts_with("h:") {
-            return payload.to_owned();
-        }
-        let hash = render::short_hash(payload);
-        self.put(&format!("{BUTTON_PREFIX}{hash}"), &payload.to_owned());
-        format!("h:{hash}")
+    /// `custom_id` holds at most 100 bytes: longer payloads travel as a hash, kept here.
+    fn buttons(&self) -> ButtonPayloads<'_> {
+        ButtonPayloads::new(self.ctx.state.as_ref(), render::MAX_CUSTOM_ID)
+    }
+
+    /// The replies of several parts: what was sent of each.
+    fn sent_parts(&self) -> SentParts<'_> {
+        SentParts::new(self.ctx.state.as_ref(), "sent/")
     }
 }
 
@@ -846,12 +842,16 @@ impl Channel for DiscordChannel {
         let count = parts.len() + usize::from(!files.is_empty());
         let multi = count > 1;
         let mut first = None;
+        let sent_parts = inner.sent_parts();
         for i in 0..count.max(1) {
-            let key = format!("sent/{}/{i}", outbound.id);
             // Sent already: recorded when its response came (parts of a long reply), or seen
             // coming back over the gateway (a response that was lost).
             let nonce = render::nonce(&outbound.id, i);
-            let sent = (if multi { inner.get::<u64>(&key) } else { None }).or_else(|| {
+            let recorded = multi
+                .then(|| sent_parts.get(&outbound.id, i))
+                .flatten()
+                .and_then(|id| id.parse::<u64>().ok());
+            let sent = recorded.or_else(|| {
                 inner
                     .get::<(u64, i64)>(&format!("{NONCE_PREFIX}{nonce}"))
                     .map(|(id, _)| id)
@@ -879,7 +879,7 @@ impl Channel for DiscordChannel {
                 let ids: Vec<String> = outbound
                     .buttons
                     .iter()
-                    .map(|b| inner.button_id(&b.payload))
+                    .map(|b| inner.buttons().data(&b.payload))
                     .collect();
                 payload["components"] = render::components(&outbound.buttons, &ids);
             }
@@ -897,13 +897,7 @@ impl Channel for DiscordChannel {
                     e.classify()
                 })?;
             if multi {
-                inner.put(&key, &id);
-                inner
-                    .ctx
-                    .state
-                    .sync()
-                    .await
-                    .map_err(|e| ChannelError::retryable(e.to_string()))?;
+                sent_parts.record(&outbound.id, i, &id.to_string()).await?;
             }
             inner.health.sent();
             inner.health.ok();

@@ -87,11 +87,6 @@ pub fn components(buttons: &[Button], ids: &[String]) -> Value {
     json!(rows)
 }
 
-/// A short, stable hash (for long button payloads).
-pub fn short_hash(s: &str) -> String {
-    hex::encode(Sha256::digest(s.as_bytes()))[..32].to_owned()
-}
-
 /// The `nonce` of part `part` of an outbound message: the same on every retry, so Discord
 /// (with `enforce_nonce`) creates the message once.
 pub fn nonce(outbound_id: &str, part: usize) -> String {

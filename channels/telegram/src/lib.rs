@@ -32,7 +32,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
+use switchboard_channel::ledger::{ButtonPayloads, SentParts};
 use switchboard_channel::{
     Attachment, Capabilities, Channel, ChannelContext, ChannelError, ChannelHealth, ChannelId,
     ExternalMessageId, ExternalThread, HealthTracker, InboundError, InboundEvent, Outbound,
@@ -61,7 +61,6 @@ const MAX_PHOTO_BYTES: u64 = 10 * 1024 * 1024;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Channel-state keys.
 const OFFSET_KEY: &[u8] = b"offset";
-const BUTTON_PREFIX: &str = "btn/";
 
 /// How updates arrive.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -478,7 +477,7 @@ impl Inner {
             && let Some(id) = callback.as_ref()
         {
             let data = m.payload.clone().unwrap_or_default();
-            match self.button_payload(&data) {
+            match self.buttons().payload(&data).ok().flatten() {
                 Some(payload) => {
                     // No label found (the message was too old to carry its keyboard): the
                     // payload is the best text there is.
@@ -580,29 +579,13 @@ impl Inner {
     }
 
     /// `callback_data` holds at most 64 bytes: longer payloads travel as a hash, kept here.
-    fn button_data(&self, payload: &str) -> String {
-        if payload.len() <= outbound::MAX_CALLBACK_DATA && !payload.starts_with("h:") {
-            return payload.to_owned();
-        }
-        let hash = &hex::encode(Sha256::digest(payload.as_bytes()))[..32];
-        let key = format!("{BUTTON_PREFIX}{hash}");
-        if let Err(e) = self
-            .ctx
-            .state
-            .put_all(&[(key.as_bytes(), payload.as_bytes())])
-        {
-            tracing::warn!(channel = %self.ctx.id, error = %e, "cannot keep a button payload");
-        }
-        format!("h:{hash}")
+    fn buttons(&self) -> ButtonPayloads<'_> {
+        ButtonPayloads::new(self.ctx.state.as_ref(), outbound::MAX_CALLBACK_DATA)
     }
 
-    fn button_payload(&self, data: &str) -> Option<String> {
-        let Some(hash) = data.strip_prefix("h:") else {
-            return Some(data.to_owned());
-        };
-        let key = format!("{BUTTON_PREFIX}{hash}");
-        let value = self.ctx.state.get(key.as_bytes()).ok()??;
-        String::from_utf8(value).ok()
+    /// The replies of several parts: what was sent of each.
+    fn sent_parts(&self) -> SentParts<'_> {
+        SentParts::new(self.ctx.state.as_ref(), "out/")
     }
 
     /// Sends one part unless an earlier try already did; records it when the reply has
@@ -619,10 +602,11 @@ impl Inner {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<teloxide::types::Message, RequestError>>,
     {
-        let key = format!("out/{}/{part}", outbound.id);
         if multi
-            && let Ok(Some(done)) = self.ctx.state.get(key.as_bytes())
-            && let Some(id) = std::str::from_utf8(&done).ok().and_then(|s| s.parse().ok())
+            && let Some(id) = self
+                .sent_parts()
+                .get(&outbound.id, part)
+                .and_then(|s| s.parse().ok())
         {
             return Ok(MessageId(id));
         }
@@ -639,14 +623,9 @@ impl Inner {
             }
         };
         if multi {
-            let state = &self.ctx.state;
-            state
-                .put_all(&[(key.as_bytes(), sent.0.to_string().as_bytes())])
-                .map_err(|e| ChannelError::retryable(e.to_string()))?;
-            state
-                .sync()
-                .await
-                .map_err(|e| ChannelError::retryable(e.to_string()))?;
+            self.sent_parts()
+                .record(&outbound.id, part, &sent.0.to_string())
+                .await?;
         }
         Ok(sent)
     }
@@ -667,7 +646,7 @@ fn keyboard(inner: &Inner, outbound: &Outbound) -> Option<ReplyMarkup> {
     let rows = outbound.buttons.iter().map(|b| {
         vec![InlineKeyboardButton::callback(
             b.label.clone(),
-            inner.button_data(&b.payload),
+            inner.buttons().data(&b.payload),
         )]
     });
     Some(ReplyMarkup::InlineKeyboard(InlineKeyboardMarkup::new(rows)))

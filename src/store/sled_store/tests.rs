@@ -803,13 +803,24 @@ fn events_get_their_ids_in_commit_order_so_resuming_never_skips_one() {
     });
     // 60 changes of 1, 2 or 3 events each: 120 per writer.
     assert_eq!(all.len() as u64, WRITERS * CHANGES * 2);
-    assert!(all.windows(2).all(|w| w[0].id < w[1].id), "ids rise in the log");
-    assert_eq!(event_ids(&read), event_ids(&all), "the resuming reader saw every event once");
+    assert!(
+        all.windows(2).all(|w| w[0].id < w[1].id),
+        "ids rise in the log"
+    );
+    assert_eq!(
+        event_ids(&read),
+        event_ids(&all),
+        "the resuming reader saw every event once"
+    );
     let mut announced = Vec::new();
     while let Ok(e) = live.try_recv() {
         announced.push(e);
     }
-    assert_eq!(event_ids(&announced), event_ids(&all), "announced in id order");
+    assert_eq!(
+        event_ids(&announced),
+        event_ids(&all),
+        "announced in id order"
+    );
     // Each writer's own events keep the order it committed them in.
     for w in 0..WRITERS as i64 {
         let mine: Vec<i64> = all
