@@ -55,8 +55,18 @@ pub trait Harness: Send + Sync {
     async fn customer_says(&self, user: u32, message: u32, text: &str) -> ExternalThread;
     /// Texts the network received for `thread`, in order, as the customer sees them.
     async fn received(&self, thread: &ExternalThread) -> Vec<String>;
-    /// The next send fails as `failure`.
+    /// The next send fails as `failure` (only those [`Harness::failures`] names are asked).
     async fn fail_next_send(&self, failure: Failure);
+    /// The failures this network has. All three by default; a channel that is not a network
+    /// (web chat: replies are written to its own store) names those it can meet, and the
+    /// harness documents why the others cannot happen.
+    fn failures(&self) -> &'static [Failure] {
+        &[
+            Failure::Temporary,
+            Failure::RateLimited(3),
+            Failure::Blocked,
+        ]
+    }
 }
 
 /// The engine side, in memory: stores each message id once, can refuse for a while.
@@ -379,27 +389,34 @@ pub async fn run(harness: &dyn Harness) {
     let before = got.len();
 
     // 5. Failures classified; a retried reply arrives once.
-    harness.fail_next_send(Failure::Temporary).await;
+    let failures = harness.failures();
     let r = reply(
         "c-5",
         OutboundAuthor::System,
         "after a hiccup",
         TextFormat::Plain,
     );
-    match channel.send(&thread, &r).await {
-        Err(ChannelError::Retryable { .. }) => {}
-        other => panic!("a temporary failure must be retryable, got {other:?}"),
+    if failures.contains(&Failure::Temporary) {
+        harness.fail_next_send(Failure::Temporary).await;
+        match channel.send(&thread, &r).await {
+            Err(ChannelError::Retryable { .. }) => {}
+            other => panic!("a temporary failure must be retryable, got {other:?}"),
+        }
     }
     deliver(channel.as_ref(), &thread, &r).await;
-    harness.fail_next_send(Failure::RateLimited(3)).await;
-    match channel.send(&thread, &r).await {
-        Err(ChannelError::Retryable { after: Some(d), .. }) if d == Duration::from_secs(3) => {}
-        other => panic!("flood control must carry the network's wait, got {other:?}"),
+    if failures.contains(&Failure::RateLimited(3)) {
+        harness.fail_next_send(Failure::RateLimited(3)).await;
+        match channel.send(&thread, &r).await {
+            Err(ChannelError::Retryable { after: Some(d), .. }) if d == Duration::from_secs(3) => {}
+            other => panic!("flood control must carry the network's wait, got {other:?}"),
+        }
     }
-    harness.fail_next_send(Failure::Blocked).await;
-    match channel.send(&thread, &r).await {
-        Err(ChannelError::Unreachable(_)) => {}
-        other => panic!("a blocked customer must be unreachable, got {other:?}"),
+    if failures.contains(&Failure::Blocked) {
+        harness.fail_next_send(Failure::Blocked).await;
+        match channel.send(&thread, &r).await {
+            Err(ChannelError::Unreachable(_)) => {}
+            other => panic!("a blocked customer must be unreachable, got {other:?}"),
+        }
     }
     let got = harness.received(&thread).await;
     assert_eq!(got[before..], ["after a hiccup"], "delivered once");
