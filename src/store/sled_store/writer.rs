@@ -77,6 +77,8 @@ struct Prepared {
     contacts: Vec<Vec<u8>>,
     messages: Vec<Vec<u8>>,
     notes: Vec<Vec<u8>>,
+    /// Events as encoded before their ids are known (see [`with_id`]).
+    events: Vec<Vec<u8>>,
     outbox: Vec<Vec<u8>>,
     agents: Vec<Vec<u8>>,
 }
@@ -111,6 +113,7 @@ impl Prepared {
             contacts: change.contacts.iter().map(encode).collect(),
             messages: change.messages.iter().map(encode).collect(),
             notes: change.notes.iter().map(encode).collect(),
+            events: change.events.iter().map(encode).collect(),
             outbox: change.outbox_put.iter().map(encode).collect(),
             agents: change.agents.iter().map(encode).collect(),
             change,
@@ -176,12 +179,13 @@ impl Prepared {
     }
 
     /// Stages the writes of a checked change. Its events get their ids here, in the order
-    /// changes are applied, and are encoded here (they are small), so that an event's id is
-    /// its position in the log: a reader resuming after id `x` misses nothing committed later.
+    /// changes are applied, so that an event's id is its position in the log: a reader
+    /// resuming after id `x` misses nothing committed later.
     fn stage(&mut self, st: &mut Staging<'_>, checked: Checked) -> Result<()> {
-        for e in &mut self.change.events {
+        for (e, bytes) in self.change.events.iter_mut().zip(&mut self.events) {
             if e.id == EventId::UNASSIGNED {
                 e.id = EventId(st.ids.next()?);
+                *bytes = with_id(bytes, e);
             }
         }
         let c = &self.change;
@@ -239,11 +243,11 @@ impl Prepared {
         for (n, bytes) in c.notes.iter().zip(&self.notes) {
             st.put(NOTES, &keys::pair(n.conversation.0, n.id.0), bytes);
         }
-        for e in &c.events {
+        for (e, bytes) in c.events.iter().zip(&self.events) {
             let logged = e.conversation.filter(|_| e.kind.in_conversation_log());
             if let Some(closed) = st
                 .segments
-                .push(e.id.0, logged, &encode(e), &mut st.last_segment)
+                .push(e.id.0, logged, bytes, &mut st.last_segment)
             {
                 st.write_segment(closed);
             }
@@ -416,6 +420,25 @@ impl Prepared {
             );
         }
     }
+}
+
+/// How an event without its id starts when encoded: the id is its first field.
+const UNASSIGNED_PREFIX: &[u8] = br#"{"id":0,"#;
+
+/// `event` (now with its id) encoded, from its encoding made without the id on the caller's
+/// thread: the id goes in front of the rest, so the writer does not encode the event again.
+/// Anything else (not the expected start) is encoded afresh.
+fn with_id(unassigned: &[u8], event: &Event) -> Vec<u8> {
+    let Some(rest) = unassigned.strip_prefix(UNASSIGNED_PREFIX) else {
+        return encode(event);
+    };
+    let id = event.id.0.to_string();
+    let mut out = Vec::with_capacity(unassigned.len() + id.len());
+    out.extend_from_slice(br#"{"id":"#);
+    out.extend_from_slice(id.as_bytes());
+    out.push(b',');
+    out.extend_from_slice(rest);
+    out
 }
 
 /// What `check` read, for `stage`.
@@ -921,10 +944,11 @@ fn flusher(db: sled::Db, rounds: std::sync::mpsc::Receiver<Applied>, feed: &Feed
 /// [`Store::subscribe`]: crate::store::Store::subscribe
 pub(super) type Feed = tokio::sync::broadcast::Sender<Event>;
 
-/// Answers a round's waiters once its flush is done; the events of each change that made it
-/// are announced first, in id order (rounds are answered in order, and so are their changes).
+/// Answers a round's waiters once its flush is done, then announces the events of each change
+/// that made it, in id order (rounds are answered in order, and so are their changes).
 fn answer(requests: Vec<Request>, outcomes: Vec<Outcome>, flushed: &Result<()>, feed: &Feed) {
     let mut outcomes = outcomes.into_iter();
+    let mut announce = Vec::new();
     for request in requests {
         match request {
             Request::Commit { change, reply } => {
@@ -933,10 +957,7 @@ fn answer(requests: Vec<Request>, outcomes: Vec<Outcome>, flushed: &Result<()>, 
                     .unwrap_or(Err(StoreError::Io("lost outcome".into())));
                 let answer = match (outcome, flushed) {
                     (Ok(()), Ok(())) => {
-                        for e in &change.change.events {
-                            // Nobody listening is fine.
-                            let _ = feed.send(e.clone());
-                        }
+                        announce.extend(change.change.events.iter().cloned());
                         Ok(change.change)
                     }
                     (Ok(()), Err(e)) => Err(e.clone()),
@@ -949,5 +970,33 @@ fn answer(requests: Vec<Request>, outcomes: Vec<Outcome>, flushed: &Result<()>, 
             }
             Request::BotDone(..) | Request::Exclusive(_) => {}
         }
+    }
+    for e in announce {
+        // Nobody listening is fine.
+        let _ = feed.send(e);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Actor, EventKind};
+
+    #[test]
+    fn an_event_encoded_without_its_id_gets_it_as_if_encoded_with_it() {
+        let mut e = Event::new(
+            Some(ConversationId(3)),
+            Actor::Customer,
+            1_700_000_000_000,
+            EventKind::MessageReceived { seq: 9 },
+        );
+        let before = encode(&e);
+        assert!(before.starts_with(UNASSIGNED_PREFIX));
+        for id in [1, 42, u64::MAX] {
+            e.id = EventId(id);
+            assert_eq!(with_id(&before, &e), encode(&e));
+        }
+        // Not the expected start: encoded afresh.
+        assert_eq!(with_id(b"{}", &e), encode(&e));
     }
 }
