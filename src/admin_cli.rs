@@ -79,12 +79,13 @@ impl Responder for NoBot {
 }
 
 /// An engine over the store, for admin commands (nothing runs in the background).
-fn offline_engine(config: &Config, store: &Arc<SledStore>) -> anyhow::Result<Arc<Engine>> {
+async fn offline_engine(config: &Config, store: &Arc<SledStore>) -> anyhow::Result<Arc<Engine>> {
     Ok(Engine::new(
         store.clone(),
         Arc::new(NoBot),
         crate::app::engine_settings(config),
-    )?)
+    )
+    .await?)
 }
 
 struct Remote {
@@ -223,8 +224,8 @@ fn print_token(agent: &Agent, token: &str) {
 pub async fn agent(config: &Config, command: AgentCommand) -> anyhow::Result<()> {
     match target(config)? {
         Target::Local(store) => {
-            let engine = offline_engine(config, &store)?;
-            let agents = store.agents()?;
+            let engine = offline_engine(config, &store).await?;
+            let agents = store.agents().await?;
             match command {
                 AgentCommand::Add { name, admin } => {
                     let role = if admin { Role::Admin } else { Role::Agent };
@@ -322,14 +323,15 @@ pub async fn export(config: &Config, output: Option<&Path>) -> anyhow::Result<()
             (Arc::new(store), Some(dir))
         }
     };
-    let mut out: Box<dyn Write> = match output {
+    let mut out: Box<dyn Write + Send> = match output {
         Some(p) if p != Path::new("-") => Box::new(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
         )),
-        _ => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+        _ => Box::new(std::io::BufWriter::new(std::io::stdout())),
     };
     let bar = spinner("exporting");
-    let result = crate::admin::transfer::export(store.as_ref(), &mut out, &mut |_| bar.inc(1));
+    let result =
+        crate::admin::transfer::export(store.as_ref(), &mut out, &mut |_| bar.inc(1)).await;
     bar.finish_and_clear();
     drop(store);
     if let Some(dir) = snapshot {
@@ -370,8 +372,8 @@ pub async fn import(config: &Config, file: &Path) -> anyhow::Result<()> {
     print_counts("imported", &counts);
 
     // Tokens are not exported: give the configured admin a working one.
-    let engine = offline_engine(config, &store)?;
-    let agents = store.agents()?;
+    let engine = offline_engine(config, &store).await?;
+    let agents = store.agents().await?;
     if let Some(admin) = agents
         .iter()
         .find(|a| a.role == Role::Admin && a.name == config.admin.name && !a.disabled)
@@ -472,16 +474,17 @@ pub async fn contact(config: &Config, command: ContactCommand) -> anyhow::Result
     }
     let report: crate::admin::ForgetReport = match target(config)? {
         Target::Local(store) => {
-            let engine = offline_engine(config, &store)?;
+            let engine = offline_engine(config, &store).await?;
             // The channels' own copies (web chat transcripts) go too.
             let blobs = Arc::new(FileBlobs::open(&config.data_dir.join("blobs"))?);
             for (name, channel) in &config.channels {
                 let channel =
                     crate::app::build_channel(name, channel, &engine, store.as_ref(), &blobs)
+                        .await
                         .with_context(|| format!("channel {name}"))?;
                 engine.register_channel(channel);
             }
-            let kb = crate::bot::live::LiveKb::open(store.as_ref(), &config.bot, None)?;
+            let kb = crate::bot::live::LiveKb::open(store.as_ref(), &config.bot, None).await?;
             let report =
                 crate::admin::forget_contact(&engine, &kb, &blobs, ContactId(id), None).await?;
             // Rewrite the files now rather than at the daemon's next start: every handle
@@ -522,7 +525,7 @@ pub async fn contact(config: &Config, command: ContactCommand) -> anyhow::Result
 /// `switchboard stats`: what the store holds.
 pub async fn stats(config: &Config, as_json: bool) -> anyhow::Result<()> {
     let stats: StoreStats = match target(config)? {
-        Target::Local(store) => store.stats()?,
+        Target::Local(store) => store.stats().await?,
         Target::Remote(api) => serde_json::from_value(api.get("/admin/stats").await?)?,
     };
     if as_json {

@@ -64,7 +64,7 @@ pub fn engine_settings(config: &Config) -> EngineSettings {
 }
 
 /// The bot: the live knowledge base (files + store), with the model when one is configured.
-pub fn build_bot(
+pub async fn build_bot(
     config: &Config,
     store: &dyn Store,
 ) -> anyhow::Result<(Arc<LiveKb>, Arc<KbResponder>)> {
@@ -79,9 +79,9 @@ pub fn build_bot(
         Some(dir) => Some(load_model(dir)?),
         None => None,
     };
-    let kb = Arc::new(LiveKb::open(store, &config.bot, model)?);
+    let kb = Arc::new(LiveKb::open(store, &config.bot, model).await?);
     let started = std::time::Instant::now();
-    let responder = kb.build(&|_| {})?;
+    let responder = kb.build(kb.entries().await?, &|_| {})?;
     tracing::info!(
         entries = responder.matcher().entries().len(),
         variants = responder.matcher().variants(),
@@ -198,7 +198,7 @@ async fn bootstrap_admin(engine: &Engine, config: &Config) -> anyhow::Result<()>
             crate::engine::MIN_TOKEN_LEN
         );
     }
-    let agents = engine.store().agents()?;
+    let agents = engine.store().agents().await?;
     let admin = agents
         .iter()
         .find(|a| a.role == Role::Admin && a.name == config.admin.name);
@@ -243,7 +243,7 @@ pub(crate) fn write_secret_file(path: &Path, secret: &str) -> anyhow::Result<()>
     Ok(())
 }
 
-pub(crate) fn build_channel(
+pub(crate) async fn build_channel(
     id: &str,
     config: &ChannelConfig,
     engine: &Arc<Engine>,
@@ -252,13 +252,14 @@ pub(crate) fn build_channel(
 ) -> anyhow::Result<Arc<dyn Channel>> {
     let id = ChannelId::new(id);
     let ctx = ChannelContext {
-        state: store.channel_state(&id)?,
+        state: store.channel_state(&id).await?,
         inbound: engine.clone() as Arc<dyn Inbound>,
         blobs: blobs.clone(),
         id: id.clone(),
     };
     let channel = config
         .build(ctx)
+        .await
         .with_context(|| format!("building [channels.{id}] ({})", config.type_name()))?;
     Ok(channel)
 }
@@ -352,8 +353,8 @@ pub async fn serve(
     // systemd starts services with 1,024 open files (soft); every connection takes one.
     let open_files = crate::listener::raise_open_files().context("the open-files limit")?;
     let store = open_store(&config)?;
-    let (kb, responder) = build_bot(&config, store.as_ref())?;
-    let engine = Engine::new(store.clone(), responder, engine_settings(&config))?;
+    let (kb, responder) = build_bot(&config, store.as_ref()).await?;
+    let engine = Engine::new(store.clone(), responder, engine_settings(&config)).await?;
     let schedule =
         crate::routing::schedule::Schedule::new(config.hours.as_ref(), &config.routing.teams)
             .map_err(anyhow::Error::msg)?;
@@ -378,7 +379,7 @@ pub async fn serve(
             shutdown: shutdown.clone(),
             blobs: blobs.clone(),
             sessions: Arc::new(crate::inbox::auth::Sessions::new(
-                store.kv("sessions")?,
+                store.kv("sessions").await?,
                 config.http.session_hours,
                 config.http.secure_cookies,
             )),
@@ -388,6 +389,7 @@ pub async fn serve(
     );
     for (id, channel_config) in &config.channels {
         let channel = build_channel(id, channel_config, &engine, store.as_ref(), &blobs)
+            .await
             .with_context(|| format!("channel {id}"))?;
         if let Some(routes) = channel.http_routes() {
             router = router.merge(routes);

@@ -267,9 +267,9 @@ macro_rules! channels {
             }
 
             /// Builds the channel (no network yet).
-            pub fn build(&self, ctx: ChannelContext) -> Result<Arc<dyn Channel>, BuildError> {
+            pub async fn build(&self, ctx: ChannelContext) -> Result<Arc<dyn Channel>, BuildError> {
                 match self {
-                    $(Self::$variant(c) => c.clone().build(ctx)),*
+                    $(Self::$variant(c) => c.clone().build(ctx).await),*
                 }
             }
         }

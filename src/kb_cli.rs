@@ -40,14 +40,14 @@ fn local_config() -> Option<Config> {
 
 /// Embeddings kept in `dir` (a sled directory) between runs, or none. The store is returned
 /// to be kept open while the cache is in use.
-pub fn vector_cache(
+pub async fn vector_cache(
     dir: Option<&Path>,
 ) -> anyhow::Result<(Option<SledStore>, Box<dyn VectorCache>)> {
     let Some(dir) = dir else {
         return Ok((None, Box::new(NoCache)));
     };
     let store = SledStore::open(dir, &SledOptions::with_cache_mb(16))?;
-    let cache = Box::new(StateCache(store.kv("embeddings")?));
+    let cache = Box::new(StateCache(store.kv("embeddings").await?));
     Ok((Some(store), cache))
 }
 
@@ -99,7 +99,7 @@ pub struct EvalArgs {
     pub dump: Option<PathBuf>,
 }
 
-pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
+pub async fn eval(args: EvalArgs) -> anyhow::Result<()> {
     let config = local_config();
     let entries = kb::read_jsonl(&args.kb)?;
     let queries = eval::read_queries(&args.queries)?;
@@ -117,7 +117,7 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
     if model.is_none() || args.json {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let (_store, cache) = vector_cache(args.cache.as_deref())?;
+    let (_store, cache) = vector_cache(args.cache.as_deref()).await?;
     let t = Instant::now();
     let matcher = Matcher::build(
         entries,
@@ -285,7 +285,7 @@ pub(crate) fn config_or_default(path: Option<&Path>) -> anyhow::Result<Config> {
 
 /// The live knowledge base of the daemon's data directory (the daemon must be stopped:
 /// sled allows one process at a time).
-fn open_live(config: &Config, model: bool) -> anyhow::Result<(Arc<SledStore>, LiveKb)> {
+async fn open_live(config: &Config, model: bool) -> anyhow::Result<(Arc<SledStore>, LiveKb)> {
     let store = crate::app::open_store(config).context(
         "opening the store (is the daemon running? stop it, or use POST /api/v1/kb/import)",
     )?;
@@ -293,28 +293,31 @@ fn open_live(config: &Config, model: bool) -> anyhow::Result<(Arc<SledStore>, Li
         Some(dir) => Some(crate::app::load_model(&dir)?),
         None => None,
     };
-    let kb = LiveKb::open(store.as_ref(), &config.bot, model)?;
+    let kb = LiveKb::open(store.as_ref(), &config.bot, model).await?;
     Ok((store, kb))
 }
 
 /// `kb import FILE`: stores JSON Lines entries, then embeds their questions (with a model)
 /// so the daemon starts without recomputing.
-pub fn import(file: &Path, config: Option<&Path>) -> anyhow::Result<()> {
+pub async fn import(file: &Path, config: Option<&Path>) -> anyhow::Result<()> {
     let config = config_or_default(config)?;
     let entries = kb::read_jsonl(file)?;
     let problems = crate::bot::live::check(&entries);
     for p in &problems {
         eprintln!("warning: {p}");
     }
-    let (store, kb) = open_live(&config, true)?;
-    let version = kb.import(&entries, &format!("imported from {}", file.display()))?;
+    let (store, kb) = open_live(&config, true).await?;
+    let version = kb
+        .import(&entries, &format!("imported from {}", file.display()))
+        .await?;
     let variants = kb
-        .entries()?
+        .entries()
+        .await?
         .iter()
         .map(|e| e.questions.len())
         .sum::<usize>();
     let bar = progress_bar(variants, "indexing questions");
-    let responder = kb.build(&|n| bar.inc(n as u64))?;
+    let responder = kb.build(kb.entries().await?, &|n| bar.inc(n as u64))?;
     bar.finish_and_clear();
     drop(store); // flushes
     println!(
@@ -333,12 +336,12 @@ pub fn import(file: &Path, config: Option<&Path>) -> anyhow::Result<()> {
 }
 
 /// `kb export`: the live knowledge base as JSON Lines on stdout.
-pub fn export(config: Option<&Path>) -> anyhow::Result<()> {
+pub async fn export(config: Option<&Path>) -> anyhow::Result<()> {
     let config = config_or_default(config)?;
-    let (_store, kb) = open_live(&config, false)?;
+    let (_store, kb) = open_live(&config, false).await?;
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    for e in kb.entries()? {
+    for e in kb.entries().await? {
         writeln!(out, "{}", serde_json::to_string(&e)?)?;
     }
     Ok(())
@@ -346,12 +349,12 @@ pub fn export(config: Option<&Path>) -> anyhow::Result<()> {
 
 /// `kb check [FILE]`: problems in a JSON Lines file, or in the live knowledge base.
 /// Returns whether it is clean.
-pub fn check(file: Option<&Path>, config: Option<&Path>) -> anyhow::Result<bool> {
+pub async fn check(file: Option<&Path>, config: Option<&Path>) -> anyhow::Result<bool> {
     let entries = match file {
         Some(f) => kb::read_jsonl(f)?,
         None => {
             let config = config_or_default(config)?;
-            open_live(&config, false)?.1.entries()?
+            open_live(&config, false).await?.1.entries().await?
         }
     };
     let problems = crate::bot::live::check(&entries);

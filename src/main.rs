@@ -295,7 +295,7 @@ fn main() -> ExitCode {
                         switchboard::bench::inbox(conversations, messages, cache_mb, keep, model)
                             .await
                     }
-                    Bench::Bot(args) => switchboard::bench::bot::bot(args),
+                    Bench::Bot(args) => switchboard::bench::bot::bot(args).await,
                     Bench::Routing(args) => switchboard::bench::routing::routing(args).await,
                     #[cfg(feature = "fakes")]
                     Bench::Telegram(args) => switchboard::bench::telegram::telegram(args).await,
@@ -311,19 +311,29 @@ fn main() -> ExitCode {
         }
         Command::Kb(kb) => {
             init_logging("warn");
-            let result = match kb {
-                Kb::Import { file, config } => {
-                    switchboard::kb_cli::import(&file, config.as_deref())
-                }
-                Kb::Export { config } => switchboard::kb_cli::export(config.as_deref()),
-                Kb::Check { file, config } => {
-                    match switchboard::kb_cli::check(file.as_deref(), config.as_deref()) {
-                        Ok(true) => Ok(()),
-                        Ok(false) => return ExitCode::FAILURE,
-                        Err(e) => Err(e),
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            let result = runtime.block_on(async move {
+                match kb {
+                    Kb::Import { file, config } => {
+                        switchboard::kb_cli::import(&file, config.as_deref())
+                            .await
+                            .map(Some)
                     }
+                    Kb::Export { config } => switchboard::kb_cli::export(config.as_deref())
+                        .await
+                        .map(Some),
+                    Kb::Check { file, config } => {
+                        switchboard::kb_cli::check(file.as_deref(), config.as_deref())
+                            .await
+                            .map(|ok| ok.then_some(()))
+                    }
+                    Kb::Eval(args) => switchboard::kb_cli::eval(args).await.map(Some),
                 }
-                Kb::Eval(args) => switchboard::kb_cli::eval(args),
+            });
+            let result = match result {
+                Ok(Some(())) => Ok(()),
+                Ok(None) => return ExitCode::FAILURE,
+                Err(e) => Err(e),
             };
             match result {
                 Ok(()) => ExitCode::SUCCESS,

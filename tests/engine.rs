@@ -99,7 +99,7 @@ struct Rig {
     _dir: tempfile::TempDir,
 }
 
-fn rig(decisions: Vec<Decision>) -> Rig {
+async fn rig(decisions: Vec<Decision>) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SledStore::open(dir.path(), &SledOptions::with_cache_mb(8)).unwrap());
     let bot = Arc::new(Scripted {
@@ -120,7 +120,9 @@ fn rig(decisions: Vec<Decision>) -> Rig {
         },
         bot_workers: 2,
     };
-    let engine = Engine::new(store.clone(), bot.clone(), settings).unwrap();
+    let engine = Engine::new(store.clone(), bot.clone(), settings)
+        .await
+        .unwrap();
     let wire = Arc::new(Wire {
         id: ChannelId::new("wire"),
         sent: Mutex::default(),
@@ -178,13 +180,14 @@ impl Rig {
         }
     }
 
-    fn conversation(&self, thread: &str) -> switchboard::model::Conversation {
+    async fn conversation(&self, thread: &str) -> switchboard::model::Conversation {
         let id = self
             .store
             .thread(&ChannelId::new("wire"), &ExternalThread::new(thread))
+            .await
             .unwrap()
             .unwrap();
-        self.store.conversation(id).unwrap().unwrap()
+        self.store.conversation(id).await.unwrap().unwrap()
     }
 }
 
@@ -210,7 +213,8 @@ async fn decisions_become_replies_handovers_and_recorded_reasons() {
             reason: EscalationReason::BotError,
             detail: "scripted failure".into(),
         },
-    ]);
+    ])
+    .await;
     rig.say("t1", "m1", "q1").await;
     assert_eq!(rig.delivered("t1", 1).await, ["first answer"]);
     rig.say("t1", "m2", "q2").await;
@@ -224,14 +228,14 @@ async fn decisions_become_replies_handovers_and_recorded_reasons() {
         [("q1".into(), 0), ("q2".into(), 0), ("q3".into(), 1)]
     );
 
-    let conv = rig.conversation("t1");
+    let conv = rig.conversation("t1").await;
     assert_eq!(conv.status, Status::Queued);
     let escalation = conv.escalation.clone().unwrap();
     assert_eq!(
         (escalation.reason.as_str(), escalation.detail.as_str()),
         ("bot_error", "scripted failure")
     );
-    let events = rig.store.conversation_events(conv.id).unwrap();
+    let events = rig.store.conversation_events(conv.id).await.unwrap();
     let reasons: Vec<String> = events
         .iter()
         .filter_map(|e| match &e.kind {
@@ -265,7 +269,7 @@ async fn decisions_become_replies_handovers_and_recorded_reasons() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(rig.wire.sent.lock().unwrap().len(), 3);
     assert!(
-        rig.store.bot_queue(None, 10).unwrap().is_empty(),
+        rig.store.bot_queue(None, 10).await.unwrap().is_empty(),
         "the bot queue drained"
     );
     rig.stop.cancel();
@@ -277,16 +281,16 @@ async fn outbox_waits_out_retry_after_and_keeps_each_conversation_in_order() {
         reason: EscalationReason::AskedForHuman,
         detail: "test".into(),
     };
-    let rig = rig(vec![escalate(), escalate()]);
+    let rig = rig(vec![escalate(), escalate()]).await;
     let agent = rig.agent("ana").await;
     for t in ["slow", "fast"] {
         rig.say(t, &format!("{t}-1"), "hello").await;
         rig.delivered(t, 1).await;
     }
-    let ids: Vec<ConversationId> = ["slow", "fast"]
-        .iter()
-        .map(|t| rig.conversation(t).id)
-        .collect();
+    let ids: Vec<ConversationId> = vec![
+        rig.conversation("slow").await.id,
+        rig.conversation("fast").await.id,
+    ];
     rig.wire.failures.lock().unwrap().push((
         "slow".into(),
         ChannelError::Retryable {
@@ -329,7 +333,7 @@ async fn outbox_waits_out_retry_after_and_keeps_each_conversation_in_order() {
         "{:?}",
         sent_at("slow", "one")
     );
-    let messages = rig.store.messages(ids[0], 0, 100).unwrap();
+    let messages = rig.store.messages(ids[0], 0, 100).await.unwrap();
     let one = messages.iter().find(|m| m.text == "one").unwrap();
     let delivery = one.delivery.as_ref().unwrap();
     assert_eq!(
@@ -338,7 +342,7 @@ async fn outbox_waits_out_retry_after_and_keeps_each_conversation_in_order() {
     );
     assert!(matches!(one.author, Author::Agent(a) if a == agent.id));
     // The reply made the agent the owner.
-    assert_eq!(rig.conversation("slow").assignee, Some(agent.id));
+    assert_eq!(rig.conversation("slow").await.assignee, Some(agent.id));
     rig.stop.cancel();
 }
 
@@ -349,7 +353,8 @@ async fn concurrent_messages_to_one_conversation_are_all_stored_in_sequence() {
     let rig = rig(vec![Decision::Escalate {
         reason: EscalationReason::AskedForHuman,
         detail: "test".into(),
-    }]);
+    }])
+    .await;
     rig.say("busy", "b0", "first").await;
     rig.delivered("busy", 1).await;
     let engine = rig.engine.clone();
@@ -369,8 +374,8 @@ async fn concurrent_messages_to_one_conversation_are_all_stored_in_sequence() {
     for t in tasks {
         assert_eq!(t.await.unwrap().unwrap(), Accepted::Stored);
     }
-    let conv = rig.conversation("busy");
-    let messages = rig.store.messages(conv.id, 0, 1000).unwrap();
+    let conv = rig.conversation("busy").await;
+    let messages = rig.store.messages(conv.id, 0, 1000).await.unwrap();
     let seqs: Vec<u64> = messages.iter().map(|m| m.seq).collect();
     assert_eq!(
         seqs,
@@ -392,7 +397,7 @@ async fn hand_overs_tell_the_place_in_line_and_the_recent_wait_once_known() {
         reason: EscalationReason::AskedForHuman,
         detail: "scripted".into(),
     };
-    let rig = rig((0..5).map(|_| escalate()).collect());
+    let rig = rig((0..5).map(|_| escalate()).collect()).await;
     let ana = rig.agent("Ana").await;
     // Three customers wait about 1.2 s each for Ana's first reply.
     for t in ["w1", "w2", "w3"] {
@@ -403,7 +408,7 @@ async fn hand_overs_tell_the_place_in_line_and_the_recent_wait_once_known() {
     }
     tokio::time::sleep(Duration::from_millis(1200)).await;
     for t in ["w1", "w2", "w3"] {
-        let id = rig.conversation(t).id;
+        let id = rig.conversation(t).await.id;
         rig.engine
             .reply(id, &ana, "hello", &[], None)
             .await
@@ -447,13 +452,14 @@ async fn while_waiting_the_bot_answers_what_it_knows_and_is_silent_once_a_person
             detail: "scripted".into(),
         },
         answer,
-    ]);
+    ])
+    .await;
     rig.say("q1", "m1", "a person please").await;
     assert_eq!(rig.delivered("q1", 1).await, ["a person will take over"]);
     rig.say("q1", "m2", "when are you open?").await;
     assert_eq!(rig.delivered("q1", 2).await[1], "We are open 9 to 5.");
     assert_eq!(
-        rig.conversation("q1").status,
+        rig.conversation("q1").await.status,
         Status::Queued,
         "still waiting"
     );
@@ -465,7 +471,7 @@ async fn while_waiting_the_bot_answers_what_it_knows_and_is_silent_once_a_person
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(rig.delivered("q1", 2).await.len(), 2);
     // Ana owns it: the bot is not asked at all.
-    let id = rig.conversation("q1").id;
+    let id = rig.conversation("q1").await.id;
     rig.engine
         .reply(id, &ana, "Hi, Ana here", &[], None)
         .await
@@ -494,7 +500,7 @@ async fn ids_scoped_to_the_sender_keep_two_customers_apart_and_know_messages_fro
         reason: EscalationReason::AskedForHuman,
         detail: "scripted".into(),
     };
-    let rig = rig(vec![escalate(), escalate()]);
+    let rig = rig(vec![escalate(), escalate()]).await;
     let wire = ChannelId::new("wire");
     let scoped = |thread: &str, id: &str, text: &str| {
         let InboundEvent::Message(mut m) = message(thread, &format!("{thread}/{id}"), text) else {
@@ -531,13 +537,15 @@ async fn ids_scoped_to_the_sender_keep_two_customers_apart_and_know_messages_fro
         "<x@y>"
     );
     assert_eq!(ExternalMessageId::new("123:456").as_sent(), "123:456");
-    let second = rig.conversation("会话乙");
-    assert_ne!(second.id, rig.conversation("会话甲").id);
+    let second = rig.conversation("会话乙").await;
+    assert_ne!(second.id, rig.conversation("会话甲").await.id);
     let texts: Vec<String> = rig
         .store
         .messages(second.id, 0, 10)
+        .await
         .unwrap()
         .into_iter()
+        .filter(|m| m.author == Author::Customer)
         .map(|m| m.text)
         .collect();
     assert_eq!(texts, ["请给我回电话，很急"]);

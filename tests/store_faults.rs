@@ -38,6 +38,7 @@ impl FlakyStore {
     }
 }
 
+#[async_trait::async_trait]
 impl Store for FlakyStore {
     fn commit(&self, change: Change) -> Commit {
         match self.check() {
@@ -51,103 +52,106 @@ impl Store for FlakyStore {
             Err(e) => Box::pin(async move { Err(e) }),
         }
     }
-    fn next_id(&self) -> Result<u64> {
-        self.inner.next_id()
+    async fn next_id(&self) -> Result<u64> {
+        self.inner.next_id().await
     }
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<switchboard::model::Event> {
         self.inner.subscribe()
     }
-    fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>> {
-        self.inner.conversation(id)
+    async fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>> {
+        self.inner.conversation(id).await
     }
-    fn thread(&self, c: &ChannelId, t: &ExternalThread) -> Result<Option<ConversationId>> {
-        self.inner.thread(c, t)
+    async fn thread(&self, c: &ChannelId, t: &ExternalThread) -> Result<Option<ConversationId>> {
+        self.inner.thread(c, t).await
     }
-    fn identity(&self, c: &ChannelId, u: &ExternalUser) -> Result<Option<ContactId>> {
-        self.inner.identity(c, u)
+    async fn identity(&self, c: &ChannelId, u: &ExternalUser) -> Result<Option<ContactId>> {
+        self.inner.identity(c, u).await
     }
-    fn external_message(
+    async fn external_message(
         &self,
         c: &ChannelId,
         id: &ExternalMessageId,
     ) -> Result<Option<(ConversationId, u64)>> {
-        self.inner.external_message(c, id)
+        self.inner.external_message(c, id).await
     }
-    fn contact(&self, id: ContactId) -> Result<Option<Contact>> {
-        self.inner.contact(id)
+    async fn contact(&self, id: ContactId) -> Result<Option<Contact>> {
+        self.inner.contact(id).await
     }
-    fn contact_conversations(&self, c: ContactId) -> Result<Vec<ConversationId>> {
-        self.inner.contact_conversations(c)
+    async fn contact_conversations(&self, c: ContactId) -> Result<Vec<ConversationId>> {
+        self.inner.contact_conversations(c).await
     }
-    fn message(&self, c: ConversationId, seq: u64) -> Result<Option<Message>> {
-        self.inner.message(c, seq)
+    async fn message(&self, c: ConversationId, seq: u64) -> Result<Option<Message>> {
+        self.inner.message(c, seq).await
     }
-    fn messages(&self, c: ConversationId, after: u64, limit: usize) -> Result<Vec<Message>> {
-        self.inner.messages(c, after, limit)
+    async fn messages(&self, c: ConversationId, after: u64, limit: usize) -> Result<Vec<Message>> {
+        self.inner.messages(c, after, limit).await
     }
-    fn notes(&self, c: ConversationId) -> Result<Vec<Note>> {
-        self.inner.notes(c)
+    async fn notes(&self, c: ConversationId) -> Result<Vec<Note>> {
+        self.inner.notes(c).await
     }
-    fn events(&self, after: Option<EventId>, limit: usize) -> Result<Vec<Event>> {
-        self.inner.events(after, limit)
+    async fn events(&self, after: Option<EventId>, limit: usize) -> Result<Vec<Event>> {
+        self.inner.events(after, limit).await
     }
-    fn conversation_events(&self, c: ConversationId) -> Result<Vec<Event>> {
-        self.inner.conversation_events(c)
+    async fn conversation_events(&self, c: ConversationId) -> Result<Vec<Event>> {
+        self.inner.conversation_events(c).await
     }
-    fn list_conversations(&self, q: &ConversationQuery) -> Result<Page> {
-        self.inner.list_conversations(q)
+    async fn list_conversations(&self, q: &ConversationQuery) -> Result<Page> {
+        self.inner.list_conversations(q).await
     }
-    fn status_counts(&self) -> [u64; 5] {
-        self.inner.status_counts()
+    async fn status_counts(&self) -> Result<[u64; 5]> {
+        self.inner.status_counts().await
     }
-    fn agent(&self, id: AgentId) -> Result<Option<Agent>> {
-        self.inner.agent(id)
+    async fn agent(&self, id: AgentId) -> Result<Option<Agent>> {
+        self.inner.agent(id).await
     }
-    fn agents(&self) -> Result<Vec<Agent>> {
-        self.inner.agents()
+    async fn agents(&self) -> Result<Vec<Agent>> {
+        self.inner.agents().await
     }
-    fn agent_by_token_hash(&self, h: &str) -> Result<Option<Agent>> {
-        self.inner.agent_by_token_hash(h)
+    async fn agent_by_token_hash(&self, h: &str) -> Result<Option<Agent>> {
+        self.inner.agent_by_token_hash(h).await
     }
-    fn outbox_conversations(&self) -> Result<Vec<ConversationId>> {
-        self.inner.outbox_conversations()
+    async fn outbox_conversations(&self) -> Result<Vec<ConversationId>> {
+        self.inner.outbox_conversations().await
     }
-    fn outbox_head(&self, c: ConversationId) -> Result<Option<OutboxItem>> {
-        self.inner.outbox_head(c)
+    async fn outbox_head(&self, c: ConversationId) -> Result<Option<OutboxItem>> {
+        self.inner.outbox_head(c).await
     }
-    fn bot_queue(
+    async fn bot_queue(
         &self,
         after: Option<(ConversationId, u64)>,
         limit: usize,
     ) -> Result<Vec<(ConversationId, u64)>> {
-        self.inner.bot_queue(after, limit)
+        self.inner.bot_queue(after, limit).await
     }
-    fn bot_pending(&self, c: ConversationId, seq: u64) -> Result<bool> {
-        self.inner.bot_pending(c, seq)
+    async fn bot_pending(&self, c: ConversationId, seq: u64) -> Result<bool> {
+        self.inner.bot_pending(c, seq).await
     }
     fn bot_done(&self, c: ConversationId, seq: u64) {
         self.inner.bot_done(c, seq)
     }
-    fn failed_deliveries(&self, limit: usize) -> Result<Vec<(ConversationId, u64)>> {
-        self.inner.failed_deliveries(limit)
+    async fn failed_deliveries(&self, limit: usize) -> Result<Vec<(ConversationId, u64)>> {
+        self.inner.failed_deliveries(limit).await
     }
-    fn meta(&self, k: &str) -> Result<Option<Vec<u8>>> {
-        self.inner.meta(k)
+    async fn meta(&self, k: &str) -> Result<Option<Vec<u8>>> {
+        self.inner.meta(k).await
     }
-    fn set_meta(&self, k: &str, v: &[u8]) -> Result<()> {
-        self.inner.set_meta(k, v)
+    async fn set_meta(&self, k: &str, v: &[u8]) -> Result<()> {
+        self.inner.set_meta(k, v).await
     }
-    fn channel_state(&self, c: &ChannelId) -> Result<Arc<dyn ChannelState>> {
-        self.inner.channel_state(c)
+    async fn channel_state(&self, c: &ChannelId) -> Result<Arc<dyn ChannelState>> {
+        self.inner.channel_state(c).await
     }
-    fn kv(&self, space: &str) -> Result<Arc<dyn ChannelState>> {
-        self.inner.kv(space)
+    async fn kv(&self, space: &str) -> Result<Arc<dyn ChannelState>> {
+        self.inner.kv(space).await
     }
     fn maintenance(&self) -> Option<&dyn switchboard::store::Maintenance> {
         self.inner.maintenance()
     }
-    fn records(&self, visit: &mut dyn FnMut(records::Record) -> Result<()>) -> Result<()> {
-        self.inner.records(visit)
+    async fn records(
+        &self,
+        visit: &mut (dyn FnMut(records::Record) -> Result<()> + Send),
+    ) -> Result<()> {
+        self.inner.records(visit).await
     }
     fn restore(&self, records: Vec<records::Record>) -> Pending<()> {
         self.inner.restore(records)
@@ -155,8 +159,8 @@ impl Store for FlakyStore {
     fn erase_contact(&self, contact: ContactId, at_ms: i64) -> Pending<Erased> {
         self.inner.erase_contact(contact, at_ms)
     }
-    fn stats(&self) -> Result<StoreStats> {
-        self.inner.stats()
+    async fn stats(&self) -> Result<StoreStats> {
+        self.inner.stats().await
     }
 }
 
@@ -212,7 +216,9 @@ async fn a_failing_store_answers_503_and_loses_nothing_accepted() {
         outbox: OutboxConfig::default(),
         bot_workers: 1,
     };
-    let engine = Engine::new(store.clone(), responder, settings).unwrap();
+    let engine = Engine::new(store.clone(), responder, settings)
+        .await
+        .unwrap();
     let (_, token) = engine
         .create_agent("admin", Role::Admin, None, None)
         .await
@@ -224,19 +230,23 @@ async fn a_failing_store_answers_503_and_loses_nothing_accepted() {
     let ctx = ChannelContext {
         id: id.clone(),
         inbound: engine.clone(),
-        state: store.channel_state(&id).unwrap(),
+        state: store.channel_state(&id).await.unwrap(),
         blobs: blobs.clone(),
     };
     let channel = Arc::new(WebhookChannel::build(config, ctx).unwrap());
     engine.register_channel(channel.clone());
     let state = ApiState {
         engine: engine.clone(),
-        kb: Arc::new(switchboard::bot::live::LiveKb::open(store.as_ref(), &bot, None).unwrap()),
+        kb: Arc::new(
+            switchboard::bot::live::LiveKb::open(store.as_ref(), &bot, None)
+                .await
+                .unwrap(),
+        ),
         ready: Arc::new(AtomicBool::new(true)),
         shutdown: Default::default(),
         blobs,
         sessions: Arc::new(switchboard::inbox::auth::Sessions::new(
-            store.kv("sessions").unwrap(),
+            store.kv("sessions").await.unwrap(),
             1,
             false,
         )),
@@ -258,6 +268,7 @@ async fn a_failing_store_answers_503_and_loses_nothing_accepted() {
             limit: 10,
             ..Default::default()
         })
+        .await
         .unwrap()
         .items[0]
         .clone();
@@ -272,7 +283,7 @@ async fn a_failing_store_answers_503_and_loses_nothing_accepted() {
         (StatusCode::SERVICE_UNAVAILABLE, Some("unavailable"))
     );
     assert_eq!(
-        store.conversation(conv.id).unwrap().unwrap(),
+        store.conversation(conv.id).await.unwrap().unwrap(),
         conv,
         "nothing changed"
     );
@@ -286,6 +297,7 @@ async fn a_failing_store_answers_503_and_loses_nothing_accepted() {
     );
     let texts: Vec<String> = store
         .messages(conv.id, 0, 100)
+        .await
         .unwrap()
         .into_iter()
         .filter(|m| m.author == Author::Customer)

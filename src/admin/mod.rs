@@ -42,6 +42,7 @@ pub async fn forget_contact(
     let ids: Vec<u64> = erased.conversations.iter().map(|c| c.0).collect();
     let proposals = kb
         .forget_conversations(&ids)
+        .await
         .map_err(|e| EngineError::Invalid(format!("knowledge base: {e}")))?;
     let mut files = 0;
     for blob in &erased.orphan_blobs {

@@ -23,24 +23,26 @@ pub enum TransferError {
 }
 
 /// Writes every record as one JSON line; `tick` is called per record.
-pub fn export(
+pub async fn export(
     store: &dyn Store,
-    out: &mut dyn Write,
-    tick: &mut dyn FnMut(&Record),
+    out: &mut (dyn Write + Send),
+    tick: &mut (dyn FnMut(&Record) + Send),
 ) -> Result<Counts, TransferError> {
     let mut counts = Counts::new();
     let mut write_error = None;
-    let result = store.records(&mut |r| {
-        let line = serde_json::to_vec(&r).expect("records always serialise");
-        if let Err(e) = out.write_all(&line).and_then(|()| out.write_all(b"\n")) {
-            // Stop the walk; the error is reported below.
-            write_error = Some(e);
-            return Err(crate::store::StoreError::Io("output closed".into()));
-        }
-        *counts.entry(r.kind()).or_default() += 1;
-        tick(&r);
-        Ok(())
-    });
+    let result = store
+        .records(&mut |r| {
+            let line = serde_json::to_vec(&r).expect("records always serialise");
+            if let Err(e) = out.write_all(&line).and_then(|()| out.write_all(b"\n")) {
+                // Stop the walk; the error is reported below.
+                write_error = Some(e);
+                return Err(crate::store::StoreError::Io("output closed".into()));
+            }
+            *counts.entry(r.kind()).or_default() += 1;
+            tick(&r);
+            Ok(())
+        })
+        .await;
     if let Some(e) = write_error {
         return Err(e.into());
     }
@@ -59,7 +61,7 @@ pub async fn import(
     input: &mut dyn BufRead,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Counts, TransferError> {
-    let held: u64 = store.stats()?.records.values().sum();
+    let held: u64 = store.stats().await?.records.values().sum();
     if held > 0 {
         return Err(TransferError::NotEmpty(held));
     }

@@ -122,7 +122,7 @@ fn rss_now() -> f64 {
     rss_mb(std::process::id()).unwrap_or(0.0)
 }
 
-pub fn bot(args: BotArgs) -> anyhow::Result<()> {
+pub async fn bot(args: BotArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.passes > 0, "--passes must be at least 1");
     let entries = cut(read_jsonl(&args.kb)?, args.variants);
     let variants: usize = entries.iter().map(|e| e.questions.len()).sum();
@@ -162,7 +162,7 @@ pub fn bot(args: BotArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let model = load_model(&args.model)?;
-    let (_store, cache) = vector_cache(args.cache.as_deref())?;
+    let (_store, cache) = vector_cache(args.cache.as_deref()).await?;
     let t = Instant::now();
     let semantic = Matcher::build(entries, Some((Arc::clone(&model), cache.as_ref())), &|_| {})
         .context("embedding the questions")?;

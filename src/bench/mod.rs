@@ -232,7 +232,7 @@ async fn baseline_server(dir: &Path) -> anyhow::Result<(SocketAddr, Arc<SledStor
         body: Bytes,
     ) -> StatusCode {
         let key = format!("k{}", counter.fetch_add(1, Ordering::Relaxed));
-        if store.set_meta(&key, &body).is_err() || store.durable().await.is_err() {
+        if store.set_meta(&key, &body).await.is_err() || store.durable().await.is_err() {
             return StatusCode::SERVICE_UNAVAILABLE;
         }
         StatusCode::ACCEPTED

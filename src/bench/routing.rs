@@ -115,7 +115,7 @@ pub async fn routing(args: RoutingArgs) -> anyhow::Result<()> {
         outbox: OutboxConfig::default(),
         bot_workers: 8,
     };
-    let engine = Engine::new(store.clone(), Arc::new(EscalateAll), settings)?;
+    let engine = Engine::new(store.clone(), Arc::new(EscalateAll), settings).await?;
     let channel = ChannelId::new("hook");
     engine.register_channel(Arc::new(Sink(channel.clone())));
     let stop = CancellationToken::new();
@@ -168,7 +168,7 @@ pub async fn routing(args: RoutingArgs) -> anyhow::Result<()> {
         r??;
     }
     let deadline = Instant::now() + std::time::Duration::from_secs(300);
-    while store.status_counts()[Status::Queued as usize] < queued as u64 {
+    while store.status_counts().await?[Status::Queued as usize] < queued as u64 {
         anyhow::ensure!(
             Instant::now() < deadline,
             "the bot did not escalate everything"
@@ -200,7 +200,7 @@ pub async fn routing(args: RoutingArgs) -> anyhow::Result<()> {
         ..ConversationQuery::default()
     };
     loop {
-        let page = store.list_conversations(&q)?;
+        let page = store.list_conversations(&q).await?;
         list.extend(page.items);
         match page.next {
             Some(n) => q.after = Some(n),
@@ -212,7 +212,8 @@ pub async fn routing(args: RoutingArgs) -> anyhow::Result<()> {
     for conv in &list {
         let start = Instant::now();
         let text = store
-            .message(conv.id, conv.last_seq)?
+            .message(conv.id, conv.last_seq)
+            .await?
             .map(|m| m.text)
             .unwrap_or_default();
         let language = language_of(&text);
@@ -287,7 +288,7 @@ pub async fn routing(args: RoutingArgs) -> anyhow::Result<()> {
         pass.assigned,
         drain.as_secs_f64(),
         pass.assigned as f64 / drain.as_secs_f64(),
-        store.status_counts()[Status::Queued as usize]
+        store.status_counts().await?[Status::Queued as usize]
     );
     stop.cancel();
     for t in tasks {

@@ -119,7 +119,7 @@ pub async fn telegram(args: TelegramArgs) -> anyhow::Result<()> {
     let store = crate::store::SledStore::open(&tmp.join("out"), &SledOptions::with_cache_mb(16))?;
     let id = ChannelId::new("tg");
     let ctx = ChannelContext {
-        state: store.channel_state(&id)?,
+        state: store.channel_state(&id).await?,
         inbound: Arc::new(NoInbound),
         blobs: Arc::new(FileBlobs::open(&tmp.join("blobs"))?),
         id,

@@ -266,11 +266,14 @@ impl VectorCache for NoCache {
 }
 
 /// A cache in a [`switchboard_channel::ChannelState`]-shaped key-value space of the store.
+///
+/// Vectors are read and written while a knowledge base is built, which is CPU work on a
+/// blocking thread: the space's calls are waited for there.
 pub struct StateCache(pub std::sync::Arc<dyn switchboard_channel::ChannelState>);
 
 impl VectorCache for StateCache {
     fn get(&self, key: &[u8]) -> Option<Vec<f32>> {
-        let bytes = self.0.get(key).ok()??;
+        let bytes = futures::executor::block_on(self.0.get(key)).ok()??;
         Some(
             bytes
                 .chunks_exact(4)
@@ -289,7 +292,7 @@ impl VectorCache for StateCache {
             .zip(&values)
             .map(|((k, _), v)| (*k, v.as_slice()))
             .collect();
-        if let Err(e) = self.0.put_all(&refs) {
+        if let Err(e) = futures::executor::block_on(self.0.put_all(&refs)) {
             tracing::warn!(error = %e, "could not cache embeddings; they are recomputed next time");
         }
     }

@@ -7,7 +7,7 @@
 //! an entry, `p/NNNNNNNNNNNNNNNN` proposals (hex id), `version`.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use switchboard_channel::{ChannelState, now_ms};
@@ -121,21 +121,21 @@ pub struct LiveKb {
     cache: StateCache,
     model: Option<Arc<Embedder>>,
     /// Read-modify-write of the stored records, one at a time.
-    write: Mutex<()>,
+    write: tokio::sync::Mutex<()>,
 }
 
 impl LiveKb {
-    pub fn open(
+    pub async fn open(
         store: &dyn Store,
         config: &BotConfig,
         model: Option<Arc<Embedder>>,
     ) -> Result<LiveKb, LiveError> {
         Ok(LiveKb {
             config: std::sync::RwLock::new(config.clone()),
-            kv: store.kv("kb")?,
-            cache: StateCache(store.kv("embeddings")?),
+            kv: store.kv("kb").await?,
+            cache: StateCache(store.kv("embeddings").await?),
             model,
-            write: Mutex::new(()),
+            write: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -149,22 +149,24 @@ impl LiveKb {
         *self.config.write().expect("kb config lock") = config.clone();
     }
 
-    pub fn version(&self) -> Result<u64, LiveError> {
+    pub async fn version(&self) -> Result<u64, LiveError> {
         Ok(self
             .kv
             .get(b"version")
+            .await
             .map_err(storage)?
             .and_then(|v| v.try_into().ok().map(u64::from_be_bytes))
             .unwrap_or(0))
     }
 
-    fn scan<T: for<'de> Deserialize<'de>>(&self, prefix: &[u8]) -> Result<Vec<T>, LiveError> {
+    async fn scan<T: for<'de> Deserialize<'de>>(&self, prefix: &[u8]) -> Result<Vec<T>, LiveError> {
         let mut out = Vec::new();
         let mut after: Option<Vec<u8>> = None;
         loop {
             let page = self
                 .kv
                 .scan(prefix, after.as_deref(), 1024)
+                .await
                 .map_err(storage)?;
             let Some(last) = page.last().map(|kv| kv.0.clone()) else {
                 break;
@@ -179,16 +181,21 @@ impl LiveKb {
 
     /// The entries the bot answers from: files, then stored entries (which replace a file
     /// entry of the same id), each with its taught questions.
-    pub fn entries(&self) -> Result<Vec<Entry>, LiveError> {
+    pub async fn entries(&self) -> Result<Vec<Entry>, LiveError> {
         let mut merged: BTreeMap<String, Entry> = BTreeMap::new();
         let kb_dir = self.config().kb_dir;
         for e in kb::load_dir(&kb_dir)? {
             merged.insert(e.id.clone(), e);
         }
-        for s in self.scan::<StoredEntry>(b"e/")? {
+        for s in self.scan::<StoredEntry>(b"e/").await? {
             merged.insert(s.entry.id.clone(), s.entry);
         }
-        for (key, value) in self.kv.scan(b"x/", None, usize::MAX).map_err(storage)? {
+        for (key, value) in self
+            .kv
+            .scan(b"x/", None, usize::MAX)
+            .await
+            .map_err(storage)?
+        {
             let id = String::from_utf8_lossy(&key[2..]).into_owned();
             let extra: ExtraQuestions = serde_json::from_slice(&value).map_err(storage)?;
             if let Some(e) = merged.get_mut(&id) {
@@ -202,10 +209,13 @@ impl LiveKb {
         Ok(merged.into_values().collect())
     }
 
-    /// Builds a responder from the live entries (embedding only what is not cached yet).
-    /// CPU work: call it off the async runtime.
-    pub fn build(&self, progress: &dyn Fn(usize)) -> Result<KbResponder, LiveError> {
-        let entries = self.entries()?;
+    /// Builds a responder from the live entries (as [`LiveKb::entries`] reads them),
+    /// embedding only what is not cached yet. CPU work: call it off the async runtime.
+    pub fn build(
+        &self,
+        entries: Vec<Entry>,
+        progress: &dyn Fn(usize),
+    ) -> Result<KbResponder, LiveError> {
         let model = self
             .model
             .as_ref()
@@ -229,7 +239,8 @@ impl LiveKb {
     pub async fn rebuild(self: &Arc<Self>) -> Result<Arc<KbResponder>, LiveError> {
         let kb = self.clone();
         let started = std::time::Instant::now();
-        let responder = tokio::task::spawn_blocking(move || kb.build(&|_| {}))
+        let entries = self.entries().await?;
+        let responder = tokio::task::spawn_blocking(move || kb.build(entries, &|_| {}))
             .await
             .map_err(|e| LiveError::Storage(format!("rebuild task failed: {e}")))??;
         tracing::info!(
@@ -241,31 +252,31 @@ impl LiveKb {
         Ok(Arc::new(responder))
     }
 
-    fn bump(&self, pairs: &mut Vec<(Vec<u8>, Vec<u8>)>) -> Result<u64, LiveError> {
-        let version = self.version()? + 1;
+    async fn bump(&self, pairs: &mut Vec<(Vec<u8>, Vec<u8>)>) -> Result<u64, LiveError> {
+        let version = self.version().await? + 1;
         pairs.push((b"version".to_vec(), version.to_be_bytes().to_vec()));
         Ok(version)
     }
 
-    fn put(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), LiveError> {
+    async fn put(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), LiveError> {
         let refs: Vec<(&[u8], &[u8])> = pairs
             .iter()
             .map(|(k, v)| (k.as_slice(), v.as_slice()))
             .collect();
-        self.kv.put_all(&refs).map_err(storage)
+        self.kv.put_all(&refs).await.map_err(storage)
     }
 
     /// Stores entries (replacing stored entries of the same id), all in one write.
     /// Returns the new version.
-    pub fn import(&self, entries: &[Entry], source: &str) -> Result<u64, LiveError> {
+    pub async fn import(&self, entries: &[Entry], source: &str) -> Result<u64, LiveError> {
         for e in entries {
             if let Some(problem) = kb::entry_problem(e) {
                 return Err(LiveError::Invalid(format!("entry `{}`: {problem}", e.id)));
             }
         }
-        let _w = self.write.lock().expect("kb write lock");
+        let _w = self.write.lock().await;
         let mut pairs = Vec::with_capacity(entries.len() + 1);
-        let version = self.bump(&mut pairs)?;
+        let version = self.bump(&mut pairs).await?;
         for e in entries {
             let record = StoredEntry {
                 entry: e.clone(),
@@ -278,7 +289,7 @@ impl LiveKb {
                 serde_json::to_vec(&record).map_err(storage)?,
             ));
         }
-        self.put(pairs)?;
+        self.put(pairs).await?;
         Ok(version)
     }
 
@@ -286,16 +297,20 @@ impl LiveKb {
         format!("p/{id:016x}").into_bytes()
     }
 
-    pub fn proposals(&self, status: Option<ProposalStatus>) -> Result<Vec<Proposal>, LiveError> {
-        let mut all = self.scan::<Proposal>(b"p/")?;
+    pub async fn proposals(
+        &self,
+        status: Option<ProposalStatus>,
+    ) -> Result<Vec<Proposal>, LiveError> {
+        let mut all = self.scan::<Proposal>(b"p/").await?;
         all.retain(|p| status.is_none_or(|s| p.status == s));
         Ok(all)
     }
 
-    pub fn proposal(&self, id: u64) -> Result<Proposal, LiveError> {
+    pub async fn proposal(&self, id: u64) -> Result<Proposal, LiveError> {
         let bytes = self
             .kv
             .get(&Self::proposal_key(id))
+            .await
             .map_err(storage)?
             .ok_or(LiveError::NotFound("proposal"))?;
         serde_json::from_slice(&bytes).map_err(storage)
@@ -303,16 +318,16 @@ impl LiveKb {
 
     /// Records a pending proposal, flagging entries it nearly duplicates (by the bot's own
     /// scores and by text similarity).
-    pub fn propose(
+    pub async fn propose(
         &self,
         new: NewProposal,
-        responder: &dyn Responder,
+        responder: Arc<dyn Responder>,
     ) -> Result<Proposal, LiveError> {
         let question = new.question.trim().to_owned();
         if question.is_empty() {
             return Err(LiveError::Invalid("the question is empty".into()));
         }
-        let entries = self.entries()?;
+        let entries = self.entries().await?;
         let change = match (new.entry, new.new_entry) {
             (Some(id), None) => {
                 if !entries.iter().any(|e| e.id == id) {
@@ -348,8 +363,12 @@ impl LiveKb {
         // Scores of the two policies differ in scale; the lower answer threshold flags more.
         let config = self.config();
         let answer_at = config.semantic.answer.min(config.lexical.answer);
-        let mut near: Vec<NearDuplicate> = responder
-            .suggest(&question, 3)
+        // Matching is CPU work (a sentence through the model).
+        let asked = question.clone();
+        let suggested = tokio::task::spawn_blocking(move || responder.suggest(&asked, 3))
+            .await
+            .map_err(|e| LiveError::Storage(format!("matching task failed: {e}")))?;
+        let mut near: Vec<NearDuplicate> = suggested
             .into_iter()
             .filter(|s: &Suggestion| s.score >= answer_at && Some(s.entry.as_str()) != target)
             .map(|s| NearDuplicate {
@@ -369,7 +388,7 @@ impl LiveKb {
                 });
             }
         }
-        let id = self.kv.next_id().map_err(storage)?;
+        let id = self.kv.next_id().await.map_err(storage)?;
         let proposal = Proposal {
             id,
             status: ProposalStatus::Pending,
@@ -382,19 +401,20 @@ impl LiveKb {
             created_at_ms: now_ms(),
             decided_at_ms: None,
         };
-        let _w = self.write.lock().expect("kb write lock");
+        let _w = self.write.lock().await;
         self.put(vec![(
             Self::proposal_key(id),
             serde_json::to_vec(&proposal).map_err(storage)?,
-        )])?;
+        )])
+        .await?;
         Ok(proposal)
     }
 
     /// Approves or rejects a pending proposal; an approval changes the knowledge base in the
     /// same write. The caller rebuilds the responder afterwards.
-    pub fn decide(&self, id: u64, approve: bool, by: &str) -> Result<Proposal, LiveError> {
-        let _w = self.write.lock().expect("kb write lock");
-        let mut p = self.proposal(id)?;
+    pub async fn decide(&self, id: u64, approve: bool, by: &str) -> Result<Proposal, LiveError> {
+        let _w = self.write.lock().await;
+        let mut p = self.proposal(id).await?;
         if p.status != ProposalStatus::Pending {
             let done = match p.status {
                 ProposalStatus::Approved => "approved",
@@ -413,14 +433,15 @@ impl LiveKb {
         p.decided_at_ms = Some(now_ms());
         let mut pairs = Vec::new();
         if approve {
-            let version = self.bump(&mut pairs)?;
+            let version = self.bump(&mut pairs).await?;
             match &p.change {
                 ProposalChange::AddQuestion { entry } => {
                     let key = format!("x/{entry}").into_bytes();
-                    let mut extra: ExtraQuestions = match self.kv.get(&key).map_err(storage)? {
-                        Some(v) => serde_json::from_slice(&v).map_err(storage)?,
-                        None => ExtraQuestions::default(),
-                    };
+                    let mut extra: ExtraQuestions =
+                        match self.kv.get(&key).await.map_err(storage)? {
+                            Some(v) => serde_json::from_slice(&v).map_err(storage)?,
+                            None => ExtraQuestions::default(),
+                        };
                     if !extra.questions.contains(&p.question) {
                         extra.questions.push(p.question.clone());
                     }
@@ -444,18 +465,18 @@ impl LiveKb {
             Self::proposal_key(id),
             serde_json::to_vec(&p).map_err(storage)?,
         ));
-        self.put(pairs)?;
+        self.put(pairs).await?;
         Ok(p)
     }
 
     /// Drops what proposals keep of erased conversations: pending and rejected proposals from
     /// them go; an approved one keeps its question (reviewed, it is knowledge now) without the
     /// link. Returns how many proposals went.
-    pub fn forget_conversations(&self, ids: &[u64]) -> Result<usize, LiveError> {
-        let _w = self.write.lock().expect("kb write lock");
+    pub async fn forget_conversations(&self, ids: &[u64]) -> Result<usize, LiveError> {
+        let _w = self.write.lock().await;
         let mut gone = Vec::new();
         let mut unlinked = Vec::new();
-        for mut p in self.scan::<Proposal>(b"p/")? {
+        for mut p in self.scan::<Proposal>(b"p/").await? {
             if !p.conversation.is_some_and(|c| ids.contains(&c)) {
                 continue;
             }
@@ -470,10 +491,10 @@ impl LiveKb {
             }
         }
         if !unlinked.is_empty() {
-            self.put(unlinked)?;
+            self.put(unlinked).await?;
         }
         let keys: Vec<&[u8]> = gone.iter().map(Vec::as_slice).collect();
-        self.kv.remove_all(&keys).map_err(storage)?;
+        self.kv.remove_all(&keys).await.map_err(storage)?;
         Ok(gone.len())
     }
 

@@ -24,7 +24,7 @@ impl Engine {
         reason: &str,
     ) -> Result<Conversation, EngineError> {
         if let Action::Assign(agent) = action {
-            match self.store.agent(agent)? {
+            match self.store.agent(agent).await? {
                 Some(a) if !a.disabled => {}
                 _ => {
                     return Err(EngineError::Invalid(format!(
@@ -109,7 +109,8 @@ impl Engine {
     ) -> Result<Message, EngineError> {
         let message = self
             .store
-            .message(id, seq)?
+            .message(id, seq)
+            .await?
             .ok_or(EngineError::NotFound("message"))?;
         let Some(delivery) = &message.delivery else {
             return Err(EngineError::Conflict(
@@ -122,7 +123,7 @@ impl Engine {
             ));
         }
         let author_name = match &message.author {
-            Author::Agent(a) => self.store.agent(*a)?.map(|a| a.name),
+            Author::Agent(a) => self.store.agent(*a).await?.map(|a| a.name),
             _ => None,
         };
         let (_, updated) = self

@@ -17,13 +17,13 @@ const KEY_META: &str = "token_key";
 /// Every token starts with this, so leaked tokens are recognisable (secret scanners).
 pub const TOKEN_PREFIX: &str = "sbt_";
 
-pub(super) fn load_or_create_key(store: &dyn Store) -> Result<Vec<u8>, EngineError> {
-    if let Some(k) = store.meta(KEY_META)? {
+pub(super) async fn load_or_create_key(store: &dyn Store) -> Result<Vec<u8>, EngineError> {
+    if let Some(k) = store.meta(KEY_META).await? {
         return Ok(k);
     }
     let mut key = vec![0u8; 32];
     rand::rng().fill_bytes(&mut key);
-    store.set_meta(KEY_META, &key)?;
+    store.set_meta(KEY_META, &key).await?;
     Ok(key)
 }
 
@@ -41,13 +41,14 @@ impl Engine {
     }
 
     /// The enabled agent a token belongs to.
-    pub fn authenticate(&self, token: &str) -> Result<Option<Agent>, EngineError> {
+    pub async fn authenticate(&self, token: &str) -> Result<Option<Agent>, EngineError> {
         if token.len() < MIN_TOKEN_LEN {
             return Ok(None);
         }
         Ok(self
             .store
-            .agent_by_token_hash(&self.hash_token(token))?
+            .agent_by_token_hash(&self.hash_token(token))
+            .await?
             .filter(|a| !a.disabled))
     }
 
@@ -90,7 +91,7 @@ impl Engine {
         }
         let token = token.unwrap_or_else(new_token);
         let agent = Agent {
-            id: AgentId(self.store.next_id()?),
+            id: AgentId(self.store.next_id().await?),
             name: name.to_owned(),
             role,
             disabled: false,
@@ -112,7 +113,8 @@ impl Engine {
     ) -> Result<Agent, EngineError> {
         let mut agent = self
             .store
-            .agent(id)?
+            .agent(id)
+            .await?
             .ok_or(EngineError::NotFound("agent"))?;
         if agent.disabled != disabled {
             agent.disabled = disabled;
@@ -131,7 +133,8 @@ impl Engine {
     ) -> Result<Agent, EngineError> {
         let mut agent = self
             .store
-            .agent(id)?
+            .agent(id)
+            .await?
             .ok_or(EngineError::NotFound("agent"))?;
         if agent.presence != presence {
             agent.presence = presence;
@@ -152,7 +155,8 @@ impl Engine {
     ) -> Result<(Agent, String), EngineError> {
         let mut agent = self
             .store
-            .agent(id)?
+            .agent(id)
+            .await?
             .ok_or(EngineError::NotFound("agent"))?;
         let token = token.unwrap_or_else(new_token);
         agent.token_hash = self.hash_token(&token);

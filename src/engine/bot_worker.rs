@@ -21,13 +21,13 @@ use crate::model::{
 const OPTIONS_LOOKBACK: u64 = 6;
 
 /// The options of the bot's latest message before `seq`, if it offered any.
-fn offered_before(
+async fn offered_before(
     engine: &Engine,
     conv: ConversationId,
     seq: u64,
 ) -> Result<Vec<switchboard_channel::Button>, EngineError> {
     for earlier in (seq.saturating_sub(OPTIONS_LOOKBACK).max(1)..seq).rev() {
-        match engine.store.message(conv, earlier)? {
+        match engine.store.message(conv, earlier).await? {
             Some(m) if m.author == crate::model::Author::Bot => return Ok(m.buttons),
             _ => {}
         }
@@ -115,7 +115,7 @@ pub(crate) async fn feed_backlog(engine: Arc<Engine>, shutdown: CancellationToke
     let mut after = None;
     let mut fed = 0usize;
     loop {
-        let page = match engine.store.bot_queue(after, BACKLOG_PAGE) {
+        let page = match engine.store.bot_queue(after, BACKLOG_PAGE).await {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the bot queue; its backlog waits for a restart");
@@ -154,17 +154,17 @@ async fn handle(
     seq: u64,
     message: Option<Message>,
 ) -> Result<(), EngineError> {
-    if !engine.store.bot_pending(conv, seq)? {
+    if !engine.store.bot_pending(conv, seq).await? {
         return Ok(());
     }
     let message = match message {
         Some(m) => m,
-        None => match engine.store.message(conv, seq)? {
+        None => match engine.store.message(conv, seq).await? {
             Some(m) => m,
             None => return Ok(()),
         },
     };
-    let Some(current) = engine.store.conversation(conv)? else {
+    let Some(current) = engine.store.conversation(conv).await? else {
         return Ok(());
     };
     if !bot_may_speak(current.status) {
@@ -186,7 +186,7 @@ async fn handle(
         });
     }
     let responder = engine.responder.read().expect("responder lock").clone();
-    let offered = offered_before(engine, conv, seq)?;
+    let offered = offered_before(engine, conv, seq).await?;
     let text = bot_reads(&message, &offered);
     let misses = current.bot_misses;
     let last_entry = current.bot_last_entry.clone();
@@ -254,7 +254,9 @@ async fn handle(
         return Ok(());
     }
     let language = crate::model::lang::language_of(&message.text);
-    let handoff = engine.handoff_message(switchboard_channel::now_ms(), &current, language);
+    let handoff = engine
+        .handoff_message(switchboard_channel::now_ms(), &current, language)
+        .await;
     let in_reply_to = message.external_id.clone();
     engine
         .update(conv, Actor::Bot, |d| {

@@ -32,15 +32,17 @@ fn key(id: u64) -> [u8; 8] {
 }
 
 impl Engine {
-    fn canned_space(&self) -> Result<std::sync::Arc<dyn ChannelState>, EngineError> {
-        Ok(self.store.kv("canned")?)
+    async fn canned_space(&self) -> Result<std::sync::Arc<dyn ChannelState>, EngineError> {
+        Ok(self.store.kv("canned").await?)
     }
 
     /// Every saved reply, by shortcut.
-    pub fn canned_responses(&self) -> Result<Vec<CannedResponse>, EngineError> {
+    pub async fn canned_responses(&self) -> Result<Vec<CannedResponse>, EngineError> {
         let mut all: Vec<CannedResponse> = self
-            .canned_space()?
+            .canned_space()
+            .await?
             .scan(b"", None, MAX_CANNED * 4)
+            .await
             .map_err(io)?
             .into_iter()
             .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
@@ -50,7 +52,7 @@ impl Engine {
     }
 
     /// Creates (`id` none) or replaces a saved reply. Shortcuts are one word and unique.
-    pub fn save_canned(
+    pub async fn save_canned(
         &self,
         id: Option<u64>,
         shortcut: &str,
@@ -79,7 +81,7 @@ impl Engine {
                 "text must be 1 to 4000 characters".into(),
             ));
         }
-        let existing = self.canned_responses()?;
+        let existing = self.canned_responses().await?;
         if existing
             .iter()
             .any(|c| c.shortcut == shortcut && Some(c.id) != id)
@@ -88,7 +90,7 @@ impl Engine {
                 "the shortcut /{shortcut} is taken"
             )));
         }
-        let space = self.canned_space()?;
+        let space = self.canned_space().await?;
         let id = match id {
             Some(id) if existing.iter().any(|c| c.id == id) => id,
             Some(_) => return Err(EngineError::NotFound("canned response")),
@@ -97,7 +99,7 @@ impl Engine {
                     "a team keeps at most {MAX_CANNED} canned responses"
                 )));
             }
-            None => space.next_id().map_err(io)?,
+            None => space.next_id().await.map_err(io)?,
         };
         let canned = CannedResponse {
             id,
@@ -107,14 +109,14 @@ impl Engine {
             updated_at_ms: now_ms(),
         };
         let value = serde_json::to_vec(&canned).expect("canned responses serialise");
-        space.put_all(&[(&key(id), &value)]).map_err(io)?;
+        space.put_all(&[(&key(id), &value)]).await.map_err(io)?;
         Ok(canned)
     }
 
-    pub fn delete_canned(&self, id: u64) -> Result<(), EngineError> {
-        let space = self.canned_space()?;
-        match space.get(&key(id)).map_err(io)? {
-            Some(v) if !v.is_empty() => space.put_all(&[(&key(id), b"")]).map_err(io),
+    pub async fn delete_canned(&self, id: u64) -> Result<(), EngineError> {
+        let space = self.canned_space().await?;
+        match space.get(&key(id)).await.map_err(io)? {
+            Some(v) if !v.is_empty() => space.put_all(&[(&key(id), b"")]).await.map_err(io),
             _ => Err(EngineError::NotFound("canned response")),
         }
     }

@@ -8,14 +8,14 @@ use crate::store::{Change, ConversationWrite, StoreError};
 
 impl Engine {
     /// Follows `merged_into` links to the contact that stands for `id` now.
-    pub fn contact(&self, id: ContactId) -> Result<Option<Contact>, EngineError> {
-        let mut current = self.store.contact(id)?;
+    pub async fn contact(&self, id: ContactId) -> Result<Option<Contact>, EngineError> {
+        let mut current = self.store.contact(id).await?;
         for _ in 0..16 {
             match current {
                 Some(Contact {
                     merged_into: Some(next),
                     ..
-                }) => current = self.store.contact(next)?,
+                }) => current = self.store.contact(next).await?,
                 other => return Ok(other),
             }
         }
@@ -37,11 +37,13 @@ impl Engine {
         }
         for _ in 0..MAX_RETRIES {
             let mut target = self
-                .contact(into)?
+                .contact(into)
+                .await?
                 .ok_or(EngineError::NotFound("contact"))?;
             let mut source = self
                 .store
-                .contact(from)?
+                .contact(from)
+                .await?
                 .ok_or(EngineError::NotFound("contact"))?;
             if source.merged_into.is_some() {
                 return Err(EngineError::Invalid(format!(
@@ -69,8 +71,8 @@ impl Engine {
                 target.name = source.name.clone();
             }
             source.merged_into = Some(target.id);
-            for conv_id in self.store.contact_conversations(source.id)? {
-                if let Some(previous) = self.store.conversation(conv_id)? {
+            for conv_id in self.store.contact_conversations(source.id).await? {
+                if let Some(previous) = self.store.conversation(conv_id).await? {
                     let mut conv = previous.clone();
                     conv.contact = target.id;
                     change

@@ -17,12 +17,15 @@ impl Engine {
         id: ContactId,
         by: Option<AgentId>,
     ) -> Result<Erased, EngineError> {
-        let contact = self.contact(id)?.ok_or(EngineError::NotFound("contact"))?;
+        let contact = self
+            .contact(id)
+            .await?
+            .ok_or(EngineError::NotFound("contact"))?;
         if contact.forgotten_at_ms.is_some() {
             return Ok(Erased::default());
         }
-        for conv in self.store.contact_conversations(contact.id)? {
-            let Some(c) = self.store.conversation(conv)? else {
+        for conv in self.store.contact_conversations(contact.id).await? {
+            let Some(c) = self.store.conversation(conv).await? else {
                 continue;
             };
             if let Some(channel) = self.channel(&c.channel) {

@@ -71,7 +71,12 @@ impl Engine {
     /// What the customer is told when the bot hands over: off hours, when people are back;
     /// otherwise their place in the queue and the recent wait, once waits are known.
     /// `language` (`en`, `zh`) picks among per-language texts.
-    pub fn handoff_message(&self, now_ms: i64, conv: &Conversation, language: &str) -> String {
+    pub async fn handoff_message(
+        &self,
+        now_ms: i64,
+        conv: &Conversation,
+        language: &str,
+    ) -> String {
         let availability = self.availability.read().expect("availability lock").clone();
         let tags = self.topic_tags(conv);
         let topic = Topic {
@@ -88,7 +93,14 @@ impl Engine {
         let Some(wait_ms) = self.recent_waits.expected() else {
             return self.settings().handoff_message.pick(language).to_owned();
         };
-        let position = self.store.status_counts()[Status::Queued as usize] + 1;
+        let counts = match self.store.status_counts().await {
+            Ok(counts) => counts,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot count the queue; the hand-over text says no place");
+                return self.settings().handoff_message.pick(language).to_owned();
+            }
+        };
+        let position = counts[Status::Queued as usize] + 1;
         handoff_text(&self.settings(), language, position, wait_ms)
     }
 }

@@ -45,12 +45,13 @@ impl Engine {
         let _lane = self.lane(channel, &msg.thread).lock().await;
         if self
             .stored_before_ids_were_scoped(channel, &msg)
+            .await
             .map_err(|e| unavailable(e.into()))?
         {
             return self.duplicate(channel).await;
         }
         for _ in 0..MAX_RETRIES {
-            let outcome = match self.prepare_ingest(channel, &msg, start) {
+            let outcome = match self.prepare_ingest(channel, &msg, start).await {
                 Ok(change) => {
                     if let Some(w) = change.conversations.first() {
                         tracing::Span::current().record("conversation", w.record.id.0);
@@ -74,6 +75,15 @@ impl Engine {
         ))
     }
 
+    /// One message of a conversation (what an edit or a bounce changes).
+    async fn message_of(
+        &self,
+        conv: ConversationId,
+        seq: u64,
+    ) -> Result<Option<crate::model::Message>, EngineError> {
+        Ok(self.store.message(conv, seq).await?)
+    }
+
     /// A message stored before: once that earlier write is durable, says so.
     async fn duplicate(&self, channel: &ChannelId) -> Result<Accepted, InboundError> {
         self.store
@@ -87,7 +97,7 @@ impl Engine {
     /// Whether `msg` was stored under its [`InboundMessage::earlier_id`] (before its
     /// channel scoped ids to the sender) in this very conversation: then it is that message
     /// again. The same id in another conversation is another customer's.
-    fn stored_before_ids_were_scoped(
+    async fn stored_before_ids_were_scoped(
         &self,
         channel: &ChannelId,
         msg: &InboundMessage,
@@ -95,10 +105,10 @@ impl Engine {
         let Some(earlier) = &msg.earlier_id else {
             return Ok(false);
         };
-        let Some((conv, _)) = self.store.external_message(channel, earlier)? else {
+        let Some((conv, _)) = self.store.external_message(channel, earlier).await? else {
             return Ok(false);
         };
-        Ok(self.store.thread(channel, &msg.thread)? == Some(conv))
+        Ok(self.store.thread(channel, &msg.thread).await? == Some(conv))
     }
 
     /// A reply the network accepted turned out undelivered (a bounce): the message shows
@@ -112,30 +122,35 @@ impl Engine {
             return Ok(Accepted::Duplicate);
         };
         let result = self
-            .update(conv, Actor::System, |d| {
-                let Some(mut message) = self.store.message(d.conv.id, seq)? else {
-                    return Ok(false);
-                };
-                let Some(delivery) = message.delivery.as_mut() else {
-                    return Ok(false);
-                };
-                if delivery.outbound_id != outbound_id
-                    || delivery.state == crate::model::DeliveryState::Failed
-                {
-                    return Ok(false);
-                }
-                delivery.state = crate::model::DeliveryState::Failed;
-                delivery.last_error = Some(reason.to_owned());
-                delivery.updated_at_ms = d.now;
-                d.change.messages.push(message);
-                d.change.failed_put.push((d.conv.id, seq));
-                d.event(EventKind::DeliveryChanged {
-                    seq,
-                    state: crate::model::DeliveryState::Failed,
-                    error: Some(reason.to_owned()),
-                });
-                Ok(true)
-            })
+            .update_with(
+                conv,
+                Actor::System,
+                |c| self.message_of(c.id, seq),
+                |d, message| {
+                    let Some(mut message) = message else {
+                        return Ok(false);
+                    };
+                    let Some(delivery) = message.delivery.as_mut() else {
+                        return Ok(false);
+                    };
+                    if delivery.outbound_id != outbound_id
+                        || delivery.state == crate::model::DeliveryState::Failed
+                    {
+                        return Ok(false);
+                    }
+                    delivery.state = crate::model::DeliveryState::Failed;
+                    delivery.last_error = Some(reason.to_owned());
+                    delivery.updated_at_ms = d.now;
+                    d.change.messages.push(message);
+                    d.change.failed_put.push((d.conv.id, seq));
+                    d.event(EventKind::DeliveryChanged {
+                        seq,
+                        state: crate::model::DeliveryState::Failed,
+                        error: Some(reason.to_owned()),
+                    });
+                    Ok(true)
+                },
+            )
             .await;
         match result {
             Ok((_, true)) => Ok(Accepted::Stored),
@@ -191,28 +206,34 @@ impl Engine {
         let Some((conv, seq)) = self
             .store
             .external_message(channel, message_id)
+            .await
             .map_err(|e| unavailable(e.into()))?
         else {
             return Ok(Accepted::Duplicate);
         };
         let result = self
-            .update(conv, Actor::Customer, |d| {
-                let Some(mut message) = self.store.message(d.conv.id, seq)? else {
-                    return Ok(false);
-                };
-                if message.author != Author::Customer {
-                    return Ok(false);
-                }
-                let Some(event) = change(&mut message, seq, d.now) else {
-                    return Ok(false);
-                };
-                if d.conv.last_seq == seq && message.deleted_at_ms.is_none() {
-                    d.conv.preview = crate::model::preview_of(&message.text);
-                }
-                d.change.messages.push(message);
-                d.event(event);
-                Ok(true)
-            })
+            .update_with(
+                conv,
+                Actor::Customer,
+                |c| self.message_of(c.id, seq),
+                |d, message| {
+                    let Some(mut message) = message else {
+                        return Ok(false);
+                    };
+                    if message.author != Author::Customer {
+                        return Ok(false);
+                    }
+                    let Some(event) = change(&mut message, seq, d.now) else {
+                        return Ok(false);
+                    };
+                    if d.conv.last_seq == seq && message.deleted_at_ms.is_none() {
+                        d.conv.preview = crate::model::preview_of(&message.text);
+                    }
+                    d.change.messages.push(message);
+                    d.event(event);
+                    Ok(true)
+                },
+            )
             .await;
         match result {
             Ok((_, true)) => Ok(Accepted::Stored),
@@ -222,7 +243,7 @@ impl Engine {
     }
 
     /// Builds the change that stores `msg`.
-    fn prepare_ingest(
+    async fn prepare_ingest(
         &self,
         channel: &ChannelId,
         msg: &InboundMessage,
@@ -233,10 +254,10 @@ impl Engine {
         // insert-if-absent key), which saves a read on every message.
         let now = now_ms();
         let mut change = Change::default();
-        let contact_id = match store.identity(channel, &msg.sender.id)? {
+        let contact_id = match store.identity(channel, &msg.sender.id).await? {
             Some(id) => id,
             None => {
-                let id = ContactId(store.next_id()?);
+                let id = ContactId(store.next_id().await?);
                 change.contacts.push(Contact {
                     id,
                     name: msg.sender.name.clone(),
@@ -254,8 +275,8 @@ impl Engine {
                 id
             }
         };
-        let existing = match store.thread(channel, &msg.thread)? {
-            Some(id) => Some(store.conversation(id)?.ok_or(StoreError::Corrupt {
+        let existing = match store.thread(channel, &msg.thread).await? {
+            Some(id) => Some(store.conversation(id).await?.ok_or(StoreError::Corrupt {
                 tree: "threads",
                 detail: format!("thread points at missing conversation {id}"),
             })?),
@@ -265,7 +286,7 @@ impl Engine {
         let conv = match existing {
             Some(c) => c,
             None => {
-                let id = ConversationId(store.next_id()?);
+                let id = ConversationId(store.next_id().await?);
                 change
                     .new_threads
                     .push((channel.clone(), msg.thread.clone(), id));

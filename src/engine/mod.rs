@@ -136,12 +136,12 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(
+    pub async fn new(
         store: Arc<dyn Store>,
         responder: Arc<dyn Responder>,
         settings: EngineSettings,
     ) -> Result<Arc<Engine>, EngineError> {
-        let token_key = agents::load_or_create_key(store.as_ref())?;
+        let token_key = agents::load_or_create_key(store.as_ref()).await?;
         let workers = settings.bot_workers.max(1);
         let (bot_shards, inboxes) = (0..workers).map(|_| mpsc::unbounded_channel()).unzip();
         Ok(Arc::new(Engine {
@@ -279,17 +279,27 @@ impl Engine {
 
     /// Commits a change (applied and durable), then tells everyone who waits for it.
     async fn commit(&self, change: Change) -> Result<(), StoreError> {
-        let mut change = self.store.commit(change).await?;
-        let mut messages = std::mem::take(&mut change.messages);
-        for &(conv, seq) in &change.bot_queue_put {
-            let message = messages
-                .iter()
-                .position(|m| m.conversation == conv && m.seq == seq)
-                .map(|i| messages.swap_remove(i));
+        // The bot gets the messages it is to read with its work, saving it a read.
+        let for_bot: Vec<(ConversationId, u64, Option<Message>)> = change
+            .bot_queue_put
+            .iter()
+            .map(|&(conv, seq)| {
+                let message = change
+                    .messages
+                    .iter()
+                    .find(|m| m.conversation == conv && m.seq == seq);
+                (conv, seq, message.cloned())
+            })
+            .collect();
+        let mut woken: Vec<ConversationId> =
+            change.outbox_put.iter().map(|i| i.conversation).collect();
+        woken.dedup();
+        self.store.commit(change).await?;
+        for (conv, seq, message) in for_bot {
             self.enqueue_bot(conv, seq, message);
         }
-        for item in &change.outbox_put {
-            self.outbox.wake(item.conversation);
+        for conv in woken {
+            self.outbox.wake(conv);
         }
         Ok(())
     }
@@ -303,9 +313,27 @@ impl Engine {
         actor: Actor,
         mut build: impl FnMut(&mut Draft) -> Result<T, EngineError>,
     ) -> Result<(Conversation, T), EngineError> {
+        self.update_with(id, actor, |_| async { Ok(()) }, |d, ()| build(d))
+            .await
+    }
+
+    /// As [`Engine::update`], for a change that needs more than the conversation: `read`
+    /// reads it (from the conversation as read in each attempt, under its lane), and `build`
+    /// gets it with the draft. Keeps `build` free of reads.
+    pub(crate) async fn update_with<R, T, F>(
+        &self,
+        id: ConversationId,
+        actor: Actor,
+        mut read: impl FnMut(&Conversation) -> F,
+        mut build: impl FnMut(&mut Draft, R) -> Result<T, EngineError>,
+    ) -> Result<(Conversation, T), EngineError>
+    where
+        F: std::future::Future<Output = Result<R, EngineError>>,
+    {
         let first = self
             .store
-            .conversation(id)?
+            .conversation(id)
+            .await?
             .ok_or(EngineError::NotFound("conversation"))?;
         // One change at a time per conversation (see `lane`); retries remain for the rare
         // writer outside the lane (merging contacts).
@@ -313,10 +341,12 @@ impl Engine {
         for _ in 0..MAX_RETRIES {
             let conv = self
                 .store
-                .conversation(id)?
+                .conversation(id)
+                .await?
                 .ok_or(EngineError::NotFound("conversation"))?;
+            let extra = read(&conv).await?;
             let mut draft = Draft::new(conv, false, actor.clone(), now_ms());
-            let out = build(&mut draft)?;
+            let out = build(&mut draft, extra)?;
             if draft.change.is_empty() {
                 return Ok((draft.conv, out));
             }

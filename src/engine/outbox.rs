@@ -167,7 +167,7 @@ pub(crate) async fn run(engine: Arc<Engine>, shutdown: CancellationToken) {
     let outbox = &engine.outbox;
     // Everything left from a previous run is due now; each conversation's task looks at its
     // head item's own time.
-    match engine.store.outbox_conversations() {
+    match engine.store.outbox_conversations().await {
         Ok(convs) => {
             if !convs.is_empty() {
                 tracing::info!(conversations = convs.len(), "resuming outbox");
@@ -254,7 +254,7 @@ async fn deliver_conversation(
         if stop.is_cancelled() {
             break Some(now_ms());
         }
-        let item = match engine.store.outbox_head(conv) {
+        let item = match engine.store.outbox_head(conv).await {
             Ok(Some(item)) => item,
             Ok(None) => break None,
             Err(e) => {
@@ -312,7 +312,8 @@ async fn record(
 ) -> Result<(), EngineError> {
     let message = engine
         .store
-        .message(item.conversation, item.seq)?
+        .message(item.conversation, item.seq)
+        .await?
         .ok_or(EngineError::NotFound("message"))?;
     let plan = delivery_plan(
         item,

@@ -6,7 +6,8 @@ use switchboard_channel::{Attachment, MAX_TEXT_BYTES};
 use super::draft::Reply;
 use super::{Engine, EngineError, IDEMPOTENCY_WINDOW, MAX_ATTACHMENTS};
 use crate::model::{
-    Action, Actor, AgentId, Author, Conversation, ConversationId, EventKind, Note, NoteId, Status,
+    Action, Actor, AgentId, Author, Conversation, ConversationId, EventKind, Message, Note, NoteId,
+    Status,
 };
 
 fn checked_text(text: &str) -> Result<String, EngineError> {
@@ -56,7 +57,8 @@ impl Engine {
         if !attachments.is_empty() {
             let conv = self
                 .store
-                .conversation(id)?
+                .conversation(id)
+                .await?
                 .ok_or(EngineError::NotFound("conversation"))?;
             if self
                 .channel(&conv.channel)
@@ -69,32 +71,37 @@ impl Engine {
             }
         }
         let (conv, (seq, waited)) = self
-            .update(id, Actor::Agent(agent.id), |d| {
-                // Under the conversation's lane: a concurrent retry sees this one's commit.
-                if let Some(key) = key
-                    && let Some(earlier) = self.replied_with_key(&d.conv, agent.id, key)?
-                {
-                    return Ok((earlier, None));
-                }
-                if d.conv.status != Status::Assigned || d.conv.assignee != Some(agent.id) {
-                    d.transition(Action::Assign(agent.id), "agent replied")?;
-                }
-                let in_reply_to = self.last_customer_external_id(d.conv.id, d.conv.last_seq)?;
-                let waited = self.waited_for_first_response(&d.conv, d.now)?;
-                let seq = d.push_outbound(Reply {
-                    author: Author::Agent(agent.id),
-                    author_name: Some(agent.name.clone()),
-                    text: text.clone(),
-                    buttons: vec![],
-                    attachments: attachments.to_vec(),
-                    in_reply_to,
-                    verdict: None,
-                });
-                if let Some(m) = d.change.messages.last_mut() {
-                    m.idempotency_key = key.map(str::to_owned);
-                }
-                Ok((seq, waited))
-            })
+            .update_with(
+                id,
+                Actor::Agent(agent.id),
+                |c| self.recent_messages(c.id, c.last_seq, key.is_some()),
+                |d, recent| {
+                    // Under the conversation's lane: a concurrent retry sees this one's commit.
+                    if let Some(key) = key
+                        && let Some(earlier) = replied_with_key(&recent, agent.id, key)
+                    {
+                        return Ok((earlier, None));
+                    }
+                    if d.conv.status != Status::Assigned || d.conv.assignee != Some(agent.id) {
+                        d.transition(Action::Assign(agent.id), "agent replied")?;
+                    }
+                    let in_reply_to = last_customer_external_id(&d.conv, &recent);
+                    let waited = waited_for_first_response(&d.conv, &recent, d.now);
+                    let seq = d.push_outbound(Reply {
+                        author: Author::Agent(agent.id),
+                        author_name: Some(agent.name.clone()),
+                        text: text.clone(),
+                        buttons: vec![],
+                        attachments: attachments.to_vec(),
+                        in_reply_to,
+                        verdict: None,
+                    });
+                    if let Some(m) = d.change.messages.last_mut() {
+                        m.idempotency_key = key.map(str::to_owned);
+                    }
+                    Ok((seq, waited))
+                },
+            )
             .await?;
         if let Some(waited) = waited {
             self.metrics
@@ -116,53 +123,21 @@ impl Engine {
         Ok(())
     }
 
-    /// The seq of `agent`'s reply posted with `key`, among the conversation's recent messages.
-    fn replied_with_key(
-        &self,
-        conv: &Conversation,
-        agent: AgentId,
-        key: &str,
-    ) -> Result<Option<u64>, EngineError> {
-        let from = conv.last_seq.saturating_sub(IDEMPOTENCY_WINDOW as u64);
-        Ok(self
-            .store
-            .messages(conv.id, from, IDEMPOTENCY_WINDOW)?
-            .into_iter()
-            .find(|m| m.author == Author::Agent(agent) && m.idempotency_key.as_deref() == Some(key))
-            .map(|m| m.seq))
-    }
-
-    /// Milliseconds since the hand-over when no person has replied since; `None` otherwise.
-    fn waited_for_first_response(
-        &self,
-        conv: &Conversation,
-        now: i64,
-    ) -> Result<Option<i64>, EngineError> {
-        let Some(escalation) = &conv.escalation else {
-            return Ok(None);
-        };
-        let recent = self
-            .store
-            .messages(conv.id, conv.last_seq.saturating_sub(50), 50)?;
-        let answered = recent
-            .iter()
-            .any(|m| matches!(m.author, Author::Agent(_)) && m.created_at_ms >= escalation.at_ms);
-        Ok((!answered).then(|| (now - escalation.at_ms).max(0)))
-    }
-
-    fn last_customer_external_id(
+    /// The conversation's last messages a reply looks back over: for its idempotency key,
+    /// the last [`IDEMPOTENCY_WINDOW`]; else the last [`REPLY_LOOK_BACK`].
+    async fn recent_messages(
         &self,
         conv: ConversationId,
         last_seq: u64,
-    ) -> Result<Option<switchboard_channel::ExternalMessageId>, EngineError> {
-        // Look back a little; threading is a courtesy, not a requirement.
-        let from = last_seq.saturating_sub(20);
-        let recent = self.store.messages(conv, from, 20)?;
-        Ok(recent
-            .into_iter()
-            .rev()
-            .find(|m| m.author == Author::Customer)
-            .and_then(|m| m.external_id))
+        keyed: bool,
+    ) -> Result<Vec<Message>, EngineError> {
+        let n = if keyed {
+            IDEMPOTENCY_WINDOW.max(REPLY_LOOK_BACK)
+        } else {
+            REPLY_LOOK_BACK
+        };
+        let from = last_seq.saturating_sub(n as u64);
+        Ok(self.store.messages(conv, from, n).await?)
     }
 
     pub async fn add_note(
@@ -173,7 +148,7 @@ impl Engine {
     ) -> Result<Note, EngineError> {
         self.room_for_more()?;
         let text = checked_text(text)?;
-        let note_id = NoteId(self.store.next_id()?);
+        let note_id = NoteId(self.store.next_id().await?);
         let (_, note) = self
             .update(id, Actor::Agent(agent), |d| {
                 let n = Note {
@@ -192,9 +167,9 @@ impl Engine {
     }
 
     /// Knowledge-base answers for what the customer asked lately: each of their last few
-    /// messages matched on its own, best score per entry, best first. Returns the latest
-    /// customer message's seq with them. CPU work: call off the async threads.
-    pub fn suggestions(
+    /// messages matched on its own (on a blocking thread), best score per entry, best first.
+    /// Returns the latest customer message's seq with them.
+    pub async fn suggestions(
         &self,
         id: ConversationId,
         n: usize,
@@ -204,33 +179,78 @@ impl Engine {
         const ASKED: usize = 3;
         let conv = self
             .store
-            .conversation(id)?
+            .conversation(id)
+            .await?
             .ok_or(EngineError::NotFound("conversation"))?;
-        let mut asked = Vec::new();
-        for seq in (conv.last_seq.saturating_sub(LOOK_BACK).max(1)..=conv.last_seq).rev() {
-            if let Some(m) = self.store.message(id, seq)?
-                && m.author == Author::Customer
-                && !m.text.trim().is_empty()
-            {
-                asked.push(m);
-                if asked.len() == ASKED {
-                    break;
-                }
-            }
-        }
+        let from = conv.last_seq.saturating_sub(LOOK_BACK);
+        let asked: Vec<Message> = self
+            .store
+            .messages(id, from, LOOK_BACK as usize)
+            .await?
+            .into_iter()
+            .rev()
+            .filter(|m| m.author == Author::Customer && !m.text.trim().is_empty())
+            .take(ASKED)
+            .collect();
+        let latest = asked.first().map(|m| m.seq);
+        // Matching is CPU work (each message through the model).
         let responder = self.responder();
-        let mut best: Vec<crate::bot::Suggestion> = Vec::new();
-        for m in &asked {
-            for s in responder.suggest(&m.text, n) {
-                match best.iter_mut().find(|b| b.entry == s.entry) {
-                    Some(b) if b.score < s.score => *b = s,
-                    Some(_) => {}
-                    None => best.push(s),
+        let best = tokio::task::spawn_blocking(move || {
+            let mut best: Vec<crate::bot::Suggestion> = Vec::new();
+            for m in &asked {
+                for s in responder.suggest(&m.text, n) {
+                    match best.iter_mut().find(|b| b.entry == s.entry) {
+                        Some(b) if b.score < s.score => *b = s,
+                        Some(_) => {}
+                        None => best.push(s),
+                    }
                 }
             }
-        }
-        best.sort_by(|a, b| b.score.total_cmp(&a.score));
-        best.truncate(n);
-        Ok((asked.first().map(|m| m.seq), best))
+            best.sort_by(|a, b| b.score.total_cmp(&a.score));
+            best.truncate(n);
+            best
+        })
+        .await
+        .map_err(|e| EngineError::Invalid(format!("matching task failed: {e}")))?;
+        Ok((latest, best))
     }
+}
+
+/// Messages a reply looks back over without an idempotency key (the first-response clock).
+const REPLY_LOOK_BACK: usize = 50;
+/// Of those, the ones searched for the customer message a reply answers: threading is a
+/// courtesy, not a requirement.
+const IN_REPLY_TO_LOOK_BACK: u64 = 20;
+
+/// The seq of `agent`'s reply posted with `key`, among `recent` messages.
+fn replied_with_key(recent: &[Message], agent: AgentId, key: &str) -> Option<u64> {
+    recent
+        .iter()
+        .find(|m| m.author == Author::Agent(agent) && m.idempotency_key.as_deref() == Some(key))
+        .map(|m| m.seq)
+}
+
+/// Milliseconds since the hand-over when no person has replied since (among the last
+/// [`REPLY_LOOK_BACK`] messages); `None` otherwise.
+fn waited_for_first_response(conv: &Conversation, recent: &[Message], now: i64) -> Option<i64> {
+    let escalation = conv.escalation.as_ref()?;
+    let from = conv.last_seq.saturating_sub(REPLY_LOOK_BACK as u64);
+    let answered = recent.iter().any(|m| {
+        m.seq > from && matches!(m.author, Author::Agent(_)) && m.created_at_ms >= escalation.at_ms
+    });
+    (!answered).then(|| (now - escalation.at_ms).max(0))
+}
+
+/// The network id of the customer's latest message among the last few.
+fn last_customer_external_id(
+    conv: &Conversation,
+    recent: &[Message],
+) -> Option<switchboard_channel::ExternalMessageId> {
+    let from = conv.last_seq.saturating_sub(IN_REPLY_TO_LOOK_BACK);
+    recent
+        .iter()
+        .rev()
+        .take_while(|m| m.seq > from)
+        .find(|m| m.author == Author::Customer)
+        .and_then(|m| m.external_id.clone())
 }

@@ -143,7 +143,8 @@ impl Router {
         let agents: Vec<Agent> = self
             .engine
             .store()
-            .agents()?
+            .agents()
+            .await?
             .into_iter()
             .filter(|a| !a.disabled)
             .collect();
@@ -214,8 +215,8 @@ impl Router {
         for agent in &leavers {
             done.returned += self.give_back(agent).await?;
         }
-        let queued = self.list(Status::Queued, None, MAX_QUEUED_PER_PASS)?;
-        let assigned = self.list(Status::Assigned, None, usize::MAX)?;
+        let queued = self.list(Status::Queued, None, MAX_QUEUED_PER_PASS).await?;
+        let assigned = self.list(Status::Assigned, None, usize::MAX).await?;
         for conv in queued.iter().chain(&assigned) {
             let Some(clock) = &conv.sla else { continue };
             let mark = if !clock.breached && now >= clock.due_ms {
@@ -259,7 +260,9 @@ impl Router {
     /// Returns an absent agent's assigned conversations to the queue: those they held when
     /// they left. One a colleague gave them while they were away stays (it was deliberate).
     async fn give_back(&self, agent: &Agent) -> Result<usize, EngineError> {
-        let held = self.list(Status::Assigned, Some(agent.id), usize::MAX)?;
+        let held = self
+            .list(Status::Assigned, Some(agent.id), usize::MAX)
+            .await?;
         let reason = format!(
             "returned to the queue: {} is {}",
             agent.name,
@@ -267,7 +270,7 @@ impl Router {
         );
         let mut n = 0;
         for conv in held {
-            let events = self.engine.store().conversation_events(conv.id)?;
+            let events = self.engine.store().conversation_events(conv.id).await?;
             let assigned_at = events
                 .iter()
                 .rev()
@@ -319,7 +322,7 @@ impl Router {
             {
                 break; // everyone is full
             }
-            let language = self.language(conv)?;
+            let language = self.language(conv).await?;
             let tags = self.engine.topic_tags(conv);
             let team = self.config.teams.iter().position(|t| {
                 t.matches(
@@ -347,7 +350,7 @@ impl Router {
             }
             let key = team.unwrap_or(self.config.teams.len());
             let last = self.last.lock().expect("router lock").get(&key).copied();
-            let preferred = self.previous_agent(conv)?;
+            let preferred = self.previous_agent(conv).await?;
             let Some(agent) = choose(self.config.strategy, &candidates, preferred, last) else {
                 continue;
             };
@@ -376,7 +379,7 @@ impl Router {
     }
 
     /// Conversations in `status` (of `assignee`), oldest activity first, at most `max`.
-    fn list(
+    async fn list(
         &self,
         status: Status,
         assignee: Option<AgentId>,
@@ -391,7 +394,7 @@ impl Router {
             ..ConversationQuery::default()
         };
         loop {
-            let page = self.engine.store().list_conversations(&query)?;
+            let page = self.engine.store().list_conversations(&query).await?;
             out.extend(page.items);
             match page.next {
                 Some(next) if out.len() < max => query.after = Some(next),
@@ -403,10 +406,10 @@ impl Router {
     }
 
     /// The language of the customer's latest message.
-    fn language(&self, conv: &Conversation) -> Result<&'static str, EngineError> {
+    async fn language(&self, conv: &Conversation) -> Result<&'static str, EngineError> {
         let store = self.engine.store();
         for seq in (conv.last_seq.saturating_sub(20).max(1)..=conv.last_seq).rev() {
-            if let Some(m) = store.message(conv.id, seq)?
+            if let Some(m) = store.message(conv.id, seq).await?
                 && m.author == Author::Customer
             {
                 return Ok(language_of(&m.text));
@@ -417,8 +420,8 @@ impl Router {
 
     /// The agent who last held this conversation, unless they handed it back to the queue
     /// themselves.
-    fn previous_agent(&self, conv: &Conversation) -> Result<Option<AgentId>, EngineError> {
-        let events = self.engine.store().conversation_events(conv.id)?;
+    async fn previous_agent(&self, conv: &Conversation) -> Result<Option<AgentId>, EngineError> {
+        let events = self.engine.store().conversation_events(conv.id).await?;
         let Some(p) = events
             .iter()
             .rposition(|e| matches!(e.kind, EventKind::AssigneeChanged { .. }))

@@ -17,7 +17,7 @@ const MESSAGES: usize = 500;
 impl Engine {
     /// Conversations matching `text` (case-insensitive, every word somewhere in the
     /// conversation), within `query`'s filters and page.
-    pub fn search(&self, query: &ConversationQuery, text: &str) -> Result<Page, EngineError> {
+    pub async fn search(&self, query: &ConversationQuery, text: &str) -> Result<Page, EngineError> {
         let words: Vec<String> = text.split_whitespace().map(str::to_lowercase).collect();
         if words.is_empty() {
             return Err(EngineError::Invalid("the search text is empty".into()));
@@ -29,14 +29,14 @@ impl Engine {
             ..query.clone()
         };
         loop {
-            let batch = self.store.list_conversations(&page)?;
+            let batch = self.store.list_conversations(&page).await?;
             for conv in batch.items {
                 scanned += 1;
                 let here = crate::store::Cursor {
                     updated_ms: conv.updated_at_ms,
                     id: conv.id,
                 };
-                if self.matches(&conv, &words)? {
+                if self.matches(&conv, &words).await? {
                     found.push(conv);
                 }
                 if found.len() >= query.limit || scanned >= SCAN {
@@ -59,7 +59,7 @@ impl Engine {
         }
     }
 
-    fn matches(&self, conv: &Conversation, words: &[String]) -> Result<bool, EngineError> {
+    async fn matches(&self, conv: &Conversation, words: &[String]) -> Result<bool, EngineError> {
         let mut hay = String::new();
         hay.push_str(&conv.preview);
         if let Some(subject) = &conv.subject {
@@ -70,7 +70,7 @@ impl Engine {
             hay.push(' ');
             hay.push_str(label);
         }
-        if let Some(contact) = self.contact(conv.contact)? {
+        if let Some(contact) = self.contact(conv.contact).await? {
             if let Some(name) = &contact.name {
                 hay.push(' ');
                 hay.push_str(name);
@@ -84,7 +84,7 @@ impl Engine {
         if words.iter().all(|w| hay.contains(w.as_str())) {
             return Ok(true);
         }
-        for m in self.store.messages(conv.id, 0, MESSAGES)? {
+        for m in self.store.messages(conv.id, 0, MESSAGES).await? {
             for part in m.subject.iter().chain([&m.text]) {
                 hay.push(' ');
                 hay.push_str(&part.to_lowercase());

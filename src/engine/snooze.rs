@@ -26,7 +26,7 @@ pub(super) async fn wake_snoozed(engine: Arc<Engine>, shutdown: CancellationToke
             ..Default::default()
         };
         loop {
-            let page = match engine.store.list_conversations(&query) {
+            let page = match engine.store.list_conversations(&query).await {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot list snoozed conversations");

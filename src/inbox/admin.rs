@@ -116,8 +116,9 @@ pub async fn stats(
     State(state): State<ApiState>,
     _admin: AdminAgent,
 ) -> Result<Json<StoreStats>, ApiError> {
+    // A full count reads every key: on a blocking thread, not the async ones.
     let store = state.engine.store().clone();
-    let stats = tokio::task::spawn_blocking(move || store.stats())
+    let stats = tokio::task::spawn_blocking(move || futures::executor::block_on(store.stats()))
         .await
         .map_err(|e| {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())

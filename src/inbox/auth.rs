@@ -86,7 +86,7 @@ impl FromRequestParts<ApiState> for AuthAgent {
         state: &ApiState,
     ) -> Result<Self, Self::Rejection> {
         if let Some(token) = bearer(&parts.headers) {
-            return match state.engine.authenticate(token)? {
+            return match state.engine.authenticate(token).await? {
                 Some(agent) => Ok(AuthAgent(agent)),
                 None => Err(ApiError::unauthorized()),
             };
@@ -94,7 +94,8 @@ impl FromRequestParts<ApiState> for AuthAgent {
         let id = session_cookie(&parts.headers).ok_or_else(ApiError::unauthorized)?;
         let session = state
             .sessions
-            .lookup(id)?
+            .lookup(id)
+            .await?
             .ok_or_else(ApiError::unauthorized)?;
         if !matches!(parts.method, Method::GET | Method::HEAD) {
             if !from_our_pages(&parts.headers) {
@@ -116,7 +117,8 @@ impl FromRequestParts<ApiState> for AuthAgent {
         let agent = state
             .engine
             .store()
-            .agent(session.agent)?
+            .agent(session.agent)
+            .await?
             .filter(|a| !a.disabled && a.token_hash == session.token_hash)
             .ok_or_else(ApiError::unauthorized)?;
         Ok(AuthAgent(agent))
@@ -187,7 +189,7 @@ impl Sessions {
     }
 
     /// Starts a session for an agent; returns its id (the cookie) and the stored record.
-    pub fn create(&self, agent: &Agent) -> Result<(String, Session), ApiError> {
+    pub async fn create(&self, agent: &Agent) -> Result<(String, Session), ApiError> {
         let id = random_hex();
         let session = Session {
             agent: agent.id,
@@ -198,13 +200,14 @@ impl Sessions {
         let value = serde_json::to_vec(&session).expect("sessions serialise");
         self.kv
             .put_all(&[(&key(&id), &value)])
+            .await
             .map_err(unavailable)?;
         Ok((id, session))
     }
 
     /// The live session with this id.
-    pub fn lookup(&self, id: &str) -> Result<Option<Session>, ApiError> {
-        let Some(value) = self.kv.get(&key(id)).map_err(unavailable)? else {
+    pub async fn lookup(&self, id: &str) -> Result<Option<Session>, ApiError> {
+        let Some(value) = self.kv.get(&key(id)).await.map_err(unavailable)? else {
             return Ok(None);
         };
         // A signed-out session is an empty record.
@@ -214,8 +217,11 @@ impl Sessions {
     }
 
     /// Ends a session.
-    pub fn revoke(&self, id: &str) -> Result<(), ApiError> {
-        self.kv.put_all(&[(&key(id), b"")]).map_err(unavailable)
+    pub async fn revoke(&self, id: &str) -> Result<(), ApiError> {
+        self.kv
+            .put_all(&[(&key(id), b"")])
+            .await
+            .map_err(unavailable)
     }
 }
 

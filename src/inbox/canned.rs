@@ -32,7 +32,7 @@ pub async fn list(
     State(state): State<ApiState>,
     _agent: AuthAgent,
 ) -> Result<Json<Vec<CannedResponse>>, ApiError> {
-    Ok(Json(state.engine.canned_responses()?))
+    Ok(Json(state.engine.canned_responses().await?))
 }
 
 /// Saves a new reply.
@@ -45,7 +45,8 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<CannedResponse>), ApiError> {
     let saved = state
         .engine
-        .save_canned(None, &body.shortcut, &body.title, &body.text)?;
+        .save_canned(None, &body.shortcut, &body.title, &body.text)
+        .await?;
     Ok((StatusCode::CREATED, Json(saved)))
 }
 
@@ -59,12 +60,12 @@ pub async fn update(
     ApiPath(id): ApiPath<u64>,
     ApiJson(body): ApiJson<CannedBody>,
 ) -> Result<Json<CannedResponse>, ApiError> {
-    Ok(Json(state.engine.save_canned(
-        Some(id),
-        &body.shortcut,
-        &body.title,
-        &body.text,
-    )?))
+    Ok(Json(
+        state
+            .engine
+            .save_canned(Some(id), &body.shortcut, &body.title, &body.text)
+            .await?,
+    ))
 }
 
 /// Deletes a saved reply.
@@ -76,6 +77,6 @@ pub async fn delete(
     _agent: AuthAgent,
     ApiPath(id): ApiPath<u64>,
 ) -> Result<StatusCode, ApiError> {
-    state.engine.delete_canned(id)?;
+    state.engine.delete_canned(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

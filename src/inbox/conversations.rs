@@ -109,18 +109,22 @@ pub async fn list_conversations(
         limit,
     };
     let page = match p.q.as_deref().map(str::trim) {
-        Some(q) if !q.is_empty() => state.engine.search(&query, q)?,
-        _ => store.list_conversations(&query)?,
+        Some(q) if !q.is_empty() => state.engine.search(&query, q).await?,
+        _ => store.list_conversations(&query).await?,
     };
     let mut contacts = std::collections::BTreeMap::new();
     for conv in &page.items {
         if let std::collections::btree_map::Entry::Vacant(slot) = contacts.entry(conv.contact.0)
-            && let Some(name) = state.engine.contact(conv.contact)?.and_then(|c| c.name)
+            && let Some(name) = state
+                .engine
+                .contact(conv.contact)
+                .await?
+                .and_then(|c| c.name)
         {
             slot.insert(name);
         }
     }
-    let [bot, queued, assigned, snoozed, resolved] = store.status_counts();
+    let [bot, queued, assigned, snoozed, resolved] = store.status_counts().await?;
     Ok(Json(ConversationPage {
         contacts,
         items: page.items,
@@ -162,15 +166,16 @@ pub async fn get_conversation(
     let id = ConversationId(id);
     let store = state.engine.store();
     let conversation = store
-        .conversation(id)?
+        .conversation(id)
+        .await?
         .ok_or_else(|| ApiError::not_found("conversation"))?;
-    let contact = state.engine.contact(conversation.contact)?;
+    let contact = state.engine.contact(conversation.contact).await?;
     let from = conversation.last_seq.saturating_sub(DETAIL_MESSAGES as u64);
     Ok(Json(ConversationDetail {
-        messages: store.messages(id, from, DETAIL_MESSAGES)?,
+        messages: store.messages(id, from, DETAIL_MESSAGES).await?,
         older_messages: from > 0,
-        notes: store.notes(id)?,
-        events: store.conversation_events(id)?,
+        notes: store.notes(id).await?,
+        events: store.conversation_events(id).await?,
         contact,
         conversation,
     }))
@@ -207,13 +212,14 @@ pub async fn list_messages(
     let id = ConversationId(id);
     let store = state.engine.store();
     let conversation = store
-        .conversation(id)?
+        .conversation(id)
+        .await?
         .ok_or_else(|| ApiError::not_found("conversation"))?;
     let limit = p.limit.unwrap_or(200);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid("limit must be 1 to 1000"));
     }
-    let messages = store.messages(id, p.after.unwrap_or(0), limit)?;
+    let messages = store.messages(id, p.after.unwrap_or(0), limit).await?;
     let next_after = messages
         .last()
         .map(|m| m.seq)
@@ -277,7 +283,8 @@ pub async fn reply(
     let message = state
         .engine
         .store()
-        .message(id, seq)?
+        .message(id, seq)
+        .await?
         .ok_or_else(|| ApiError::not_found("message"))?;
     Ok((
         StatusCode::CREATED,
@@ -531,8 +538,8 @@ pub async fn failed_deliveries(
 ) -> Result<Json<Vec<FailedDelivery>>, ApiError> {
     let store = state.engine.store();
     let mut out = Vec::new();
-    for (conversation, seq) in store.failed_deliveries(MAX_LIMIT)? {
-        if let Some(message) = store.message(conversation, seq)? {
+    for (conversation, seq) in store.failed_deliveries(MAX_LIMIT).await? {
+        if let Some(message) = store.message(conversation, seq).await? {
             out.push(FailedDelivery {
                 conversation,
                 message,

@@ -94,7 +94,7 @@ pub async fn events(
     // Subscribe before reading the backlog, so nothing falls between the two.
     let live = BroadcastStream::new(state.engine.subscribe());
     let stored = match last {
-        Some(after) => state.engine.store().events(Some(after), MAX_REPLAY)?,
+        Some(after) => state.engine.store().events(Some(after), MAX_REPLAY).await?,
         None => Vec::new(),
     };
     // Ids are positions in the log, announced in order: live events up to the last one read

@@ -48,11 +48,7 @@ pub async fn suggestions(
     AuthAgent(_me): AuthAgent,
     ApiPath(id): ApiPath<u64>,
 ) -> Result<Json<Suggestions>, ApiError> {
-    let engine = state.engine.clone();
-    let (for_seq, suggestions) =
-        tokio::task::spawn_blocking(move || engine.suggestions(ConversationId(id), 3))
-            .await
-            .map_err(|e| ApiError::invalid(e.to_string()))??;
+    let (for_seq, suggestions) = state.engine.suggestions(ConversationId(id), 3).await?;
     Ok(Json(Suggestions {
         for_seq,
         suggestions,
@@ -73,11 +69,7 @@ pub async fn get_kb(
     State(state): State<ApiState>,
     AuthAgent(_me): AuthAgent,
 ) -> Result<Json<KbSummary>, ApiError> {
-    let kb = state.kb.clone();
-    let (version, entries) =
-        tokio::task::spawn_blocking(move || Ok::<_, LiveError>((kb.version()?, kb.entries()?)))
-            .await
-            .map_err(|e| ApiError::invalid(e.to_string()))??;
+    let (version, entries) = (state.kb.version().await?, state.kb.entries().await?);
     Ok(Json(KbSummary {
         version,
         model: state.engine.responder().model(),
@@ -112,7 +104,8 @@ pub async fn import(
 ) -> Result<Json<KbVersion>, ApiError> {
     let version = state
         .kb
-        .import(&body.entries, &format!("imported by {}", me.name))?;
+        .import(&body.entries, &format!("imported by {}", me.name))
+        .await?;
     state.kb.sync().await?;
     rebuild(&state).await?;
     Ok(Json(KbVersion { version }))
@@ -127,7 +120,7 @@ pub async fn reload(
 ) -> Result<Json<KbVersion>, ApiError> {
     rebuild(&state).await?;
     Ok(Json(KbVersion {
-        version: state.kb.version()?,
+        version: state.kb.version().await?,
     }))
 }
 
@@ -161,7 +154,8 @@ pub async fn propose(
         && state
             .engine
             .store()
-            .conversation(ConversationId(c))?
+            .conversation(ConversationId(c))
+            .await?
             .is_none()
     {
         return Err(ApiError::not_found("conversation"));
@@ -177,7 +171,6 @@ pub async fn propose(
         escalate: false,
         follow_ups: Vec::new(),
     });
-    let kb = state.kb.clone();
     let responder = state.engine.responder();
     let new = NewProposal {
         question: body.question,
@@ -186,9 +179,7 @@ pub async fn propose(
         conversation: body.conversation,
         proposed_by: me.name.clone(),
     };
-    let proposal = tokio::task::spawn_blocking(move || kb.propose(new, responder.as_ref()))
-        .await
-        .map_err(|e| ApiError::invalid(e.to_string()))??;
+    let proposal = state.kb.propose(new, responder).await?;
     state.kb.sync().await?;
     Ok((StatusCode::CREATED, Json(proposal)))
 }
@@ -208,11 +199,11 @@ pub async fn list_proposals(
     AuthAgent(_me): AuthAgent,
     ApiQuery(filter): ApiQuery<ProposalFilter>,
 ) -> Result<Json<Vec<Proposal>>, ApiError> {
-    Ok(Json(state.kb.proposals(filter.status)?))
+    Ok(Json(state.kb.proposals(filter.status).await?))
 }
 
 async fn decide(state: &ApiState, id: u64, approve: bool, by: &str) -> Result<Proposal, ApiError> {
-    let proposal = state.kb.decide(id, approve, by)?;
+    let proposal = state.kb.decide(id, approve, by).await?;
     state.kb.sync().await?;
     if approve {
         rebuild(state).await?;

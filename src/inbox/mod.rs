@@ -163,7 +163,7 @@ async fn metrics(
 ) -> Result<Response, ApiError> {
     let engine = &state.engine;
     let store = engine.store();
-    let [bot, queued, assigned, snoozed, resolved] = store.status_counts();
+    let [bot, queued, assigned, snoozed, resolved] = store.status_counts().await?;
     let gauges = crate::metrics::Gauges {
         statuses: vec![
             ("bot", bot),
@@ -172,9 +172,9 @@ async fn metrics(
             ("snoozed", snoozed),
             ("resolved", resolved),
         ],
-        outbox_conversations: store.outbox_conversations()?.len() as u64,
+        outbox_conversations: store.outbox_conversations().await?.len() as u64,
         bot_backlog: engine.bot_backlog() as u64,
-        failed_deliveries: store.failed_deliveries(100_000)?.len() as u64,
+        failed_deliveries: store.failed_deliveries(100_000).await?.len() as u64,
         store_bytes: match store.maintenance() {
             Some(m) => m.size_on_disk()?,
             None => 0,

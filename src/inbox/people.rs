@@ -22,7 +22,8 @@ pub async fn get_contact(
 ) -> Result<Json<Contact>, ApiError> {
     let contact = state
         .engine
-        .contact(ContactId(id))?
+        .contact(ContactId(id))
+        .await?
         .ok_or_else(|| ApiError::not_found("contact"))?;
     Ok(Json(contact))
 }
@@ -38,12 +39,13 @@ pub async fn contact_history(
 ) -> Result<Json<Vec<Conversation>>, ApiError> {
     let contact = state
         .engine
-        .contact(ContactId(id))?
+        .contact(ContactId(id))
+        .await?
         .ok_or_else(|| ApiError::not_found("contact"))?;
     let store = state.engine.store();
     let mut out = Vec::new();
-    for conv in store.contact_conversations(contact.id)? {
-        if let Some(c) = store.conversation(conv)? {
+    for conv in store.contact_conversations(contact.id).await? {
+        if let Some(c) = store.conversation(conv).await? {
             out.push(c);
         }
     }
@@ -122,7 +124,8 @@ pub async fn team(
     let team = state
         .engine
         .store()
-        .agents()?
+        .agents()
+        .await?
         .into_iter()
         .filter(|a| !a.disabled)
         .map(|a| Teammate {
@@ -145,7 +148,8 @@ pub async fn list_agents(
         state
             .engine
             .store()
-            .agents()?
+            .agents()
+            .await?
             .into_iter()
             .map(Agent::redacted)
             .collect(),

@@ -37,9 +37,10 @@ pub async fn sign_in(
 ) -> Result<Response, ApiError> {
     let agent = state
         .engine
-        .authenticate(body.token.trim())?
+        .authenticate(body.token.trim())
+        .await?
         .ok_or_else(ApiError::unauthorized)?;
-    let (id, session) = state.sessions.create(&agent)?;
+    let (id, session) = state.sessions.create(&agent).await?;
     tracing::info!(agent = %agent.id, "agent signed in");
     Ok((
         StatusCode::CREATED,
@@ -60,17 +61,17 @@ pub async fn current(
     headers: HeaderMap,
     AuthAgent(agent): AuthAgent,
 ) -> Result<Json<SessionInfo>, ApiError> {
-    let session = session_cookie(&headers)
-        .map(|id| state.sessions.lookup(id))
-        .transpose()?
-        .flatten()
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "not signed in: this request carries no session cookie",
-            )
-        })?;
+    let session = match session_cookie(&headers) {
+        Some(id) => state.sessions.lookup(id).await?,
+        None => None,
+    }
+    .ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "not signed in: this request carries no session cookie",
+        )
+    })?;
     Ok(Json(SessionInfo {
         agent: agent.redacted(),
         csrf: session.csrf,
@@ -86,7 +87,7 @@ pub async fn sign_out(
     _agent: AuthAgent,
 ) -> Result<Response, ApiError> {
     if let Some(id) = session_cookie(&headers) {
-        state.sessions.revoke(id)?;
+        state.sessions.revoke(id).await?;
     }
     Ok((
         StatusCode::NO_CONTENT,

@@ -232,9 +232,15 @@ pub struct Page {
 /// A future that resolves once earlier writes are durable.
 pub type Durable = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
 
-/// A future that resolves once a change is applied and durable, giving the change back with
-/// its events' ids.
-pub type Commit = Pin<Box<dyn Future<Output = Result<Change>> + Send>>;
+/// What a commit was given: the ids of its events, in the order of `Change::events`. Ids are
+/// positions in the event log and rise in commit order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Committed {
+    pub events: Vec<EventId>,
+}
+
+/// A future that resolves once a change is applied and durable.
+pub type Commit = Pin<Box<dyn Future<Output = Result<Committed>> + Send>>;
 
 /// A store operation that finishes later.
 pub type Pending<T> = Pin<Box<dyn Future<Output = Result<T>> + Send>>;
@@ -264,8 +270,15 @@ pub struct StoreStats {
     pub bytes_on_disk: u64,
 }
 
-/// The narrow persistence interface the engine and the API use.
+/// The persistence contract the engine and the API use; a backend is one implementation of it
+/// (see `store::open`, the only place one is chosen).
+///
+/// Every method is fallible, and every read is `async`: a backend may be a database across
+/// the network. Reads see every commit that has resolved.
+#[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
+    // -- Writing.
+
     /// Applies `change` atomically and resolves once it is durable. Readers see it from then.
     /// On any error nothing of the change was applied.
     fn commit(&self, change: Change) -> Commit;
@@ -274,84 +287,117 @@ pub trait Store: Send + Sync + 'static {
     /// state) is on disk.
     fn durable(&self) -> Durable;
 
-    /// A fresh id, unique for the life of the database, growing.
-    fn next_id(&self) -> Result<u64>;
+    /// A fresh id for a new record (conversation, contact, note, agent), unique for the life
+    /// of the database, growing. Event ids are not taken from here: a commit gives them.
+    async fn next_id(&self) -> Result<u64>;
 
-    fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>>;
-    fn thread(
+    // -- Point reads.
+
+    async fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>>;
+    async fn thread(
         &self,
         channel: &ChannelId,
         thread: &ExternalThread,
     ) -> Result<Option<ConversationId>>;
-    fn identity(&self, channel: &ChannelId, user: &ExternalUser) -> Result<Option<ContactId>>;
-    fn external_message(
+    async fn identity(&self, channel: &ChannelId, user: &ExternalUser)
+    -> Result<Option<ContactId>>;
+    async fn external_message(
         &self,
         channel: &ChannelId,
         id: &ExternalMessageId,
     ) -> Result<Option<(ConversationId, u64)>>;
-    fn contact(&self, id: ContactId) -> Result<Option<Contact>>;
-    /// Conversation ids of a contact, oldest first.
-    fn contact_conversations(&self, contact: ContactId) -> Result<Vec<ConversationId>>;
+    async fn contact(&self, id: ContactId) -> Result<Option<Contact>>;
+    async fn message(&self, conversation: ConversationId, seq: u64) -> Result<Option<Message>>;
+    async fn agent(&self, id: AgentId) -> Result<Option<Agent>>;
+    async fn agent_by_token_hash(&self, hash: &str) -> Result<Option<Agent>>;
 
-    fn message(&self, conversation: ConversationId, seq: u64) -> Result<Option<Message>>;
+    // -- Lists.
+
+    async fn list_conversations(&self, query: &ConversationQuery) -> Result<Page>;
+    /// Number of conversations per status, in [`Status::ALL`] order.
+    async fn status_counts(&self) -> Result<[u64; 5]>;
+    /// Conversation ids of a contact, oldest first.
+    async fn contact_conversations(&self, contact: ContactId) -> Result<Vec<ConversationId>>;
     /// Messages after `after_seq`, oldest first, at most `limit`.
-    fn messages(
+    async fn messages(
         &self,
         conversation: ConversationId,
         after_seq: u64,
         limit: usize,
     ) -> Result<Vec<Message>>;
-    fn notes(&self, conversation: ConversationId) -> Result<Vec<Note>>;
+    async fn notes(&self, conversation: ConversationId) -> Result<Vec<Note>>;
+    async fn agents(&self) -> Result<Vec<Agent>>;
+    /// Outbound messages whose delivery failed for good, oldest conversation first.
+    async fn failed_deliveries(&self, limit: usize) -> Result<Vec<(ConversationId, u64)>>;
+
+    // -- The event feed.
 
     /// The stored events with ids above `after`, in id order, which is commit order: a reader
     /// that resumes after the last id it saw misses nothing committed since, however commits
     /// interleave. At most `limit`.
-    fn events(&self, after: Option<EventId>, limit: usize) -> Result<Vec<Event>>;
-
+    async fn events(&self, after: Option<EventId>, limit: usize) -> Result<Vec<Event>>;
     /// Events as they are committed and durable, in id order, from now on (the live half of
     /// the event feed; [`Store::events`] is the stored half). A receiver that falls more than
     /// a few thousand behind is told it lagged and should read the rest with `events`.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event>;
-    fn conversation_events(&self, conversation: ConversationId) -> Result<Vec<Event>>;
+    /// One conversation's events, oldest first.
+    async fn conversation_events(&self, conversation: ConversationId) -> Result<Vec<Event>>;
 
-    fn list_conversations(&self, query: &ConversationQuery) -> Result<Page>;
-    /// Number of conversations per status, in [`Status::ALL`] order.
-    fn status_counts(&self) -> [u64; 5];
-
-    fn agent(&self, id: AgentId) -> Result<Option<Agent>>;
-    fn agents(&self) -> Result<Vec<Agent>>;
-    fn agent_by_token_hash(&self, hash: &str) -> Result<Option<Agent>>;
+    // -- Work queues.
 
     /// Conversations with undelivered outbox items.
-    fn outbox_conversations(&self) -> Result<Vec<ConversationId>>;
-    /// The next item to deliver in one conversation.
-    fn outbox_head(&self, conversation: ConversationId) -> Result<Option<OutboxItem>>;
+    async fn outbox_conversations(&self) -> Result<Vec<ConversationId>>;
+    /// The next item to deliver in one conversation: only the head is ever sent, so replies
+    /// go out in order.
+    async fn outbox_head(&self, conversation: ConversationId) -> Result<Option<OutboxItem>>;
     /// Customer messages the bot has not yet handled, in key order after `after`, at most
     /// `limit`.
-    fn bot_queue(
+    async fn bot_queue(
         &self,
         after: Option<(ConversationId, u64)>,
         limit: usize,
     ) -> Result<Vec<(ConversationId, u64)>>;
     /// Whether a customer message still waits for the bot.
-    fn bot_pending(&self, conversation: ConversationId, seq: u64) -> Result<bool>;
+    async fn bot_pending(&self, conversation: ConversationId, seq: u64) -> Result<bool>;
     /// The bot decided a customer message without saying anything: it leaves the queue,
     /// without waiting for the disk. If the removal is lost in a crash, the bot decides the
     /// message again, which changes nothing. (A decision that says something removes its entry
     /// in the [`Change`] that records it.)
     fn bot_done(&self, conversation: ConversationId, seq: u64);
-    /// Outbound messages whose delivery failed for good, oldest conversation first.
-    fn failed_deliveries(&self, limit: usize) -> Result<Vec<(ConversationId, u64)>>;
+
+    // -- Spaces: small durable key-value state of the daemon's parts.
 
     /// A small value of the daemon's own (install key, settings).
-    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>>;
-    fn set_meta(&self, key: &str, value: &[u8]) -> Result<()>;
-
+    async fn meta(&self, key: &str) -> Result<Option<Vec<u8>>>;
+    async fn set_meta(&self, key: &str, value: &[u8]) -> Result<()>;
     /// The private key-value space of one channel instance.
-    fn channel_state(&self, channel: &ChannelId) -> Result<Arc<dyn ChannelState>>;
+    async fn channel_state(&self, channel: &ChannelId) -> Result<Arc<dyn ChannelState>>;
     /// A private durable key-value space of another part of the daemon (the bot's live
     /// knowledge base, cached embeddings), by name.
-    fn kv(&self, space: &str) -> Result<Arc<dyn ChannelState>>;
+    async fn kv(&self, space: &str) -> Result<Arc<dyn ChannelState>>;
+
+    // -- Whole-store operations.
+
+    /// Erases a contact (and every contact merged into it): identities, conversations,
+    /// messages, notes, events, queued deliveries. The contact stays as a tombstone. The bytes
+    /// leave the files when the store is next opened (it rewrites itself then).
+    fn erase_contact(&self, contact: ContactId, at_ms: i64) -> Pending<Erased>;
+
+    /// Every record, in a stable order (agents, contacts, identities, conversations, threads,
+    /// messages, network ids, notes, events, outbox, queues, private spaces, meta), the first
+    /// being a [`records::Record::Header`]. Not a snapshot: use it on a store nobody else
+    /// writes to (a stopped daemon's, or a [`Maintenance::snapshot`]).
+    async fn records(
+        &self,
+        visit: &mut (dyn FnMut(records::Record) -> Result<()> + Send),
+    ) -> Result<()>;
+
+    /// Writes records read from an export, indexes included; ids handed out later do not
+    /// collide with theirs. Meant for an empty store.
+    fn restore(&self, records: Vec<records::Record>) -> Pending<()>;
+
+    /// Counts records; reads every key, so it takes a moment on a large store.
+    async fn stats(&self) -> Result<StoreStats>;
 
     /// What only a store embedded in the daemon does (its files, their disk, a snapshot of
     /// them); `None` for a store the daemon does not own (a shared database is backed up and
@@ -359,24 +405,6 @@ pub trait Store: Send + Sync + 'static {
     fn maintenance(&self) -> Option<&dyn Maintenance> {
         None
     }
-
-    /// Every record, in a stable order (agents, contacts, identities, conversations, threads,
-    /// messages, network ids, notes, events, outbox, queues, private spaces, meta), the first
-    /// being a [`records::Record::Header`]. Not a snapshot: use it on a store nobody else
-    /// writes to (a stopped daemon's, or a [`Store::snapshot`]).
-    fn records(&self, visit: &mut dyn FnMut(records::Record) -> Result<()>) -> Result<()>;
-
-    /// Writes records read from an export, indexes included; ids handed out later do not
-    /// collide with theirs. Meant for an empty store.
-    fn restore(&self, records: Vec<records::Record>) -> Pending<()>;
-
-    /// Erases a contact (and every contact merged into it): identities, conversations,
-    /// messages, notes, events, queued deliveries. The contact stays as a tombstone. The bytes
-    /// leave the files when the store is next opened (it rewrites itself then).
-    fn erase_contact(&self, contact: ContactId, at_ms: i64) -> Pending<Erased>;
-
-    /// Counts records; reads every key, so it takes a moment on a large store.
-    fn stats(&self) -> Result<StoreStats>;
 }
 
 /// The embedded store's own upkeep, asked for through [`Store::maintenance`].

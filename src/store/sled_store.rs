@@ -405,22 +405,9 @@ fn repair_activity(messages: Space<'_>, c: &mut Conversation) -> Result<()> {
     Ok(())
 }
 
-type KvIter = Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>>;
-
-impl Store for SledStore {
-    fn commit(&self, change: Change) -> Commit {
-        self.writer.commit(change)
-    }
-
-    fn durable(&self) -> Durable {
-        self.writer.sync()
-    }
-
-    fn next_id(&self) -> Result<u64> {
-        self.ids.next()
-    }
-
-    fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>> {
+impl SledStore {
+    /// A conversation, from the cache when it is there.
+    fn read_conversation(&self, id: ConversationId) -> Result<Option<Conversation>> {
         let ticket = match self.caches.conversations.get(&id) {
             Ok(c) => return Ok(Some(c)),
             Err(ticket) => ticket,
@@ -435,7 +422,32 @@ impl Store for SledStore {
         Ok(found)
     }
 
-    fn thread(
+    fn read_agent(&self, id: AgentId) -> Result<Option<Agent>> {
+        self.get(AGENTS, &id.to_be_bytes())
+    }
+}
+
+type KvIter = Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>>;
+
+#[async_trait::async_trait]
+impl Store for SledStore {
+    fn commit(&self, change: Change) -> Commit {
+        self.writer.commit(change)
+    }
+
+    fn durable(&self) -> Durable {
+        self.writer.sync()
+    }
+
+    async fn next_id(&self) -> Result<u64> {
+        self.ids.next()
+    }
+
+    async fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>> {
+        self.read_conversation(id)
+    }
+
+    async fn thread(
         &self,
         channel: &ChannelId,
         thread: &ExternalThread,
@@ -445,13 +457,17 @@ impl Store for SledStore {
             .map(|v| v.map(ConversationId))
     }
 
-    fn identity(&self, channel: &ChannelId, user: &ExternalUser) -> Result<Option<ContactId>> {
+    async fn identity(
+        &self,
+        channel: &ChannelId,
+        user: &ExternalUser,
+    ) -> Result<Option<ContactId>> {
         let key = keys::two_strings(channel.as_str(), user.as_str());
         self.mapping(IDENTITIES, &self.caches.identities, key)
             .map(|v| v.map(ContactId))
     }
 
-    fn external_message(
+    async fn external_message(
         &self,
         channel: &ChannelId,
         id: &ExternalMessageId,
@@ -464,11 +480,11 @@ impl Store for SledStore {
             .map(|v| (ConversationId(keys::read_u64(&v)), keys::read_u64(&v[8..]))))
     }
 
-    fn contact(&self, id: ContactId) -> Result<Option<Contact>> {
+    async fn contact(&self, id: ContactId) -> Result<Option<Contact>> {
         self.get(CONTACTS, &id.to_be_bytes())
     }
 
-    fn contact_conversations(&self, contact: ContactId) -> Result<Vec<ConversationId>> {
+    async fn contact_conversations(&self, contact: ContactId) -> Result<Vec<ConversationId>> {
         self.tree(CONTACT_CONVS)
             .keys(contact.to_be_bytes())
             .map(|k| {
@@ -478,11 +494,11 @@ impl Store for SledStore {
             .collect()
     }
 
-    fn message(&self, conversation: ConversationId, seq: u64) -> Result<Option<Message>> {
+    async fn message(&self, conversation: ConversationId, seq: u64) -> Result<Option<Message>> {
         self.get(MESSAGES, &keys::pair(conversation.0, seq))
     }
 
-    fn messages(
+    async fn messages(
         &self,
         conversation: ConversationId,
         after_seq: u64,
@@ -497,11 +513,11 @@ impl Store for SledStore {
             .collect()
     }
 
-    fn notes(&self, conversation: ConversationId) -> Result<Vec<Note>> {
+    async fn notes(&self, conversation: ConversationId) -> Result<Vec<Note>> {
         self.scan_values(NOTES, &conversation.to_be_bytes())
     }
 
-    fn events(&self, after: Option<EventId>, limit: usize) -> Result<Vec<Event>> {
+    async fn events(&self, after: Option<EventId>, limit: usize) -> Result<Vec<Event>> {
         segments::after(self.tree(EVENTS), after.map_or(0, |a| a.0), limit)
     }
 
@@ -509,7 +525,7 @@ impl Store for SledStore {
         self.writer.subscribe()
     }
 
-    fn conversation_events(&self, conversation: ConversationId) -> Result<Vec<Event>> {
+    async fn conversation_events(&self, conversation: ConversationId) -> Result<Vec<Event>> {
         let wanted: Vec<(u64, u64)> = self
             .tree(CONV_EVENTS)
             .scan_prefix(conversation.to_be_bytes())
@@ -522,7 +538,7 @@ impl Store for SledStore {
         segments::by_id(self.tree(EVENTS), &wanted)
     }
 
-    fn list_conversations(&self, query: &ConversationQuery) -> Result<Page> {
+    async fn list_conversations(&self, query: &ConversationQuery) -> Result<Page> {
         let kind = if let Some(a) = query.assignee {
             IndexKind::Assignee(a)
         } else if let Some(l) = &query.label {
@@ -541,7 +557,7 @@ impl Store for SledStore {
         let mut more = false;
         self.index
             .walk(&kind, &statuses, query.order, query.after, |id| {
-                let Some(conv) = self.conversation(id)? else {
+                let Some(conv) = self.read_conversation(id)? else {
                     return Ok(true);
                 };
                 let wanted = query.channel.as_ref().is_none_or(|c| *c == conv.channel)
@@ -567,26 +583,26 @@ impl Store for SledStore {
         Ok(Page { items, next })
     }
 
-    fn status_counts(&self) -> [u64; 5] {
-        self.index.counts()
+    async fn status_counts(&self) -> Result<[u64; 5]> {
+        Ok(self.index.counts())
     }
 
-    fn agent(&self, id: AgentId) -> Result<Option<Agent>> {
-        self.get(AGENTS, &id.to_be_bytes())
+    async fn agent(&self, id: AgentId) -> Result<Option<Agent>> {
+        self.read_agent(id)
     }
 
-    fn agents(&self) -> Result<Vec<Agent>> {
+    async fn agents(&self) -> Result<Vec<Agent>> {
         self.scan_values(AGENTS, &[])
     }
 
-    fn agent_by_token_hash(&self, hash: &str) -> Result<Option<Agent>> {
+    async fn agent_by_token_hash(&self, hash: &str) -> Result<Option<Agent>> {
         match self.tree(TOKENS).get(hash.as_bytes()).map_err(io)? {
-            Some(id) => self.agent(AgentId(keys::read_u64(&id))),
+            Some(id) => self.read_agent(AgentId(keys::read_u64(&id))),
             None => Ok(None),
         }
     }
 
-    fn outbox_conversations(&self) -> Result<Vec<ConversationId>> {
+    async fn outbox_conversations(&self) -> Result<Vec<ConversationId>> {
         let mut out: Vec<ConversationId> = Vec::new();
         for k in self.tree(OUTBOX).keys([]) {
             let id = ConversationId(keys::read_u64(&k.map_err(io)?));
@@ -597,7 +613,7 @@ impl Store for SledStore {
         Ok(out)
     }
 
-    fn outbox_head(&self, conversation: ConversationId) -> Result<Option<OutboxItem>> {
+    async fn outbox_head(&self, conversation: ConversationId) -> Result<Option<OutboxItem>> {
         match self
             .tree(OUTBOX)
             .scan_prefix(conversation.to_be_bytes())
@@ -608,7 +624,7 @@ impl Store for SledStore {
         }
     }
 
-    fn bot_queue(
+    async fn bot_queue(
         &self,
         after: Option<(ConversationId, u64)>,
         limit: usize,
@@ -629,7 +645,7 @@ impl Store for SledStore {
             .collect())
     }
 
-    fn bot_pending(&self, conversation: ConversationId, seq: u64) -> Result<bool> {
+    async fn bot_pending(&self, conversation: ConversationId, seq: u64) -> Result<bool> {
         Ok(self
             .caches
             .bot
@@ -642,7 +658,7 @@ impl Store for SledStore {
         self.writer.bot_done(conversation, seq);
     }
 
-    fn failed_deliveries(&self, limit: usize) -> Result<Vec<(ConversationId, u64)>> {
+    async fn failed_deliveries(&self, limit: usize) -> Result<Vec<(ConversationId, u64)>> {
         self.tree(FAILED)
             .keys([])
             .take(limit)
@@ -650,20 +666,20 @@ impl Store for SledStore {
             .collect()
     }
 
-    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+    async fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
         Ok(self.meta.get(key).map_err(io)?.map(|v| v.to_vec()))
     }
 
-    fn set_meta(&self, key: &str, value: &[u8]) -> Result<()> {
+    async fn set_meta(&self, key: &str, value: &[u8]) -> Result<()> {
         self.meta.insert(key, value).map_err(io)?;
         Ok(())
     }
 
-    fn channel_state(&self, channel: &ChannelId) -> Result<Arc<dyn ChannelState>> {
+    async fn channel_state(&self, channel: &ChannelId) -> Result<Arc<dyn ChannelState>> {
         self.private_tree(format!("channel/{channel}"))
     }
 
-    fn kv(&self, space: &str) -> Result<Arc<dyn ChannelState>> {
+    async fn kv(&self, space: &str) -> Result<Arc<dyn ChannelState>> {
         self.private_tree(format!("kv/{space}"))
     }
 
@@ -671,7 +687,7 @@ impl Store for SledStore {
         Some(self)
     }
 
-    fn records(&self, visit: &mut dyn FnMut(Record) -> Result<()>) -> Result<()> {
+    async fn records(&self, visit: &mut (dyn FnMut(Record) -> Result<()> + Send)) -> Result<()> {
         self.visit_records(visit)
     }
 
@@ -689,7 +705,7 @@ impl Store for SledStore {
             .exclusive(move |x| admin::erase(x, contact, at_ms))
     }
 
-    fn stats(&self) -> Result<StoreStats> {
+    async fn stats(&self) -> Result<StoreStats> {
         self.count()
     }
 }
@@ -744,11 +760,11 @@ fn state_err(e: impl std::fmt::Display) -> StateError {
 
 #[async_trait::async_trait]
 impl ChannelState for SledChannelState {
-    fn get(&self, key: &[u8]) -> std::result::Result<Option<Vec<u8>>, StateError> {
+    async fn get(&self, key: &[u8]) -> std::result::Result<Option<Vec<u8>>, StateError> {
         Ok(self.tree.get(key).map_err(state_err)?.map(|v| v.to_vec()))
     }
 
-    fn put_all(&self, pairs: &[(&[u8], &[u8])]) -> std::result::Result<(), StateError> {
+    async fn put_all(&self, pairs: &[(&[u8], &[u8])]) -> std::result::Result<(), StateError> {
         let mut batch = sled::Batch::default();
         for (k, v) in pairs {
             batch.insert(*k, *v);
@@ -756,7 +772,7 @@ impl ChannelState for SledChannelState {
         self.tree.apply_batch(batch).map_err(state_err)
     }
 
-    fn remove_all(&self, keys: &[&[u8]]) -> std::result::Result<(), StateError> {
+    async fn remove_all(&self, keys: &[&[u8]]) -> std::result::Result<(), StateError> {
         let mut batch = sled::Batch::default();
         for k in keys {
             batch.remove(*k);
@@ -764,7 +780,7 @@ impl ChannelState for SledChannelState {
         self.tree.apply_batch(batch).map_err(state_err)
     }
 
-    fn scan(
+    async fn scan(
         &self,
         prefix: &[u8],
         after: Option<&[u8]>,
@@ -788,7 +804,7 @@ impl ChannelState for SledChannelState {
         .collect()
     }
 
-    fn next_id(&self) -> std::result::Result<u64, StateError> {
+    async fn next_id(&self) -> std::result::Result<u64, StateError> {
         self.ids.next().map_err(state_err)
     }
 

@@ -160,7 +160,7 @@ pub struct MemoryState {
 
 #[async_trait::async_trait]
 impl ChannelState for MemoryState {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
         Ok(self
             .map
             .lock()
@@ -168,21 +168,21 @@ impl ChannelState for MemoryState {
             .get(key)
             .cloned())
     }
-    fn put_all(&self, pairs: &[(&[u8], &[u8])]) -> Result<(), StateError> {
+    async fn put_all(&self, pairs: &[(&[u8], &[u8])]) -> Result<(), StateError> {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         for (k, v) in pairs {
             map.insert(k.to_vec(), v.to_vec());
         }
         Ok(())
     }
-    fn remove_all(&self, keys: &[&[u8]]) -> Result<(), StateError> {
+    async fn remove_all(&self, keys: &[&[u8]]) -> Result<(), StateError> {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         for k in keys {
             map.remove(*k);
         }
         Ok(())
     }
-    fn scan(
+    async fn scan(
         &self,
         prefix: &[u8],
         after: Option<&[u8]>,
@@ -197,7 +197,7 @@ impl ChannelState for MemoryState {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect())
     }
-    fn next_id(&self) -> Result<u64, StateError> {
+    async fn next_id(&self) -> Result<u64, StateError> {
         Ok(self.ids.fetch_add(1, Ordering::SeqCst) + 1)
     }
     async fn sync(&self) -> Result<(), StateError> {

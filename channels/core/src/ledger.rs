@@ -28,13 +28,17 @@ impl<'a> ButtonPayloads<'a> {
 
     /// The data to put on a button for `payload`. A payload that cannot be kept is logged:
     /// the button is sent anyway, and pressing it is ignored.
-    pub fn data(&self, payload: &str) -> String {
+    pub async fn data(&self, payload: &str) -> String {
         if payload.len() <= self.max && !payload.starts_with(HASHED) {
             return payload.to_owned();
         }
         let hash = &hex::encode(Sha256::digest(payload.as_bytes()))[..32];
         let key = format!("{BUTTON_PREFIX}{hash}");
-        if let Err(e) = self.state.put_all(&[(key.as_bytes(), payload.as_bytes())]) {
+        if let Err(e) = self
+            .state
+            .put_all(&[(key.as_bytes(), payload.as_bytes())])
+            .await
+        {
             tracing::warn!(error = %e, "cannot keep a button payload");
         }
         format!("{HASHED}{hash}")
@@ -42,13 +46,14 @@ impl<'a> ButtonPayloads<'a> {
 
     /// The payload a pressed button's `data` stands for; `None` for a hash this channel does
     /// not hold.
-    pub fn payload(&self, data: &str) -> Result<Option<String>, StateError> {
+    pub async fn payload(&self, data: &str) -> Result<Option<String>, StateError> {
         let Some(hash) = data.strip_prefix(HASHED) else {
             return Ok(Some(data.to_owned()));
         };
         let Some(value) = self
             .state
-            .get(format!("{BUTTON_PREFIX}{hash}").as_bytes())?
+            .get(format!("{BUTTON_PREFIX}{hash}").as_bytes())
+            .await?
         else {
             return Ok(None);
         };
@@ -83,8 +88,12 @@ impl<'a> SentParts<'a> {
     }
 
     /// The network's id of part `part` of reply `outbound`, if it was sent.
-    pub fn get(&self, outbound: &str, part: usize) -> Option<String> {
-        let value = self.state.get(self.key(outbound, part).as_bytes()).ok()??;
+    pub async fn get(&self, outbound: &str, part: usize) -> Option<String> {
+        let value = self
+            .state
+            .get(self.key(outbound, part).as_bytes())
+            .await
+            .ok()??;
         String::from_utf8(value).ok()
     }
 
@@ -95,6 +104,7 @@ impl<'a> SentParts<'a> {
         let retry = |e: StateError| ChannelError::retryable(e.to_string());
         self.state
             .put_all(&[(key.as_bytes(), id.as_bytes())])
+            .await
             .map_err(retry)?;
         self.state.sync().await.map_err(retry)
     }
@@ -105,30 +115,38 @@ mod tests {
     use super::*;
     use crate::conformance::MemoryState;
 
-    #[test]
-    fn short_payloads_travel_as_they_are_long_ones_as_a_kept_hash() {
+    #[tokio::test]
+    async fn short_payloads_travel_as_they_are_long_ones_as_a_kept_hash() {
         let state = MemoryState::default();
         let buttons = ButtonPayloads::new(&state, 64);
-        assert_eq!(buttons.data("refund"), "refund");
+        assert_eq!(buttons.data("refund").await, "refund");
         assert_eq!(
-            buttons.payload("refund").unwrap().as_deref(),
+            buttons.payload("refund").await.unwrap().as_deref(),
             Some("refund")
         );
         let long = "我想问一下退款大概多久可以到账，已经等了一个星期了".repeat(2);
         for payload in [long.as_str(), "h:looks-like-a-hash"] {
-            let data = buttons.data(payload);
+            let data = buttons.data(payload).await;
             assert!(data.starts_with("h:") && data.len() <= 64, "{data}");
-            assert_eq!(buttons.payload(&data).unwrap().as_deref(), Some(payload));
+            assert_eq!(
+                buttons.payload(&data).await.unwrap().as_deref(),
+                Some(payload)
+            );
         }
-        assert_eq!(buttons.payload("h:0123").unwrap(), None);
+        assert_eq!(buttons.payload("h:0123").await.unwrap(), None);
         // As Discord kept them before: a JSON string.
         let hash = "ab".repeat(16);
         let key = format!("btn/{hash}");
         state
             .put_all(&[(key.as_bytes(), br#""old \"one\"""#.as_slice())])
+            .await
             .unwrap();
         assert_eq!(
-            buttons.payload(&format!("h:{hash}")).unwrap().as_deref(),
+            buttons
+                .payload(&format!("h:{hash}"))
+                .await
+                .unwrap()
+                .as_deref(),
             Some(r#"old "one""#)
         );
     }
@@ -137,16 +155,16 @@ mod tests {
     async fn sent_parts_are_remembered_per_reply_and_part() {
         let state = MemoryState::default();
         let sent = SentParts::new(&state, "out/");
-        assert_eq!(sent.get("sb-1-2", 0), None);
+        assert_eq!(sent.get("sb-1-2", 0).await, None);
         sent.record("sb-1-2", 0, "1001").await.unwrap();
         sent.record("sb-1-2", 2, "1003").await.unwrap();
-        assert_eq!(sent.get("sb-1-2", 0).as_deref(), Some("1001"));
-        assert_eq!(sent.get("sb-1-2", 1), None);
-        assert_eq!(sent.get("sb-1-2", 2).as_deref(), Some("1003"));
-        assert_eq!(sent.get("sb-1-20", 0), None);
-        assert_eq!(SentParts::new(&state, "sent/").get("sb-1-2", 0), None);
+        assert_eq!(sent.get("sb-1-2", 0).await.as_deref(), Some("1001"));
+        assert_eq!(sent.get("sb-1-2", 1).await, None);
+        assert_eq!(sent.get("sb-1-2", 2).await.as_deref(), Some("1003"));
+        assert_eq!(sent.get("sb-1-20", 0).await, None);
+        assert_eq!(SentParts::new(&state, "sent/").get("sb-1-2", 0).await, None);
         assert_eq!(
-            state.get(b"out/sb-1-2/2").unwrap().as_deref(),
+            state.get(b"out/sb-1-2/2").await.unwrap().as_deref(),
             Some(&b"1003"[..])
         );
     }

@@ -391,21 +391,21 @@ pub type KeyValue = (Vec<u8>, Vec<u8>);
 /// Writes are atomic per call; `sync` returns once every earlier write is on disk.
 #[async_trait::async_trait]
 pub trait ChannelState: Send + Sync + 'static {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError>;
+    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError>;
     /// Writes all pairs atomically.
-    fn put_all(&self, pairs: &[(&[u8], &[u8])]) -> Result<(), StateError>;
+    async fn put_all(&self, pairs: &[(&[u8], &[u8])]) -> Result<(), StateError>;
     /// Removes all keys atomically (absent keys are fine).
-    fn remove_all(&self, keys: &[&[u8]]) -> Result<(), StateError>;
+    async fn remove_all(&self, keys: &[&[u8]]) -> Result<(), StateError>;
     /// All pairs whose key starts with `prefix`, after `after` (exclusive) when given, in key
     /// order, at most `limit`.
-    fn scan(
+    async fn scan(
         &self,
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<KeyValue>, StateError>;
     /// A number that grows with each call, unique for this channel for the life of the store.
-    fn next_id(&self) -> Result<u64, StateError>;
+    async fn next_id(&self) -> Result<u64, StateError>;
     async fn sync(&self) -> Result<(), StateError>;
 }
 
@@ -445,7 +445,11 @@ pub trait ChannelFactory:
     fn validate(&self, id: &ChannelId) -> Vec<String>;
 
     /// Builds the channel from its configuration. No network yet: [`Channel::run`] connects.
-    fn build(self, ctx: ChannelContext) -> Result<Arc<dyn Channel>, BuildError>;
+    /// It may read its [`ChannelState`] (a kept key, a cursor).
+    fn build(
+        self,
+        ctx: ChannelContext,
+    ) -> impl std::future::Future<Output = Result<Arc<dyn Channel>, BuildError>> + Send;
 }
 
 /// A connector's `build` result as a factory answers it.

@@ -121,7 +121,7 @@ impl switchboard_channel::ChannelFactory for DiscordConfig {
             .collect()
     }
 
-    fn build(
+    async fn build(
         self,
         ctx: ChannelContext,
     ) -> Result<Arc<dyn Channel>, switchboard_channel::BuildError> {
@@ -292,26 +292,26 @@ impl DiscordChannel {
 }
 
 impl Inner {
-    fn get<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Option<T> {
-        let bytes = self.ctx.state.get(key.as_bytes()).ok()??;
+    async fn get<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Option<T> {
+        let bytes = self.ctx.state.get(key.as_bytes()).await.ok()??;
         serde_json::from_slice(&bytes).ok()
     }
 
-    fn put<T: Serialize>(&self, key: &str, value: &T) {
+    async fn put<T: Serialize>(&self, key: &str, value: &T) {
         let bytes = serde_json::to_vec(value).expect("state values serialise");
-        if let Err(e) = self.ctx.state.put_all(&[(key.as_bytes(), &bytes)]) {
+        if let Err(e) = self.ctx.state.put_all(&[(key.as_bytes(), &bytes)]).await {
             tracing::warn!(channel = %self.ctx.id, error = %e, "cannot keep channel state");
         }
     }
 
     /// Notes that message `id` of `channel` is stored.
-    fn seen(&self, channel: u64, id: u64) {
+    async fn seen(&self, channel: u64, id: u64) {
         let key = seen_key(channel);
-        let mut s: Seen = self.get(&key).unwrap_or_default();
+        let mut s: Seen = self.get(&key).await.unwrap_or_default();
         if id > s.last {
             s.last = id;
             s.at_ms = now_ms();
-            self.put(&key, &s);
+            self.put(&key, &s).await;
         }
     }
 
@@ -385,7 +385,7 @@ impl Inner {
         }
         if self.support.contains(&channel) {
             let key = customer_thread_key(channel, m.author.id.get());
-            if let Some(thread) = self.get::<u64>(&key) {
+            if let Some(thread) = self.get::<u64>(&key).await {
                 return Some(thread);
             }
             let name = self
@@ -397,12 +397,12 @@ impl Inner {
                     self.rest.start_thread(channel, m.id.get(), &name)
                 })
                 .await?;
-            self.put(&key, &thread);
-            self.put(&seen_key(thread), &Seen::default());
+            self.put(&key, &thread).await;
+            self.put(&seen_key(thread), &Seen::default()).await;
             return Some(thread);
         }
         // A thread we opened or learnt about.
-        self.get::<Seen>(&seen_key(channel)).map(|_| channel)
+        self.get::<Seen>(&seen_key(channel)).await.map(|_| channel)
     }
 
     /// The message's files, and those of the messages it forwards.
@@ -437,7 +437,7 @@ impl Inner {
         if m.author.id.get() == me
             && let Some(serenity::all::Nonce::String(nonce)) = &m.nonce
         {
-            self.record_own(nonce, m.id.get());
+            self.record_own(nonce, m.id.get()).await;
             return;
         }
         if m.author.bot || m.author.id.get() == me {
@@ -472,7 +472,7 @@ impl Inner {
             payload: None,
         });
         if self.submit(event, stop).await {
-            self.seen(m.channel_id.get(), m.id.get());
+            self.seen(m.channel_id.get(), m.id.get()).await;
         }
     }
 
@@ -486,8 +486,9 @@ impl Inner {
         let channel = u.channel_id.get();
         let thread = if self.support.contains(&channel) {
             self.get::<u64>(&customer_thread_key(channel, author.id.get()))
+                .await
         } else {
-            self.get::<Seen>(&seen_key(channel)).map(|_| channel)
+            self.get::<Seen>(&seen_key(channel)).await.map(|_| channel)
         };
         let Some(thread) = thread else {
             return;
@@ -505,10 +506,16 @@ impl Inner {
     /// saw (found on the message the button was on), the payload for the bot.
     async fn on_component(&self, c: &ComponentInteraction, stop: &CancellationToken) {
         let channel = c.channel_id.get();
-        if self.get::<Seen>(&seen_key(channel)).is_none() {
+        if self.get::<Seen>(&seen_key(channel)).await.is_none() {
             return;
         }
-        let Some(payload) = self.buttons().payload(&c.data.custom_id).ok().flatten() else {
+        let Some(payload) = self
+            .buttons()
+            .payload(&c.data.custom_id)
+            .await
+            .ok()
+            .flatten()
+        else {
             return;
         };
         let event = InboundEvent::Message(InboundMessage {
@@ -530,22 +537,22 @@ impl Inner {
     }
 
     /// A thread a customer opened in a support channel is a conversation.
-    fn on_thread(&self, t: &GuildChannel) {
+    async fn on_thread(&self, t: &GuildChannel) {
         let from_customer = t
             .owner_id
             .is_some_and(|o| o.get() != self.me.load(Ordering::Relaxed));
         if from_customer
             && t.parent_id.is_some_and(|p| self.support.contains(&p.get()))
-            && self.get::<Seen>(&seen_key(t.id.get())).is_none()
+            && self.get::<Seen>(&seen_key(t.id.get())).await.is_none()
         {
-            self.put(&seen_key(t.id.get()), &Seen::default());
+            self.put(&seen_key(t.id.get()), &Seen::default()).await;
         }
     }
 
     /// Reads back what customers wrote while the bot was away.
     async fn backfill(&self, stop: &CancellationToken) {
         let since = now_ms() - i64::from(self.config.backfill_days) * 86_400_000;
-        let rows = match self.ctx.state.scan(b"c/", None, 100_000) {
+        let rows = match self.ctx.state.scan(b"c/", None, 100_000).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(channel = %self.ctx.id, error = %e, "cannot list channels to read back");
@@ -608,7 +615,7 @@ impl Inner {
             Incoming::Message(m) => self.on_message(&m, stop).await,
             Incoming::Update(u) => self.on_update(&u, stop).await,
             Incoming::Component(c) => self.on_component(&c, stop).await,
-            Incoming::Thread(t) => self.on_thread(&t),
+            Incoming::Thread(t) => self.on_thread(&t).await,
             Incoming::Delete(channel, message) => {
                 // Deletes name no author: the store finds the message by its id alone.
                 let delete = InboundEvent::Delete {
@@ -696,9 +703,10 @@ impl Inner {
     /// Our own message, as Discord created it, by nonce: the ledger that keeps a retry whose
     /// response was lost from posting it again after Discord forgot the nonce. Entries live a
     /// week (the outbox gives up long before); pruned at most hourly.
-    fn record_own(&self, nonce: &str, id: u64) {
+    async fn record_own(&self, nonce: &str, id: u64) {
         let now = now_ms();
-        self.put(&format!("{NONCE_PREFIX}{nonce}"), &(id, now));
+        self.put(&format!("{NONCE_PREFIX}{nonce}"), &(id, now))
+            .await;
         let last = self.pruned_ms.load(Ordering::Relaxed);
         if now - last < 3_600_000 || self.pruned_ms.swap(now, Ordering::Relaxed) != last {
             return;
@@ -707,6 +715,7 @@ impl Inner {
             .ctx
             .state
             .scan(NONCE_PREFIX.as_bytes(), None, 1_000_000)
+            .await
         else {
             return;
         };
@@ -719,7 +728,7 @@ impl Inner {
             .map(|(k, _)| k)
             .collect();
         let keys: Vec<&[u8]> = old.iter().map(Vec::as_slice).collect();
-        if let Err(e) = self.ctx.state.remove_all(&keys) {
+        if let Err(e) = self.ctx.state.remove_all(&keys).await {
             tracing::warn!(channel = %self.ctx.id, error = %e, "cannot prune the sent-message ledger");
         }
     }
@@ -847,15 +856,20 @@ impl Channel for DiscordChannel {
             // Sent already: recorded when its response came (parts of a long reply), or seen
             // coming back over the gateway (a response that was lost).
             let nonce = render::nonce(&outbound.id, i);
-            let recorded = multi
-                .then(|| sent_parts.get(&outbound.id, i))
-                .flatten()
-                .and_then(|id| id.parse::<u64>().ok());
-            let sent = recorded.or_else(|| {
-                inner
+            let recorded = match multi {
+                true => sent_parts
+                    .get(&outbound.id, i)
+                    .await
+                    .and_then(|id| id.parse::<u64>().ok()),
+                false => None,
+            };
+            let sent = match recorded {
+                Some(id) => Some(id),
+                None => inner
                     .get::<(u64, i64)>(&format!("{NONCE_PREFIX}{nonce}"))
-                    .map(|(id, _)| id)
-            });
+                    .await
+                    .map(|(id, _)| id),
+            };
             if let Some(id) = sent {
                 first.get_or_insert(id);
                 continue;
@@ -876,11 +890,10 @@ impl Channel for DiscordChannel {
                 payload["message_reference"] = serde_json::json!({"message_id": reply_to.to_string(), "fail_if_not_exists": false});
             }
             if last && !outbound.buttons.is_empty() {
-                let ids: Vec<String> = outbound
-                    .buttons
-                    .iter()
-                    .map(|b| inner.buttons().data(&b.payload))
-                    .collect();
+                let mut ids = Vec::with_capacity(outbound.buttons.len());
+                for b in &outbound.buttons {
+                    ids.push(inner.buttons().data(&b.payload).await);
+                }
                 payload["components"] = render::components(&outbound.buttons, &ids);
             }
             let upload = if i == parts.len() {
@@ -915,7 +928,7 @@ impl Channel for DiscordChannel {
         let state = &self.inner.ctx.state;
         let err = |e: switchboard_channel::StateError| ChannelError::retryable(e.to_string());
         let mut keys: Vec<Vec<u8>> = vec![seen_key(parse_id(thread)?).into_bytes()];
-        for (k, v) in state.scan(b"u/", None, 1_000_000).map_err(err)? {
+        for (k, v) in state.scan(b"u/", None, 1_000_000).await.map_err(err)? {
             if serde_json::from_slice::<u64>(&v)
                 .ok()
                 .map(|t| t.to_string())
@@ -925,7 +938,7 @@ impl Channel for DiscordChannel {
             }
         }
         let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-        state.remove_all(&refs).map_err(err)?;
+        state.remove_all(&refs).await.map_err(err)?;
         state.sync().await.map_err(err)
     }
 }

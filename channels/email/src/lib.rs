@@ -169,7 +169,7 @@ impl switchboard_channel::ChannelFactory for EmailConfig {
         self.problems(id.as_str())
     }
 
-    fn build(
+    async fn build(
         self,
         ctx: ChannelContext,
     ) -> Result<Arc<dyn Channel>, switchboard_channel::BuildError> {
@@ -353,12 +353,12 @@ impl Inner {
         Duration::from_secs(self.config.imap.timeout_secs.max(1))
     }
 
-    fn state_get<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Option<T> {
-        let bytes = self.ctx.state.get(key.as_bytes()).ok()??;
+    async fn state_get<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Option<T> {
+        let bytes = self.ctx.state.get(key.as_bytes()).await.ok()??;
         serde_json::from_slice(&bytes).ok()
     }
 
-    fn state_put(&self, pairs: &[(String, Vec<u8>)]) -> Result<(), LoopError> {
+    async fn state_put(&self, pairs: &[(String, Vec<u8>)]) -> Result<(), LoopError> {
         let refs: Vec<(&[u8], &[u8])> = pairs
             .iter()
             .map(|(k, v)| (k.as_bytes(), v.as_slice()))
@@ -366,6 +366,7 @@ impl Inner {
         self.ctx
             .state
             .put_all(&refs)
+            .await
             .map_err(|e| LoopError::State(e.to_string()))
     }
 
@@ -433,7 +434,7 @@ impl Inner {
         let folder = self.config.imap.folder.clone();
         let mailbox = timed(self.io_timeout(), session.select(&folder)).await?;
         let validity = mailbox.uid_validity.unwrap_or(0);
-        let stored: Option<u32> = self.state_get("uidvalidity");
+        let stored: Option<u32> = self.state_get("uidvalidity").await;
         if stored != Some(validity) {
             if stored.is_some() {
                 tracing::warn!(channel = %self.ctx.id, "UIDVALIDITY changed: reading the folder again (mail stored before is recognised by Message-ID)");
@@ -444,7 +445,8 @@ impl Inner {
                     serde_json::to_vec(&validity).expect("u32"),
                 ),
                 ("last_uid".into(), b"0".to_vec()),
-            ])?;
+            ])
+            .await?;
         }
         let idle = timed(self.io_timeout(), session.capabilities())
             .await?
@@ -495,7 +497,7 @@ impl Inner {
         for uid in cut_off {
             self.after_import(session, uid).await;
         }
-        let last: u32 = self.state_get("last_uid").unwrap_or(0);
+        let last: u32 = self.state_get("last_uid").await.unwrap_or(0);
         let found = timed(
             self.io_timeout(),
             session.uid_search(format!("UID {}:*", last + 1)),
@@ -618,6 +620,7 @@ impl Inner {
     async fn store(&self, uid: u32, raw: &[u8]) -> Result<(), LoopError> {
         self.import(raw).await.map_err(LoopError::Store)?;
         self.state_put(&[("last_uid".into(), uid.to_string().into_bytes())])
+            .await
     }
 
     async fn after_import(&self, session: &mut Session, uid: u32) {
@@ -657,7 +660,6 @@ impl Inner {
             tracing::info!(channel = %self.ctx.id, message_id = %id, "a bounce of a mail we did not send; stored, not answered");
             automated = Some(format!("a delivery report about other mail: {reason}"));
         }
-        let index = StateIndex(self);
         let now = switchboard_channel::now_ms();
         let headers = threading::Headers {
             message_id: mail.message_id.clone(),
@@ -668,7 +670,7 @@ impl Inner {
             date_ms: mail.date_ms.unwrap_or(now),
         };
         let window = self.config.thread_window_days as i64 * 86_400_000;
-        let placement = threading::place(&headers, &index, window);
+        let placement = threading::place(&headers, &self.threading_found(&headers).await, window);
         let thread = placement.thread().to_owned();
         let mut attachments = Vec::new();
         for (name, content_type, bytes) in &mail.files {
@@ -717,6 +719,7 @@ impl Inner {
         // and stored then (writing the same again changes nothing).
         let mut info: ThreadInfo =
             self.state_get(&format!("t/{thread}"))
+                .await
                 .unwrap_or_else(|| ThreadInfo {
                     owner: mail.from.clone(),
                     owner_name: mail.from_name.clone(),
@@ -738,6 +741,7 @@ impl Inner {
             (format!("s/{}\n{key}", mail.from), json(&by_subject)),
             (format!("t/{thread}"), json(&info)),
         ])
+        .await
         .map_err(|e| InboundError::Unavailable(e.to_string()))?;
         match self.ctx.inbound.submit(&self.ctx.id, event).await {
             Ok(_) => {}
@@ -752,6 +756,21 @@ impl Inner {
 
     /// A bounce of one of our mails marks that reply failed.
     /// The outbound id of one of our mails, from its Message-ID.
+    /// What threading may ask about a mail, read from the channel state.
+    async fn threading_found(&self, h: &threading::Headers) -> threading::Found {
+        let (ids, subject_key) = threading::Known::wanted(h);
+        let mut found = threading::Found::default();
+        for id in ids {
+            if let Some(known) = self.state_get(&format!("m/{id}")).await {
+                found.messages.insert(id.to_owned(), known);
+            }
+        }
+        found.subject = self
+            .state_get(&format!("s/{}\n{subject_key}", h.from))
+            .await;
+        found
+    }
+
     fn ours<'a>(&self, message_id: &'a str) -> Option<&'a str> {
         message_id.strip_suffix(&format!("@{}", self.domain))
     }
@@ -763,6 +782,7 @@ impl Inner {
         };
         let thread = self
             .state_get::<threading::Known>(&format!("m/{message_id}"))
+            .await
             .map(|k| k.thread)
             .unwrap_or_default();
         let event = InboundEvent::DeliveryFailed {
@@ -840,18 +860,6 @@ fn push_ref(refs: &mut Vec<String>, id: &str) {
     }
 }
 
-/// Threading's view of the channel state.
-struct StateIndex<'a>(&'a Inner);
-
-impl threading::Index for StateIndex<'_> {
-    fn message(&self, id: &str) -> Option<threading::Known> {
-        self.0.state_get(&format!("m/{id}"))
-    }
-    fn subject(&self, owner: &str, key: &str) -> Option<threading::BySubject> {
-        self.0.state_get(&format!("s/{owner}\n{key}"))
-    }
-}
-
 /// An SMTP failure for the outbox.
 fn classify(e: lettre::transport::smtp::Error) -> ChannelError {
     if e.is_permanent() {
@@ -895,6 +903,7 @@ impl Channel for EmailChannel {
         let inner = &self.inner;
         let info: ThreadInfo = inner
             .state_get(&format!("t/{}", to.0))
+            .await
             // Written before the engine stores a mail; missing only for a moment at most
             // (or for good after an erasure, when retries run out).
             .ok_or_else(|| ChannelError::retryable(format!("no mail conversation {to} yet")))?;
@@ -1012,10 +1021,13 @@ impl Channel for EmailChannel {
             thread: to.0.clone(),
             owner: info.owner.clone(),
         };
-        if let Err(e) = inner.state_put(&[
-            (format!("m/{message_id}"), json(&known)),
-            (format!("t/{}", to.0), json(&info)),
-        ]) {
+        if let Err(e) = inner
+            .state_put(&[
+                (format!("m/{message_id}"), json(&known)),
+                (format!("t/{}", to.0), json(&info)),
+            ])
+            .await
+        {
             tracing::warn!(channel = %inner.ctx.id, error = %e, "cannot remember a sent mail for threading");
         }
         Ok(ExternalMessageId(message_id))

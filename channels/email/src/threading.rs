@@ -27,6 +27,41 @@ pub trait Index {
     fn subject(&self, owner: &str, subject_key: &str) -> Option<BySubject>;
 }
 
+/// What the channel knows that [`place`] may ask about one mail, read beforehand (see
+/// [`Known::wanted`]), so that the rules stay pure.
+#[derive(Debug, Default)]
+pub struct Found {
+    pub messages: std::collections::HashMap<String, Known>,
+    /// The sender's conversation with the mail's subject key.
+    pub subject: Option<BySubject>,
+}
+
+impl Index for Found {
+    fn message(&self, message_id: &str) -> Option<Known> {
+        self.messages.get(message_id).cloned()
+    }
+    fn subject(&self, _owner: &str, _subject_key: &str) -> Option<BySubject> {
+        self.subject.clone()
+    }
+}
+
+impl Known {
+    /// The message ids [`place`] may look up for `h`, and the subject key it may look up for
+    /// `h.from`: everything a [`Found`] for `h` needs.
+    pub fn wanted(h: &Headers) -> (Vec<&str>, String) {
+        let mut ids: Vec<&str> = h
+            .in_reply_to
+            .iter()
+            .chain(h.references.iter())
+            .map(String::as_str)
+            .collect();
+        ids.push(&h.message_id);
+        ids.sort_unstable();
+        ids.dedup();
+        (ids, subject_key(&h.subject).0)
+    }
+}
+
 /// The threading headers of one inbound mail.
 #[derive(Clone, Debug, Default)]
 pub struct Headers {

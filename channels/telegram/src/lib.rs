@@ -143,7 +143,7 @@ impl switchboard_channel::ChannelFactory for TelegramConfig {
         self.problems(id.as_str())
     }
 
-    fn build(
+    async fn build(
         self,
         ctx: ChannelContext,
     ) -> Result<Arc<dyn Channel>, switchboard_channel::BuildError> {
@@ -341,8 +341,8 @@ impl Inner {
         }
     }
 
-    fn saved_offset(&self) -> i32 {
-        match self.ctx.state.get(OFFSET_KEY) {
+    async fn saved_offset(&self) -> i32 {
+        match self.ctx.state.get(OFFSET_KEY).await {
             Ok(Some(v)) => std::str::from_utf8(&v)
                 .ok()
                 .and_then(|s| s.parse().ok())
@@ -358,7 +358,7 @@ impl Inner {
     /// Long polling until `stop` fires.
     async fn poll(&self, me: &Me, stop: &CancellationToken) {
         use teloxide::payloads::GetUpdatesSetters;
-        let mut offset = self.saved_offset();
+        let mut offset = self.saved_offset().await;
         let mut backoff = Duration::from_secs(1);
         loop {
             let call = self
@@ -382,6 +382,7 @@ impl Inner {
                             .ctx
                             .state
                             .put_all(&[(OFFSET_KEY, offset.to_string().as_bytes())])
+                            .await
                         {
                             tracing::warn!(channel = %self.ctx.id, error = %e, "cannot save the update offset");
                         }
@@ -477,7 +478,7 @@ impl Inner {
             && let Some(id) = callback.as_ref()
         {
             let data = m.payload.clone().unwrap_or_default();
-            match self.buttons().payload(&data).ok().flatten() {
+            match self.buttons().payload(&data).await.ok().flatten() {
                 Some(payload) => {
                     // No label found (the message was too old to carry its keyboard): the
                     // payload is the best text there is.
@@ -606,6 +607,7 @@ impl Inner {
             && let Some(id) = self
                 .sent_parts()
                 .get(&outbound.id, part)
+                .await
                 .and_then(|s| s.parse().ok())
         {
             return Ok(MessageId(id));
@@ -639,16 +641,17 @@ fn allowed_updates() -> Vec<AllowedUpdate> {
     ]
 }
 
-fn keyboard(inner: &Inner, outbound: &Outbound) -> Option<ReplyMarkup> {
+async fn keyboard(inner: &Inner, outbound: &Outbound) -> Option<ReplyMarkup> {
     if outbound.buttons.is_empty() {
         return None;
     }
-    let rows = outbound.buttons.iter().map(|b| {
-        vec![InlineKeyboardButton::callback(
+    let mut rows = Vec::with_capacity(outbound.buttons.len());
+    for b in &outbound.buttons {
+        rows.push(vec![InlineKeyboardButton::callback(
             b.label.clone(),
-            inner.buttons().data(&b.payload),
-        )]
-    });
+            inner.buttons().data(&b.payload).await,
+        )]);
+    }
     Some(ReplyMarkup::InlineKeyboard(InlineKeyboardMarkup::new(rows)))
 }
 
@@ -710,9 +713,11 @@ impl Channel for TelegramChannel {
         let mut first = None;
         let last_text = texts.len().checked_sub(1);
         for (i, html) in texts.into_iter().enumerate() {
-            let markup = (Some(i) == last_text)
-                .then(|| keyboard(inner, outbound))
-                .flatten();
+            let markup = if Some(i) == last_text {
+                keyboard(inner, outbound).await
+            } else {
+                None
+            };
             let reply = (i == 0).then(|| reply_to.clone()).flatten();
             let id = inner
                 .send_part(outbound, i, multi, chat, move || {

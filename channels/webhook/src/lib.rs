@@ -210,7 +210,7 @@ impl switchboard_channel::ChannelFactory for WebhookConfig {
         out
     }
 
-    fn build(
+    async fn build(
         self,
         ctx: ChannelContext,
     ) -> Result<Arc<dyn Channel>, switchboard_channel::BuildError> {

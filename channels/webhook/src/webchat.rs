@@ -170,11 +170,11 @@ impl switchboard_channel::ChannelFactory for WebchatConfig {
             .collect()
     }
 
-    fn build(
+    async fn build(
         self,
         ctx: ChannelContext,
     ) -> Result<Arc<dyn Channel>, switchboard_channel::BuildError> {
-        switchboard_channel::built(WebchatChannel::build(self, ctx))
+        switchboard_channel::built(WebchatChannel::build(self, ctx).await)
     }
 }
 
@@ -202,14 +202,20 @@ pub fn check_origin(origin: &str) -> Result<(), &'static str> {
 }
 
 impl WebchatChannel {
-    pub fn build(config: WebchatConfig, ctx: ChannelContext) -> Result<Self, String> {
-        let session_key = match ctx.state.get(SESSION_KEY).map_err(|e| e.to_string())? {
+    pub async fn build(config: WebchatConfig, ctx: ChannelContext) -> Result<Self, String> {
+        let session_key = match ctx
+            .state
+            .get(SESSION_KEY)
+            .await
+            .map_err(|e| e.to_string())?
+        {
             Some(k) => k,
             None => {
                 let mut k = vec![0u8; 32];
                 rand::rng().fill_bytes(&mut k);
                 ctx.state
                     .put_all(&[(SESSION_KEY, &k)])
+                    .await
                     .map_err(|e| e.to_string())?;
                 k
             }
@@ -248,12 +254,13 @@ impl Inner {
     /// Refuses a session unused for longer than `session_idle_secs`, else notes its use (at
     /// most once a minute). A session's clock starts at its first use (sessions are made
     /// without a write, and those from before this was recorded count as used now).
-    fn still_active(&self, session: &str, now: i64) -> Result<(), HookError> {
+    async fn still_active(&self, session: &str, now: i64) -> Result<(), HookError> {
         let key = format!("la/{session}").into_bytes();
         let last = self
             .ctx
             .state
             .get(&key)
+            .await
             .map_err(unavailable)?
             .and_then(|v| v.try_into().ok())
             .map(i64::from_be_bytes);
@@ -278,6 +285,7 @@ impl Inner {
         self.ctx
             .state
             .put_all(&[(&key, &now.to_be_bytes())])
+            .await
             .map_err(unavailable)
     }
 
@@ -289,26 +297,37 @@ impl Inner {
         marker: &[u8],
         mut entry: Entry,
     ) -> Result<u64, StateError> {
-        if let Some(seq) = self.ctx.state.get(marker)? {
+        if let Some(seq) = self.ctx.state.get(marker).await? {
             return Ok(u64::from_be_bytes(seq.try_into().unwrap_or_default()));
         }
-        entry.seq = self.ctx.state.next_id()?;
+        entry.seq = self.ctx.state.next_id().await?;
         let value = serde_json::to_vec(&entry).map_err(|e| StateError(e.to_string()))?;
         let seq_bytes = entry.seq.to_be_bytes();
-        self.ctx.state.put_all(&[
-            (&transcript_key(session, entry.seq), &value),
-            (marker, &seq_bytes),
-        ])?;
+        self.ctx
+            .state
+            .put_all(&[
+                (&transcript_key(session, entry.seq), &value),
+                (marker, &seq_bytes),
+            ])
+            .await?;
         self.ctx.state.sync().await?;
         let seq = entry.seq;
         let _ = self.live.send(Arc::new((session.to_owned(), entry)));
         Ok(seq)
     }
 
-    fn transcript(&self, session: &str, after: Option<u64>) -> Result<Vec<Entry>, StateError> {
+    async fn transcript(
+        &self,
+        session: &str,
+        after: Option<u64>,
+    ) -> Result<Vec<Entry>, StateError> {
         let prefix = transcript_prefix(session);
         let after_key = after.map(|s| transcript_key(session, s));
-        let rows = self.ctx.state.scan(&prefix, after_key.as_deref(), 10_000)?;
+        let rows = self
+            .ctx
+            .state
+            .scan(&prefix, after_key.as_deref(), 10_000)
+            .await?;
         Ok(rows
             .into_iter()
             .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
@@ -367,12 +386,12 @@ impl Channel for WebchatChannel {
         let state = &self.inner.ctx.state;
         let prefix = transcript_prefix(&thread.0);
         loop {
-            let rows = state.scan(&prefix, None, 1_000).map_err(state_err)?;
+            let rows = state.scan(&prefix, None, 1_000).await.map_err(state_err)?;
             if rows.is_empty() {
                 break;
             }
             let keys: Vec<&[u8]> = rows.iter().map(|(k, _)| k.as_slice()).collect();
-            state.remove_all(&keys).map_err(state_err)?;
+            state.remove_all(&keys).await.map_err(state_err)?;
         }
         state.sync().await.map_err(state_err)
     }
@@ -421,7 +440,11 @@ struct TokenQuery {
 
 /// The session named by a bearer header or a `token` query parameter (EventSource cannot set
 /// headers).
-fn authorize(chat: &Inner, headers: &HeaderMap, query: &TokenQuery) -> Result<String, HookError> {
+async fn authorize(
+    chat: &Inner,
+    headers: &HeaderMap,
+    query: &TokenQuery,
+) -> Result<String, HookError> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -436,7 +459,7 @@ fn authorize(chat: &Inner, headers: &HeaderMap, query: &TokenQuery) -> Result<St
                 "a valid web chat session token is required",
             )
         })?;
-    chat.still_active(&session, now_ms())?;
+    chat.still_active(&session, now_ms()).await?;
     Ok(session)
 }
 
@@ -466,7 +489,7 @@ async fn customer_message(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, HookError> {
-    let session = authorize(&chat, &headers, &TokenQuery::default())?;
+    let session = authorize(&chat, &headers, &TokenQuery::default()).await?;
     require_json(&headers)?;
     let msg: CustomerMessage = parse_json(&body?)?;
     within_limit(&chat.limit, &session)?;
@@ -544,8 +567,8 @@ async fn transcript(
     headers: HeaderMap,
     Query(query): Query<TokenQuery>,
 ) -> Result<Response, HookError> {
-    let session = authorize(&chat, &headers, &query)?;
-    let entries = chat.transcript(&session, None).map_err(unavailable)?;
+    let session = authorize(&chat, &headers, &query).await?;
+    let entries = chat.transcript(&session, None).await.map_err(unavailable)?;
     Ok(axum::Json(serde_json::json!({ "entries": entries })).into_response())
 }
 
@@ -554,7 +577,7 @@ async fn events(
     headers: HeaderMap,
     Query(query): Query<TokenQuery>,
 ) -> Result<Response, HookError> {
-    let session = authorize(&chat, &headers, &query)?;
+    let session = authorize(&chat, &headers, &query).await?;
     let slot = chat
         .streams
         .take(session.clone())
@@ -573,7 +596,10 @@ async fn events(
         .and_then(|v| v.parse::<u64>().ok());
     // Subscribe before reading the backlog so nothing falls between the two.
     let live = BroadcastStream::new(chat.live.subscribe());
-    let backlog = chat.transcript(&session, last_seen).map_err(unavailable)?;
+    let backlog = chat
+        .transcript(&session, last_seen)
+        .await
+        .map_err(unavailable)?;
     let mut high = backlog.last().map(|e| e.seq).or(last_seen).unwrap_or(0);
     let live = live
         // A lagging subscriber ends its stream; the browser reconnects with Last-Event-ID.

@@ -40,27 +40,27 @@ impl FailingState {
 
 #[async_trait::async_trait]
 impl ChannelState for FailingState {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        self.inner.get(key)
+    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        self.inner.get(key).await
     }
-    fn put_all(&self, pairs: &[(&[u8], &[u8])]) -> Result<(), StateError> {
+    async fn put_all(&self, pairs: &[(&[u8], &[u8])]) -> Result<(), StateError> {
         self.write()?;
-        self.inner.put_all(pairs)
+        self.inner.put_all(pairs).await
     }
-    fn remove_all(&self, keys: &[&[u8]]) -> Result<(), StateError> {
+    async fn remove_all(&self, keys: &[&[u8]]) -> Result<(), StateError> {
         self.write()?;
-        self.inner.remove_all(keys)
+        self.inner.remove_all(keys).await
     }
-    fn scan(
+    async fn scan(
         &self,
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<KeyValue>, StateError> {
-        self.inner.scan(prefix, after, limit)
+        self.inner.scan(prefix, after, limit).await
     }
-    fn next_id(&self) -> Result<u64, StateError> {
-        self.inner.next_id()
+    async fn next_id(&self) -> Result<u64, StateError> {
+        self.inner.next_id().await
     }
     async fn sync(&self) -> Result<(), StateError> {
         self.inner.sync().await
@@ -114,7 +114,7 @@ impl Harness for Webchat {
         *self.state.lock().unwrap() = Some(state.clone());
         ctx.state = state;
         let config: WebchatConfig = toml::from_str("").unwrap();
-        Arc::new(WebchatChannel::build(config, ctx).unwrap())
+        Arc::new(WebchatChannel::build(config, ctx).await.unwrap())
     }
 
     async fn serving(&self, base: &str) {

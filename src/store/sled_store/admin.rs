@@ -56,7 +56,7 @@ impl SledStore {
             version: FORMAT_VERSION,
             schema: super::SCHEMA_VERSION,
             exported_at_ms: switchboard_channel::now_ms(),
-            next_id: crate::store::Store::next_id(self)?,
+            next_id: self.ids.next()?,
         })?;
         let values = |i: usize,
                       visit: &mut dyn FnMut(Record) -> Result<()>,
@@ -88,7 +88,7 @@ impl SledStore {
         }
         for k in self.tree(CONVERSATIONS).keys([]) {
             let id = ConversationId(keys::read_u64(&k.map_err(io)?));
-            if let Some(record) = crate::store::Store::conversation(self, id)? {
+            if let Some(record) = self.read_conversation(id)? {
                 visit(Record::Conversation { record })?;
             }
         }

@@ -75,8 +75,8 @@ fn ids(page: &Page) -> Vec<u64> {
     page.items.iter().map(|c| c.id.0).collect()
 }
 
-#[test]
-fn stale_writes_are_refused() {
+#[tokio::test]
+async fn stale_writes_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let c = conv(1, "web", Status::Bot, 10);
@@ -91,7 +91,7 @@ fn stale_writes_are_refused() {
         ),
         Err(StoreError::Conflict(_))
     ));
-    let stored = store.conversation(c.id).unwrap().unwrap();
+    let stored = store.conversation(c.id).await.unwrap().unwrap();
     assert_eq!(stored.version, 1);
     let mut next = stored.clone();
     next.status = Status::Queued;
@@ -101,12 +101,12 @@ fn stale_writes_are_refused() {
         update(&store, &stored, &next),
         Err(StoreError::Conflict(_))
     ));
-    let now = store.conversation(c.id).unwrap().unwrap();
+    let now = store.conversation(c.id).await.unwrap().unwrap();
     assert_eq!((now.version, now.status), (2, Status::Queued));
 }
 
-#[test]
-fn a_duplicate_key_aborts_the_whole_change() {
+#[tokio::test]
+async fn a_duplicate_key_aborts_the_whole_change() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let ch = ChannelId::new("web");
@@ -127,19 +127,19 @@ fn a_duplicate_key_aborts_the_whole_change() {
         Err(StoreError::Exists("message id"))
     ));
     assert_eq!(
-        store.conversation(c.id).unwrap(),
+        store.conversation(c.id).await.unwrap(),
         None,
         "nothing of the change was applied"
     );
     assert_eq!(
-        store.external_message(&ch, &ext).unwrap(),
+        store.external_message(&ch, &ext).await.unwrap(),
         Some((ConversationId(1), 1))
     );
-    assert_eq!(store.status_counts(), [0; 5]);
+    assert_eq!(store.status_counts().await.unwrap(), [0; 5]);
 }
 
-#[test]
-fn lists_filter_sort_and_paginate_through_indexes() {
+#[tokio::test]
+async fn lists_filter_sort_and_paginate_through_indexes() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     // 30 conversations: status cycles, two channels, updated = id.
@@ -161,7 +161,7 @@ fn lists_filter_sort_and_paginate_through_indexes() {
     let mut seen = Vec::new();
     let mut query = q(None, None, Order::NewestFirst, 7);
     loop {
-        let page = store.list_conversations(&query).unwrap();
+        let page = store.list_conversations(&query).await.unwrap();
         seen.extend(ids(&page));
         match page.next {
             Some(c) => query.after = Some(c),
@@ -172,6 +172,7 @@ fn lists_filter_sort_and_paginate_through_indexes() {
 
     let queued = store
         .list_conversations(&q(Some(Status::Queued), None, Order::OldestFirst, 50))
+        .await
         .unwrap();
     assert_eq!(ids(&queued), vec![1, 6, 11, 16, 21, 26]);
     assert!(queued.next.is_none());
@@ -183,6 +184,7 @@ fn lists_filter_sort_and_paginate_through_indexes() {
             Order::NewestFirst,
             2,
         ))
+        .await
         .unwrap();
     assert_eq!(ids(&even_queued), vec![26, 16]);
     let rest = store
@@ -190,6 +192,7 @@ fn lists_filter_sort_and_paginate_through_indexes() {
             after: even_queued.next,
             ..q(Some(Status::Queued), Some("even"), Order::NewestFirst, 2)
         })
+        .await
         .unwrap();
     assert_eq!(ids(&rest), vec![6]);
 
@@ -199,18 +202,23 @@ fn lists_filter_sort_and_paginate_through_indexes() {
             limit: 50,
             ..ConversationQuery::default()
         })
+        .await
         .unwrap();
     assert_eq!(ids(&mine), vec![27, 22, 17, 12, 7, 2]);
-    assert_eq!(store.status_counts(), [6, 6, 6, 6, 6]);
+    assert_eq!(store.status_counts().await.unwrap(), [6, 6, 6, 6, 6]);
 }
 
-#[test]
-fn moving_a_conversation_moves_its_index_keys_and_counts() {
+#[tokio::test]
+async fn moving_a_conversation_moves_its_index_keys_and_counts() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     create(&store, &conv(1, "web", Status::Bot, 100));
     create(&store, &conv(2, "web", Status::Bot, 200));
-    let stored = store.conversation(ConversationId(1)).unwrap().unwrap();
+    let stored = store
+        .conversation(ConversationId(1))
+        .await
+        .unwrap()
+        .unwrap();
     let mut c = stored.clone();
     c.status = Status::Queued;
     c.updated_at_ms = 300;
@@ -222,6 +230,7 @@ fn moving_a_conversation_moves_its_index_keys_and_counts() {
             limit: 10,
             ..Default::default()
         })
+        .await
         .unwrap();
     assert_eq!(ids(&bot), vec![2]);
     let vip = store
@@ -230,13 +239,14 @@ fn moving_a_conversation_moves_its_index_keys_and_counts() {
             limit: 10,
             ..Default::default()
         })
+        .await
         .unwrap();
     assert_eq!(ids(&vip), vec![1]);
-    assert_eq!(store.status_counts(), [1, 1, 0, 0, 0]);
+    assert_eq!(store.status_counts().await.unwrap(), [1, 1, 0, 0, 0]);
     // The index follows the store across reopening.
     drop(store);
     let store = open(dir.path());
-    assert_eq!(store.status_counts(), [1, 1, 0, 0, 0]);
+    assert_eq!(store.status_counts().await.unwrap(), [1, 1, 0, 0, 0]);
     let vip = store
         .list_conversations(&ConversationQuery {
             label: Some("vip".into()),
@@ -244,12 +254,13 @@ fn moving_a_conversation_moves_its_index_keys_and_counts() {
             limit: 10,
             ..Default::default()
         })
+        .await
         .unwrap();
     assert_eq!(ids(&vip), vec![1]);
 }
 
-#[test]
-fn data_and_counts_survive_reopening() {
+#[tokio::test]
+async fn data_and_counts_survive_reopening() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = open(dir.path());
@@ -260,12 +271,13 @@ fn data_and_counts_survive_reopening() {
     assert_eq!(
         store
             .conversation(ConversationId(1))
+            .await
             .unwrap()
             .unwrap()
             .status,
         Status::Queued
     );
-    assert_eq!(store.status_counts(), [0, 1, 0, 0, 0]);
+    assert_eq!(store.status_counts().await.unwrap(), [0, 1, 0, 0, 0]);
 }
 
 #[test]
@@ -303,7 +315,7 @@ async fn many_concurrent_durability_waits_complete() {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
             for j in 0..20 {
-                store.set_meta(&format!("k{i}-{j}"), b"v").unwrap();
+                store.set_meta(&format!("k{i}-{j}"), b"v").await.unwrap();
                 store.durable().await.unwrap();
             }
         }));
@@ -318,7 +330,7 @@ async fn many_concurrent_durability_waits_complete() {
 async fn channel_state_scans_by_prefix_and_resumes_after_a_key() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    let state = store.channel_state(&ChannelId::new("chat")).unwrap();
+    let state = store.channel_state(&ChannelId::new("chat")).await.unwrap();
     state
         .put_all(&[
             (b"a/1", b"x"),
@@ -326,19 +338,20 @@ async fn channel_state_scans_by_prefix_and_resumes_after_a_key() {
             (b"a/3", b"z"),
             (b"b/1", b"w"),
         ])
+        .await
         .unwrap();
     state.sync().await.unwrap();
-    let all = state.scan(b"a/", None, 10).unwrap();
+    let all = state.scan(b"a/", None, 10).await.unwrap();
     assert_eq!(all.len(), 3);
-    let after = state.scan(b"a/", Some(b"a/1"), 10).unwrap();
+    let after = state.scan(b"a/", Some(b"a/1"), 10).await.unwrap();
     assert_eq!(
         after.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
         vec![b"a/2".to_vec(), b"a/3".to_vec()]
     );
-    assert!(state.next_id().unwrap() < state.next_id().unwrap());
+    assert!(state.next_id().await.unwrap() < state.next_id().await.unwrap());
     // Another channel's space is separate.
-    let other = store.channel_state(&ChannelId::new("other")).unwrap();
-    assert!(other.scan(b"", None, 10).unwrap().is_empty());
+    let other = store.channel_state(&ChannelId::new("other")).await.unwrap();
+    assert!(other.scan(b"", None, 10).await.unwrap().is_empty());
 }
 
 fn customer_message(conv: ConversationId, seq: u64, text: &str, at: i64) -> Message {
@@ -362,14 +375,14 @@ fn customer_message(conv: ConversationId, seq: u64, text: &str, at: i64) -> Mess
     }
 }
 
-#[test]
-fn new_messages_do_not_rewrite_the_record_and_a_crash_is_repaired() {
+#[tokio::test]
+async fn new_messages_do_not_rewrite_the_record_and_a_crash_is_repaired() {
     let dir = tempfile::tempdir().unwrap();
     let id = ConversationId(1);
     {
         let store = open(dir.path());
         create(&store, &conv(1, "web", Status::Queued, 100));
-        let mut previous = store.conversation(id).unwrap().unwrap();
+        let mut previous = store.conversation(id).await.unwrap().unwrap();
         for seq in 1..=3u64 {
             let mut next = previous.clone();
             next.last_seq = seq;
@@ -386,7 +399,7 @@ fn new_messages_do_not_rewrite_the_record_and_a_crash_is_repaired() {
                 },
             )
             .unwrap();
-            previous = store.conversation(id).unwrap().unwrap();
+            previous = store.conversation(id).await.unwrap().unwrap();
         }
         assert_eq!((previous.last_seq, previous.version), (3, 4));
         // Only activity changed: the record on disk is the first one, marked as lagging.
@@ -425,7 +438,7 @@ fn new_messages_do_not_rewrite_the_record_and_a_crash_is_repaired() {
         db.flush().unwrap();
     }
     let store = open(dir.path());
-    let c = store.conversation(id).unwrap().unwrap();
+    let c = store.conversation(id).await.unwrap().unwrap();
     assert_eq!(
         (c.last_seq, c.updated_at_ms, c.preview.as_str()),
         (5, 205, "late 5")
@@ -435,6 +448,7 @@ fn new_messages_do_not_rewrite_the_record_and_a_crash_is_repaired() {
             limit: 1,
             ..Default::default()
         })
+        .await
         .unwrap();
     assert_eq!(
         newest.items[0].updated_at_ms, 205,
@@ -503,7 +517,7 @@ fn populated(store: &SledStore, id: u64, text: &str) -> Conversation {
     c
 }
 
-fn all_records(store: &SledStore) -> Vec<crate::store::records::Record> {
+async fn all_records(store: &SledStore) -> Vec<crate::store::records::Record> {
     use crate::store::records::Record;
     let mut out = Vec::new();
     store
@@ -513,25 +527,30 @@ fn all_records(store: &SledStore) -> Vec<crate::store::records::Record> {
             }
             Ok(())
         })
+        .await
         .unwrap();
     out
 }
 
-#[test]
-fn records_restore_into_an_empty_store_and_read_back_the_same() {
+#[tokio::test]
+async fn records_restore_into_an_empty_store_and_read_back_the_same() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let source = open(a.path());
     populated(&source, 1, "first words");
     populated(&source, 2, "second words");
     source
         .kv("canned")
+        .await
         .unwrap()
         .put_all(&[(b"k", &[0xff, 0x00][..])])
+        .await
         .unwrap();
     source
         .kv("sessions")
+        .await
         .unwrap()
         .put_all(&[(b"s", b"secret")])
+        .await
         .unwrap();
     let mut exported = Vec::new();
     source
@@ -539,29 +558,51 @@ fn records_restore_into_an_empty_store_and_read_back_the_same() {
             exported.push(r);
             Ok(())
         })
+        .await
         .unwrap();
-    let last_id = source.next_id().unwrap();
+    let last_id = source.next_id().await.unwrap();
 
     let target = open(b.path());
     futures::executor::block_on(target.restore(exported)).unwrap();
-    assert_eq!(all_records(&target), all_records(&source));
-    assert!(target.next_id().unwrap() > last_id, "ids never collide");
+    assert_eq!(all_records(&target).await, all_records(&source).await);
     assert!(
-        target.kv("sessions").unwrap().get(b"s").unwrap().is_none(),
+        target.next_id().await.unwrap() > last_id,
+        "ids never collide"
+    );
+    assert!(
+        target
+            .kv("sessions")
+            .await
+            .unwrap()
+            .get(b"s")
+            .await
+            .unwrap()
+            .is_none(),
         "sign-in sessions are secrets: not exported"
     );
     // Indexes came back too.
-    let c = target.conversation(ConversationId(1)).unwrap().unwrap();
-    assert_eq!(target.contact_conversations(c.contact).unwrap(), [c.id]);
-    assert_eq!(target.status_counts()[Status::Queued as usize], 2);
+    let c = target
+        .conversation(ConversationId(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        target.contact_conversations(c.contact).await.unwrap(),
+        [c.id]
+    );
+    assert_eq!(
+        target.status_counts().await.unwrap()[Status::Queued as usize],
+        2
+    );
     assert_eq!(
         target
             .external_message(&ChannelId::new("web"), &ExternalMessageId::new("ext-2"))
+            .await
             .unwrap(),
         Some((ConversationId(2), 1))
     );
-    assert_eq!(target.conversation_events(c.id).unwrap().len(), 1);
-    assert_eq!(target.stats().unwrap().records["messages"], 4);
+    assert_eq!(target.conversation_events(c.id).await.unwrap().len(), 1);
+    assert_eq!(target.stats().await.unwrap().records["messages"], 4);
 }
 
 /// Whether any file under `dir` contains `needle`.
@@ -587,8 +628,8 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-#[test]
-fn an_erased_contact_leaves_no_bytes_in_the_files_after_reopening() {
+#[tokio::test]
+async fn an_erased_contact_leaves_no_bytes_in_the_files_after_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let store = open(&path);
@@ -620,24 +661,30 @@ fn an_erased_contact_leaves_no_bytes_in_the_files_after_reopening() {
     assert_eq!(erased.conversations, [gone.id]);
     assert_eq!((erased.messages, erased.notes), (2, 1));
     // Gone from reads at once.
-    assert!(store.conversation(gone.id).unwrap().is_none());
-    assert!(store.messages(gone.id, 0, 10).unwrap().is_empty());
+    assert!(store.conversation(gone.id).await.unwrap().is_none());
+    assert!(store.messages(gone.id, 0, 10).await.unwrap().is_empty());
     assert!(
         store
             .identity(&ChannelId::new("web"), &ExternalUser::new("user-1"))
+            .await
             .unwrap()
             .is_none()
     );
     assert!(
         store
             .thread(&ChannelId::new("web"), &gone.thread)
+            .await
             .unwrap()
             .is_none()
     );
-    assert_eq!(store.status_counts()[Status::Queued as usize], 1);
-    assert!(store.conversation_events(gone.id).unwrap().is_empty());
+    assert_eq!(
+        store.status_counts().await.unwrap()[Status::Queued as usize],
+        1
+    );
+    assert!(store.conversation_events(gone.id).await.unwrap().is_empty());
     let kept_log: Vec<u64> = store
         .conversation_events(kept.id)
+        .await
         .unwrap()
         .iter()
         .map(|e| e.id.0)
@@ -646,11 +693,12 @@ fn an_erased_contact_leaves_no_bytes_in_the_files_after_reopening() {
     assert!(
         store
             .events(None, 100)
+            .await
             .unwrap()
             .iter()
             .all(|e| e.conversation != Some(gone.id))
     );
-    let tomb = store.contact(gone.contact).unwrap().unwrap();
+    let tomb = store.contact(gone.contact).await.unwrap().unwrap();
     assert_eq!((tomb.name, tomb.forgotten_at_ms), (None, Some(99)));
     drop(store);
     assert!(
@@ -664,9 +712,9 @@ fn an_erased_contact_leaves_no_bytes_in_the_files_after_reopening() {
     assert!(!files_contain(&path, b"ZEBRA-PRIVATE-4411"));
     assert!(!files_contain(&path, b"Name 1"));
     let store = open(&path);
-    assert_eq!(store.messages(kept.id, 0, 10).unwrap().len(), 2);
+    assert_eq!(store.messages(kept.id, 0, 10).await.unwrap().len(), 2);
     assert!(
-        store.next_id().unwrap() > 600,
+        store.next_id().await.unwrap() > 600,
         "ids keep growing across the rewrite"
     );
 }
@@ -690,8 +738,8 @@ fn event_ids(events: &[Event]) -> Vec<u64> {
     events.iter().map(|e| e.id.0).collect()
 }
 
-#[test]
-fn events_replay_after_any_id_across_segments_in_the_order_stored() {
+#[tokio::test]
+async fn events_replay_after_any_id_across_segments_in_the_order_stored() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     // 300 events in rounds of various sizes, ids slightly out of order within a round (as
@@ -716,25 +764,25 @@ fn events_replay_after_any_id_across_segments_in_the_order_stored() {
     for after in [0, 1, 7, 24, 25, 26, 150, 299, 300] {
         let want: Vec<u64> = stored.iter().copied().filter(|&id| id > after).collect();
         assert_eq!(
-            event_ids(&store.events(Some(EventId(after)), 1000).unwrap()),
+            event_ids(&store.events(Some(EventId(after)), 1000).await.unwrap()),
             want
         );
         assert_eq!(
-            event_ids(&store.events(Some(EventId(after)), 10).unwrap()),
+            event_ids(&store.events(Some(EventId(after)), 10).await.unwrap()),
             want[..want.len().min(10)]
         );
     }
     let logged: Vec<u64> = (1..=300).filter(|id| id % 3 == 0).collect();
     assert_eq!(
-        event_ids(&store.conversation_events(ConversationId(1)).unwrap()),
+        event_ids(&store.conversation_events(ConversationId(1)).await.unwrap()),
         logged
     );
-    assert_eq!(store.stats().unwrap().records["events"], 300);
+    assert_eq!(store.stats().await.unwrap().records["events"], 300);
     // Fewer keys than events: that is the point.
     assert!(store.tree(EVENTS).iter().count() < 50);
     drop(store);
     let store = open(dir.path());
-    assert_eq!(event_ids(&store.events(None, 1000).unwrap()), stored);
+    assert_eq!(event_ids(&store.events(None, 1000).await.unwrap()), stored);
 }
 
 /// Concurrent commits interleave (several writers, rounds of several changes); a reader that
@@ -785,7 +833,7 @@ fn events_get_their_ids_in_commit_order_so_resuming_never_skips_one() {
                 let mut seen: Vec<Event> = Vec::new();
                 for _ in 0..100_000 {
                     let after = seen.last().map(|e| e.id);
-                    let page = store.events(after, 7).unwrap();
+                    let page = store.events(after, 7).await.unwrap();
                     let done = page.is_empty() && seen.len() as u64 == WRITERS * CHANGES * 2;
                     seen.extend(page);
                     if done {
@@ -799,7 +847,10 @@ fn events_get_their_ids_in_commit_order_so_resuming_never_skips_one() {
         for w in writers {
             w.await.unwrap();
         }
-        (reader.await.unwrap(), store.events(None, 100_000).unwrap())
+        (
+            reader.await.unwrap(),
+            store.events(None, 100_000).await.unwrap(),
+        )
     });
     // 60 changes of 1, 2 or 3 events each: 120 per writer.
     assert_eq!(all.len() as u64, WRITERS * CHANGES * 2);
@@ -832,8 +883,8 @@ fn events_get_their_ids_in_commit_order_so_resuming_never_skips_one() {
     }
 }
 
-#[test]
-fn a_schema_one_store_opens_and_reads_its_events_with_the_new_ones() {
+#[tokio::test]
+async fn a_schema_one_store_opens_and_reads_its_events_with_the_new_ones() {
     let dir = tempfile::tempdir().unwrap();
     drop(open(dir.path()));
     {
@@ -862,7 +913,10 @@ fn a_schema_one_store_opens_and_reads_its_events_with_the_new_ones() {
         db.flush().unwrap();
     }
     let store = open(dir.path());
-    assert_eq!(event_ids(&store.events(None, 10).unwrap()), [10, 11, 12]);
+    assert_eq!(
+        event_ids(&store.events(None, 10).await.unwrap()),
+        [10, 11, 12]
+    );
     // New events get keys above the old ones, whatever their ids.
     apply(
         &store,
@@ -873,18 +927,18 @@ fn a_schema_one_store_opens_and_reads_its_events_with_the_new_ones() {
     )
     .unwrap();
     assert_eq!(
-        event_ids(&store.events(None, 10).unwrap()),
+        event_ids(&store.events(None, 10).await.unwrap()),
         [10, 11, 12, 9, 13]
     );
     assert_eq!(
-        event_ids(&store.events(Some(EventId(11)), 10).unwrap()),
+        event_ids(&store.events(Some(EventId(11)), 10).await.unwrap()),
         [12, 13]
     );
     assert_eq!(
-        event_ids(&store.conversation_events(ConversationId(1)).unwrap()),
+        event_ids(&store.conversation_events(ConversationId(1)).await.unwrap()),
         [9, 10, 12]
     );
-    assert_eq!(store.stats().unwrap().records["events"], 5);
+    assert_eq!(store.stats().await.unwrap().records["events"], 5);
     drop(store);
     let meta = sled::open(dir.path()).unwrap().open_tree("meta").unwrap();
     assert_eq!(
@@ -893,15 +947,15 @@ fn a_schema_one_store_opens_and_reads_its_events_with_the_new_ones() {
     );
 }
 
-#[test]
-fn a_snapshot_restores_into_a_store_of_its_own() {
+#[tokio::test]
+async fn a_snapshot_restores_into_a_store_of_its_own() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir.path().join("db"));
     let c = populated(&store, 1, "snap words");
     let file = dir.path().join("store.snapshot");
     let pairs = futures::executor::block_on(store.snapshot(&file)).unwrap();
     assert!(pairs >= 10, "{pairs}");
-    let last = store.next_id().unwrap();
+    let last = store.next_id().await.unwrap();
     // Writes go on after the snapshot; the copy is the state at its moment.
     populated(&store, 2, "later");
     assert_eq!(
@@ -909,9 +963,14 @@ fn a_snapshot_restores_into_a_store_of_its_own() {
         pairs
     );
     let copy = open(&dir.path().join("copy"));
-    assert_eq!(copy.messages(c.id, 0, 10).unwrap().len(), 2);
-    assert!(copy.conversation(ConversationId(2)).unwrap().is_none());
-    assert!(copy.next_id().unwrap() > last);
+    assert_eq!(copy.messages(c.id, 0, 10).await.unwrap().len(), 2);
+    assert!(
+        copy.conversation(ConversationId(2))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(copy.next_id().await.unwrap() > last);
     assert!(
         futures::executor::block_on(store.snapshot(&file)).is_err(),
         "never over an existing file"
@@ -939,17 +998,25 @@ pub(super) fn crash_image(from: &Path, dest: &Path) {
 }
 
 /// Opens a crash image and returns its bot queue.
-fn queue_after_crash(dir: &Path, name: &str) -> std::collections::BTreeSet<(ConversationId, u64)> {
+async fn queue_after_crash(
+    dir: &Path,
+    name: &str,
+) -> std::collections::BTreeSet<(ConversationId, u64)> {
     let image = dir.join(name);
     crash_image(&dir.join("db"), &image);
     let store = open(&image);
-    store.bot_queue(None, 100).unwrap().into_iter().collect()
+    store
+        .bot_queue(None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
 }
 
 /// A customer message stored the way the engine stores one: the record's activity changes,
 /// the message is written, the bot gets an entry.
-fn ingest(store: &SledStore, id: ConversationId, seq: u64) {
-    let previous = store.conversation(id).unwrap().unwrap();
+async fn ingest(store: &SledStore, id: ConversationId, seq: u64) {
+    let previous = store.conversation(id).await.unwrap().unwrap();
     let mut next = previous.clone();
     next.last_seq = seq;
     next.preview = format!("text {seq}");
@@ -972,8 +1039,8 @@ fn queued_on_disk(store: &SledStore, id: ConversationId, seq: u64) -> bool {
         .unwrap()
 }
 
-#[test]
-fn bot_queue_entries_kept_in_memory_come_back_after_a_crash() {
+#[tokio::test]
+async fn bot_queue_entries_kept_in_memory_come_back_after_a_crash() {
     use std::collections::BTreeSet;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db");
@@ -1002,22 +1069,24 @@ fn bot_queue_entries_kept_in_memory_come_back_after_a_crash() {
         .unwrap();
         assert!(queued_on_disk(&store, two, 1));
         // New messages change only activity: their entries live in memory.
-        ingest(&store, one, 1);
-        ingest(&store, one, 2);
-        assert!(store.bot_pending(one, 1).unwrap() && store.bot_pending(one, 2).unwrap());
+        ingest(&store, one, 1).await;
+        ingest(&store, one, 2).await;
+        assert!(
+            store.bot_pending(one, 1).await.unwrap() && store.bot_pending(one, 2).await.unwrap()
+        );
         assert!(!queued_on_disk(&store, one, 1) && !queued_on_disk(&store, one, 2));
         // A silent decision takes its entry away without a write to wait for.
         store.bot_done(one, 1);
         futures::executor::block_on(store.durable()).unwrap();
-        assert!(!store.bot_pending(one, 1).unwrap());
+        assert!(!store.bot_pending(one, 1).await.unwrap());
         assert_eq!(
-            set(&store.bot_queue(None, 100).unwrap()),
+            set(&store.bot_queue(None, 100).await.unwrap()),
             set(&[(one, 2), (two, 1)])
         );
 
         // Crash now: the marked conversation's newer customer messages are queued again. The
         // silently decided one may be among them (deciding it again changes nothing).
-        let queue = queue_after_crash(dir.path(), "crash-1");
+        let queue = queue_after_crash(dir.path(), "crash-1").await;
         assert!(queue.is_superset(&set(&[(one, 2), (two, 1)])), "{queue:?}");
         assert!(
             queue.is_subset(&set(&[(one, 1), (one, 2), (two, 1)])),
@@ -1026,8 +1095,8 @@ fn bot_queue_entries_kept_in_memory_come_back_after_a_crash() {
 
         // The bot answers message 2 after message 3 arrived: the decision writes the record in
         // full, and the entry of message 3, which lived in memory, is written with it.
-        ingest(&store, one, 3);
-        let previous = store.conversation(one).unwrap().unwrap();
+        ingest(&store, one, 3).await;
+        let previous = store.conversation(one).await.unwrap().unwrap();
         let mut next = previous.clone();
         next.last_seq = 4;
         let mut answer = customer_message(one, 4, "the answer", 105);
@@ -1048,26 +1117,26 @@ fn bot_queue_entries_kept_in_memory_come_back_after_a_crash() {
         assert!(queued_on_disk(&store, one, 3) && !queued_on_disk(&store, one, 2));
         // The answered message is never decided again.
         assert_eq!(
-            queue_after_crash(dir.path(), "crash-2"),
+            queue_after_crash(dir.path(), "crash-2").await,
             set(&[(one, 3), (two, 1)])
         );
 
         // One more message, then a clean stop: the final checkpoint writes its entry.
-        ingest(&store, one, 5);
+        ingest(&store, one, 5).await;
         assert!(!queued_on_disk(&store, one, 5));
     }
     let store = open_with(&db, &options);
     assert!(queued_on_disk(&store, one, 5));
     assert_eq!(
-        set(&store.bot_queue(None, 100).unwrap()),
+        set(&store.bot_queue(None, 100).await.unwrap()),
         set(&[(one, 3), (one, 5), (two, 1)])
     );
     // Stats and exports see the same queue.
-    assert_eq!(store.stats().unwrap().records["bot_queue"], 3);
+    assert_eq!(store.stats().await.unwrap().records["bot_queue"], 3);
 }
 
-#[test]
-fn a_message_the_bot_must_not_answer_is_never_queued_after_a_crash() {
+#[tokio::test]
+async fn a_message_the_bot_must_not_answer_is_never_queued_after_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     let id = ConversationId(3);
     let store = open_with(
@@ -1078,10 +1147,10 @@ fn a_message_the_bot_must_not_answer_is_never_queued_after_a_crash() {
         },
     );
     create(&store, &conv(3, "mail", Status::Queued, 100));
-    ingest(&store, id, 1);
+    ingest(&store, id, 1).await;
     assert!(!queued_on_disk(&store, id, 1));
     // An auto-reply: stored for people, without a bot queue entry.
-    let previous = store.conversation(id).unwrap().unwrap();
+    let previous = store.conversation(id).await.unwrap().unwrap();
     let mut next = previous.clone();
     next.last_seq = 2;
     apply(
@@ -1101,6 +1170,7 @@ fn a_message_the_bot_must_not_answer_is_never_queued_after_a_crash() {
     );
     assert_eq!(
         queue_after_crash(dir.path(), "crash")
+            .await
             .into_iter()
             .collect::<Vec<_>>(),
         vec![(id, 1)]

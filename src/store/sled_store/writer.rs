@@ -36,7 +36,7 @@ use super::{
 };
 use crate::model::{Agent, AgentId, Author, Conversation, ConversationId, Event, EventId, Status};
 use crate::store::keys;
-use crate::store::{Change, Commit, Durable, Result, StoreError};
+use crate::store::{Change, Commit, Committed, Durable, Result, StoreError};
 
 /// Most changes applied in one round.
 const MAX_BATCH: usize = 512;
@@ -46,7 +46,7 @@ const FEED_CAPACITY: usize = 4096;
 enum Request {
     Commit {
         change: Box<Prepared>,
-        reply: oneshot::Sender<Result<Change>>,
+        reply: oneshot::Sender<Result<Committed>>,
     },
     Sync {
         reply: oneshot::Sender<Result<()>>,
@@ -957,8 +957,12 @@ fn answer(requests: Vec<Request>, outcomes: Vec<Outcome>, flushed: &Result<()>, 
                     .unwrap_or(Err(StoreError::Io("lost outcome".into())));
                 let answer = match (outcome, flushed) {
                     (Ok(()), Ok(())) => {
-                        announce.extend(change.change.events.iter().cloned());
-                        Ok(change.change)
+                        let events = change.change.events;
+                        let committed = Committed {
+                            events: events.iter().map(|e| e.id).collect(),
+                        };
+                        announce.extend(events);
+                        Ok(committed)
                     }
                     (Ok(()), Err(e)) => Err(e.clone()),
                     (Err(e), _) => Err(e),
