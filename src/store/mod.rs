@@ -12,8 +12,11 @@
 
 pub mod blobs;
 pub mod config;
+#[cfg(test)]
+pub(crate) mod contract;
 pub mod disk;
 pub mod keys;
+pub mod memory;
 pub mod records;
 pub mod sled_store;
 

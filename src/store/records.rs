@@ -44,7 +44,7 @@ impl Bytes {
 }
 
 /// Where a private key-value space belongs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SpaceOwner {
     /// A channel instance's state (offsets, web chat transcripts).
@@ -178,4 +178,82 @@ impl Record {
             _ => 0,
         }
     }
+}
+
+/// What an import writes, read from its records: one change (records and indexes), the pairs
+/// of private spaces and the meta values beside it, and the floor every later id must clear.
+#[derive(Debug, Default)]
+pub struct Restored {
+    pub change: crate::store::Change,
+    /// `(owner, space, key, value)`.
+    pub spaces: Vec<(SpaceOwner, String, Vec<u8>, Vec<u8>)>,
+    /// Meta values (secrets and the store's own keys left out).
+    pub meta: Vec<(String, Vec<u8>)>,
+    /// Every id the exporting store handed out is below this.
+    pub floor: u64,
+}
+
+/// Splits exported records into what a backend writes (see [`Restored`]). Agents get a token
+/// that matches no token (tokens are not exported: until rotated, the agent has none).
+pub fn restored(records: Vec<Record>) -> Result<Restored, crate::store::StoreError> {
+    use crate::store::ConversationWrite;
+    let bad = |detail: String| crate::store::StoreError::Corrupt {
+        tree: "import",
+        detail,
+    };
+    let mut out = Restored::default();
+    let c = &mut out.change;
+    for r in records {
+        out.floor = out.floor.max(r.max_id());
+        match r {
+            Record::Header { next_id, .. } => out.floor = out.floor.max(next_id),
+            Record::Agent { mut record } => {
+                record.token_hash = format!("imported:{}", hex::encode(rand::random::<[u8; 16]>()));
+                c.agents.push(record);
+            }
+            Record::Contact { record } => c.contacts.push(record),
+            Record::Identity {
+                channel,
+                user,
+                contact,
+            } => c.new_identities.push((channel, user, contact)),
+            Record::Conversation { record } => {
+                c.conversations.push(ConversationWrite::restored(record))
+            }
+            Record::Thread {
+                channel,
+                thread,
+                conversation,
+            } => c.new_threads.push((channel, thread, conversation)),
+            Record::Message { record } => c.messages.push(record),
+            Record::ExternalId {
+                channel,
+                id,
+                conversation,
+                seq,
+            } => c.new_external_ids.push((channel, id, conversation, seq)),
+            Record::Note { record } => c.notes.push(record),
+            Record::Event { record } => c.events.push(record),
+            Record::Outbox { record } => c.outbox_put.push(record),
+            Record::BotQueue { conversation, seq } => c.bot_queue_put.push((conversation, seq)),
+            Record::Failed { conversation, seq } => c.failed_put.push((conversation, seq)),
+            Record::State {
+                owner,
+                space,
+                key,
+                value,
+            } => out.spaces.push((
+                owner,
+                space,
+                key.to_vec().map_err(bad)?,
+                value.to_vec().map_err(bad)?,
+            )),
+            Record::Meta { key, value } => {
+                if !PRIVATE_META.contains(&key.as_str()) {
+                    out.meta.push((key, value.to_vec().map_err(bad)?));
+                }
+            }
+        }
+    }
+    Ok(out)
 }

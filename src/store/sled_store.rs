@@ -830,5 +830,5 @@ mod index;
 mod segments;
 pub(super) mod space;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod writer;

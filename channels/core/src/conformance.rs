@@ -17,16 +17,15 @@
 //!    network's wait, blocked -> unreachable; and a retried reply arrives once.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    Accepted, BlobId, Blobs, Channel, ChannelContext, ChannelError, ChannelId, ChannelState,
-    ExternalThread, Inbound, InboundError, InboundEvent, KeyValue, Outbound, OutboundAuthor,
-    StateError, TextFormat,
+    Accepted, BlobId, Blobs, Channel, ChannelContext, ChannelError, ChannelId, ExternalThread,
+    Inbound, InboundError, InboundEvent, Outbound, OutboundAuthor, StateError, TextFormat,
 };
 
 /// How long the kit waits for something to arrive.
@@ -151,59 +150,7 @@ impl Inbound for RecordingInbound {
     }
 }
 
-/// A [`ChannelState`] in memory.
-#[derive(Default)]
-pub struct MemoryState {
-    map: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
-    ids: AtomicU64,
-}
-
-#[async_trait::async_trait]
-impl ChannelState for MemoryState {
-    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        Ok(self
-            .map
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-            .cloned())
-    }
-    async fn put_all(&self, pairs: &[(&[u8], &[u8])]) -> Result<(), StateError> {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        for (k, v) in pairs {
-            map.insert(k.to_vec(), v.to_vec());
-        }
-        Ok(())
-    }
-    async fn remove_all(&self, keys: &[&[u8]]) -> Result<(), StateError> {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        for k in keys {
-            map.remove(*k);
-        }
-        Ok(())
-    }
-    async fn scan(
-        &self,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<KeyValue>, StateError> {
-        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(map
-            .range(prefix.to_vec()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .filter(|(k, _)| after.is_none_or(|a| k.as_slice() > a))
-            .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
-    }
-    async fn next_id(&self) -> Result<u64, StateError> {
-        Ok(self.ids.fetch_add(1, Ordering::SeqCst) + 1)
-    }
-    async fn sync(&self) -> Result<(), StateError> {
-        Ok(())
-    }
-}
+pub use crate::memory::MemoryState;
 
 /// [`Blobs`] in memory.
 #[derive(Default)]

@@ -27,6 +27,8 @@ use tokio_util::sync::CancellationToken;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod ledger;
+pub mod memory;
+pub use memory::MemoryState;
 pub mod limit;
 pub mod markup;
 pub use markup::TextFormat;

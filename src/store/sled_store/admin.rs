@@ -185,76 +185,23 @@ impl SledStore {
 
     /// Splits records into one change for the writer and the private pairs written here.
     pub(super) fn restore_records(&self, records: Vec<Record>) -> Result<crate::store::Change> {
-        use crate::store::ConversationWrite;
-        let mut c = crate::store::Change::default();
-        let mut floor = 0;
-        let bad = |detail: String| StoreError::Corrupt {
-            tree: "import",
-            detail,
-        };
-        for r in records {
-            floor = floor.max(r.max_id());
-            match r {
-                Record::Header { next_id, .. } => floor = floor.max(next_id),
-                Record::Agent { mut record } => {
-                    // Tokens are not exported: until rotated, the agent has none that works.
-                    record.token_hash =
-                        format!("imported:{}", hex::encode(rand::random::<[u8; 16]>()));
-                    c.agents.push(record);
-                }
-                Record::Contact { record } => c.contacts.push(record),
-                Record::Identity {
-                    channel,
-                    user,
-                    contact,
-                } => c.new_identities.push((channel, user, contact)),
-                Record::Conversation { record } => {
-                    c.conversations.push(ConversationWrite::restored(record))
-                }
-                Record::Thread {
-                    channel,
-                    thread,
-                    conversation,
-                } => c.new_threads.push((channel, thread, conversation)),
-                Record::Message { record } => c.messages.push(record),
-                Record::ExternalId {
-                    channel,
-                    id,
-                    conversation,
-                    seq,
-                } => c.new_external_ids.push((channel, id, conversation, seq)),
-                Record::Note { record } => c.notes.push(record),
-                Record::Event { record } => c.events.push(record),
-                Record::Outbox { record } => c.outbox_put.push(record),
-                Record::BotQueue { conversation, seq } => c.bot_queue_put.push((conversation, seq)),
-                Record::Failed { conversation, seq } => c.failed_put.push((conversation, seq)),
-                Record::State {
-                    owner,
-                    space,
-                    key,
-                    value,
-                } => {
-                    let prefix = match owner {
-                        SpaceOwner::Channel => CHANNEL_SPACE,
-                        SpaceOwner::Daemon => DAEMON_SPACE,
-                    };
-                    self.db
-                        .open_tree(format!("{prefix}{space}"))
-                        .map_err(io)?
-                        .insert(key.to_vec().map_err(bad)?, value.to_vec().map_err(bad)?)
-                        .map_err(io)?;
-                }
-                Record::Meta { key, value } => {
-                    if !PRIVATE_META.contains(&key.as_str()) {
-                        self.meta
-                            .insert(key, value.to_vec().map_err(bad)?)
-                            .map_err(io)?;
-                    }
-                }
-            }
+        let restored = crate::store::records::restored(records)?;
+        for (owner, space, key, value) in restored.spaces {
+            let prefix = match owner {
+                SpaceOwner::Channel => CHANNEL_SPACE,
+                SpaceOwner::Daemon => DAEMON_SPACE,
+            };
+            self.db
+                .open_tree(format!("{prefix}{space}"))
+                .map_err(io)?
+                .insert(key, value)
+                .map_err(io)?;
         }
-        self.ids.raise_floor(floor)?;
-        Ok(c)
+        for (key, value) in restored.meta {
+            self.meta.insert(key, value).map_err(io)?;
+        }
+        self.ids.raise_floor(restored.floor)?;
+        Ok(restored.change)
     }
 
     pub(super) fn count(&self) -> Result<StoreStats> {

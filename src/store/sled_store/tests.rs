@@ -3,7 +3,7 @@ use switchboard_channel::{ChannelId, ExternalMessageId, ExternalThread, External
 
 use super::*;
 use crate::model::{Actor, EventKind, Identity, NoteId, Status};
-use crate::store::{Change, ConversationQuery, ConversationWrite, Order};
+use crate::store::{Change, ConversationQuery, ConversationWrite};
 
 /// Opens the store; a reopen in the same process can find the dropped handle's background
 /// thread still holding sled's file lock for a moment, so that is retried (bounded).
@@ -73,139 +73,6 @@ fn record_on_disk(store: &SledStore, id: ConversationId) -> Conversation {
 
 fn ids(page: &Page) -> Vec<u64> {
     page.items.iter().map(|c| c.id.0).collect()
-}
-
-#[tokio::test]
-async fn stale_writes_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let c = conv(1, "web", Status::Bot, 10);
-    create(&store, &c);
-    assert!(matches!(
-        apply(
-            &store,
-            &Change {
-                conversations: vec![ConversationWrite::new(c.clone())],
-                ..Change::default()
-            }
-        ),
-        Err(StoreError::Conflict(_))
-    ));
-    let stored = store.conversation(c.id).await.unwrap().unwrap();
-    assert_eq!(stored.version, 1);
-    let mut next = stored.clone();
-    next.status = Status::Queued;
-    update(&store, &stored, &next).unwrap();
-    // The same stale copy again: refused, nothing changes.
-    assert!(matches!(
-        update(&store, &stored, &next),
-        Err(StoreError::Conflict(_))
-    ));
-    let now = store.conversation(c.id).await.unwrap().unwrap();
-    assert_eq!((now.version, now.status), (2, Status::Queued));
-}
-
-#[tokio::test]
-async fn a_duplicate_key_aborts_the_whole_change() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let ch = ChannelId::new("web");
-    let ext = ExternalMessageId::new("m1");
-    let first = Change {
-        new_external_ids: vec![(ch.clone(), ext.clone(), ConversationId(1), 1)],
-        ..Change::default()
-    };
-    apply(&store, &first).unwrap();
-    let c = conv(2, "web", Status::Bot, 10);
-    let second = Change {
-        conversations: vec![ConversationWrite::new(c.clone())],
-        new_external_ids: vec![(ch.clone(), ext.clone(), ConversationId(2), 1)],
-        ..Change::default()
-    };
-    assert!(matches!(
-        apply(&store, &second),
-        Err(StoreError::Exists("message id"))
-    ));
-    assert_eq!(
-        store.conversation(c.id).await.unwrap(),
-        None,
-        "nothing of the change was applied"
-    );
-    assert_eq!(
-        store.external_message(&ch, &ext).await.unwrap(),
-        Some((ConversationId(1), 1))
-    );
-    assert_eq!(store.status_counts().await.unwrap(), [0; 5]);
-}
-
-#[tokio::test]
-async fn lists_filter_sort_and_paginate_through_indexes() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    // 30 conversations: status cycles, two channels, updated = id.
-    for i in 1..=30u64 {
-        let status = Status::ALL[(i % 5) as usize];
-        let channel = if i % 2 == 0 { "even" } else { "odd" };
-        create(&store, &conv(i, channel, status, i as i64 * 100));
-    }
-    let q = |status: Option<Status>, channel: Option<&str>, order: Order, limit: usize| {
-        ConversationQuery {
-            status,
-            channel: channel.map(ChannelId::new),
-            order,
-            limit,
-            ..ConversationQuery::default()
-        }
-    };
-    // All statuses merged, newest first, in pages of 7.
-    let mut seen = Vec::new();
-    let mut query = q(None, None, Order::NewestFirst, 7);
-    loop {
-        let page = store.list_conversations(&query).await.unwrap();
-        seen.extend(ids(&page));
-        match page.next {
-            Some(c) => query.after = Some(c),
-            None => break,
-        }
-    }
-    assert_eq!(seen, (1..=30).rev().collect::<Vec<_>>());
-
-    let queued = store
-        .list_conversations(&q(Some(Status::Queued), None, Order::OldestFirst, 50))
-        .await
-        .unwrap();
-    assert_eq!(ids(&queued), vec![1, 6, 11, 16, 21, 26]);
-    assert!(queued.next.is_none());
-
-    let even_queued = store
-        .list_conversations(&q(
-            Some(Status::Queued),
-            Some("even"),
-            Order::NewestFirst,
-            2,
-        ))
-        .await
-        .unwrap();
-    assert_eq!(ids(&even_queued), vec![26, 16]);
-    let rest = store
-        .list_conversations(&ConversationQuery {
-            after: even_queued.next,
-            ..q(Some(Status::Queued), Some("even"), Order::NewestFirst, 2)
-        })
-        .await
-        .unwrap();
-    assert_eq!(ids(&rest), vec![6]);
-
-    let mine = store
-        .list_conversations(&ConversationQuery {
-            assignee: Some(AgentId(7)),
-            limit: 50,
-            ..ConversationQuery::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(ids(&mine), vec![27, 22, 17, 12, 7, 2]);
-    assert_eq!(store.status_counts().await.unwrap(), [6, 6, 6, 6, 6]);
 }
 
 #[tokio::test]
@@ -324,55 +191,6 @@ async fn many_concurrent_durability_waits_complete() {
     tokio::time::timeout(std::time::Duration::from_secs(30), all)
         .await
         .expect("no deadlock");
-}
-
-#[tokio::test]
-async fn channel_state_scans_by_prefix_and_resumes_after_a_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let state = store.channel_state(&ChannelId::new("chat")).await.unwrap();
-    state
-        .put_all(&[
-            (b"a/1", b"x"),
-            (b"a/2", b"y"),
-            (b"a/3", b"z"),
-            (b"b/1", b"w"),
-        ])
-        .await
-        .unwrap();
-    state.sync().await.unwrap();
-    let all = state.scan(b"a/", None, 10).await.unwrap();
-    assert_eq!(all.len(), 3);
-    let after = state.scan(b"a/", Some(b"a/1"), 10).await.unwrap();
-    assert_eq!(
-        after.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
-        vec![b"a/2".to_vec(), b"a/3".to_vec()]
-    );
-    assert!(state.next_id().await.unwrap() < state.next_id().await.unwrap());
-    // Another channel's space is separate.
-    let other = store.channel_state(&ChannelId::new("other")).await.unwrap();
-    assert!(other.scan(b"", None, 10).await.unwrap().is_empty());
-}
-
-fn customer_message(conv: ConversationId, seq: u64, text: &str, at: i64) -> Message {
-    Message {
-        edited_at_ms: None,
-        deleted_at_ms: None,
-        idempotency_key: None,
-        subject: None,
-        payload: None,
-        member: None,
-        buttons: vec![],
-        conversation: conv,
-        seq,
-        author: crate::model::Author::Customer,
-        text: text.into(),
-        attachments: vec![],
-        external_id: None,
-        delivery: None,
-        verdict: None,
-        created_at_ms: at,
-    }
 }
 
 #[tokio::test]
@@ -1175,4 +993,25 @@ async fn a_message_the_bot_must_not_answer_is_never_queued_after_a_crash() {
             .collect::<Vec<_>>(),
         vec![(id, 1)]
     );
+}
+
+pub(crate) fn customer_message(conv: ConversationId, seq: u64, text: &str, at: i64) -> Message {
+    Message {
+        edited_at_ms: None,
+        deleted_at_ms: None,
+        idempotency_key: None,
+        subject: None,
+        payload: None,
+        member: None,
+        buttons: vec![],
+        conversation: conv,
+        seq,
+        author: crate::model::Author::Customer,
+        text: text.into(),
+        attachments: vec![],
+        external_id: None,
+        delivery: None,
+        verdict: None,
+        created_at_ms: at,
+    }
 }
