@@ -3,9 +3,9 @@
 //! # Layout
 //! - [`model`]: pure types, the conversation state machine, and the vocabulary every layer
 //!   shares (a text's language, `Localized` texts, the `Availability` seam). No I/O.
-//! - [`store`]: the narrow `Store` trait, `store::open` (the one place a backend is opened)
-//!   and its sled implementation (one writer, atomic batches, group commit, in-memory index
-//!   and caches).
+//! - [`store`]: the `Store` contract (async, backend-neutral), `store::open` (the one place
+//!   a backend is opened), its sled implementation (one writer, atomic batches, group commit,
+//!   in-memory index and caches), an in-memory one, and the contract suite both pass.
 //! - [`routing`]: pure policy for who answers when: business hours, teams and the choice of
 //!   agent, per-team schedules, SLA clocks.
 //! - [`bot`]: the `Responder` seam, the knowledge base and the responder of this build.

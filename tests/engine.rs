@@ -10,6 +10,7 @@ use switchboard::bot::{BotInput, Decision, EscalationReason, Responder};
 use switchboard::config::OutboxConfig;
 use switchboard::engine::{Engine, EngineSettings};
 use switchboard::model::{Action, Actor, Author, ConversationId, DeliveryState, EventKind, Status};
+use switchboard::store::memory::MemoryStore;
 use switchboard::store::sled_store::SledOptions;
 use switchboard::store::{SledStore, Store};
 use switchboard_channel::*;
@@ -92,16 +93,33 @@ fn message(thread: &str, id: &str, text: &str) -> InboundEvent {
 
 struct Rig {
     engine: Arc<Engine>,
-    store: Arc<SledStore>,
+    store: Arc<dyn Store>,
     wire: Arc<Wire>,
     bot: Arc<Scripted>,
     stop: CancellationToken,
     _dir: tempfile::TempDir,
 }
 
+/// Where a rig keeps its state: the daemon's sled, or the in-memory backend (the engine
+/// must not care).
+#[derive(Clone, Copy)]
+enum Backend {
+    Sled,
+    Memory,
+}
+
 async fn rig(decisions: Vec<Decision>) -> Rig {
+    rig_on(Backend::Sled, decisions).await
+}
+
+async fn rig_on(backend: Backend, decisions: Vec<Decision>) -> Rig {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SledStore::open(dir.path(), &SledOptions::with_cache_mb(8)).unwrap());
+    let store: Arc<dyn Store> = match backend {
+        Backend::Sled => {
+            Arc::new(SledStore::open(dir.path(), &SledOptions::with_cache_mb(8)).unwrap())
+        }
+        Backend::Memory => Arc::new(MemoryStore::new()),
+    };
     let bot = Arc::new(Scripted {
         decisions: Mutex::new(decisions.into()),
         asked: Mutex::default(),
@@ -193,6 +211,15 @@ impl Rig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decisions_become_replies_handovers_and_recorded_reasons() {
+    decisions_become_replies_on(Backend::Sled).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_become_replies_handovers_and_recorded_reasons_in_memory() {
+    decisions_become_replies_on(Backend::Memory).await;
+}
+
+async fn decisions_become_replies_on(backend: Backend) {
     let answer = |text: &str| Decision::Answer {
         entry: "e1".into(),
         text: text.into(),
@@ -201,19 +228,22 @@ async fn decisions_become_replies_handovers_and_recorded_reasons() {
         buttons: vec![],
         detail: "scripted".into(),
     };
-    let rig = rig(vec![
-        answer("first answer"),
-        Decision::Clarify {
-            text: "which one?".into(),
-            options: vec![],
-            score: Some(0.4),
-            detail: "scripted".into(),
-        },
-        Decision::Escalate {
-            reason: EscalationReason::BotError,
-            detail: "scripted failure".into(),
-        },
-    ])
+    let rig = rig_on(
+        backend,
+        vec![
+            answer("first answer"),
+            Decision::Clarify {
+                text: "which one?".into(),
+                options: vec![],
+                score: Some(0.4),
+                detail: "scripted".into(),
+            },
+            Decision::Escalate {
+                reason: EscalationReason::BotError,
+                detail: "scripted failure".into(),
+            },
+        ],
+    )
     .await;
     rig.say("t1", "m1", "q1").await;
     assert_eq!(rig.delivered("t1", 1).await, ["first answer"]);
@@ -348,12 +378,24 @@ async fn outbox_waits_out_retry_after_and_keeps_each_conversation_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_messages_to_one_conversation_are_all_stored_in_sequence() {
+    concurrent_messages_on(Backend::Sled).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_messages_to_one_conversation_are_all_stored_in_sequence_in_memory() {
+    concurrent_messages_on(Backend::Memory).await;
+}
+
+async fn concurrent_messages_on(backend: Backend) {
     // The first message is escalated; the rest arrive while a person owns nothing yet, so the
     // bot stays silent after that (queued).
-    let rig = rig(vec![Decision::Escalate {
-        reason: EscalationReason::AskedForHuman,
-        detail: "test".into(),
-    }])
+    let rig = rig_on(
+        backend,
+        vec![Decision::Escalate {
+            reason: EscalationReason::AskedForHuman,
+            detail: "test".into(),
+        }],
+    )
     .await;
     rig.say("busy", "b0", "first").await;
     rig.delivered("busy", 1).await;

@@ -211,7 +211,7 @@ async fn new_messages_do_not_rewrite_the_record_and_a_crash_is_repaired() {
                 &Change {
                     conversations: vec![ConversationWrite::update(previous.clone(), next.clone())],
                     messages: vec![customer_message(id, seq, &next.preview, next.updated_at_ms)],
-                    // As the engine stores them: for the bot (see `not_for_the_bot`).
+                    // As the engine stores them: for the bot (see `adds_unqueued_customer_message`).
                     bot_queue_put: vec![(id, seq)],
                     ..Change::default()
                 },

@@ -34,7 +34,7 @@ use super::{
     EXTERNAL_IDS, FAILED, IDENTITIES, MESSAGES, NOTES, OUTBOX, PREFIXES, THREADS, TOKENS, TREES,
     decode, encode, io,
 };
-use crate::model::{Agent, AgentId, Author, Conversation, ConversationId, Event, EventId, Status};
+use crate::model::{Agent, AgentId, Author, Conversation, ConversationId, Event, EventId};
 use crate::store::keys;
 use crate::store::{Change, Commit, Committed, Durable, Result, StoreError};
 
@@ -96,14 +96,14 @@ impl Prepared {
                     None => 1,
                 };
                 // Written in full, as the bot queue's recovery relies on (see [`BotQueue`]):
-                // a bot decision that says something, and a customer message the bot must not
-                // answer (from a machine) while the bot would otherwise.
+                // a bot decision that says something, and a customer message the change does
+                // not queue for the bot.
                 let activity_only = w
                     .previous
                     .as_ref()
                     .is_some_and(|p| p.same_but_activity(&record))
                     && !change.bot_queue_remove.iter().any(|(c, _)| *c == record.id)
-                    && !not_for_the_bot(&change, &record);
+                    && !adds_unqueued_customer_message(&change, &record);
                 let bytes = (!activity_only).then(|| encode(&record));
                 (record, bytes)
             })
@@ -496,22 +496,21 @@ impl Versions<'_> {
 /// - a decision that says something is recorded with a full record write, so a message the
 ///   bot answered is never newer than the record on disk, and is never decided again; a
 ///   silent decision ([`Request::BotDone`]) may be redone after a crash, which changes nothing;
-/// - a customer message the bot must not answer (a machine's, in a conversation the bot
-///   serves) is stored with a full record write too, so it is never queued at open. In other
-///   states a re-queued message is dropped by the bot worker, which checks the status.
+/// - a customer message the change does not queue (the engine decides which messages the bot
+///   reads; the store does not know why) is stored with a full record write too, so it is
+///   never queued at open.
 pub(super) type BotQueue = BTreeMap<(ConversationId, u64), bool>;
 
-/// Whether the change adds a customer message to a conversation the bot serves without
-/// queueing it for the bot (a machine's message: the bot never answers those). Opening the
-/// store after a crash would queue it with the other newer messages; a full record write
-/// keeps it out of their range.
-fn not_for_the_bot(change: &Change, record: &Conversation) -> bool {
-    matches!(record.status, Status::Bot | Status::Queued)
-        && change.messages.iter().any(|m| {
-            m.conversation == record.id
-                && m.author == Author::Customer
-                && !change.bot_queue_put.contains(&(record.id, m.seq))
-        })
+/// Whether the change adds a customer message to the conversation without queueing it for
+/// the bot. Opening the store after a crash would queue it with the other messages newer than
+/// the record on disk; a full record write keeps it out of their range. Which messages the
+/// bot reads is the engine's business: this looks only at what the change says.
+fn adds_unqueued_customer_message(change: &Change, record: &Conversation) -> bool {
+    change.messages.iter().any(|m| {
+        m.conversation == record.id
+            && m.author == Author::Customer
+            && !change.bot_queue_put.contains(&(record.id, m.seq))
+    })
 }
 
 /// One conversation's entries in the bot queue.
