@@ -39,6 +39,21 @@ pub struct Contact {
     pub forgotten_at_ms: Option<i64>,
 }
 
+impl Contact {
+    /// What is left of an erased contact: its id and merge link, when it was made and when
+    /// it was forgotten; no name, no identities.
+    pub fn tombstone(&self, forgotten_at_ms: i64) -> Contact {
+        Contact {
+            id: self.id,
+            name: None,
+            identities: Vec::new(),
+            merged_into: self.merged_into,
+            created_at_ms: self.created_at_ms,
+            forgotten_at_ms: Some(forgotten_at_ms),
+        }
+    }
+}
+
 /// A customer's id on one channel.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Identity {

@@ -14,7 +14,7 @@ use crate::model::{
     Identity, Status,
 };
 
-fn conv(id: u64, channel: &str, status: Status, updated: i64) -> Conversation {
+pub(crate) fn conv(id: u64, channel: &str, status: Status, updated: i64) -> Conversation {
     let mut c = Conversation::new(
         ConversationId(id),
         ContactId(1000 + id),

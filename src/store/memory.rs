@@ -494,15 +494,7 @@ impl Store for MemoryStore {
             blobs.extend(st.erase_conversation(c, &mut out));
         }
         for c in &family {
-            let tombstone = Contact {
-                id: c.id,
-                name: None,
-                identities: Vec::new(),
-                merged_into: c.merged_into,
-                created_at_ms: c.created_at_ms,
-                forgotten_at_ms: Some(at_ms),
-            };
-            st.contacts.insert(c.id, tombstone);
+            st.contacts.insert(c.id, c.tombstone(at_ms));
             out.contacts.push(c.id);
         }
         // Files other messages still use stay.

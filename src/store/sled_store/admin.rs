@@ -555,15 +555,10 @@ pub(super) fn erase(x: Exclusive<'_>, contact: ContactId, at_ms: i64) -> Result<
                 gone.push(record);
             }
         }
-        let tombstone = Contact {
-            id: c.id,
-            name: None,
-            identities: Vec::new(),
-            merged_into: c.merged_into,
-            created_at_ms: c.created_at_ms,
-            forgotten_at_ms: Some(at_ms),
-        };
-        batch.insert(contacts.key(&c.id.to_be_bytes()), super::encode(&tombstone));
+        batch.insert(
+            contacts.key(&c.id.to_be_bytes()),
+            super::encode(&c.tombstone(at_ms)),
+        );
         out.contacts.push(c.id);
     }
     segments::remove(space(x.data, EVENTS), &mut batch, &events)?;

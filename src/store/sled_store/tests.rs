@@ -1,5 +1,5 @@
 use crate::store::Maintenance;
-use switchboard_channel::{ChannelId, ExternalMessageId, ExternalThread, ExternalUser};
+use switchboard_channel::{ChannelId, ExternalMessageId, ExternalUser};
 
 use super::*;
 use crate::model::{Actor, EventKind, Identity, NoteId, Status};
@@ -23,18 +23,7 @@ fn open_with(dir: &Path, options: &SledOptions) -> SledStore {
     panic!("cannot open the store: {last:?}")
 }
 
-fn conv(id: u64, channel: &str, status: Status, updated: i64) -> Conversation {
-    let mut c = Conversation::new(
-        ConversationId(id),
-        ContactId(1000 + id),
-        ChannelId::new(channel),
-        ExternalThread::new(format!("t{id}")),
-        updated,
-    );
-    c.status = status;
-    c.assignee = (status == Status::Assigned).then_some(AgentId(7));
-    c
-}
+use crate::store::contract::conv;
 
 /// Commits and waits.
 fn apply(store: &SledStore, change: &Change) -> Result<()> {
