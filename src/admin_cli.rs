@@ -52,7 +52,7 @@ pub enum ContactCommand {
 
 /// The store opened here, or the running daemon's API.
 enum Target {
-    Local(Arc<SledStore>),
+    Local(Arc<dyn Store>),
     Remote(Remote),
 }
 
@@ -79,7 +79,7 @@ impl Responder for NoBot {
 }
 
 /// An engine over the store, for admin commands (nothing runs in the background).
-async fn offline_engine(config: &Config, store: &Arc<SledStore>) -> anyhow::Result<Arc<Engine>> {
+async fn offline_engine(config: &Config, store: &Arc<dyn Store>) -> anyhow::Result<Arc<Engine>> {
     Ok(Engine::new(
         store.clone(),
         Arc::new(NoBot),
@@ -320,7 +320,7 @@ pub async fn export(config: &Config, output: Option<&Path>) -> anyhow::Result<()
                 &dir.join("db"),
                 &crate::store::sled_store::SledOptions::with_cache_mb(64),
             )?;
-            (Arc::new(store), Some(dir))
+            (Arc::new(store) as Arc<dyn Store>, Some(dir))
         }
     };
     let mut out: Box<dyn Write + Send> = match output {

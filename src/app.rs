@@ -22,13 +22,13 @@ use crate::inbox::ApiState;
 use crate::model::Role;
 use crate::notify::Notifier;
 use crate::store::blobs::FileBlobs;
-use crate::store::{SledStore, Store};
+use crate::store::Store;
 
 /// How long shutdown waits for background tasks.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Opens the store in `config.data_dir`.
-pub fn open_store(config: &Config) -> anyhow::Result<Arc<SledStore>> {
+pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     crate::store::open(&config.data_dir, &config.store).with_context(|| {
         format!(
             "opening the store in {}",

@@ -285,7 +285,7 @@ pub(crate) fn config_or_default(path: Option<&Path>) -> anyhow::Result<Config> {
 
 /// The live knowledge base of the daemon's data directory (the daemon must be stopped:
 /// sled allows one process at a time).
-async fn open_live(config: &Config, model: bool) -> anyhow::Result<(Arc<SledStore>, LiveKb)> {
+async fn open_live(config: &Config, model: bool) -> anyhow::Result<(Arc<dyn Store>, LiveKb)> {
     let store = crate::app::open_store(config).context(
         "opening the store (is the daemon running? stop it, or use POST /api/v1/kb/import)",
     )?;

@@ -64,7 +64,7 @@ impl Default for StoreConfig {
 
 /// Opens the store of `data_dir` as `config` says (creating the directory). Every command that
 /// reads or writes the daemon's state opens it here.
-pub fn open(data_dir: &Path, config: &StoreConfig) -> Result<Arc<SledStore>, StoreError> {
+pub fn open(data_dir: &Path, config: &StoreConfig) -> Result<Arc<dyn super::Store>, StoreError> {
     std::fs::create_dir_all(data_dir)
         .map_err(|e| StoreError::Io(format!("creating data dir {}: {e}", data_dir.display())))?;
     let db = data_dir.join("db");
