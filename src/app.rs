@@ -21,8 +21,8 @@ use crate::engine::{Engine, EngineSettings};
 use crate::inbox::ApiState;
 use crate::model::Role;
 use crate::notify::Notifier;
-use crate::store::blobs::FileBlobs;
 use crate::store::Store;
+use crate::store::blobs::FileBlobs;
 
 /// How long shutdown waits for background tasks.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

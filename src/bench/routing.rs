@@ -27,8 +27,7 @@ use crate::model::{AgentId, Presence, Role, Status};
 use crate::routing::assign::{
     Candidate, RoutingConfig, Strategy, TeamConfig, choose, resolve_teams,
 };
-use crate::store::sled_store::{SledOptions, SledStore};
-use crate::store::{ConversationQuery, Order, Store};
+use crate::store::{ConversationQuery, Order};
 
 #[derive(clap::Args)]
 pub struct RoutingArgs {
@@ -104,7 +103,13 @@ fn teams() -> Vec<TeamConfig> {
 
 pub async fn routing(args: RoutingArgs) -> anyhow::Result<()> {
     let dir = tempdir()?;
-    let store = Arc::new(SledStore::open(&dir, &SledOptions::with_cache_mb(64))?);
+    let store = crate::store::open(
+        &dir,
+        &crate::store::StoreConfig {
+            cache_mb: 64,
+            ..Default::default()
+        },
+    )?;
     let settings = EngineSettings {
         handoff_message: "a person will reply".into(),
         welcome_message: "hello".into(),

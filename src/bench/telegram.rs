@@ -19,9 +19,7 @@ use switchboard_channel::{
 use switchboard_telegram::fake::FakeTelegram;
 use switchboard_telegram::{TelegramChannel, TelegramConfig};
 
-use crate::store::Store;
 use crate::store::blobs::FileBlobs;
-use crate::store::sled_store::SledOptions;
 
 const TOKEN: &str = "1000:bench";
 
@@ -116,7 +114,7 @@ pub async fn telegram(args: TelegramArgs) -> anyhow::Result<()> {
     handle.await??;
 
     // Outbound, the connector alone.
-    let store = crate::store::SledStore::open(&tmp.join("out"), &SledOptions::with_cache_mb(16))?;
+    let store = crate::store::open(&tmp.join("out"), &crate::store::StoreConfig::default())?;
     let id = ChannelId::new("tg");
     let ctx = ChannelContext {
         state: store.channel_state(&id).await?,
