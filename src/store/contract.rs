@@ -259,10 +259,15 @@ pub(super) async fn the_event_feed_is_in_commit_order_and_resumes_anywhere(store
     }
     let page = store.events(Some(given[3]), 5).await.unwrap();
     assert_eq!(page.len(), 5);
+    // Announced once durable, possibly just after the commit answered: wait (bounded).
     let mut heard = Vec::new();
-    while let Ok(e) = live.try_recv() {
-        heard.push(e.id);
+    while heard.len() < given.len() {
+        match tokio::time::timeout(std::time::Duration::from_secs(10), live.recv()).await {
+            Ok(Ok(e)) => heard.push(e.id),
+            other => panic!("the feed stopped after {} events: {other:?}", heard.len()),
+        }
     }
+    assert!(live.try_recv().is_err(), "nothing more");
     assert_eq!(
         heard, given,
         "the subscriber heard every event once, in order"
@@ -595,14 +600,21 @@ macro_rules! contract_suite {
 }
 
 mod sled {
+    /// A store in a fresh directory. sled's file lock has been seen refused for a moment
+    /// on a fresh directory while other test processes run (the sled tests retry reopening
+    /// for the same reason): retried, bounded.
     fn open() -> (std::sync::Arc<dyn super::Store>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::SledStore::open(
-            dir.path(),
-            &crate::store::sled_store::SledOptions::with_cache_mb(8),
-        )
-        .unwrap();
-        (std::sync::Arc::new(store), dir)
+        let options = crate::store::sled_store::SledOptions::with_cache_mb(8);
+        let mut last = None;
+        for _ in 0..100 {
+            match crate::store::SledStore::open(dir.path(), &options) {
+                Ok(store) => return (std::sync::Arc::new(store), dir),
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("cannot open the store: {last:?}")
     }
     crate::contract_suite!(open());
 }
