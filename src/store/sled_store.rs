@@ -166,6 +166,14 @@ pub(super) fn io(e: impl std::fmt::Display) -> StoreError {
     StoreError::Io(e.to_string())
 }
 
+/// Whether sled refused its file lock: another handle holds it. sled 0.34 reports that as an
+/// `Other` I/O error whose message names the lock (and `WouldBlock` inside).
+fn lock_refused(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(ioe)
+        if ioe.kind() == std::io::ErrorKind::WouldBlock
+            || ioe.to_string().contains("could not acquire lock"))
+}
+
 fn in_use(path: &Path) -> StoreError {
     StoreError::InUse(path.display().to_string())
 }
@@ -183,13 +191,16 @@ pub(super) fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> R
 
 impl SledStore {
     pub fn open(path: &Path, options: &SledOptions) -> Result<Self> {
-        let compacted = admin::compact_if_pending(path).map_err(|e| match e {
+        // An existing database is opened once first, to see whether a rewrite is pending
+        // (that open fails when another process holds it: in use).
+        let opened_before = path.exists();
+        admin::compact_if_pending(path).map_err(|e| match e {
             StoreError::Io(m) if m.contains("temporarily unavailable") => in_use(path),
             other => other,
         })?;
-        // After a rewrite the copy's handle may hold the lock a moment longer (its background
-        // thread winds down): wait for it, bounded.
-        let mut attempts = if compacted { 100 } else { 1 };
+        // The handle of that first open (or of the rewrite's copy) may hold the lock a moment
+        // longer, while its background thread winds down: wait for it, bounded.
+        let mut attempts = if opened_before { 100 } else { 1 };
         let db = loop {
             attempts -= 1;
             match sled::Config::new()
@@ -198,14 +209,10 @@ impl SledStore {
                 .open()
             {
                 Ok(db) => break db,
-                Err(sled::Error::Io(ref ioe))
-                    if ioe.kind() == std::io::ErrorKind::WouldBlock && attempts > 0 =>
-                {
+                Err(ref e) if lock_refused(e) && attempts > 0 => {
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
-                Err(sled::Error::Io(ref ioe)) if ioe.kind() == std::io::ErrorKind::WouldBlock => {
-                    return Err(in_use(path));
-                }
+                Err(ref e) if lock_refused(e) => return Err(in_use(path)),
                 Err(other) => return Err(io(other)),
             }
         };
