@@ -600,21 +600,15 @@ macro_rules! contract_suite {
 }
 
 mod sled {
-    /// A store in a fresh directory. sled's file lock has been seen refused for a moment
-    /// on a fresh directory while other test processes run (the sled tests retry reopening
-    /// for the same reason): retried, bounded.
+    /// A store in a fresh directory.
     fn open() -> (std::sync::Arc<dyn super::Store>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let options = crate::store::sled_store::SledOptions::with_cache_mb(8);
-        let mut last = None;
-        for _ in 0..100 {
-            match crate::store::SledStore::open(dir.path(), &options) {
-                Ok(store) => return (std::sync::Arc::new(store), dir),
-                Err(e) => last = Some(e),
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        panic!("cannot open the store: {last:?}")
+        let store = crate::store::SledStore::open(
+            dir.path(),
+            &crate::store::sled_store::SledOptions::with_cache_mb(8),
+        )
+        .unwrap();
+        (std::sync::Arc::new(store), dir)
     }
     crate::contract_suite!(open());
 }
