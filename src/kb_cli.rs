@@ -10,6 +10,9 @@ use crate::bot::embed::{Embedder, NoCache, StateCache, VectorCache};
 use crate::bot::kb;
 use crate::bot::live::LiveKb;
 use crate::bot::matcher::{Matcher, Policies, Policy};
+use crate::bot::config::BotConfig;
+use crate::bot::intent::Intents;
+use crate::bot::responder::KbResponder;
 use crate::bot::{calibrate, eval};
 use crate::config::Config;
 use crate::store::sled_store::SledOptions;
@@ -140,9 +143,21 @@ pub async fn eval(args: EvalArgs) -> anyhow::Result<()> {
             println!("  {name}: {}", describe_calibration(c));
         }
     }
-    let (scored, latencies) = eval::score_all(&matcher, &policy, &queries)?;
+    let mut intents = Intents::load(bot.intents_file.as_deref())?;
+    if let Some(model) = &model {
+        intents.embed(model, cache.as_ref())?;
+    }
+    let decided = BotConfig {
+        semantic: policy.semantic,
+        lexical: policy.lexical,
+        ..bot
+    };
+    let responder = KbResponder::new(matcher, &decided).with_intents(intents);
+    let matcher = responder.matcher();
+    let scored = eval::score_all(matcher, &queries)?;
+    let (decisions, latencies) = eval::decide_all(&responder, &queries);
     if let Some(path) = &args.dump {
-        eval::dump(path, &matcher, &queries, &scored)?;
+        eval::dump(path, matcher, &queries, &scored)?;
     }
     if args.verbose {
         for (q, s) in queries.iter().zip(&scored) {
@@ -165,7 +180,9 @@ pub async fn eval(args: EvalArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let report = eval::report(&matcher, &policy, &queries, &scored, latencies, build_ms);
+    let report = eval::report(
+        matcher, &policy, &queries, &scored, &decisions, latencies, build_ms,
+    );
     if args.json {
         let mut json = serde_json::to_value(&report)?;
         json["calibration"] = serde_json::to_value(
@@ -189,7 +206,7 @@ pub async fn eval(args: EvalArgs) -> anyhow::Result<()> {
             semantic: all(policy.semantic),
             lexical: all(policy.lexical),
         };
-        let t = eval::Tally::of(&matcher, &everything, &queries, &scored);
+        let t = eval::Tally::of(matcher, &everything, &queries, &scored);
         println!(
             "\nanswering every query with its best entry: accuracy {:.1}%, wrong {:.1}%",
             t.accuracy() * 100.0,
@@ -198,7 +215,7 @@ pub async fn eval(args: EvalArgs) -> anyhow::Result<()> {
         println!(
             "most accurate policies on this set with wrong answers <= 5%, out-of-scope recall >= 60%:"
         );
-        for (p, t) in eval::sweep(&matcher, &queries, &scored, &policy, 0.05, 0.6) {
+        for (p, t) in eval::sweep(matcher, &queries, &scored, &policy, 0.05, 0.6) {
             println!(
                 "  answer {:.2} margin {:.2} lexical_weight {:.1} top_k {}: accuracy {:.1}%  oos recall {:.1}%  wrong {:.2}%",
                 p.answer,

@@ -7,6 +7,8 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::matcher::{Matcher, Policies, Policy, Scored, Verdict};
+use super::{Decision, Responder};
+use crate::model::EscalationReason;
 
 #[derive(Debug, Deserialize)]
 pub struct Query {
@@ -43,6 +45,12 @@ pub struct Report {
     /// In-scope accuracy + clarify hit rate.
     pub resolved_rate: f64,
     pub escalate_rate: f64,
+    /// Queries the conversation layer took before the knowledge base was asked: handed
+    /// over as a request for a person, upset or sensitive, or answered as small talk.
+    pub conversation_rate: f64,
+    /// The knowledge base alone (the matcher's verdict, no conversation layer): what the
+    /// figures above would be if every query were taken as a question.
+    pub faq_only: FaqFigures,
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,
     pub model: Option<String>,
@@ -55,22 +63,107 @@ pub struct Report {
     pub lexical_policy: Policy,
 }
 
-/// Scores every query once (the expensive part), timing each score + decision.
-pub fn score_all(
-    matcher: &Matcher,
-    policy: &Policies,
-    queries: &[Query],
-) -> anyhow::Result<(Vec<Scored>, Vec<f64>)> {
-    let mut scored = Vec::with_capacity(queries.len());
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct FaqFigures {
+    pub in_scope_accuracy: f64,
+    pub out_of_scope_recall: f64,
+    pub wrong_answer_rate: f64,
+    pub clarify_hit_rate: f64,
+    pub resolved_rate: f64,
+}
+
+impl From<&Tally> for FaqFigures {
+    fn from(t: &Tally) -> FaqFigures {
+        FaqFigures {
+            in_scope_accuracy: t.accuracy(),
+            out_of_scope_recall: t.oos_recall(),
+            wrong_answer_rate: t.wrong_rate(),
+            clarify_hit_rate: t.clarify_hit_rate(),
+            resolved_rate: t.accuracy() + t.clarify_hit_rate(),
+        }
+    }
+}
+
+/// Scores every query once against the knowledge base alone (for the sweep, the dump and
+/// the FAQ-only figures).
+pub fn score_all(matcher: &Matcher, queries: &[Query]) -> anyhow::Result<Vec<Scored>> {
+    queries.iter().map(|q| Ok(matcher.score(&q.text)?)).collect()
+}
+
+/// Decides every query as the daemon decides a new customer's first message (the
+/// conversation layer, then the knowledge base), timing each decision.
+pub fn decide_all(responder: &dyn Responder, queries: &[Query]) -> (Vec<Decision>, Vec<f64>) {
+    let mut decisions = Vec::with_capacity(queries.len());
     let mut latencies = Vec::with_capacity(queries.len());
     for q in queries {
         let t = Instant::now();
-        let s = matcher.score(&q.text)?;
-        std::hint::black_box(policy.decide(&s));
+        let d = responder.decide(&super::BotInput {
+            text: &q.text,
+            misses: 0,
+            last_entry: None,
+        });
         latencies.push(t.elapsed().as_secs_f64() * 1e3);
-        scored.push(s);
+        decisions.push(d);
     }
-    Ok((scored, latencies))
+    (decisions, latencies)
+}
+
+/// What one query met, as far as the figures go.
+#[derive(Debug, PartialEq)]
+enum Outcome<'a> {
+    Answer(&'a str),
+    /// Offered these entries to pick from.
+    Clarify(Vec<&'a str>),
+    /// Handed over at once.
+    Escalate,
+    /// Not answered from the knowledge base: a request to rephrase, or small talk.
+    Decline,
+}
+
+impl<'a> Outcome<'a> {
+    fn of_verdict(matcher: &'a Matcher, verdict: &Verdict) -> Outcome<'a> {
+        let id = |e: usize| matcher.entries()[e].id.as_str();
+        match verdict {
+            Verdict::Answer { entry, .. } => Outcome::Answer(id(*entry)),
+            Verdict::Clarify { options } => {
+                Outcome::Clarify(options.iter().map(|&(e, _)| id(e)).collect())
+            }
+            Verdict::NoMatch { .. } => Outcome::Escalate,
+        }
+    }
+
+    fn of_decision(decision: &'a Decision) -> Outcome<'a> {
+        match decision {
+            Decision::Answer { entry, .. } => Outcome::Answer(entry),
+            Decision::Clarify { options, .. } => {
+                let entries: Vec<&str> = options
+                    .iter()
+                    .filter_map(|b| super::responder::picked_entry(&b.payload))
+                    .collect();
+                if entries.is_empty() {
+                    Outcome::Decline
+                } else {
+                    Outcome::Clarify(entries)
+                }
+            }
+            Decision::Escalate { .. } => Outcome::Escalate,
+            Decision::Reply { .. } => Outcome::Decline,
+        }
+    }
+}
+
+/// Whether the conversation layer took the decision before the knowledge base was asked.
+fn by_conversation_layer(decision: &Decision) -> bool {
+    match decision {
+        Decision::Reply { .. } => true,
+        Decision::Escalate { reason, .. } => matches!(
+            reason,
+            EscalationReason::AskedForHuman
+                | EscalationReason::Frustrated
+                | EscalationReason::Sensitive
+        ),
+        _ => false,
+    }
 }
 
 /// Counts of one policy over scored queries.
@@ -87,41 +180,54 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// The knowledge base's verdicts alone.
     pub fn of(matcher: &Matcher, policy: &Policies, queries: &[Query], scored: &[Scored]) -> Tally {
         let mut t = Tally::default();
         for (q, s) in queries.iter().zip(scored) {
-            let verdict = policy.decide(s);
-            let answered = match &verdict {
-                Verdict::Answer { entry, .. } => Some(matcher.entries()[*entry].id.as_str()),
-                Verdict::Clarify { options } => {
-                    t.clarified += 1;
-                    let offered = |want: &str| {
-                        options
-                            .iter()
-                            .any(|&(e, _)| matcher.entries()[e].id == want)
-                    };
-                    if q.expect.as_deref().is_some_and(offered) {
-                        t.clarify_hits += 1;
-                    }
-                    None
-                }
-                Verdict::NoMatch { .. } => {
-                    t.escalated += 1;
-                    None
-                }
-            };
-            match (&q.expect, answered) {
-                (Some(_), _) => t.in_scope += 1,
-                (None, _) => t.out_of_scope += 1,
-            }
-            match (&q.expect, answered) {
-                (Some(want), Some(got)) if want == got => t.correct += 1,
-                (_, Some(_)) => t.wrong += 1,
-                (None, None) => t.oos_declined += 1,
-                (Some(_), None) => {}
-            }
+            t.add(q.expect.as_deref(), Outcome::of_verdict(matcher, &policy.decide(s)));
         }
         t
+    }
+
+    /// The whole bot's decisions.
+    pub fn of_decisions(queries: &[Query], decisions: &[Decision]) -> Tally {
+        let mut t = Tally::default();
+        for (q, d) in queries.iter().zip(decisions) {
+            t.add(q.expect.as_deref(), Outcome::of_decision(d));
+        }
+        t
+    }
+
+    fn add(&mut self, expect: Option<&str>, outcome: Outcome<'_>) {
+        let answered = match outcome {
+            Outcome::Answer(id) => Some(id),
+            Outcome::Clarify(offered) => {
+                self.clarified += 1;
+                if expect.is_some_and(|want| offered.contains(&want)) {
+                    self.clarify_hits += 1;
+                }
+                None
+            }
+            Outcome::Escalate => {
+                self.escalated += 1;
+                None
+            }
+            Outcome::Decline => None,
+        };
+        match expect {
+            Some(_) => self.in_scope += 1,
+            None => self.out_of_scope += 1,
+        }
+        match (expect, answered) {
+            (Some(want), Some(got)) if want == got => self.correct += 1,
+            (_, Some(_)) => self.wrong += 1,
+            (None, None) => self.oos_declined += 1,
+            (Some(_), None) => {}
+        }
+    }
+
+    pub fn clarify_hit_rate(&self) -> f64 {
+        Self::share(self.clarify_hits, self.in_scope)
     }
 
     fn share(n: usize, of: usize) -> f64 {
@@ -145,17 +251,22 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// The figures of the bot's decisions (`decisions`, one per query, timed by
+/// `latencies`), with the knowledge base's alone beside them.
 pub fn report(
     matcher: &Matcher,
     policy: &Policies,
     queries: &[Query],
     scored: &[Scored],
+    decisions: &[Decision],
     mut latencies: Vec<f64>,
     index_build_ms: f64,
 ) -> Report {
-    let t = Tally::of(matcher, policy, queries, scored);
+    let t = Tally::of_decisions(queries, decisions);
+    let faq = Tally::of(matcher, policy, queries, scored);
     latencies.sort_by(f64::total_cmp);
     let n = queries.len();
+    let taken = decisions.iter().filter(|d| by_conversation_layer(d)).count();
     Report {
         queries: n,
         in_scope: t.in_scope,
@@ -164,9 +275,11 @@ pub fn report(
         out_of_scope_recall: t.oos_recall(),
         wrong_answer_rate: t.wrong_rate(),
         clarify_rate: Tally::share(t.clarified, n),
-        clarify_hit_rate: Tally::share(t.clarify_hits, t.in_scope),
-        resolved_rate: t.accuracy() + Tally::share(t.clarify_hits, t.in_scope),
+        clarify_hit_rate: t.clarify_hit_rate(),
+        resolved_rate: t.accuracy() + t.clarify_hit_rate(),
         escalate_rate: Tally::share(t.escalated, n),
+        conversation_rate: Tally::share(taken, n),
+        faq_only: FaqFigures::from(&faq),
         latency_p50_ms: percentile(&latencies, 0.5),
         latency_p99_ms: percentile(&latencies, 0.99),
         model: matcher.model_id().map(str::to_owned),

@@ -39,6 +39,14 @@ pub struct KbResponder {
 /// mattering) and the entry answered last.
 type DecisionKey = (String, u32, Option<String>);
 
+/// The entry a clarification's button offers (`None` for "none of these" and the button
+/// asking for a person).
+pub(crate) fn picked_entry(payload: &str) -> Option<&str> {
+    (payload != NONE_OF_THESE)
+        .then(|| payload.strip_prefix(PICK))
+        .flatten()
+}
+
 /// Decisions kept; the cache starts over when it is full.
 const RECENT_DECISIONS: usize = 10_000;
 

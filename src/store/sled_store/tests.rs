@@ -604,6 +604,7 @@ fn events_get_their_ids_in_commit_order_so_resuming_never_skips_one() {
     let mut live = store.subscribe();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .enable_time()
         .build()
         .unwrap();
     let (read, all) = rt.block_on(async {
@@ -637,16 +638,20 @@ fn events_get_their_ids_in_commit_order_so_resuming_never_skips_one() {
         let reader = {
             let store = store.clone();
             tokio::spawn(async move {
+                // Bounded by time, not by turns: under load the writers may
+                // take far longer than any fixed number of empty reads.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
                 let mut seen: Vec<Event> = Vec::new();
-                for _ in 0..100_000 {
+                while std::time::Instant::now() < deadline {
                     let after = seen.last().map(|e| e.id);
                     let page = store.events(after, 7).await.unwrap();
-                    let done = page.is_empty() && seen.len() as u64 == WRITERS * CHANGES * 2;
-                    seen.extend(page);
-                    if done {
-                        break;
+                    if page.is_empty() {
+                        if seen.len() as u64 == WRITERS * CHANGES * 2 {
+                            break;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
                     }
-                    tokio::task::yield_now().await;
+                    seen.extend(page);
                 }
                 seen
             })
