@@ -6,12 +6,13 @@ use std::time::Instant;
 
 use anyhow::Context;
 
+use crate::bot::Decision;
+use crate::bot::config::BotConfig;
 use crate::bot::embed::{Embedder, NoCache, StateCache, VectorCache};
+use crate::bot::intent::Intents;
 use crate::bot::kb;
 use crate::bot::live::LiveKb;
 use crate::bot::matcher::{Matcher, Policies, Policy};
-use crate::bot::config::BotConfig;
-use crate::bot::intent::Intents;
 use crate::bot::responder::KbResponder;
 use crate::bot::{calibrate, eval};
 use crate::config::Config;
@@ -160,20 +161,21 @@ pub async fn eval(args: EvalArgs) -> anyhow::Result<()> {
         eval::dump(path, matcher, &queries, &scored)?;
     }
     if args.verbose {
-        for (q, s) in queries.iter().zip(&scored) {
+        for ((q, s), d) in queries.iter().zip(&scored).zip(&decisions) {
             let ranked = policy.rank(s);
             let top: Vec<String> = ranked
                 .iter()
                 .take(2)
                 .map(|(e, sc)| format!("{} {sc:.2}", matcher.entries()[*e].id))
                 .collect();
-            let verdict = match policy.decide(s) {
-                crate::bot::matcher::Verdict::Answer { .. } => "answer",
-                crate::bot::matcher::Verdict::Clarify { .. } => "clarify",
-                crate::bot::matcher::Verdict::NoMatch { .. } => "no match",
+            let (decision, detail) = match d {
+                Decision::Answer { detail, .. } => ("answer", detail),
+                Decision::Clarify { detail, .. } => ("clarify", detail),
+                Decision::Reply { detail, .. } => ("reply", detail),
+                Decision::Escalate { detail, .. } => ("hand over", detail),
             };
             println!(
-                "{verdict:8} {:40} expect {:28} got {}",
+                "{decision:9} {:40} expect {:28} best {} ({detail})",
                 q.text,
                 q.expect.as_deref().unwrap_or("(out of scope)"),
                 top.join(" | ")
@@ -276,6 +278,18 @@ fn print_report(r: &eval::Report) {
         r.resolved_rate * 100.0
     );
     println!("escalate rate         {:6.1}%", r.escalate_rate * 100.0);
+    println!(
+        "conversation layer    {:6.1}%  (handed over or small talk before the knowledge base)",
+        r.conversation_rate * 100.0
+    );
+    let f = &r.faq_only;
+    println!(
+        "knowledge base alone: accuracy {:.1}%, out-of-scope recall {:.1}%, wrong {:.2}%, resolved {:.1}%",
+        f.in_scope_accuracy * 100.0,
+        f.out_of_scope_recall * 100.0,
+        f.wrong_answer_rate * 100.0,
+        f.resolved_rate * 100.0
+    );
     println!(
         "latency per decision  p50 {:.3} ms  p99 {:.3} ms",
         r.latency_p50_ms, r.latency_p99_ms

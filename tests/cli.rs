@@ -93,3 +93,50 @@ fn start_up_errors_name_the_address_or_path_they_concern() {
     assert!(stderr.contains(&under.display().to_string()), "{stderr}");
     drop(taken);
 }
+
+/// `kb eval` decides each query as the bot decides a first message: a request for a person
+/// is handed over by the conversation layer (never answered from the knowledge base, which
+/// here has an entry that shares its words), and the knowledge base's figures are printed
+/// beside.
+#[test]
+fn kb_eval_measures_the_whole_bot_with_the_knowledge_base_alone_beside() {
+    let dir = tempfile::tempdir().unwrap();
+    let kb = dir.path().join("kb.jsonl");
+    let queries = dir.path().join("queries.jsonl");
+    std::fs::write(
+        &kb,
+        concat!(
+            r#"{"id":"find-order","questions":["我要找我的订单","怎么找订单","where is my order"],"answer":"在“我的订单”里。"}"#,
+            "\n",
+            r#"{"id":"opening-hours","questions":["人工客服几点上班","客服什么时候在"],"answer":"每天 9:00–21:00。"}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        &queries,
+        concat!(
+            r#"{"text":"我要找人工","expect":null}"#,
+            "\n",
+            r#"{"text":"人工客服几点上班","expect":"opening-hours"}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    let (ok, stdout, stderr) = switchboard(&[
+        "kb",
+        "eval",
+        "--json",
+        "--fixed",
+        "--kb",
+        kb.to_str().unwrap(),
+        "--queries",
+        queries.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(r["conversation_rate"], 0.5, "{r}");
+    assert_eq!(r["wrong_answer_rate"], 0.0, "{r}");
+    assert_eq!(r["in_scope_accuracy"], 1.0, "{r}");
+    assert!(r["faq_only"]["wrong_answer_rate"].is_number(), "{r}");
+}

@@ -87,7 +87,10 @@ impl From<&Tally> for FaqFigures {
 /// Scores every query once against the knowledge base alone (for the sweep, the dump and
 /// the FAQ-only figures).
 pub fn score_all(matcher: &Matcher, queries: &[Query]) -> anyhow::Result<Vec<Scored>> {
-    queries.iter().map(|q| Ok(matcher.score(&q.text)?)).collect()
+    queries
+        .iter()
+        .map(|q| Ok(matcher.score(&q.text)?))
+        .collect()
 }
 
 /// Decides every query as the daemon decides a new customer's first message (the
@@ -184,7 +187,10 @@ impl Tally {
     pub fn of(matcher: &Matcher, policy: &Policies, queries: &[Query], scored: &[Scored]) -> Tally {
         let mut t = Tally::default();
         for (q, s) in queries.iter().zip(scored) {
-            t.add(q.expect.as_deref(), Outcome::of_verdict(matcher, &policy.decide(s)));
+            t.add(
+                q.expect.as_deref(),
+                Outcome::of_verdict(matcher, &policy.decide(s)),
+            );
         }
         t
     }
@@ -266,7 +272,10 @@ pub fn report(
     let faq = Tally::of(matcher, policy, queries, scored);
     latencies.sort_by(f64::total_cmp);
     let n = queries.len();
-    let taken = decisions.iter().filter(|d| by_conversation_layer(d)).count();
+    let taken = decisions
+        .iter()
+        .filter(|d| by_conversation_layer(d))
+        .count();
     Report {
         queries: n,
         in_scope: t.in_scope,
@@ -417,4 +426,89 @@ pub fn dump(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_channel::Button;
+
+    fn q(expect: Option<&str>) -> Query {
+        Query {
+            text: String::new(),
+            expect: expect.map(str::to_owned),
+        }
+    }
+
+    fn answer(entry: &str, escalate_after: bool) -> Decision {
+        Decision::Answer {
+            entry: entry.into(),
+            text: String::new(),
+            score: 0.9,
+            escalate_after,
+            buttons: vec![],
+            detail: String::new(),
+        }
+    }
+
+    fn clarify(payloads: &[&str]) -> Decision {
+        Decision::Clarify {
+            text: String::new(),
+            options: payloads
+                .iter()
+                .map(|p| Button {
+                    label: String::new(),
+                    payload: (*p).into(),
+                })
+                .collect(),
+            score: None,
+            detail: String::new(),
+        }
+    }
+
+    fn escalate(reason: EscalationReason) -> Decision {
+        Decision::Escalate {
+            reason,
+            detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_bots_decisions_are_counted_as_a_customer_meets_them() {
+        let cases = [
+            (q(Some("a")), answer("a", false)),
+            // Answered, then a person: still an answer, right or wrong.
+            (q(Some("b")), answer("b", true)),
+            (q(Some("c")), answer("a", true)),
+            (q(None), answer("a", false)),
+            // One tap away; "none of these" is not an entry.
+            (q(Some("d")), clarify(&["kb:x", "kb:d", "kb:none"])),
+            (q(Some("e")), clarify(&["kb:x", "kb:none"])),
+            // A request to rephrase offers only a person: declined, not clarified.
+            (q(None), clarify(&["human"])),
+            (q(None), escalate(EscalationReason::AskedForHuman)),
+            (q(Some("f")), escalate(EscalationReason::Sensitive)),
+            (
+                q(None),
+                Decision::Reply {
+                    text: "你好！".into(),
+                    detail: String::new(),
+                },
+            ),
+        ];
+        let (queries, decisions): (Vec<_>, Vec<_>) = cases.into_iter().unzip();
+        let t = Tally::of_decisions(&queries, &decisions);
+        assert_eq!((t.in_scope, t.out_of_scope), (6, 4));
+        assert_eq!((t.correct, t.wrong), (2, 2));
+        assert_eq!((t.clarified, t.clarify_hits), (2, 1));
+        assert_eq!(t.oos_declined, 3);
+        assert_eq!(t.escalated, 2);
+        assert_eq!(
+            decisions
+                .iter()
+                .filter(|d| by_conversation_layer(d))
+                .count(),
+            3
+        );
+    }
 }

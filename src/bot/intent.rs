@@ -531,6 +531,12 @@ mod tests {
             ("账户怎么注销", None),
             ("how long does delivery take", None),
             ("人工智能", None),
+            // Words that only sound like a request or a threat.
+            ("please call me tom from now on", None),
+            ("call me an uber to the station", None),
+            ("how do i get to the court house on foot", None),
+            ("can someone call me back today", Some(Intent::Human)),
+            ("I will take you to court", Some(Intent::Sensitive)),
         ];
         for &(text, want) in cases {
             let got = intents.by_words(text).map(|f| f.intent);

@@ -132,6 +132,18 @@ impl KbResponder {
         }
     }
 
+    /// Whether the verdict answers with an entry that has this very text as a question.
+    fn asked_verbatim(&self, verdict: &Verdict, text: &str) -> bool {
+        let Verdict::Answer { entry, .. } = verdict else {
+            return false;
+        };
+        let text = super::text::normalise(text);
+        self.matcher.entries()[*entry]
+            .questions
+            .iter()
+            .any(|q| super::text::normalise(q) == text)
+    }
+
     fn human_button(&self, text: &str) -> Button {
         Button {
             label: self.human_button.pick(language_of(text)).to_owned(),
@@ -206,13 +218,16 @@ impl KbResponder {
         match found {
             Some(f) if f.intent == Intent::Human => return Ok(human(f.why)),
             Some(f) if f.intent == Intent::Sensitive => {
-                // The knowledge base's sensitive answer first, where one matches.
-                if let Verdict::Answer { entry, score, .. } = verdict
-                    && self.matcher.entries()[entry].escalate
-                {
+                // The knowledge base's answer first where it is sure of one ("how do I
+                // report a stolen card"), then a person all the same.
+                if let Verdict::Answer { entry, score, .. } = verdict {
                     let e = &self.matcher.entries()[entry];
-                    let detail = format!("sensitive ({}); {} at {score:.2}", f.why, e.id);
-                    return Ok(self.answer(e, text, score, detail));
+                    let detail = format!("sensitive message ({}); {} at {score:.2}", f.why, e.id);
+                    let mut answer = self.answer(e, text, score, detail);
+                    if let Decision::Answer { escalate_after, .. } = &mut answer {
+                        *escalate_after = true;
+                    }
+                    return Ok(answer);
                 }
                 return Ok(Decision::Escalate {
                     reason: EscalationReason::Sensitive,
@@ -228,7 +243,9 @@ impl KbResponder {
                     detail: format!("cues: {}", cues.join(", ")),
                 });
             }
-            Some(f) if f.intent.is_small_talk() => {
+            // The operator's own entry for it ("hello", "thanks" written as one of its
+            // questions) is their voice: it wins over the built-in reply.
+            Some(f) if f.intent.is_small_talk() && !self.asked_verbatim(&verdict, text) => {
                 if let Some(reply) = self.intents.reply(f.intent, language_of(text)) {
                     return Ok(Decision::Reply {
                         text: reply.to_owned(),
@@ -519,6 +536,69 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_sensitive_question_the_kb_answers_gets_the_answer_then_a_person() {
+        let mut kb = entries();
+        kb.push(Entry {
+            id: "stolen-card".into(),
+            questions: vec![
+                "How do I report a stolen card?".into(),
+                "my card was stolen".into(),
+                "I lost my card".into(),
+            ],
+            answer: "Block it at once in the app under Cards, then call us.".into(),
+            ..Entry::default()
+        });
+        let b = KbResponder::new(
+            Matcher::build(kb, None, &|_| {}).unwrap(),
+            &BotConfig::default(),
+        );
+        // "stolen" is a sensitive word; the entry is not marked `escalate`.
+        match decide(&b, "How do I report a stolen card?", 0, None) {
+            Decision::Answer {
+                entry,
+                escalate_after,
+                detail,
+                ..
+            } => {
+                assert_eq!(entry, "stolen-card");
+                assert!(escalate_after, "a person follows the answer");
+                assert!(detail.contains("sensitive message"), "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Nothing in the knowledge base: a person at once.
+        match decide(&b, "someone hacked my account and I am scared", 0, None) {
+            Decision::Escalate { reason, .. } => assert_eq!(reason, EscalationReason::Sensitive),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_operators_own_small_talk_entry_wins_over_the_built_in_reply() {
+        let without = lexical();
+        assert!(matches!(
+            decide(&without, "good morning", 0, None),
+            Decision::Reply { .. }
+        ));
+        let mut kb = entries();
+        kb.push(Entry {
+            id: "greeting".into(),
+            questions: vec!["good morning".into(), "hello".into(), "hi there".into()],
+            answer: "Good morning from the Example Shop! Ask me about orders, returns or sizes."
+                .into(),
+            ..Entry::default()
+        });
+        let with = KbResponder::new(
+            Matcher::build(kb, None, &|_| {}).unwrap(),
+            &BotConfig::default(),
+        );
+        assert_eq!(
+            answered(&decide(&with, "good morning", 0, None)),
+            Some("greeting")
+        );
     }
 
     #[test]

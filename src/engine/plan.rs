@@ -90,7 +90,7 @@ pub(crate) fn bot_plan<'d>(
             escalate_after.then(|| {
                 (
                     EscalationReason::Sensitive,
-                    Cow::Owned(format!("knowledge-base entry {entry} is marked sensitive")),
+                    Cow::Owned(format!("sensitive, answered with {entry} first")),
                 )
             }),
         ),
@@ -287,7 +287,7 @@ mod tests {
             };
         let sensitive = Some((
             EscalationReason::Sensitive,
-            "knowledge-base entry hacked is marked sensitive",
+            "sensitive, answered with hacked first",
         ));
         #[rustfmt::skip]
         let table: Vec<(Status, Option<&str>, &Decision, BotPlan)> = vec![
