@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -14,6 +15,7 @@ use switchboard::config::{BotConfig, OutboxConfig};
 use switchboard::engine::{Engine, EngineSettings};
 use switchboard::inbox::ApiState;
 use switchboard::model::*;
+use switchboard::store::lease::Holder;
 use switchboard::store::sled_store::SledOptions;
 use switchboard::store::*;
 use switchboard_channel::*;
@@ -113,8 +115,13 @@ impl Store for FlakyStore {
     async fn outbox_conversations(&self) -> Result<Vec<ConversationId>> {
         self.inner.outbox_conversations().await
     }
-    async fn outbox_head(&self, c: ConversationId) -> Result<Option<OutboxItem>> {
-        self.inner.outbox_head(c).await
+    async fn claim_outbox_head(
+        &self,
+        c: ConversationId,
+        holder: Holder,
+        lease: Duration,
+    ) -> Result<Option<OutboxItem>> {
+        self.inner.claim_outbox_head(c, holder, lease).await
     }
     async fn bot_queue(
         &self,
@@ -123,8 +130,14 @@ impl Store for FlakyStore {
     ) -> Result<Vec<(ConversationId, u64)>> {
         self.inner.bot_queue(after, limit).await
     }
-    async fn bot_pending(&self, c: ConversationId, seq: u64) -> Result<bool> {
-        self.inner.bot_pending(c, seq).await
+    async fn claim_bot(
+        &self,
+        c: ConversationId,
+        seq: u64,
+        holder: Holder,
+        lease: Duration,
+    ) -> Result<bool> {
+        self.inner.claim_bot(c, seq, holder, lease).await
     }
     fn bot_done(&self, c: ConversationId, seq: u64) {
         self.inner.bot_done(c, seq)

@@ -76,6 +76,10 @@ pub(crate) fn option_number(text: &str) -> Option<usize> {
     core.parse().ok().filter(|n| *n > 0)
 }
 
+/// How long a claimed bot turn is this engine's: far longer than a decision takes (the
+/// model's pass, the typing courtesy, one commit).
+const BOT_LEASE: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Longest a "typing…" indicator may take; it is only a courtesy.
 const TYPING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -154,7 +158,12 @@ async fn handle(
     seq: u64,
     message: Option<Message>,
 ) -> Result<(), EngineError> {
-    if !engine.store.bot_pending(conv, seq).await? {
+    if !engine
+        .store
+        .claim_bot(conv, seq, engine.holder, BOT_LEASE)
+        .await?
+    {
+        // Done already, or another worker has it.
         return Ok(());
     }
     let message = match message {

@@ -133,6 +133,8 @@ pub struct Engine {
     sla: RwLock<Option<Arc<crate::routing::sla::SlaConfig>>>,
     /// How long customers waited for a person's first reply, lately.
     recent_waits: handoff::RecentWaits,
+    /// This engine, as the holder of the work it claims from the store's queues.
+    holder: crate::store::lease::Holder,
 }
 
 impl Engine {
@@ -160,6 +162,7 @@ impl Engine {
             attachments: Default::default(),
             sla: RwLock::new(None),
             recent_waits: Default::default(),
+            holder: crate::store::lease::Holder::random(),
         }))
     }
 

@@ -71,6 +71,9 @@ impl Default for OutboxConfig {
 
 /// Longest one send may take before it counts as a (retryable) failure.
 const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a claimed outbox head is this engine's: a send that times out, and recording its
+/// outcome, end well inside it; each claim renews it.
+const OUTBOX_LEASE: Duration = Duration::from_secs(180);
 /// Longest the dispatcher sleeps without looking (a safety net; wakes are explicit).
 const IDLE_SLEEP: Duration = Duration::from_secs(30);
 
@@ -254,8 +257,13 @@ async fn deliver_conversation(
         if stop.is_cancelled() {
             break Some(now_ms());
         }
-        let item = match engine.store.outbox_head(conv).await {
+        let item = match engine
+            .store
+            .claim_outbox_head(conv, engine.holder, OUTBOX_LEASE)
+            .await
+        {
             Ok(Some(item)) => item,
+            // Empty, or another worker holds the head (it delivers the rest).
             Ok(None) => break None,
             Err(e) => {
                 tracing::error!(conversation = %conv, error = %e, "outbox read failed");

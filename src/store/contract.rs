@@ -5,13 +5,15 @@
 //! and the in-memory store run it here, a shared database in its own module.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use switchboard_channel::{ChannelId, ExternalMessageId, ExternalThread, ExternalUser};
 
+use super::lease::Holder;
 use super::{Change, ConversationQuery, ConversationWrite, Order, Page, Result, Store, StoreError};
 use crate::model::{
     Actor, AgentId, Contact, ContactId, Conversation, ConversationId, Event, EventId, EventKind,
-    Identity, Status,
+    Identity, OutboxItem, Status,
 };
 
 pub(crate) fn conv(id: u64, channel: &str, status: Status, updated: i64) -> Conversation {
@@ -318,7 +320,6 @@ pub(super) async fn queues_keep_their_entries_until_acknowledged(store: &dyn Sto
         store.bot_queue(Some((one, 1)), 1).await.unwrap(),
         [(one, 2)]
     );
-    assert!(store.bot_pending(one, 2).await.unwrap());
     apply(
         store,
         &Change {
@@ -333,9 +334,138 @@ pub(super) async fn queues_keep_their_entries_until_acknowledged(store: &dyn Sto
     // `bot_done` needs no wait for the disk; the next commit is ordered after it.
     store.durable().await.unwrap();
     apply(store, &Change::default()).await.unwrap();
-    assert!(!store.bot_pending(one, 2).await.unwrap());
     assert_eq!(store.bot_queue(None, 10).await.unwrap(), [(two, 1)]);
     assert_eq!(store.failed_deliveries(10).await.unwrap(), [(two, 5)]);
+}
+
+fn outbox_item(conversation: ConversationId, seq: u64) -> OutboxItem {
+    OutboxItem {
+        conversation,
+        seq,
+        channel: ChannelId::new("tg"),
+        thread: ExternalThread::new("t1"),
+        outbound: switchboard_channel::Outbound {
+            id: format!("o-{}-{seq}", conversation.0),
+            author: switchboard_channel::OutboundAuthor::Bot,
+            text: format!("回复 {seq}"),
+            buttons: vec![],
+            in_reply_to: None,
+            format: Default::default(),
+            attachments: vec![],
+        },
+        attempts: 0,
+        flood_waits: 0,
+        next_attempt_ms: 0,
+    }
+}
+
+/// Work is claimed with a lease: one holder at a time, renewed by its holder, taken over
+/// once the lease runs out, and gone once the commit recording the result acknowledges it.
+/// The outbox hands out only each conversation's head, so replies keep their order.
+pub(super) async fn work_is_claimed_with_leases_and_acknowledged_by_commits(store: &dyn Store) {
+    let (one, two) = (ConversationId(1), ConversationId(2));
+    let (a, b) = (Holder(1), Holder(2));
+    let long = Duration::from_secs(60);
+    let short = Duration::from_millis(50);
+    apply(
+        store,
+        &Change {
+            bot_queue_put: vec![(one, 1), (one, 2)],
+            outbox_put: vec![
+                outbox_item(one, 4),
+                outbox_item(one, 3),
+                outbox_item(two, 1),
+            ],
+            ..Change::default()
+        },
+    )
+    .await
+    .unwrap();
+
+    // The bot's turns.
+    assert!(store.claim_bot(one, 1, a, long).await.unwrap());
+    assert!(
+        !store.claim_bot(one, 1, b, long).await.unwrap(),
+        "a holds it"
+    );
+    assert!(store.claim_bot(one, 1, a, long).await.unwrap(), "a renews");
+    assert!(
+        !store.claim_bot(one, 9, a, long).await.unwrap(),
+        "never queued"
+    );
+    assert!(store.claim_bot(one, 2, a, short).await.unwrap());
+    tokio::time::sleep(short * 3).await;
+    assert!(
+        store.claim_bot(one, 2, b, long).await.unwrap(),
+        "a's lease ran out: b takes it over"
+    );
+    apply(
+        store,
+        &Change {
+            bot_queue_remove: vec![(one, 1)],
+            ..Change::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        !store.claim_bot(one, 1, a, long).await.unwrap(),
+        "acknowledged by the commit"
+    );
+    store.bot_done(one, 2);
+    store.durable().await.unwrap();
+    apply(store, &Change::default()).await.unwrap();
+    assert!(!store.claim_bot(one, 2, b, long).await.unwrap(), "done");
+
+    // The outbox: each conversation's head only.
+    let head = store.claim_outbox_head(one, a, long).await.unwrap();
+    assert_eq!(head.map(|i| i.seq), Some(3), "the oldest reply first");
+    assert_eq!(
+        store.claim_outbox_head(one, b, long).await.unwrap(),
+        None,
+        "a holds the head"
+    );
+    assert_eq!(
+        store
+            .claim_outbox_head(two, b, long)
+            .await
+            .unwrap()
+            .map(|i| i.seq),
+        Some(1),
+        "another conversation is free"
+    );
+    apply(
+        store,
+        &Change {
+            outbox_remove: vec![(one, 3)],
+            ..Change::default()
+        },
+    )
+    .await
+    .unwrap();
+    let next = store.claim_outbox_head(one, a, short).await.unwrap();
+    assert_eq!(next.map(|i| i.seq), Some(4), "delivered: the next in order");
+    tokio::time::sleep(short * 3).await;
+    assert_eq!(
+        store
+            .claim_outbox_head(one, b, long)
+            .await
+            .unwrap()
+            .map(|i| i.seq),
+        Some(4),
+        "taken over once a's lease ran out"
+    );
+    apply(
+        store,
+        &Change {
+            outbox_remove: vec![(one, 4)],
+            ..Change::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(store.claim_outbox_head(one, b, long).await.unwrap(), None);
+    assert_eq!(store.outbox_conversations().await.unwrap(), [two]);
 }
 
 /// Point reads of what a change wrote: identities, threads, contacts, agents by token.
@@ -496,7 +626,12 @@ pub(super) async fn erasing_a_contact_removes_everything_of_theirs(store: &dyn S
         None
     );
     assert!(store.conversation_events(gone.id).await.unwrap().is_empty());
-    assert!(!store.bot_pending(gone.id, 1).await.unwrap());
+    assert!(
+        !store
+            .claim_bot(gone.id, 1, Holder(1), Duration::from_secs(1))
+            .await
+            .unwrap()
+    );
     let tombstone = store.contact(gone.contact).await.unwrap().unwrap();
     assert_eq!(
         (tombstone.name, tombstone.forgotten_at_ms),
@@ -582,6 +717,7 @@ macro_rules! contract_suite {
             the_event_feed_is_in_commit_order_and_resumes_anywhere,
             a_conversation_log_holds_its_own_events,
             queues_keep_their_entries_until_acknowledged,
+            work_is_claimed_with_leases_and_acknowledged_by_commits,
             point_reads_find_what_was_written,
             meta_and_daemon_spaces_keep_their_values,
             erasing_a_contact_removes_everything_of_theirs,

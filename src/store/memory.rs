@@ -11,12 +11,14 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use switchboard_channel::{
     BlobId, ChannelId, ChannelState, ExternalMessageId, ExternalThread, ExternalUser, MemoryState,
 };
 use tokio::sync::broadcast;
 
+use super::lease::{Holder, Work};
 use super::records::{self, Bytes, Record, SpaceOwner};
 use super::{
     Change, Commit, Committed, ConversationQuery, Cursor, Durable, Erased, Order, Page, Pending,
@@ -34,6 +36,7 @@ const FEED_CAPACITY: usize = 4096;
 pub struct MemoryStore {
     state: Mutex<State>,
     feed: broadcast::Sender<Event>,
+    leases: super::lease::Leases,
 }
 
 #[derive(Default)]
@@ -62,6 +65,7 @@ impl Default for MemoryStore {
         MemoryStore {
             state: Mutex::default(),
             feed: broadcast::channel(FEED_CAPACITY).0,
+            leases: Default::default(),
         }
     }
 }
@@ -417,13 +421,19 @@ impl Store for MemoryStore {
         Ok(out)
     }
 
-    async fn outbox_head(&self, conversation: ConversationId) -> Result<Option<OutboxItem>> {
-        Ok(self
-            .state()
+    async fn claim_outbox_head(
+        &self,
+        conversation: ConversationId,
+        holder: Holder,
+        lease: Duration,
+    ) -> Result<Option<OutboxItem>> {
+        let st = self.state();
+        let head = st
             .outbox
             .range((conversation, 0)..=(conversation, u64::MAX))
             .next()
-            .map(|(_, item)| item.clone()))
+            .map(|(_, item)| item.clone());
+        Ok(head.filter(|_| self.leases.take(Work::Outbox(conversation), holder, lease)))
     }
 
     async fn bot_queue(
@@ -442,8 +452,18 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn bot_pending(&self, conversation: ConversationId, seq: u64) -> Result<bool> {
-        Ok(self.state().bot_queue.contains(&(conversation, seq)))
+    async fn claim_bot(
+        &self,
+        conversation: ConversationId,
+        seq: u64,
+        holder: Holder,
+        lease: Duration,
+    ) -> Result<bool> {
+        let st = self.state();
+        Ok(st.bot_queue.contains(&(conversation, seq))
+            && self
+                .leases
+                .take(Work::Bot(conversation, seq), holder, lease))
     }
 
     fn bot_done(&self, conversation: ConversationId, seq: u64) {

@@ -16,6 +16,7 @@ pub mod config;
 pub(crate) mod contract;
 pub mod disk;
 pub mod keys;
+pub mod lease;
 pub mod memory;
 pub mod records;
 pub mod sled_store;
@@ -350,9 +351,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Conversations with undelivered outbox items.
     async fn outbox_conversations(&self) -> Result<Vec<ConversationId>>;
-    /// The next item to deliver in one conversation: only the head is ever sent, so replies
-    /// go out in order.
-    async fn outbox_head(&self, conversation: ConversationId) -> Result<Option<OutboxItem>>;
+    /// Takes the next item to deliver in one conversation for `holder` until `lease` from
+    /// now: only the head is ever sent, so replies go out in order. `None` when the outbox
+    /// is empty or another worker holds its head. The commit recording the outcome
+    /// acknowledges it; a holder that dies lets its lease run out (see [`lease`]).
+    async fn claim_outbox_head(
+        &self,
+        conversation: ConversationId,
+        holder: lease::Holder,
+        lease: std::time::Duration,
+    ) -> Result<Option<OutboxItem>>;
     /// Customer messages the bot has not yet handled, in key order after `after`, at most
     /// `limit`.
     async fn bot_queue(
@@ -360,8 +368,16 @@ pub trait Store: Send + Sync + 'static {
         after: Option<(ConversationId, u64)>,
         limit: usize,
     ) -> Result<Vec<(ConversationId, u64)>>;
-    /// Whether a customer message still waits for the bot.
-    async fn bot_pending(&self, conversation: ConversationId, seq: u64) -> Result<bool>;
+    /// Takes the bot's turn on a customer message for `holder` until `lease` from now: true
+    /// when it still waits for the bot and no other worker holds it. The commit recording the
+    /// decision (`Change::bot_queue_remove`) or [`Store::bot_done`] acknowledges it.
+    async fn claim_bot(
+        &self,
+        conversation: ConversationId,
+        seq: u64,
+        holder: lease::Holder,
+        lease: std::time::Duration,
+    ) -> Result<bool>;
     /// The bot decided a customer message without saying anything: it leaves the queue,
     /// without waiting for the disk. If the removal is lost in a crash, the bot decides the
     /// message again, which changes nothing. (A decision that says something removes its entry

@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -22,6 +23,7 @@ use switchboard_channel::{
 };
 
 use super::keys;
+use super::lease::{Holder, Work};
 use super::records::Record;
 use super::{
     Change, Commit, ConversationQuery, Cursor, Durable, Erased, Page, Pending, Result, Store,
@@ -160,6 +162,8 @@ pub struct SledStore {
     writer: Writer,
     ids: Arc<ids::Ids>,
     disk: super::disk::DiskGuard,
+    /// In memory: one process serves this database (see [`super::lease`]).
+    leases: super::lease::Leases,
 }
 
 pub(super) fn io(e: impl std::fmt::Display) -> StoreError {
@@ -320,6 +324,7 @@ impl SledStore {
             index,
             ids,
             disk: super::disk::DiskGuard::new(path, options.min_free_bytes),
+            leases: Default::default(),
         })
     }
 
@@ -620,15 +625,24 @@ impl Store for SledStore {
         Ok(out)
     }
 
-    async fn outbox_head(&self, conversation: ConversationId) -> Result<Option<OutboxItem>> {
-        match self
+    async fn claim_outbox_head(
+        &self,
+        conversation: ConversationId,
+        holder: Holder,
+        lease: Duration,
+    ) -> Result<Option<OutboxItem>> {
+        let head = match self
             .tree(OUTBOX)
             .scan_prefix(conversation.to_be_bytes())
             .next()
         {
-            Some(kv) => decode(TREES[OUTBOX], &kv.map_err(io)?.1).map(Some),
-            None => Ok(None),
-        }
+            Some(kv) => decode(TREES[OUTBOX], &kv.map_err(io)?.1)?,
+            None => return Ok(None),
+        };
+        Ok(self
+            .leases
+            .take(Work::Outbox(conversation), holder, lease)
+            .then_some(head))
     }
 
     async fn bot_queue(
@@ -652,13 +666,23 @@ impl Store for SledStore {
             .collect())
     }
 
-    async fn bot_pending(&self, conversation: ConversationId, seq: u64) -> Result<bool> {
-        Ok(self
+    async fn claim_bot(
+        &self,
+        conversation: ConversationId,
+        seq: u64,
+        holder: Holder,
+        lease: Duration,
+    ) -> Result<bool> {
+        let pending = self
             .caches
             .bot
             .lock()
             .expect("bot queue lock")
-            .contains_key(&(conversation, seq)))
+            .contains_key(&(conversation, seq));
+        Ok(pending
+            && self
+                .leases
+                .take(Work::Bot(conversation, seq), holder, lease))
     }
 
     fn bot_done(&self, conversation: ConversationId, seq: u64) {
