@@ -73,7 +73,10 @@ impl Channel for Sink {
     }
 }
 
-fn teams() -> Vec<TeamConfig> {
+/// Four teams over `n` agents, in the shares of the 500-agent run: Chinese a fifth, the web
+/// channel the next 70%, billing the last tenth (a team with no members takes nobody).
+fn teams(n: usize) -> Vec<TeamConfig> {
+    let (chinese, web) = (n / 5, n * 9 / 10);
     let names = |range: std::ops::Range<usize>| range.map(|i| format!("agent-{i}")).collect();
     let team = |name: &str, members: Vec<String>| TeamConfig {
         name: name.into(),
@@ -88,20 +91,24 @@ fn teams() -> Vec<TeamConfig> {
     vec![
         TeamConfig {
             labels: vec!["billing".into()],
-            ..team("billing", names(450..500))
+            ..team("billing", names(web..n))
         },
         TeamConfig {
             languages: vec!["zh".into()],
-            ..team("chinese", names(0..100))
+            ..team("chinese", names(0..chinese))
         },
         TeamConfig {
             channels: vec!["hook".into()],
-            ..team("web", names(100..450))
+            ..team("web", names(chinese..web))
         },
     ]
 }
 
 pub async fn routing(args: RoutingArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.agents >= 5,
+        "--agents must be at least 5 (one per team and more)"
+    );
     let dir = tempdir()?;
     let store = crate::store::open(
         &dir,
@@ -191,7 +198,7 @@ pub async fn routing(args: RoutingArgs) -> anyhow::Result<()> {
     let config = RoutingConfig {
         strategy: Strategy::LeastLoaded,
         capacity: (queued / args.agents.max(1) + 1) as u32,
-        teams: teams(),
+        teams: teams(args.agents),
         ..RoutingConfig::default()
     };
     let names: HashMap<String, AgentId> = agents.iter().map(|a| (a.name.clone(), a.id)).collect();
@@ -260,7 +267,7 @@ pub async fn routing(args: RoutingArgs) -> anyhow::Result<()> {
 
     // 2. One agent comes online with the whole queue waiting: one pass assigns up to capacity.
     let router = Router::new(engine.clone(), config.clone());
-    let first = &agents[150]; // in the web team
+    let first = &agents[args.agents / 5]; // the first of the web team
     engine
         .set_presence(first.id, Presence::Online, Some(first.id))
         .await?;
