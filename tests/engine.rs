@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use switchboard::bot::{BotInput, Decision, EscalationReason, Responder};
 use switchboard::config::OutboxConfig;
+use switchboard::engine::clock::{Clock, SystemClock, TokioClock};
 use switchboard::engine::{Engine, EngineSettings};
 use switchboard::model::{Action, Actor, Author, ConversationId, DeliveryState, EventKind, Status};
 use switchboard::store::memory::MemoryStore;
@@ -113,6 +114,10 @@ async fn rig(decisions: Vec<Decision>) -> Rig {
 }
 
 async fn rig_on(backend: Backend, decisions: Vec<Decision>) -> Rig {
+    rig_with_clock(backend, decisions, Arc::new(SystemClock)).await
+}
+
+async fn rig_with_clock(backend: Backend, decisions: Vec<Decision>, clock: Arc<dyn Clock>) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = match backend {
         Backend::Sled => {
@@ -138,7 +143,7 @@ async fn rig_on(backend: Backend, decisions: Vec<Decision>) -> Rig {
         },
         bot_workers: 2,
     };
-    let engine = Engine::new(store.clone(), bot.clone(), settings)
+    let engine = Engine::with_clock(store.clone(), bot.clone(), settings, clock)
         .await
         .unwrap();
     let wire = Arc::new(Wire {
@@ -592,4 +597,87 @@ async fn ids_scoped_to_the_sender_keep_two_customers_apart_and_know_messages_fro
         .collect();
     assert_eq!(texts, ["请给我回电话，很急"]);
     rig.stop.cancel();
+}
+
+/// Timers run on the engine's clock: with tokio's time paused, a conversation snoozed for an
+/// hour stays snoozed at 59 minutes and is back in the queue just after the hour, with no
+/// real waiting.
+#[tokio::test(start_paused = true)]
+async fn a_snoozed_conversation_wakes_on_the_engines_clock() {
+    let clock = TokioClock::new();
+    let r = rig_with_clock(
+        Backend::Memory,
+        vec![Decision::Escalate {
+            reason: EscalationReason::AskedForHuman,
+            detail: "scripted".into(),
+        }],
+        Arc::new(clock),
+    )
+    .await;
+    r.say("s1", "m1", "我要找人工").await;
+    let mut conv = r.conversation("s1").await;
+    for _ in 0..1000 {
+        if conv.status == Status::Queued {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        conv = r.conversation("s1").await;
+    }
+    assert_eq!(conv.status, Status::Queued);
+    let hour = 3_600_000;
+    let until = clock.now_ms() + hour;
+    r.engine
+        .act(
+            conv.id,
+            Actor::System,
+            Action::Snooze { until_ms: until },
+            "later",
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.conversation("s1").await.status, Status::Snoozed);
+
+    tokio::time::advance(Duration::from_secs(59 * 60)).await;
+    // Let the wake-up timer run a few ticks at this time.
+    for _ in 0..5 {
+        tokio::time::advance(Duration::from_millis(1100)).await;
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        r.conversation("s1").await.status,
+        Status::Snoozed,
+        "59 minutes in"
+    );
+
+    tokio::time::advance(Duration::from_secs(60)).await;
+    let mut status = Status::Snoozed;
+    for _ in 0..50 {
+        tokio::time::advance(Duration::from_millis(1100)).await;
+        tokio::task::yield_now().await;
+        status = r.conversation("s1").await.status;
+        if status != Status::Snoozed {
+            break;
+        }
+    }
+    assert_eq!(status, Status::Queued, "woken just after the hour");
+    let events = r.store.conversation_events(conv.id).await.unwrap();
+    let woke = events
+        .iter()
+        .rev()
+        .find(|e| {
+            matches!(
+                e.kind,
+                EventKind::StatusChanged {
+                    from: Status::Snoozed,
+                    ..
+                }
+            )
+        })
+        .unwrap();
+    assert!(
+        woke.at_ms >= until && woke.at_ms < until + 10 * 60_000,
+        "stamped on the engine's clock: {} vs {until}",
+        woke.at_ms
+    );
+    r.stop.cancel();
 }

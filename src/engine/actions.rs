@@ -3,8 +3,6 @@
 
 use std::collections::BTreeSet;
 
-use switchboard_channel::now_ms;
-
 use super::{Engine, EngineError, outbox};
 use crate::model::{
     Action, Actor, AgentId, Author, Conversation, ConversationId, EventKind, Message, Priority,
@@ -34,7 +32,7 @@ impl Engine {
             }
         }
         if let Action::Snooze { until_ms } = action
-            && until_ms <= now_ms()
+            && until_ms <= self.now_ms()
         {
             return Err(EngineError::Invalid(
                 "snooze time must be in the future".into(),

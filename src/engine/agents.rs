@@ -138,7 +138,7 @@ impl Engine {
             .ok_or(EngineError::NotFound("agent"))?;
         if agent.presence != presence {
             agent.presence = presence;
-            agent.presence_since_ms = now_ms();
+            agent.presence_since_ms = self.now_ms();
             agent.presence_auto = by.is_none();
             let what = format!("presence {}", presence.name());
             self.save_agent(&agent, by, &what).await?;

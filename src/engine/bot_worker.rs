@@ -264,7 +264,7 @@ async fn handle(
     }
     let language = crate::model::lang::language_of(&message.text);
     let handoff = engine
-        .handoff_message(switchboard_channel::now_ms(), &current, language)
+        .handoff_message(engine.now_ms(), &current, language)
         .await;
     let in_reply_to = message.external_id.clone();
     engine

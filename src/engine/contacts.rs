@@ -1,7 +1,5 @@
 //! Contacts: following merges, and merging two.
 
-use switchboard_channel::now_ms;
-
 use super::{Engine, EngineError, MAX_RETRIES};
 use crate::model::{Actor, AgentId, Contact, ContactId, Event, EventKind};
 use crate::store::{Change, ConversationWrite, StoreError};
@@ -55,7 +53,7 @@ impl Engine {
                     "cannot merge a contact into itself".into(),
                 ));
             }
-            let now = now_ms();
+            let now = self.now_ms();
             let mut change = Change::default();
             for ident in &source.identities {
                 change.moved_identities.push((

@@ -2,8 +2,6 @@
 //! messages, notes and the channels' own copies go; an audit event records that it happened
 //! and how much went, without any of the content.
 
-use switchboard_channel::now_ms;
-
 use super::{Engine, EngineError};
 use crate::model::{Actor, AgentId, ContactId, Event, EventKind};
 use crate::store::{Change, Erased};
@@ -34,7 +32,7 @@ impl Engine {
                 })?;
             }
         }
-        let at = now_ms();
+        let at = self.now_ms();
         let erased = self.store.erase_contact(contact.id, at).await?;
         self.commit(Change {
             events: vec![Event::new(

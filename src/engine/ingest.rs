@@ -2,7 +2,7 @@
 //! bounces. Each is durable before it is acknowledged.
 
 use switchboard_channel::{
-    Accepted, ChannelId, InboundEdit, InboundError, InboundEvent, InboundMessage, now_ms,
+    Accepted, ChannelId, InboundEdit, InboundError, InboundEvent, InboundMessage,
 };
 
 use super::draft::{self, Draft, Reply};
@@ -252,7 +252,7 @@ impl Engine {
         let store = self.store.as_ref();
         // Duplicates are caught when the change commits (the message id is an
         // insert-if-absent key), which saves a read on every message.
-        let now = now_ms();
+        let now = self.now_ms();
         let mut change = Change::default();
         let contact_id = match store.identity(channel, &msg.sender.id).await? {
             Some(id) => id,

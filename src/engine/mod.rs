@@ -22,6 +22,7 @@ mod agents;
 pub use agents::{MIN_TOKEN_LEN, TOKEN_PREFIX};
 pub(crate) mod bot_worker;
 mod canned;
+pub mod clock;
 mod contacts;
 mod erase;
 pub use canned::CannedResponse;
@@ -42,7 +43,7 @@ mod snooze;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-use switchboard_channel::{Channel, ChannelId, now_ms};
+use switchboard_channel::{Channel, ChannelId};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -135,6 +136,7 @@ pub struct Engine {
     recent_waits: handoff::RecentWaits,
     /// This engine, as the holder of the work it claims from the store's queues.
     holder: crate::store::lease::Holder,
+    clock: Arc<dyn clock::Clock>,
 }
 
 impl Engine {
@@ -142,6 +144,17 @@ impl Engine {
         store: Arc<dyn Store>,
         responder: Arc<dyn Responder>,
         settings: EngineSettings,
+    ) -> Result<Arc<Engine>, EngineError> {
+        Engine::with_clock(store, responder, settings, Arc::new(clock::SystemClock)).await
+    }
+
+    /// [`Engine::new`] on a clock of the caller's (tests move time with
+    /// [`clock::TokioClock`]).
+    pub async fn with_clock(
+        store: Arc<dyn Store>,
+        responder: Arc<dyn Responder>,
+        settings: EngineSettings,
+        clock: Arc<dyn clock::Clock>,
     ) -> Result<Arc<Engine>, EngineError> {
         let token_key = agents::load_or_create_key(store.as_ref()).await?;
         let workers = settings.bot_workers.max(1);
@@ -163,11 +176,17 @@ impl Engine {
             sla: RwLock::new(None),
             recent_waits: Default::default(),
             holder: crate::store::lease::Holder::random(),
+            clock,
         }))
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// Wall time as the engine sees it (see [`clock`]).
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
@@ -348,7 +367,7 @@ impl Engine {
                 .await?
                 .ok_or(EngineError::NotFound("conversation"))?;
             let extra = read(&conv).await?;
-            let mut draft = Draft::new(conv, false, actor.clone(), now_ms());
+            let mut draft = Draft::new(conv, false, actor.clone(), self.now_ms());
             let out = build(&mut draft, extra)?;
             if draft.change.is_empty() {
                 return Ok((draft.conv, out));

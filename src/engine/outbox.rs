@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use rand::Rng;
 use serde::Deserialize;
-use switchboard_channel::{ChannelError, now_ms};
+use switchboard_channel::ChannelError;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -189,7 +189,7 @@ pub(crate) async fn run(engine: Arc<Engine>, shutdown: CancellationToken) {
     // reply the network took is not sent again after the restart.
     let mut deliveries = tokio::task::JoinSet::new();
     loop {
-        let now = now_ms();
+        let now = engine.now_ms();
         let mut due = Vec::new();
         let mut next_ms = None::<i64>;
         {
@@ -255,7 +255,7 @@ async fn deliver_conversation(
 ) {
     let next = loop {
         if stop.is_cancelled() {
-            break Some(now_ms());
+            break Some(engine.now_ms());
         }
         let item = match engine
             .store
@@ -267,10 +267,10 @@ async fn deliver_conversation(
             Ok(None) => break None,
             Err(e) => {
                 tracing::error!(conversation = %conv, error = %e, "outbox read failed");
-                break Some(now_ms() + 1000);
+                break Some(engine.now_ms() + 1000);
             }
         };
-        if item.next_attempt_ms > now_ms() {
+        if item.next_attempt_ms > engine.now_ms() {
             break Some(item.next_attempt_ms);
         }
         let result = match engine.channel(&item.channel) {
@@ -289,7 +289,7 @@ async fn deliver_conversation(
         };
         if let Err(e) = record(engine, &item, result).await {
             tracing::error!(conversation = %conv, error = %e, "outbox could not record a delivery");
-            break Some(now_ms() + 1000);
+            break Some(engine.now_ms() + 1000);
         }
     };
     let mut slots = engine.outbox.slots.lock().expect("outbox lock");
@@ -327,7 +327,7 @@ async fn record(
         item,
         result,
         &engine.outbox.config,
-        now_ms(),
+        engine.now_ms(),
         rand::rng().random(),
     );
     engine
@@ -342,7 +342,7 @@ async fn record(
             flood_waits,
             reason,
         } => {
-            let delay_ms = at_ms - now_ms();
+            let delay_ms = at_ms - engine.now_ms();
             tracing::info!(%conversation, seq, attempts, flood_waits, delay_ms, %reason, "delivery will be retried");
         }
         DeliveryPlan::Failed { error, .. } => {

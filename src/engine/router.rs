@@ -23,7 +23,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchboard_channel::now_ms;
 use tokio_util::sync::CancellationToken;
 
 use super::{Engine, EngineError, SlaMark};
@@ -82,11 +81,11 @@ impl Router {
             })
             .collect();
         Arc::new(Router {
+            started_ms: engine.now_ms(),
             engine,
             config,
             shifts,
             last: Default::default(),
-            started_ms: now_ms(),
         })
     }
 
@@ -101,7 +100,7 @@ impl Router {
             // events that do not matter cannot keep postponing either.
             let tick = last_pass + TICK;
             let wake_at = due.map_or(tick, |at| {
-                let wait = Duration::from_millis((at - now_ms()).max(0) as u64);
+                let wait = Duration::from_millis((at - self.engine.now_ms()).max(0) as u64);
                 tick.min(tokio::time::Instant::now() + wait)
             });
             let wake = tokio::select! {
@@ -139,7 +138,7 @@ impl Router {
     /// One pass (see the module comment).
     pub async fn pass(&self) -> Result<Pass, EngineError> {
         let mut done = Pass::default();
-        let now = now_ms();
+        let now = self.engine.now_ms();
         let agents: Vec<Agent> = self
             .engine
             .store()

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use switchboard_channel::now_ms;
 use tokio_util::sync::CancellationToken;
 
 use super::{Engine, EngineError};
@@ -19,7 +18,7 @@ pub(super) async fn wake_snoozed(engine: Arc<Engine>, shutdown: CancellationToke
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(SNOOZE_TICK) => {}
         }
-        let now = now_ms();
+        let now = engine.now_ms();
         let mut query = crate::store::ConversationQuery {
             status: Some(Status::Snoozed),
             limit: 200,
