@@ -83,8 +83,9 @@ impl Lexical {
             doc.add_u64(variant, v as u64);
             doc.add_text(en, text);
             if has_cjk(text) {
-                doc.add_text(zh, text);
-                doc.add_text(zh_ng, text);
+                let folded = simplified(text);
+                doc.add_text(zh, &folded);
+                doc.add_text(zh_ng, &folded);
             }
             writer.add_document(doc)?;
         }
@@ -127,16 +128,16 @@ impl Lexical {
         limit: usize,
         skip: &dyn Fn(usize) -> bool,
     ) -> Result<Vec<(u32, f32)>, LexicalError> {
-        let fields: &[Field] = if has_cjk(text) {
-            &[self.zh, self.zh_ng]
+        let (fields, text): (&[Field], _) = if has_cjk(text) {
+            (&[self.zh, self.zh_ng], simplified(text))
         } else {
-            &[self.en]
+            (&[self.en], text.to_owned())
         };
         let searcher = self.reader.searcher();
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         let mut attainable = 0.0f32;
         for &field in fields {
-            for term in self.terms(field, text)? {
+            for term in self.terms(field, &text)? {
                 attainable += idf(&searcher, &term)?;
                 clauses.push((
                     Occur::Should,
@@ -183,6 +184,13 @@ impl Lexical {
     }
 }
 
+/// Chinese in Simplified characters: a question written in Traditional (請問怎麼註銷帳號)
+/// meets the same words as its Simplified twin, in the index and in the query alike, and
+/// jieba's Simplified dictionary segments it.
+fn simplified(text: &str) -> String {
+    text.chars().map(super::zh::simplified).collect()
+}
+
 /// BM25's idf, as tantivy computes it. A word no question contains counts as a common
 /// word (in a quarter of the questions): it lowers the score, as an unmatched part of the
 /// message should, without letting every unknown word sink a small knowledge base.
@@ -218,6 +226,21 @@ mod tests {
         assert_eq!(lex.score("几天能收到货", 3).unwrap()[0].0, 0);
         assert_eq!(lex.score("我想退货", 3).unwrap()[0].0, 1);
         assert_eq!(lex.score("地址填错了能改吗", 3).unwrap()[0].0, 2);
+    }
+
+    #[test]
+    fn traditional_and_simplified_chinese_meet() {
+        let lex = Lexical::build([
+            (0, "怎么注销账号"),
+            (1, "怎么退货"),
+            (2, "退款多久到账"),
+            (3, "帳號被鎖了怎麼辦"),
+        ])
+        .unwrap();
+        let hits = lex.score("請問怎麼註銷帳號", 3).unwrap();
+        assert_eq!(hits[0].0, 0, "{hits:?}");
+        assert!(hits[0].1 > 0.5, "{hits:?}");
+        assert_eq!(lex.score("账号被锁了", 3).unwrap()[0].0, 3);
     }
 
     #[test]
