@@ -9,11 +9,9 @@ use anyhow::Context;
 use crate::bot::Decision;
 use crate::bot::config::BotConfig;
 use crate::bot::embed::{Embedder, NoCache, StateCache, VectorCache};
-use crate::bot::intent::Intents;
 use crate::bot::kb;
 use crate::bot::live::LiveKb;
 use crate::bot::matcher::{Matcher, Policies, Policy};
-use crate::bot::responder::KbResponder;
 use crate::bot::{calibrate, eval};
 use crate::config::Config;
 use crate::store::sled_store::SledOptions;
@@ -144,16 +142,13 @@ pub async fn eval(args: EvalArgs) -> anyhow::Result<()> {
             println!("  {name}: {}", describe_calibration(c));
         }
     }
-    let mut intents = Intents::load(bot.intents_file.as_deref())?;
-    if let Some(model) = &model {
-        intents.embed(model, cache.as_ref())?;
-    }
     let decided = BotConfig {
         semantic: policy.semantic,
         lexical: policy.lexical,
         ..bot
     };
-    let responder = KbResponder::new(matcher, &decided).with_intents(intents);
+    let responder =
+        crate::bot::live::responder(matcher, &decided, model.as_deref(), cache.as_ref())?;
     let matcher = responder.matcher();
     let scored = eval::score_all(matcher, &queries)?;
     let (decisions, latencies) = eval::decide_all(&responder, &queries);

@@ -1,4 +1,5 @@
-//! `switchboard kb eval`: how well the matcher answers, and how well it declines.
+//! `switchboard kb eval`: how well the bot answers a customer's first message, and how well
+//! it declines; the knowledge base's own verdicts beside.
 //! Metrics as defined in `../shared/eval/README.md`.
 
 use std::path::Path;

@@ -227,11 +227,7 @@ impl LiveKb {
         if config.calibrate {
             calibrate_config(&matcher, &mut config)?;
         }
-        let mut intents = super::intent::Intents::load(config.intents_file.as_deref())?;
-        if let Some(model) = &self.model {
-            intents.embed(model, &self.cache)?;
-        }
-        Ok(KbResponder::new(matcher, &config).with_intents(intents))
+        responder(matcher, &config, self.model.as_deref(), &self.cache)
     }
 
     /// [`LiveKb::build`] on a blocking thread; the responder in use keeps serving until the
@@ -552,6 +548,22 @@ pub fn check(entries: &[Entry]) -> Vec<String> {
         }
     }
     problems
+}
+
+/// The responder the daemon decides with: `matcher` with `config`'s thresholds and texts, and
+/// the conversation intents (the shipped ones and `config.intents_file`'s), embedded with
+/// `model` when there is one. `kb eval` decides with the same.
+pub fn responder(
+    matcher: Matcher,
+    config: &BotConfig,
+    model: Option<&Embedder>,
+    cache: &dyn super::embed::VectorCache,
+) -> Result<KbResponder, LiveError> {
+    let mut intents = super::intent::Intents::load(config.intents_file.as_deref())?;
+    if let Some(model) = model {
+        intents.embed(model, cache)?;
+    }
+    Ok(KbResponder::new(matcher, config).with_intents(intents))
 }
 
 /// Replaces the configured thresholds by those calibrated on `matcher`'s knowledge base

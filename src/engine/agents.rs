@@ -7,7 +7,6 @@
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
-use switchboard_channel::now_ms;
 
 use super::{Engine, EngineError};
 use crate::model::{Actor, Agent, AgentId, Event, EventKind, Presence, Role};
@@ -63,7 +62,7 @@ impl Engine {
             events: vec![Event::new(
                 None,
                 by.map(Actor::Agent).unwrap_or(Actor::System),
-                now_ms(),
+                self.now_ms(),
                 EventKind::AgentChanged {
                     agent: agent.id,
                     change: what.to_owned(),
@@ -95,7 +94,7 @@ impl Engine {
             name: name.to_owned(),
             role,
             disabled: false,
-            created_at_ms: now_ms(),
+            created_at_ms: self.now_ms(),
             presence: Presence::Offline,
             presence_since_ms: 0,
             presence_auto: false,

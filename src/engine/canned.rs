@@ -3,7 +3,7 @@
 //! Kept in their own key-value space of the store; a deleted response is an empty record.
 
 use serde::{Deserialize, Serialize};
-use switchboard_channel::{ChannelState, StateError, now_ms};
+use switchboard_channel::{ChannelState, StateError};
 use utoipa::ToSchema;
 
 use super::{Engine, EngineError};
@@ -106,7 +106,7 @@ impl Engine {
             shortcut,
             title: title.to_owned(),
             text: text.to_owned(),
-            updated_at_ms: now_ms(),
+            updated_at_ms: self.now_ms(),
         };
         let value = serde_json::to_vec(&canned).expect("canned responses serialise");
         space.put_all(&[(&key(id), &value)]).await.map_err(io)?;

@@ -172,7 +172,7 @@ impl Engine {
             lanes: (0..LANES).map(|_| tokio::sync::Mutex::new(())).collect(),
             token_key,
             metrics: Default::default(),
-            attachments: Default::default(),
+            attachments: Arc::new(presence::Attachments::with_clock(clock.clone())),
             sla: RwLock::new(None),
             recent_waits: Default::default(),
             holder: crate::store::lease::Holder::random(),

@@ -4,17 +4,23 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use switchboard_channel::now_ms;
-
+use super::clock::{Clock, SystemClock};
 use super::{Engine, EngineError};
 use crate::model::{Action, Actor, AgentId, ConversationId, Status};
 
 /// Agents' open event streams (the inbox page keeps one open while it is up).
-#[derive(Default)]
 pub struct Attachments {
     inner: Mutex<HashMap<AgentId, Attached>>,
     /// Streams one agent may hold at once; 0: no limit.
     max_per_agent: std::sync::atomic::AtomicUsize,
+    /// The engine's clock, for when the last stream closed.
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for Attachments {
+    fn default() -> Self {
+        Attachments::with_clock(Arc::new(SystemClock))
+    }
 }
 
 #[derive(Clone, Copy, Default)]
@@ -36,13 +42,21 @@ impl Drop for AttachGuard {
         if let Some(a) = map.get_mut(&self.agent) {
             a.streams = a.streams.saturating_sub(1);
             if a.streams == 0 {
-                a.left_ms = now_ms();
+                a.left_ms = self.attachments.clock.now_ms();
             }
         }
     }
 }
 
 impl Attachments {
+    pub(super) fn with_clock(clock: Arc<dyn Clock>) -> Attachments {
+        Attachments {
+            inner: Mutex::default(),
+            max_per_agent: Default::default(),
+            clock,
+        }
+    }
+
     /// Streams one agent may hold open at once (0: no limit).
     pub fn set_max_per_agent(&self, max: usize) {
         self.max_per_agent
